@@ -1,0 +1,382 @@
+"""The service configuration: one TOML file, overridden by environment variables, validated at start-up.
+
+Load it with :func:`load_config`. Every problem is reported at once, each naming its key and what is wrong::
+
+    invalid configuration (gcbridge.toml):
+      - genesys.region: unknown region 'eu-west-9'; valid: us_east_1, eu_west_1, ...
+      - genesys.client_secret: missing; set GCBRIDGE_GENESYS__CLIENT_SECRET or genesys.client_secret_file
+
+Environment variables override the file: ``GCBRIDGE_<SECTION>__<KEY>`` (for example
+``GCBRIDGE_GENESYS__CLIENT_SECRET``, ``GCBRIDGE_ADMIN__PORT=9000``; lists as JSON). Secrets never need to sit
+in the TOML: give them in the environment or as ``*_file`` keys pointing at a file (Docker/Kubernetes
+secrets, systemd credentials), whose content (minus a trailing newline) is the secret.
+
+Relative paths (outbox, gap journal, secret files) are relative to the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gcbridge.servicenow.config import ServiceNowConfig
+
+ENV_PREFIX: Final = "GCBRIDGE_"
+DEFAULT_ADMIN_PORT: Final = 9464
+
+# Region enum names of the official SDKs -> API host (spec §1.1). The login host swaps "api." for "login.".
+REGIONS: Final[Mapping[str, str]] = {
+    "us_east_1": "api.mypurecloud.com",
+    "eu_west_1": "api.mypurecloud.ie",
+    "ap_southeast_2": "api.mypurecloud.com.au",
+    "ap_northeast_1": "api.mypurecloud.jp",
+    "eu_central_1": "api.mypurecloud.de",
+    "us_west_2": "api.usw2.pure.cloud",
+    "ca_central_1": "api.cac1.pure.cloud",
+    "ap_northeast_2": "api.apne2.pure.cloud",
+    "eu_west_2": "api.euw2.pure.cloud",
+    "ap_south_1": "api.aps1.pure.cloud",
+    "us_east_2": "api.use2.us-gov-pure.cloud",
+    "sa_east_1": "api.sae1.pure.cloud",
+    "me_central_1": "api.mec1.pure.cloud",
+    "ap_northeast_3": "api.apne3.pure.cloud",
+    "eu_central_2": "api.euc2.pure.cloud",
+    "mx_central_1": "api.mxc1.pure.cloud",
+    "ap_southeast_1": "api.apse1.pure.cloud",
+    "eusc_de_east_1": "api.edee1.eusc-pure.cloud",
+}
+
+# Topics the client subscribes implicitly; listing them is a mistake worth pointing out.
+_IMPLICIT_TOPIC = re.compile(r"^(channel\.metadata|v2\.system\..*)$")
+_TOPIC = re.compile(r"^[A-Za-z0-9_.\-?&]+$")
+_MAX_TOPIC_LENGTH: Final = 200
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` lists one ``key: what is wrong`` line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = [f"invalid configuration ({self.source}):"]
+        lines.extend(f"  - {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+# Set while a file is being loaded, so that relative paths resolve against the file's directory.
+_BASE_DIR: contextvars.ContextVar[Path] = contextvars.ContextVar("gcbridge_config_base_dir")
+_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("gcbridge_config_file_data")
+
+
+def _resolve(path: Path) -> Path:
+    path = path.expanduser()
+    if path.is_absolute():
+        return path
+    return _BASE_DIR.get(Path.cwd()) / path
+
+
+def _read_secret_file(path: Path) -> SecretStr:
+    resolved = _resolve(path)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"secret file '{resolved}' does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file '{resolved}': {exc.strerror}") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise ValueError(f"secret file '{resolved}' is empty")
+    return SecretStr(value)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(_Section):
+    """One OAuth client (client credentials grant). The secret comes from the environment or a file."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret_source(self) -> Credentials:
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("give client_secret or client_secret_file, not both")
+        if self.client_secret_file is not None:
+            object.__setattr__(self, "client_secret", _read_secret_file(self.client_secret_file))
+        if self.client_secret is None or not self.client_secret.get_secret_value():
+            raise ValueError("client_secret: missing; set it in the environment or give client_secret_file")
+        return self
+
+    def secret(self) -> SecretStr:
+        assert self.client_secret is not None  # guaranteed by validation
+        return self.client_secret
+
+
+class GenesysConfig(Credentials):
+    """``[genesys]``: where to connect, as whom, and which topics to follow."""
+
+    region: str | None = None
+    base_url: str | None = None
+    topics: list[str] = Field(min_length=1)
+    client: dict[str, Any] = Field(default_factory=dict)
+    extra_credentials: list[Credentials] = Field(default_factory=list)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        normalised = value.strip().lower().replace("-", "_")
+        if normalised not in REGIONS:
+            raise ValueError(f"unknown region '{value}'; valid: {', '.join(REGIONS)}")
+        return normalised
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"'{value}' is not an http(s) URL (for example https://api.mypurecloud.ie)")
+        return value.rstrip("/")
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_topics(cls, topics: list[str]) -> list[str]:
+        problems: list[str] = []
+        seen: dict[str, int] = {}
+        for i, topic in enumerate(topics):
+            if not _TOPIC.match(topic):
+                problems.append(f"[{i}] '{topic}' is not a topic name (letters, digits, . _ - ? & only)")
+            elif len(topic) > _MAX_TOPIC_LENGTH:
+                problems.append(f"[{i}] is longer than {_MAX_TOPIC_LENGTH} characters")
+            elif _IMPLICIT_TOPIC.match(topic):
+                problems.append(f"[{i}] '{topic}' is subscribed implicitly; remove it")
+            elif topic in seen:
+                problems.append(f"[{i}] '{topic}' duplicates topics[{seen[topic]}]")
+            seen.setdefault(topic, i)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return topics
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> GenesysConfig:
+        if self.region is None and self.base_url is None:
+            raise ValueError('give region (for example region = "eu_west_1") or base_url')
+        if self.region is not None and self.base_url is not None:
+            raise ValueError("give region or base_url, not both")
+        ids = [self.client_id, *(c.client_id for c in self.extra_credentials)]
+        if len(set(ids)) != len(ids):
+            raise ValueError("extra_credentials must name OAuth clients other than client_id")
+        return self
+
+    @property
+    def api_host(self) -> str | None:
+        return REGIONS[self.region] if self.region else None
+
+
+class DispatcherConfig(_Section):
+    """``[outbox.dispatcher]``: how rows are delivered to ServiceNow."""
+
+    concurrency: int = Field(default=8, ge=1, le=256)
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    max_attempts: int = Field(default=20, ge=1)
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=300.0, gt=0)
+
+
+class OutboxConfig(_Section):
+    """``[outbox]``: the durable SQLite outbox between Genesys and ServiceNow."""
+
+    path: Path = Path("gcbridge-outbox.db")
+    gap_log: Path | None = None
+    retention_days: float = Field(default=7.0, ge=0)
+    drain_timeout: float = Field(default=30.0, gt=0, le=3600)
+    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> OutboxConfig:
+        object.__setattr__(self, "path", _resolve(self.path))
+        gap_log = _resolve(self.gap_log) if self.gap_log else self.path.with_name("gcbridge-gaps.jsonl")
+        object.__setattr__(self, "gap_log", gap_log)
+        return self
+
+    @property
+    def gap_log_path(self) -> Path:
+        assert self.gap_log is not None  # set by validation
+        return self.gap_log
+
+
+class AdminConfig(_Section):
+    """``[admin]``: the health, metrics and status endpoint. Loopback only unless you say otherwise."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
+
+
+class LoggingConfig(_Section):
+    """``[logging]``: JSON lines on stderr by default."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed TOML file, ranked below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_DATA.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get({}))
+
+
+class BridgeConfig(BaseSettings):
+    """The whole configuration. Build it with :func:`load_config` (file + environment)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    genesys: GenesysConfig
+    servicenow: ServiceNowConfig
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _servicenow_secret_files(cls, data: Any) -> Any:
+        # The writer's auth models take the secret itself; accept `<name>_file` beside them as well.
+        auth = data.get("servicenow", {}).get("auth") if isinstance(data, dict) else None
+        if not isinstance(auth, dict):
+            return data
+        auth = dict(auth)
+        for key in [k for k in auth if k in ("password_file", "client_secret_file")]:
+            target = key.removesuffix("_file")
+            if auth.get(target) is not None:
+                raise ValueError(f"servicenow.auth.{key}: give {target} or {key}, not both")
+            try:
+                auth[target] = _read_secret_file(Path(str(auth.pop(key))))
+            except ValueError as exc:
+                raise ValueError(f"servicenow.auth.{key}: {exc}") from None
+        return {**data, "servicenow": {**data["servicenow"], "auth": auth}}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+_FRIENDLY: Final[Mapping[str, str]] = {
+    "extra_forbidden": "unknown key (check the spelling; see `gcbridge config example`)",
+    "missing": "missing",
+}
+
+
+_NAMED_KEY: Final = re.compile(r"^((?:genesys|servicenow|outbox|admin|logging)[\w.\[\]]*): ")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in part:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = _location(tuple(err["loc"]))
+        message = _FRIENDLY.get(err["type"], err["msg"])
+        message = message.removeprefix("Value error, ")
+        # A validator that already names its key ("servicenow.auth: ...") knows better than its location.
+        named = _NAMED_KEY.match(message)
+        if named and (where == "(top level)" or named.group(1).startswith(where)):
+            where, message = named.group(1), message[named.end() :]
+        # "client_secret: missing" reported by a model validator: point at the key itself.
+        if message.startswith("client_secret: ") and not where.endswith("client_secret"):
+            where, message = f"{where}.client_secret", message.removeprefix("client_secret: ")
+            if where == "genesys.client_secret":
+                message = message.replace(
+                    "set it in the environment", f"set {ENV_PREFIX}GENESYS__CLIENT_SECRET"
+                )
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "config"
+) -> BridgeConfig:
+    """Validate already-parsed TOML data (environment overrides apply). Raises :class:`ConfigError`."""
+    base_token = _BASE_DIR.set(base_dir or Path.cwd())
+    data_token = _FILE_DATA.set(dict(data))
+    try:
+        return BridgeConfig()  # type: ignore[call-arg]  # fields come from the sources
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+    finally:
+        _FILE_DATA.reset(data_token)
+        _BASE_DIR.reset(base_token)
+
+
+def load_config(path: str | Path) -> BridgeConfig:
+    """Read the TOML file at ``path``, merge the environment, validate. Raises :class:`ConfigError`."""
+    file = Path(path).expanduser()
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(file), [f"file not found: {file.resolve()}"]) from None
+    except OSError as exc:
+        raise ConfigError(str(file), [f"cannot read {file}: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), ["not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [f"TOML syntax error: {exc}"]) from None
+    return parse_config(data, base_dir=file.resolve().parent, source=str(file))
