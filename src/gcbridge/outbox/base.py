@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+ALL: Literal["all"] = "all"
+"""Pass to :meth:`OutboxStore.replay` / :meth:`OutboxStore.purge` to act on every dead-lettered row."""
+
+Selection = Sequence[int] | Literal["all"]
+
+RowState = Literal["pending", "in_flight", "delivered", "dead"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,30 @@ class OutboxRow:
     received_at: float
     attempts: int
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowInfo:
+    """Everything the store knows about one row, for inspection and the dead-letter list.
+
+    ``last_error`` is the latest retry error or, for a dead row, the dead-letter reason; ``detail`` says how a
+    delivered row was delivered (``"superseded by #42"`` when coalescing replaced it). Times are UNIX seconds.
+    """
+
+    id: int
+    dedup_key: str
+    order_key: str
+    topic: str
+    payload: bytes
+    received_at: float
+    state: RowState
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    finished_at: float | None
+    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +104,49 @@ class OutboxStore(Protocol):
         """Durably store items; returns how many were new (duplicates by dedup_key are ignored)."""
         ...
 
-    async def claim(self, limit: int, now: float) -> list[OutboxRow]:
-        """Due rows, at most one per order key and none whose key already has a row in flight."""
+    async def claim(self, limit: int, now: float, *, coalesce: bool = False) -> list[OutboxRow]:
+        """Due rows, at most one per order key and none whose key already has a row in flight.
+
+        Only the oldest pending row of a key is eligible. Claimed rows are in flight under a lease; when the
+        lease runs out (or the process dies) they become pending again. With ``coalesce``, the newest of the
+        leading same-topic pending rows of a key is claimed and the older ones are marked delivered as
+        superseded (only for sinks that write whole-state records).
+        """
         ...
 
-    async def ack(self, row_ids: Sequence[int], now: float) -> None: ...
+    async def next_due(self) -> float | None:
+        """When the earliest not-yet-due row becomes claimable (UNIX seconds), ``None`` if none waits."""
+        ...
 
-    async def retry(self, row_id: int, next_attempt_at: float, error: str) -> None: ...
+    async def ack(self, row_ids: Sequence[int], now: float) -> int:
+        """Mark in-flight rows delivered; returns how many were in flight (others are ignored)."""
+        ...
 
-    async def dead_letter(self, row_id: int, reason: str, now: float) -> None: ...
+    async def retry(self, row_id: int, next_attempt_at: float, error: str) -> bool:
+        """Put an in-flight row back to pending, counting one attempt; ``False`` if it was not in flight."""
+        ...
+
+    async def dead_letter(self, row_id: int, reason: str, now: float) -> bool:
+        """Move a pending or in-flight row to the dead-letter list; later rows of its key proceed."""
+        ...
+
+    async def dead_letters(self, limit: int = 100, offset: int = 0) -> list[RowInfo]:
+        """Dead-lettered rows, oldest id first."""
+        ...
+
+    async def inspect(self, row_id: int) -> RowInfo | None: ...
+
+    async def replay(self, rows: Selection, now: float) -> int:
+        """Dead rows back to pending with attempts reset; returns how many."""
+        ...
+
+    async def purge(self, rows: Selection) -> int:
+        """Delete dead rows (their dedup keys are released); returns how many."""
+        ...
+
+    async def expire_delivered(self, now: float, *, batch: int = 500) -> int:
+        """Delete up to ``batch`` delivered rows older than the retention period; returns how many."""
+        ...
 
     async def stats(self, now: float) -> OutboxStats: ...
 
