@@ -35,32 +35,14 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gcbridge.genesys.regions import REGION_DOMAINS
 from gcbridge.servicenow.config import ServiceNowConfig
 
 ENV_PREFIX: Final = "GCBRIDGE_"
 DEFAULT_ADMIN_PORT: Final = 9464
 
-# Region enum names of the official SDKs -> API host (spec §1.1). The login host swaps "api." for "login.".
-REGIONS: Final[Mapping[str, str]] = {
-    "us_east_1": "api.mypurecloud.com",
-    "eu_west_1": "api.mypurecloud.ie",
-    "ap_southeast_2": "api.mypurecloud.com.au",
-    "ap_northeast_1": "api.mypurecloud.jp",
-    "eu_central_1": "api.mypurecloud.de",
-    "us_west_2": "api.usw2.pure.cloud",
-    "ca_central_1": "api.cac1.pure.cloud",
-    "ap_northeast_2": "api.apne2.pure.cloud",
-    "eu_west_2": "api.euw2.pure.cloud",
-    "ap_south_1": "api.aps1.pure.cloud",
-    "us_east_2": "api.use2.us-gov-pure.cloud",
-    "sa_east_1": "api.sae1.pure.cloud",
-    "me_central_1": "api.mec1.pure.cloud",
-    "ap_northeast_3": "api.apne3.pure.cloud",
-    "eu_central_2": "api.euc2.pure.cloud",
-    "mx_central_1": "api.mxc1.pure.cloud",
-    "ap_southeast_1": "api.apse1.pure.cloud",
-    "eusc_de_east_1": "api.edee1.eusc-pure.cloud",
-}
+# Region enum names of the official SDKs -> API host (spec §1.1), from the client's own table.
+REGIONS: Final[Mapping[str, str]] = {name: f"api.{domain}" for name, domain in REGION_DOMAINS.items()}
 
 # Topics the client subscribes implicitly; listing them is a mistake worth pointing out.
 _IMPLICIT_TOPIC = re.compile(r"^(channel\.metadata|v2\.system\..*)$")
