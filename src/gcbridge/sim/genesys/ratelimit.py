@@ -1,0 +1,45 @@
+"""A fixed-window request counter per key (pure: the caller passes ``now``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    count: int
+    reset_after: float
+    """Seconds until the window resets (``inin-ratelimit-reset`` and ``Retry-After``)."""
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.reset_after))
+
+
+class FixedWindowLimiter:
+    """At most ``limit`` requests per ``window`` seconds per key; a window starts at its first request."""
+
+    def __init__(self, limit: int | None, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def hit(self, key: str, now: float) -> RateDecision:
+        """Count one request for ``key`` and say whether it is allowed."""
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        reset_after = start + self.window - now
+        if self.limit is None:
+            self._windows[key] = (start, count + 1)
+            return RateDecision(True, 0, count + 1, reset_after)
+        if count >= self.limit:
+            return RateDecision(False, self.limit, count, reset_after)
+        self._windows[key] = (start, count + 1)
+        return RateDecision(True, self.limit, count + 1, reset_after)
+
+    def forget(self, key: str) -> None:
+        self._windows.pop(key, None)
