@@ -21,11 +21,14 @@ from gcbridge.outbox.base import (
     RowInfo,
     Sink,
 )
+from gcbridge.outbox.dispatcher import Dispatcher, DispatcherCounters
 from gcbridge.outbox.sqlite import OutboxLockedError, SqliteOutbox
 
 __all__ = [
     "ALL",
     "Delivered",
+    "Dispatcher",
+    "DispatcherCounters",
     "OutboxItem",
     "OutboxLockedError",
     "OutboxRow",

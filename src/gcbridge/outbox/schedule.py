@@ -61,6 +61,7 @@ class KeySchedule:
         self._in_flight = 0
         # (due, head id, key) for keys whose head may become claimable; stale entries are skipped lazily
         self._heap: list[tuple[float, int, str]] = []
+        self._leases: list[tuple[float, int]] = []  # (lease end, row id) of claims, stale entries skipped
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -99,9 +100,16 @@ class KeySchedule:
 
     def expired_leases(self, now: float) -> list[int]:
         """In-flight rows whose claim lease ended at or before ``now`` (their deliverer is presumed lost)."""
-        return [
-            k.in_flight for k in self._keys.values() if k.in_flight is not None and k.lease_expires <= now
-        ]
+        expired: list[int] = []
+        while self._leases and self._leases[0][0] <= now:
+            lease, row_id = heapq.heappop(self._leases)
+            row = self._rows.get(row_id)
+            if row is None:
+                continue
+            key = self._keys[row.order_key]
+            if key.in_flight == row_id and key.lease_expires == lease:
+                expired.append(row_id)
+        return expired
 
     # -- transitions ---------------------------------------------------------------------------------
 
@@ -140,6 +148,7 @@ class KeySchedule:
                 del self._rows[row_id]
             key.in_flight = chosen
             key.lease_expires = lease_expires
+            heapq.heappush(self._leases, (lease_expires, chosen))
             self._in_flight += 1
             claims.append(Claim(chosen, key_name, superseded))
         return claims
@@ -153,6 +162,7 @@ class KeySchedule:
         key.pending.remove(row_id)
         key.in_flight = row_id
         key.lease_expires = lease_expires
+        heapq.heappush(self._leases, (lease_expires, row_id))
         self._in_flight += 1
 
     def finish(self, row_id: int) -> bool:

@@ -117,7 +117,6 @@ class SqliteOutbox:
         self._schedule = KeySchedule()
         self._delivered = 0
         self._dead = 0
-        self._next_lease_check = 0.0
         self.recovered_on_open = 0
         """How many rows were in flight when the file was opened (left by a process that died)."""
         self._rebuild(conn)
@@ -219,9 +218,7 @@ class SqliteOutbox:
         return await self._run(lambda conn: self._claim(conn, limit, now, coalesce))
 
     def _claim(self, conn: sqlite3.Connection, limit: int, now: float, coalesce: bool) -> list[OutboxRow]:
-        if now >= self._next_lease_check:
-            self._recover_expired(conn, now)
-            self._next_lease_check = now + self.lease_ttl / 4
+        self._recover_expired(conn, now)
         claims = self._schedule.claim(limit, now, now + self.lease_ttl, coalesce=coalesce)
         if not claims:
             return []

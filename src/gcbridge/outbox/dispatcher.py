@@ -1,0 +1,300 @@
+"""The delivery loop: claim due rows, deliver them concurrently, record each outcome in the store.
+
+Usage::
+
+    dispatcher = Dispatcher(store, sink)            # documented defaults for every timing
+    task = asyncio.create_task(dispatcher.run())
+    await dispatcher.ingest(items)                  # put_many + wake the loop
+    ...
+    await dispatcher.drain(timeout=30)              # stop claiming, finish (or release) in-flight rows
+    await task
+
+The dispatcher owns no delivery state: attempts, next-attempt times and dead letters are in the store, so a
+restart resumes exactly where the last process stopped (rows it had in flight come back when the store opens).
+Per-key order comes from the store's claim rule (one row in flight per order key); concurrency is across keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
+from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
+
+__all__ = ["Dispatcher", "DispatcherCounters"]
+
+_log = structlog.get_logger("gcbridge.outbox")
+
+
+@dataclass(slots=True)
+class DispatcherCounters:
+    """Running totals since start, for metrics and the status page."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    sink_errors: int = 0  # exceptions and timeouts from the sink (each also counted as a retry)
+    store_errors: int = 0  # failed store calls; the row stays in flight until its lease ends
+    expired: int = 0  # delivered rows deleted by retention
+
+
+class Dispatcher:
+    """Delivers outbox rows to a :class:`~gcbridge.outbox.base.Sink`, at least once, in order per key.
+
+    Defaults (all seconds unless noted):
+
+    * ``concurrency=8``: rows delivered at the same time (each from a different order key).
+    * ``batch=64``: most rows claimed per store call.
+    * ``backoff``: :data:`~gcbridge.outbox.retry.DEFAULT_BACKOFF` (1 s doubling to a 5 min ceiling, full
+      jitter; a sink's ``Retry.after`` is a floor). ``max_attempts=100`` then dead-letter; ``None`` retries
+      forever.
+    * ``deliver_timeout=60``: a sink call running longer counts as ``Retry("timeout")``. Keep it below the
+      store's lease TTL (300 s by default) so a row is never handed out twice at once.
+    * ``idle_poll=5``: longest sleep without a wake-up (a safety net; puts through :meth:`ingest` or
+      :meth:`notify`, finished deliveries and the next due time wake the loop earlier).
+    * ``housekeeping_interval=60``: how often delivered rows past retention are deleted, ``expire_batch=500``
+      rows per transaction, at most ``expire_rounds=20`` transactions per round.
+    * ``coalesce=False``: claim with coalescing (only for sinks that write whole-state records).
+    * ``clock=time.time``: wall clock, because next-attempt times are stored and must survive restarts.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        sink: Sink,
+        *,
+        concurrency: int = 8,
+        batch: int = 64,
+        backoff: BackoffPolicy = DEFAULT_BACKOFF,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        deliver_timeout: float = 60.0,
+        idle_poll: float = 5.0,
+        housekeeping_interval: float = 60.0,
+        expire_batch: int = 500,
+        expire_rounds: int = 20,
+        coalesce: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1 or batch < 1:
+            raise ValueError("concurrency and batch must be >= 1")
+        if deliver_timeout <= 0 or idle_poll <= 0:
+            raise ValueError("deliver_timeout and idle_poll must be > 0")
+        self.store = store
+        self.sink = sink
+        self.concurrency = concurrency
+        self.batch = batch
+        self.backoff = backoff
+        self.max_attempts = max_attempts
+        self.deliver_timeout = deliver_timeout
+        self.idle_poll = idle_poll
+        self.housekeeping_interval = housekeeping_interval
+        self.expire_batch = expire_batch
+        self.expire_rounds = expire_rounds
+        self.coalesce = coalesce
+        self.counters = DispatcherCounters()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()  # jitter, not cryptography
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: dict[asyncio.Task[None], OutboxRow] = {}
+        self._next_housekeeping = 0.0
+        self._stopped = asyncio.Event()
+        self._running = False
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    async def ingest(self, items: Sequence[OutboxItem]) -> int:
+        """``store.put_many(items)`` and wake the loop; returns how many items were new. Durable on return."""
+        new = await self.store.put_many(items)
+        if new:
+            self._wake.set()
+        return new
+
+    def notify(self) -> None:
+        """Wake the loop: call after writing to the store directly (``ingest`` does it for you)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries running now."""
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        """Deliver until :meth:`drain` is called. Never raises because of a sink or a failed store call."""
+        if self._running:
+            raise RuntimeError("Dispatcher.run() is already running")
+        self._running = True
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                asked, got = await self._claim_and_start()
+                await self._housekeeping()
+                if self._stopping:
+                    break
+                if asked and got == asked:
+                    continue  # the batch was full: more rows may be due right now
+                await self._sleep(await self._sleep_budget(asked > 0))
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a shutdown budget, not a cancel scope
+        """Stop claiming and wait up to ``timeout`` for deliveries in progress; ``True`` if all finished.
+
+        Deliveries still running at the deadline are cancelled and their rows put back to pending (counted as
+        an attempt, error ``"cancelled at shutdown"``), so the next start delivers them again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            # a claim may be under way: its rows must be started (and then waited for) before we look
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=max(0.0, deadline - loop.time()))
+        tasks = list(self._tasks)
+        done = True
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            if still:
+                done = False
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
+                now = self._clock()
+                for task in still:
+                    row = self._tasks.pop(task, None)
+                    if row is not None:
+                        with contextlib.suppress(Exception):
+                            await self.store.retry(row.id, now, "cancelled at shutdown")
+        return done
+
+    # -- loop internals ----------------------------------------------------------------------------------
+
+    async def _claim_and_start(self) -> tuple[int, int]:
+        free = self.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0, 0
+        asked = min(self.batch, free)
+        try:
+            rows = await self.store.claim(asked, self._clock(), coalesce=self.coalesce)
+        except Exception as exc:
+            self.counters.store_errors += 1
+            _log.error("outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return 0, 0  # sleep as if idle; the store may recover (disk space, lock)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row), name=f"outbox-deliver-{row.id}")
+            self._tasks[task] = row
+            task.add_done_callback(self._task_done)
+        return asked, len(rows)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._wake.set()  # capacity is free, and the key's next row may be claimable
+
+    async def _sleep_budget(self, had_capacity: bool) -> float:
+        budget = self.idle_poll
+        if had_capacity:
+            try:
+                due = await self.store.next_due()
+            except Exception as exc:
+                self.counters.store_errors += 1
+                _log.error("outbox next_due failed", error=type(exc).__name__)
+                due = None
+            if due is not None:
+                budget = min(budget, max(0.0, due - self._clock()))
+        if self.housekeeping_interval > 0:
+            budget = min(budget, max(0.0, self._next_housekeeping - self._clock()))
+        return budget
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _housekeeping(self) -> None:
+        if self.housekeeping_interval <= 0:
+            return
+        now = self._clock()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + self.housekeeping_interval
+        try:
+            for _ in range(self.expire_rounds):
+                deleted = await self.store.expire_delivered(now, batch=self.expire_batch)
+                self.counters.expired += deleted
+                if deleted < self.expire_batch:
+                    break
+        except Exception as exc:
+            self.counters.store_errors += 1
+            _log.error("outbox retention cleanup failed", error=type(exc).__name__)
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        outcome = await self._attempt(row)
+        now = self._clock()
+        try:
+            action = decide(
+                outcome,
+                attempts=row.attempts,
+                now=now,
+                policy=self.backoff,
+                max_attempts=self.max_attempts,
+                rng=self._rng,
+            )
+        except TypeError as exc:  # a sink returned something else: a bug there, not a reason to lose the row
+            action = decide(
+                Retry(str(exc)), attempts=row.attempts, now=now, policy=self.backoff, rng=self._rng
+            )
+        try:
+            await self._apply(row, action, now)
+        except Exception as exc:
+            self.counters.store_errors += 1
+            _log.error("outbox store update failed", row_id=row.id, error=type(exc).__name__)
+
+    async def _attempt(self, row: OutboxRow) -> Outcome:
+        try:
+            return await asyncio.wait_for(self.sink.deliver(row), timeout=self.deliver_timeout)
+        except TimeoutError:
+            self.counters.sink_errors += 1
+            return Retry(f"timeout after {self.deliver_timeout:g}s")
+        except Exception as exc:
+            # the class name only: an exception message may quote a request, a header or the payload
+            self.counters.sink_errors += 1
+            return Retry(type(exc).__name__)
+
+    async def _apply(self, row: OutboxRow, action: Action, now: float) -> None:
+        if isinstance(action, Ack):
+            await self.store.ack([row.id], now)
+            self.counters.delivered += 1
+        elif isinstance(action, Reschedule):
+            await self.store.retry(row.id, action.at, action.error)
+            self.counters.retried += 1
+            _log.info(
+                "outbox delivery will be retried",
+                row_id=row.id,
+                order_key=row.order_key,
+                attempt=row.attempts + 1,
+                in_seconds=round(action.at - now, 3),
+                reason=action.error,
+            )
+        elif isinstance(action, Bury):
+            await self.store.dead_letter(row.id, action.reason, now)
+            self.counters.dead_lettered += 1
+            _log.warning(
+                "outbox row dead-lettered",
+                row_id=row.id,
+                order_key=row.order_key,
+                topic=row.topic,
+                reason=action.reason,
+            )
