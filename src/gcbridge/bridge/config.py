@@ -180,14 +180,19 @@ class GenesysConfig(Credentials):
 
 
 class DispatcherConfig(_Section):
-    """``[outbox.dispatcher]``: how rows are delivered to ServiceNow."""
+    """``[outbox.dispatcher]``: how rows are delivered to ServiceNow (see :class:`gcbridge.outbox.Dispatcher`).
+
+    ``max_attempts = 0`` retries forever (rows never reach the dead-letter list on their own).
+    """
 
     concurrency: int = Field(default=8, ge=1, le=256)
-    batch_size: int = Field(default=64, ge=1, le=10_000)
-    poll_interval: float = Field(default=0.5, gt=0, le=60)
-    max_attempts: int = Field(default=20, ge=1)
+    batch: int = Field(default=64, ge=1, le=10_000)
+    max_attempts: int = Field(default=100, ge=0)
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
+    deliver_timeout: float = Field(default=60.0, gt=0)
+    idle_poll: float = Field(default=5.0, gt=0, le=300)
+    coalesce: bool = False
 
 
 class OutboxConfig(_Section):
@@ -195,7 +200,8 @@ class OutboxConfig(_Section):
 
     path: Path = Path("gcbridge-outbox.db")
     gap_log: Path | None = None
-    retention_days: float = Field(default=7.0, ge=0)
+    retention_days: float = Field(default=1.0, ge=0)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
     drain_timeout: float = Field(default=30.0, gt=0, le=3600)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
 

@@ -52,6 +52,12 @@ class BridgeMetrics:
             ["family"],
             registry=r,
         )
+        self.unrouted = Counter(
+            "gcbridge_events_unrouted",
+            "Events no mapping rule takes (not delivered; add a rule or drop the topic), by topic family.",
+            ["family"],
+            registry=r,
+        )
         self.duplicates_dropped = Gauge(
             "gcbridge_duplicates_dropped",
             "Events the client dropped as copies of one already received (rotation overlap, second path).",

@@ -1,0 +1,115 @@
+"""The gap journal: every period in which events may have been missed, persisted for operators.
+
+One JSON object per line (``gcbridge-gaps.jsonl`` beside the outbox by default), appended and fsynced when
+a gap is reported, so that ``jq`` or a back-fill script can read it::
+
+    {"start": 1767000000.1, "end": 1767000003.4, "seconds": 3.3, "reason": "socket_dropped",
+     "topics": ["v2.routing.queues.<id>.conversations"], "detail": "...", "recorded_at": 1767000003.5}
+
+The service's own downtime is a gap as well: a small state file (``<journal>.alive``) holds the last moment
+the service was known to receive; at the next start the interval from then until the subscriptions are live
+again is journalled with reason ``service_down`` (clean stop) or ``service_crashed`` (no clean stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from gcbridge import _json
+from gcbridge.genesys.events import Gap
+
+RECENT: Final = 50
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """What the previous run left behind: when it last received and whether it stopped cleanly."""
+
+    alive_at: float
+    clean: bool
+
+
+def gap_record(gap: Gap, recorded_at: float) -> dict[str, Any]:
+    return {
+        "start": gap.start,
+        "end": gap.end,
+        "seconds": round(gap.seconds, 3),
+        "reason": gap.reason,
+        "topics": list(gap.topics),
+        "detail": gap.detail,
+        "recorded_at": recorded_at,
+    }
+
+
+def downtime_gap(last: LastRun | None, live_at: float, topics: Sequence[str]) -> Gap | None:
+    """The gap the service's own absence caused, if a previous run left a mark (pure)."""
+    if last is None or live_at <= last.alive_at:
+        return None
+    return Gap(
+        start=last.alive_at,
+        end=live_at,
+        topics=tuple(topics),
+        reason="service_down" if last.clean else "service_crashed",
+        detail="the bridge was not subscribed; back-fill this interval through the REST APIs",
+    )
+
+
+class GapJournal:
+    """Append-only gap log plus the ``alive`` mark. Keeps totals and the most recent gaps in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.alive_path = path.with_name(path.name + ".alive")
+        self.count = 0
+        self.seconds = 0.0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self._lock = asyncio.Lock()
+
+    def load(self) -> None:
+        """Read the existing journal's recent entries (totals count this run only)."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            for line in deque(fh, maxlen=RECENT):
+                try:
+                    self.recent.append(_json.loads(line))
+                except _json.JSONDecodeError:
+                    continue  # a torn last line after a crash; the next append starts a fresh line
+
+    async def record(self, gap: Gap, now: float) -> dict[str, Any]:
+        entry = gap_record(gap, now)
+        async with self._lock:
+            await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
+        self.count += 1
+        self.seconds += gap.seconds
+        self.recent.append(entry)
+        return entry
+
+    def _append(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def last_run(self) -> LastRun | None:
+        try:
+            data = _json.loads(self.alive_path.read_bytes())
+            return LastRun(alive_at=float(data["alive_at"]), clean=bool(data.get("clean", False)))
+        except (FileNotFoundError, KeyError, TypeError, ValueError, _json.JSONDecodeError):
+            return None
+
+    async def mark_alive(self, now: float, *, clean: bool = False) -> None:
+        await asyncio.to_thread(self._write_alive, _json.dumps({"alive_at": now, "clean": clean}))
+
+    def _write_alive(self, data: bytes) -> None:
+        self.alive_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.alive_path.with_name(self.alive_path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.alive_path)

@@ -1,0 +1,157 @@
+"""From the notification client into the durable outbox, in batches of whatever arrived together.
+
+A reader task drains the client's stream into a bounded queue; a writer task takes everything queued at that
+moment (up to ``max_batch``) and stores it with one ``put_many`` (one commit). While a commit is on disk the
+next batch accumulates, so the batch size follows the load by itself. An event counts as received only when
+``put_many`` has returned. A full queue stops the reader (back-pressure) rather than dropping anything; a
+failing outbox is retried, never skipped.
+
+Gaps travel through the same queue, so that they are journalled in order with the events around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.genesys.events import Event, Gap
+from gcbridge.outbox.base import OutboxItem, OutboxStore
+from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item
+
+DEFAULT_MAX_BATCH: Final = 500
+DEFAULT_QUEUE_SIZE: Final = 20_000
+_RETRY_DELAYS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+_END: Final = object()
+
+
+class Ingest:
+    """Moves items from ``stream`` into ``store``. ``await run()``; it returns once the stream has ended and
+    everything taken from it is durable."""
+
+    def __init__(
+        self,
+        stream: AsyncIterator[Event | Gap],
+        store: OutboxStore,
+        mapping: Mapping,
+        metrics: BridgeMetrics,
+        journal: GapJournal,
+        log: Any,
+        clock: Callable[[], float],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._store = store
+        self._mapping = mapping
+        self._metrics = metrics
+        self._journal = journal
+        self._log = log
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        self.received = 0
+        self.unrouted = 0
+        self.batches = 0
+        self.last_event_at: float | None = None
+        self._warned_unrouted: set[str] = set()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read(), name="gcbridge-ingest-reader")
+        try:
+            await self._write()
+        finally:
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self) -> None:
+        try:
+            async for item in self._stream:
+                await self._queue.put(item)
+        except Exception:
+            self._log.exception("notification stream failed")
+            raise
+        finally:
+            await self._queue.put(_END)
+
+    async def _write(self) -> None:
+        ended = False
+        while not ended:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if batch[-1] is _END:
+                batch.pop()
+                ended = True
+            await self._store_batch(batch)
+
+    async def _store_batch(self, batch: list[object]) -> None:
+        items: list[OutboxItem] = []
+        for entry in batch:
+            if isinstance(entry, Gap):
+                # Events before the gap first, so that the journal and the outbox agree on the order.
+                await self._put(items)
+                items = []
+                await self.record_gap(entry)
+            elif isinstance(entry, Event):
+                item = self._to_item(entry)
+                if item is not None:
+                    items.append(item)
+        await self._put(items)
+
+    def _to_item(self, event: Event) -> OutboxItem | None:
+        try:
+            item = event_to_outbox_item(event, self._mapping)
+        except Exception as exc:
+            # A mapping bug must not stop the stream; the event is counted and logged with its topic.
+            self.unrouted += 1
+            self._metrics.unrouted.labels(family=self._metrics.family_label(event.topic)).inc()
+            self._log.error("event could not be mapped", topic=event.topic, dedup_key=event.dedup_key,
+                            error=str(exc))
+            return None
+        if item is None:
+            self.unrouted += 1
+            family = self._metrics.family_label(event.topic)
+            self._metrics.unrouted.labels(family=family).inc()
+            if family not in self._warned_unrouted:
+                self._warned_unrouted.add(family)
+                self._log.warning("no mapping rule for topic; events of this family are not delivered",
+                                  topic=event.topic, family=family)
+        return item
+
+    async def _put(self, items: list[OutboxItem]) -> None:
+        if not items:
+            return
+        attempt = 0
+        while True:
+            try:
+                await self._store.put_many(items)
+                break
+            except Exception as exc:
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                attempt += 1
+                self._log.error("outbox write failed; retrying", attempt=attempt, rows=len(items),
+                                error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+        self.received += len(items)
+        self.batches += 1
+        self.last_event_at = self._clock()
+        self._metrics.record_received([i.topic for i in items])
+
+    async def record_gap(self, gap: Gap) -> None:
+        """Count, log and journal ``gap``."""
+        entry = await self._journal.record(gap, self._clock())
+        self._metrics.gaps.labels(reason=gap.reason).inc()
+        self._metrics.gap_seconds.inc(gap.seconds)
+        self._log.warning("gap: events may have been missed", reason=gap.reason, start=gap.start, end=gap.end,
+                          seconds=entry["seconds"], topics=len(gap.topics), detail=gap.detail)

@@ -1,0 +1,445 @@
+"""The bridge service: notification client -> durable outbox -> dispatcher -> ServiceNow, plus admin.
+
+::
+
+    NotificationClient --(events, gaps)--> Ingest --put_many--> SqliteOutbox --claim--> Dispatcher
+            |                                 |                                            |
+        lifecycle -> metrics, logs       gap journal                          MeasuredSink -> Router
+
+An event counts as received once ``put_many`` has returned (it is then on disk). Gaps are counted, logged
+and journalled for operators. The service's own downtime is journalled as a gap at the next start.
+
+Signals: SIGTERM/SIGINT drain (stop receiving: unsubscribe and close the sockets; write everything taken
+from the sockets to the outbox; let in-flight ServiceNow writes finish within ``outbox.drain_timeout``);
+SIGHUP re-reads the config file's topic list and subscribes/unsubscribes the difference without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+import gcbridge
+from gcbridge.bridge import logging as bridge_logging
+from gcbridge.bridge.admin import AdminServer
+from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
+from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.ingest import Ingest
+from gcbridge.bridge.lifecycle import Lifecycle
+from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.sink import MeasuredSink
+from gcbridge.bridge.status import build_status
+from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.outbox.base import OutboxStats
+from gcbridge.outbox.dispatcher import Dispatcher
+from gcbridge.outbox.sqlite import SqliteOutbox
+from gcbridge.servicenow.mapping import compile_mapping
+
+REFRESH_INTERVAL: Final = 1.0
+"""Seconds between snapshots of client and outbox state into the gauges (and the ``alive`` mark)."""
+UNSUBSCRIBE_TIMEOUT: Final = 5.0
+"""Seconds a drain waits for Genesys to confirm the unsubscribe before closing the sockets anyway."""
+QUIET_AFTER_UNSUBSCRIBE: Final = 0.5
+"""Seconds without a new event after the unsubscribe before the sockets close (frames already in flight)."""
+MAX_QUIET_WAIT: Final = 3.0
+
+EXIT_OK: Final = 0
+EXIT_FATAL: Final = 1
+
+
+class BridgeService:
+    """One running bridge. ``await run()`` is the whole life of ``gcbridge run``; tests and the demo use
+    ``start()`` / ``stop()`` and :attr:`admin_url` directly."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        client_factory: Callable[[BridgeConfig], Any] | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._clock = clock
+        self._client_factory = client_factory or build_client
+        self._install_signals = install_signals
+        self.log = bridge_logging.get_logger("gcbridge.service")
+        self.metrics = BridgeMetrics()
+        self.lifecycle = Lifecycle()
+        self.journal = GapJournal(config.outbox.gap_log_path)
+        self.topics: list[str] = list(config.genesys.topics)
+        self.started_at = clock()
+        self.admin: AdminServer | None = None
+        self.client: Any = None
+        self.outbox: SqliteOutbox | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.sink: MeasuredSink | None = None
+        self.ingest: Ingest | None = None
+        self.fatal_error: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._outbox_stats: OutboxStats | None = None
+        self._last_refresh = 0.0
+        self._reload_lock = asyncio.Lock()
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    @property
+    def admin_url(self) -> str | None:
+        return self.admin.url if self.admin is not None and self.admin.port is not None else None
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or a fatal error), drain, and return the exit code."""
+        try:
+            await self.start()
+        except Exception as exc:
+            self.log.error("start-up failed", error=str(exc), error_type=type(exc).__name__)
+            await self._close_resources()
+            return EXIT_FATAL
+        if self._install_signals:
+            self._add_signal_handlers()
+        await self._stop_requested.wait()
+        await self.stop()
+        return EXIT_FATAL if self.lifecycle.state == "failed" else EXIT_OK
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.log.info("starting", version=gcbridge.__version__, endpoint=self.endpoint, topics=len(self.topics),
+                      outbox=str(cfg.outbox.path))
+        self.journal.load()
+        cfg.outbox.path.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = await SqliteOutbox.open(
+            cfg.outbox.path,
+            synchronous=cfg.outbox.synchronous,
+            retention=cfg.outbox.retention_days * 86400.0,
+        )
+        if self.outbox.recovered_on_open:
+            self.log.warning("rows left in flight by the previous run are pending again",
+                             rows=self.outbox.recovered_on_open)
+        mapping = compile_mapping(cfg.servicenow.mapping)
+        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        router = build_router(cfg, self._session)
+        self.sink = MeasuredSink(router, self.metrics, clock=self._clock)
+        d = cfg.outbox.dispatcher
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            self.sink,
+            concurrency=d.concurrency,
+            batch=d.batch,
+            backoff=BackoffPolicy(initial=d.backoff_initial, cap=d.backoff_max),
+            max_attempts=d.max_attempts or None,
+            deliver_timeout=d.deliver_timeout,
+            idle_poll=d.idle_poll,
+            coalesce=d.coalesce,
+            clock=self._clock,
+        )
+        self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="gcbridge-dispatcher")
+        if cfg.admin.enabled:
+            self.admin = AdminServer(self, self.metrics, host=cfg.admin.host, port=cfg.admin.port)
+            await self.admin.start()
+            self.log.info("admin endpoint listening", url=self.admin_url)
+        self.client = self._client_factory(cfg)
+        if hasattr(self.client, "on_lifecycle"):
+            self.client.on_lifecycle(self._on_lifecycle)
+        self.ingest = Ingest(self.client, _WakingStore(self.outbox, self.dispatcher), mapping, self.metrics,
+                             self.journal, self.log, self._clock)
+        self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
+        await self.client.subscribe(list(self.topics))
+        live_at = self._clock()
+        gap = downtime_gap(self.journal.last_run(), live_at, self.topics)
+        if gap is not None:
+            await self.ingest.record_gap(gap)
+        await self.journal.mark_alive(live_at)
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
+        if self.lifecycle.state == "starting":
+            self.lifecycle.fire("started")
+        self.log.info("running", topics=len(self.topics))
+
+    def request_stop(self) -> None:
+        """Begin a drain (what SIGTERM and SIGINT do)."""
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Drain: stop receiving, store what was received, finish in-flight writes, close everything."""
+        self.lifecycle.fire("stop")
+        timeout = self.config.outbox.drain_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        self.log.info("draining", timeout=timeout)
+        await self._stop_receiving()
+        if self._ingest_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ingest_task), timeout=max(1.0, self._left(deadline)))
+            except TimeoutError:
+                self.log.error("outbox flush did not finish in time", queued=self.ingest.queued if self.ingest else 0)
+        finished = True
+        if self.dispatcher is not None:
+            finished = await self.dispatcher.drain(timeout=max(0.1, self._left(deadline)))
+        for task in [self._dispatch_task, *self._tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in [self._dispatch_task, *self._tasks] if t is not None),
+                             return_exceptions=True)
+        stats = await self._safe_outbox_stats()
+        await self._close_resources()
+        self.lifecycle.fire("drained")
+        self.log.info("stopped", deliveries_finished=finished, pending=stats.pending if stats else None,
+                      received=self.ingest.received if self.ingest else 0)
+
+    async def reload_topics(self) -> None:
+        """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
+        if self.config_path is None or self.client is None:
+            return
+        async with self._reload_lock:
+            try:
+                new = load_config(self.config_path).genesys.topics
+            except ConfigError as exc:
+                self.log.error("reload refused: the config file is invalid; keeping the current topics",
+                               problems=exc.problems)
+                return
+            added = [t for t in new if t not in self.topics]
+            removed = [t for t in self.topics if t not in new]
+            if not added and not removed:
+                self.log.info("reload: topics unchanged", topics=len(self.topics))
+                return
+            try:
+                if added:
+                    await self.client.subscribe(added)
+                if removed:
+                    await self.client.unsubscribe(removed)
+            except Exception as exc:
+                self.log.error("reload: subscription change failed", error=str(exc), added=added,
+                               removed=removed)
+                return
+            self.topics = list(new)
+            self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
+
+    @property
+    def endpoint(self) -> str:
+        g = self.config.genesys
+        return g.region or g.base_url or ""
+
+    # -- StatusSource ------------------------------------------------------------------------------------
+
+    def is_alive(self) -> bool:
+        return self.lifecycle.alive
+
+    async def status(self) -> dict[str, Any]:
+        now = self._clock()
+        await self._refresh(now)
+        sink = self.sink
+        return build_status(
+            now=now,
+            state=self.lifecycle.state,
+            started_at=self.started_at,
+            version=gcbridge.__version__,
+            endpoint=self.endpoint,
+            topics=len(self.topics),
+            client_stats=self._client_stats(),
+            outbox=self._outbox_stats,
+            received=self.ingest.received if self.ingest else 0,
+            unrouted=self.ingest.unrouted if self.ingest else 0,
+            gaps_count=self.journal.count,
+            gaps_seconds=self.journal.seconds,
+            recent_gaps=list(self.journal.recent),
+            deliveries={
+                "delivered": sink.delivered if sink else 0,
+                "retry": sink.retried if sink else 0,
+                "rejected": sink.rejected if sink else 0,
+            },
+            servicenow_reachable=sink.reachable if sink else None,
+            servicenow_last_error=sink.last_error if sink else None,
+            servicenow_instance=self.config.servicenow.instance_url,
+            last_event_at=self.ingest.last_event_at if self.ingest else None,
+        )
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _left(self, deadline: float) -> float:
+        return deadline - asyncio.get_running_loop().time()
+
+    async def _run_ingest(self) -> None:
+        assert self.ingest is not None
+        try:
+            await self.ingest.run()
+        finally:
+            if self.lifecycle.state in ("starting", "running"):
+                # The stream ended without a stop request: the client gave up (for example invalid_client).
+                self.fatal_error = self.fatal_error or "the notification stream ended unexpectedly"
+                self.log.error("fatal: no more events can be received", error=self.fatal_error)
+                self.lifecycle.fire("fatal")
+                self._stop_requested.set()
+
+    async def _stop_receiving(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        stopped_at = self._clock()
+        if self.lifecycle.state != "failed" and self.topics:
+            try:
+                await asyncio.wait_for(client.unsubscribe(list(self.topics)), UNSUBSCRIBE_TIMEOUT)
+                stopped_at = self._clock()
+                await self._wait_quiet()
+            except Exception as exc:
+                self.log.warning("unsubscribe at shutdown failed; closing the sockets", error=str(exc))
+        await self.journal.mark_alive(stopped_at, clean=True)
+        try:
+            await client.aclose()
+        except Exception as exc:
+            self.log.warning("closing the notification client failed", error=str(exc))
+
+    async def _wait_quiet(self) -> None:
+        # Frames sent before Genesys processed the unsubscribe are still on the wire; take them too.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + MAX_QUIET_WAIT
+        last = self.ingest.received if self.ingest else 0
+        while loop.time() < give_up:
+            await asyncio.sleep(QUIET_AFTER_UNSUBSCRIBE)
+            now_received = self.ingest.received if self.ingest else 0
+            if now_received == last and (self.ingest is None or self.ingest.queued == 0):
+                return
+            last = now_received
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            now = self._clock()
+            try:
+                await self._refresh(now)
+                if self.lifecycle.state == "running":
+                    await self.journal.mark_alive(now)
+            except Exception as exc:
+                self.log.warning("state refresh failed", error=str(exc))
+
+    async def _refresh(self, now: float) -> None:
+        if now - self._last_refresh < 0.2:
+            return
+        self._last_refresh = now
+        stats = await self._safe_outbox_stats()
+        if stats is not None:
+            self._outbox_stats = stats
+            self.metrics.set_outbox(stats)
+        self._update_client_gauges()
+
+    async def _safe_outbox_stats(self) -> OutboxStats | None:
+        if self.outbox is None:
+            return self._outbox_stats
+        try:
+            return await self.outbox.stats(self._clock())
+        except Exception:
+            return self._outbox_stats
+
+    def _client_stats(self) -> Any:
+        if self.client is None or not hasattr(self.client, "stats"):
+            return None
+        try:
+            return self.client.stats()
+        except Exception:
+            return None
+
+    def _update_client_gauges(self) -> None:
+        from gcbridge.bridge.status import channel_rows
+
+        stats = self._client_stats()
+        if stats is None:
+            return
+        rows = channel_rows(stats)
+        self.metrics.channels_in_use.set(len(rows))
+        self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] == "live"}))
+        self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
+
+    def _on_lifecycle(self, event: Any) -> None:
+        kind = str(getattr(event, "kind", ""))
+        reason = str(getattr(event, "reason", "") or "unspecified")
+        context = {"channel": getattr(event, "channel_id", None), "shard": getattr(event, "shard", None),
+                   "reason": reason, "detail": getattr(event, "detail", None)}
+        m = self.metrics
+        if kind == "reconnecting":
+            m.reconnects.labels(reason=reason).inc()
+        elif kind == "rotated":
+            m.rotations.labels(reason=reason).inc()
+        elif kind == "token_refreshed":
+            m.token_refreshes.inc()
+        elif kind == "channel_created":
+            m.channels_created.inc()
+        elif kind == "subscription_rejected":
+            m.subscription_rejections.inc()
+        if kind == "fatal":
+            self.fatal_error = f"{reason}: {context['detail']}" if context["detail"] else reason
+            self.log.error("genesys client failed", **context)
+        elif kind in ("reconnecting", "gap", "dropped", "subscription_rejected"):
+            self.log.warning(f"genesys {kind}", **context)
+        else:
+            self.log.info(f"genesys {kind}", **context)
+
+    def _add_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self.log.info("signal received; draining", signal=sig.name)
+        self.request_stop()
+
+    def _on_hup(self) -> None:
+        self.log.info("SIGHUP: reloading topics")
+        task = asyncio.create_task(self.reload_topics(), name="gcbridge-reload")
+        self._tasks.append(task)
+
+    async def _close_resources(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+        if self._session is not None:
+            await self._session.close()
+        if self.outbox is not None:
+            with contextlib.suppress(Exception):
+                await self.outbox.close()
+
+
+class _WakingStore:
+    """The outbox as Ingest sees it: a put wakes the dispatcher at once instead of at its next poll."""
+
+    def __init__(self, store: SqliteOutbox, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+
+    async def put_many(self, items: Any) -> int:
+        return await self._dispatcher.ingest(items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def build_client(config: BridgeConfig) -> Any:
+    """The Genesys notification client for ``config.genesys``."""
+    from gcbridge.genesys import ClientOptions, NotificationClient
+
+    g = config.genesys
+    return NotificationClient(
+        region=g.region,
+        client_id=g.client_id,
+        client_secret=g.secret().get_secret_value(),
+        base_url=g.base_url,
+        options=ClientOptions(**g.client),
+        extra_credentials=[(c.client_id, c.secret().get_secret_value()) for c in g.extra_credentials],
+    )
+
+
+def build_router(config: BridgeConfig, session: aiohttp.ClientSession) -> Any:
+    """The ServiceNow writer (a Sink) for ``config.servicenow``."""
+    from gcbridge.servicenow import build_router as _build
+
+    return _build(config.servicenow, session)
+

@@ -1,0 +1,78 @@
+"""A sink wrapper that measures deliveries: outcome counts, latency, and whether ServiceNow answers.
+
+Reachability is judged from outcomes: a delivery or a rejection means ServiceNow answered; a retry whose
+reason points at the transport or an unavailable node (connection errors, timeouts, 502/503/504, a 202
+queue overflow) counts as unreachable until the next answer. A 429 is an answer (ServiceNow is there,
+just busy).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Final
+
+from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.outbox.base import Delivered, OutboxRow, Outcome, Reject, Retry, Sink
+
+_UNREACHABLE: Final = re.compile(
+    r"timeout|timed out|connect|refused|reset|unreachable|dns|resolve|cancel|\b50[234]\b|\b202\b|"
+    r"server disconnected|hibernat",
+    re.I,
+)
+
+
+def answered(outcome: Outcome) -> bool:
+    """Did this outcome come from a ServiceNow that answered (pure)?"""
+    if isinstance(outcome, Delivered | Reject):
+        return True
+    return not _UNREACHABLE.search(outcome.reason)
+
+
+class MeasuredSink:
+    """Wraps the ServiceNow router; satisfies :class:`gcbridge.outbox.base.Sink`."""
+
+    def __init__(self, inner: Sink, metrics: BridgeMetrics, clock: Callable[[], float] = time.time,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._clock = clock
+        self._timer = timer
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+        self.last_success_at: float | None = None
+        self.delivered = 0
+        self.retried = 0
+        self.rejected = 0
+
+    async def deliver(self, row: OutboxRow) -> Outcome:
+        started = self._timer()
+        try:
+            outcome = await self._inner.deliver(row)
+        except Exception as exc:
+            # The dispatcher turns this into a retry as well; count it here so the page shows it.
+            self._observe(Retry(reason=f"{type(exc).__name__}: {exc}"), started)
+            raise
+        self._observe(outcome, started)
+        return outcome
+
+    def _observe(self, outcome: Outcome, started: float) -> None:
+        self._metrics.servicenow_latency.observe(max(0.0, self._timer() - started))
+        if isinstance(outcome, Delivered):
+            self.delivered += 1
+            self._metrics.deliveries.labels(result="delivered").inc()
+            self.last_success_at = self._clock()
+        elif isinstance(outcome, Retry):
+            self.retried += 1
+            self._metrics.deliveries.labels(result="retry").inc()
+            self.last_error = outcome.reason[:300]
+        else:
+            self.rejected += 1
+            self._metrics.deliveries.labels(result="rejected").inc()
+            self.last_error = outcome.reason[:300]
+        self.note_reachable(answered(outcome))
+
+    def note_reachable(self, reachable: bool) -> None:
+        self.reachable = reachable
+        self._metrics.servicenow_up.set(1 if reachable else 0)
