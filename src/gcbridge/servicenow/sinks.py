@@ -1,0 +1,302 @@
+"""The three ways a mapped row reaches ServiceNow, and the :class:`Router` the outbox dispatcher calls.
+
+* :class:`ImportSetSink` (default): one ``POST /api/now/import/<staging>`` per event; the customer's transform
+  map coalesces on the key column (the Genesys conversation id), so a re-sent row updates instead of
+  duplicating. Each ``result[]`` element (one per transform map) is checked: ``inserted``, ``updated`` and
+  ``ignored`` are delivered, ``error`` is rejected with ServiceNow's ``error_message`` (or retried, per
+  rule), ``skipped`` is rejected with the reason. A transform error comes back with HTTP 201, so the
+  status is what counts.
+* :class:`TableUpsertSink`: ``GET ?sysparm_query=<field>=<key>&sysparm_fields=sys_id,<field>&sysparm_limit=1``
+  then ``PATCH`` the match or ``POST`` a new record. Query-then-write races, so writes of one key are
+  serialised in-process (per-key locks; the outbox already delivers one row per key at a time, the locks
+  also cover several rules writing one record). ServiceNow ignores an invalid query part and then matches
+  *every* row: the returned record's field is compared with the key before anything is patched.
+* :class:`EventSink`: ``POST /api/global/em/jsonv2``; ``message_key`` (the key) lets Event Management
+  de-duplicate re-sent events.
+
+Every path returns an outbox :data:`~gcbridge.outbox.base.Outcome`; nothing raises to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Protocol
+
+import aiohttp
+import structlog
+
+from gcbridge.outbox.base import Delivered, OutboxRow, Outcome, Reject, Retry
+from gcbridge.secrets import Secret
+from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
+from gcbridge.servicenow.config import BasicAuthConfig, ServiceNowConfig
+from gcbridge.servicenow.mapping import Mapping as EventMapping
+from gcbridge.servicenow.mapping import Record, Unmappable, compile_mapping, view_from_payload
+from gcbridge.servicenow.rest import Ok, ServiceNowRest
+
+__all__ = [
+    "EventSink",
+    "ImportSetSink",
+    "KeyLocks",
+    "RecordSink",
+    "Router",
+    "TableUpsertSink",
+    "build_router",
+    "interpret_em_result",
+    "interpret_import_result",
+]
+
+log = structlog.get_logger(__name__)
+
+_DELIVERED_STATUSES: Final = frozenset({"inserted", "updated", "ignored"})
+_QUERY_UNSAFE: Final = re.compile(r"[\^\r\n]")
+_EM_INSERTED: Final = re.compile(r"(\d+)\s+events?\s+(?:were|was)\s+inserted", re.IGNORECASE)
+
+
+class RecordSink(Protocol):
+    async def write(self, record: Record) -> Outcome: ...
+
+
+# ---- Import Set ------------------------------------------------------------------------------------------
+
+
+def interpret_import_result(data: Any, staging_table: str, on_error: str = "reject") -> Outcome:
+    """What an Import Set answer means (pure): every transform map's ``status`` must be a success."""
+    results = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(results, list) or not results:
+        return Reject(
+            f"Import Set {staging_table}: no transform map ran (empty result); the row stays in the staging "
+            "table; check that an active transform map exists for it"
+        )
+    done: list[str] = []
+    for item in results:
+        if not isinstance(item, dict):
+            return Reject(f"Import Set {staging_table}: unreadable result element {item!r:.100}")
+        status = str(item.get("status", ""))
+        where = f"transform map {item.get('transform_map', '?')!r} -> {item.get('table', '?')}"
+        message = str(item.get("error_message") or item.get("status_message") or "").strip()
+        if status in _DELIVERED_STATUSES:
+            done.append(f"{item.get('table', '?')} {status} {item.get('sys_id', '')}".rstrip())
+        elif status == "error":
+            reason = f"Import Set {staging_table}: {where}: error: {message or 'no error message'}"
+            return Retry(reason) if on_error == "retry" else Reject(reason)
+        elif status == "skipped":
+            return Reject(
+                f"Import Set {staging_table}: {where}: skipped: "
+                f"{message or 'no reason given (usually an empty coalesce field or an oversize row)'}"
+            )
+        else:
+            return Reject(
+                f"Import Set {staging_table}: {where}: unknown status {status!r} {message}".rstrip()
+            )
+    return Delivered("; ".join(done))
+
+
+class ImportSetSink:
+    """Rows into a staging table through the Import Set API (transform runs synchronously)."""
+
+    def __init__(self, rest: ServiceNowRest) -> None:
+        self._rest = rest
+
+    async def write(self, record: Record) -> Outcome:
+        staging = record.rule.target
+        answer = await self._rest.import_row(staging, record.fields)
+        if not isinstance(answer, Ok):
+            return answer
+        return interpret_import_result(answer.data, staging, record.rule.on_transform_error)
+
+
+# ---- Table API upsert ------------------------------------------------------------------------------------
+
+
+class KeyLocks:
+    """One asyncio lock per key, forgotten when nobody holds or waits for it (memory stays bounded)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def _field_value(value: Any) -> str | None:
+    if isinstance(value, dict):  # sysparm_display_value=all or a reference {link, value}
+        value = value.get("value")
+    return value if isinstance(value, str) else None
+
+
+class TableUpsertSink:
+    """Upsert on a correlation field through the Table API (see the module docstring)."""
+
+    def __init__(self, rest: ServiceNowRest) -> None:
+        self._rest = rest
+        self.locks = KeyLocks()
+
+    async def write(self, record: Record) -> Outcome:
+        table, field, key = record.rule.target, record.rule.key_field, record.key
+        if _QUERY_UNSAFE.search(key):
+            return Reject(
+                f"table {table}: key {key[:100]!r} contains '^' or a line break; it cannot be queried"
+            )
+        async with self.locks.hold(f"{table}\x00{key}"):
+            found = await self._rest.table_query(table, f"{field}={key}", fields=f"sys_id,{field}", limit=1)
+            if not isinstance(found, Ok):
+                return found
+            results = found.data.get("result") if isinstance(found.data, dict) else None
+            if not isinstance(results, list):
+                return Retry(f"table {table}: query answer without a result list")
+            if not results:
+                return await self._create(table, record)
+            match = results[0] if isinstance(results[0], dict) else {}
+            value, sys_id = _field_value(match.get(field)), _field_value(match.get("sys_id"))
+            if value is None or value.casefold() != key.casefold():
+                return Reject(
+                    f"table {table}: looking up {field}={key} returned a record whose {field} is {value!r}: "
+                    f"ServiceNow ignores invalid query parts, so {field!r} is probably not a field of "
+                    f"{table} (or not readable); refusing to patch an unrelated record"
+                )
+            if not sys_id:
+                return Reject(f"table {table}: lookup of {field}={key} returned a record without sys_id")
+            patched = await self._rest.table_patch(table, sys_id, record.fields, fields="sys_id")
+            if isinstance(patched, Reject) and patched.reason.startswith("HTTP 404"):
+                return Retry(f"table {table}: record {sys_id} vanished before the update ({patched.reason})")
+            if not isinstance(patched, Ok):
+                return patched
+            return Delivered(f"{table} updated {sys_id}")
+
+    async def _create(self, table: str, record: Record) -> Outcome:
+        created = await self._rest.table_create(table, record.fields, fields="sys_id")
+        if not isinstance(created, Ok):
+            return created
+        result = created.data.get("result") if isinstance(created.data, dict) else None
+        sys_id = _field_value(result.get("sys_id")) if isinstance(result, dict) else None
+        return Delivered(f"{table} inserted {sys_id or '?'}")
+
+
+# ---- Event Management ------------------------------------------------------------------------------------
+
+
+def interpret_em_result(data: Any) -> Outcome:
+    """``{"result":{"Default Bulk Endpoint":"1 events were inserted"}}``: zero inserted is a rejection."""
+    result = data.get("result") if isinstance(data, dict) else None
+    texts = [str(v) for v in result.values()] if isinstance(result, dict) else [str(result)]
+    counts = [int(m.group(1)) for t in texts if (m := _EM_INSERTED.search(t))]
+    if counts and sum(counts) == 0:
+        return Reject(f"Event Management inserted no event: {'; '.join(texts)[:300]}")
+    return Delivered("; ".join(texts)[:300])
+
+
+class EventSink:
+    """Operational events into Event Management (``em_event``), de-duplicated by ``message_key``."""
+
+    def __init__(self, rest: ServiceNowRest) -> None:
+        self._rest = rest
+
+    async def write(self, record: Record) -> Outcome:
+        answer = await self._rest.em_events([dict(record.fields)])
+        if not isinstance(answer, Ok):
+            return answer
+        return interpret_em_result(answer.data)
+
+
+# ---- the router ------------------------------------------------------------------------------------------
+
+
+class Router:
+    """The outbox :class:`~gcbridge.outbox.base.Sink`: decode the row, map it by topic, hand it to a sink.
+
+    Undecodable payloads, topics without a rule and events without their key are rejected to the
+    dead-letter list with the reason; an unexpected exception in a sink becomes a ``Retry`` (logged), never a
+    crash of the dispatcher.
+    """
+
+    def __init__(
+        self,
+        mapping: EventMapping,
+        sinks: Mapping[str, RecordSink],
+        *,
+        closers: tuple[Any, ...] = (),
+    ) -> None:
+        missing = {r.sink for r in mapping.rules} - set(sinks)
+        if missing:
+            raise ValueError(f"Router: no sink for {sorted(missing)} (rules use them)")
+        self.mapping = mapping
+        self.sinks = dict(sinks)
+        self._closers = closers
+
+    async def deliver(self, row: OutboxRow) -> Outcome:
+        try:
+            view = view_from_payload(row.payload, row.topic, row.dedup_key, row.received_at)
+        except ValueError as exc:
+            return Reject(f"outbox row {row.id}: {exc}")
+        record = self.mapping.map_event(view)
+        if isinstance(record, Unmappable):
+            return Reject(record.reason)
+        try:
+            outcome = await self.sinks[record.rule.sink].write(record)
+        except Exception as exc:  # a bug must not stop delivery of everything else
+            log.exception("servicenow.sink_error", rule=record.rule.name, row_id=row.id)
+            return Retry(f"internal error in sink {record.rule.sink!r}: {type(exc).__name__}: {exc}"[:500])
+        if isinstance(outcome, Delivered) and record.notes:
+            notes = "; ".join(record.notes)
+            return Delivered(f"{outcome.detail} ({notes})"[:1000] if outcome.detail else notes[:1000])
+        return outcome
+
+    async def close(self) -> None:
+        for closer in self._closers:
+            await closer.close()
+
+
+def build_router(
+    config: ServiceNowConfig, session: aiohttp.ClientSession, *, mapping: EventMapping | None = None
+) -> Router:
+    """The writer for ``config``: authentication, REST client, the three sinks and the compiled mapping.
+
+    ``session`` must use ``aiohttp.DummyCookieJar()`` (see :func:`gcbridge.servicenow.rest.create_session`);
+    the caller owns and closes it. Call :meth:`Router.close` at shutdown.
+    """
+    auth_config = config.auth
+    auth: Authenticator
+    closers: tuple[Any, ...] = ()
+    if isinstance(auth_config, BasicAuthConfig):
+        auth = BasicAuth(auth_config.username, Secret(auth_config.password.get_secret_value()))
+    else:
+        tokens = OAuthTokens(
+            session,
+            config.instance_url,
+            client_id=auth_config.client_id,
+            client_secret=Secret(auth_config.client_secret.get_secret_value()),
+            grant=auth_config.grant,
+            username=auth_config.username,
+            password=Secret(auth_config.password.get_secret_value()) if auth_config.password else None,
+            scope=auth_config.scope,
+            timeout=config.timeouts.token,
+        )
+        auth, closers = tokens, (tokens,)
+    rest = ServiceNowRest(
+        session, config.instance_url, auth, concurrency=config.concurrency, timeout=config.timeouts.total
+    )
+    sinks: dict[str, RecordSink] = {
+        "import_set": ImportSetSink(rest),
+        "table": TableUpsertSink(rest),
+        "event": EventSink(rest),
+    }
+    return Router(mapping or compile_mapping(config.mapping), sinks, closers=closers)
