@@ -19,6 +19,7 @@ The value of a token or secret never appears in logs, exceptions or ``repr``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import math
 import random
@@ -462,8 +463,7 @@ class TokenManager:
             async with self._session.post(
                 self._token_url,
                 data={"grant_type": "client_credentials"},
-                auth=aiohttp.BasicAuth(self._client_id, self._secret.reveal()),
-                headers={"Accept": "application/json"},
+                headers={"Accept": "application/json", "Authorization": self._basic_auth()},
                 timeout=aiohttp.ClientTimeout(total=self._request_timeout),
                 allow_redirects=False,
             ) as resp:
@@ -536,6 +536,11 @@ class TokenManager:
             raise InvalidClientError(error.client_id, error.login_host, error.description, error.status)
         if self._closed:
             raise TokenManagerClosedError("the TokenManager is closed")
+
+    def _basic_auth(self) -> str:
+        # As the Genesys SDK sends it: base64("id:secret"), no form-encoding of the parts.
+        raw = f"{self._client_id}:{self._secret.reveal()}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
 
     def _scrub(self, text: str) -> str:
         secret = self._secret.reveal()
