@@ -161,7 +161,7 @@ class Dispatcher:
             # a claim may be under way: its rows must be started (and then waited for) before we look
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), timeout=max(0.0, deadline - loop.time()))
-        tasks = list(self._tasks)
+        tasks = dict(self._tasks)  # a copy: finished tasks remove themselves from self._tasks
         done = True
         if tasks:
             _, still = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
@@ -172,10 +172,8 @@ class Dispatcher:
                 await asyncio.gather(*still, return_exceptions=True)
                 now = self._clock()
                 for task in still:
-                    row = self._tasks.pop(task, None)
-                    if row is not None:
-                        with contextlib.suppress(Exception):
-                            await self.store.retry(row.id, now, "cancelled at shutdown")
+                    with contextlib.suppress(Exception):  # not in flight any more (acked meanwhile) is fine
+                        await self.store.retry(tasks[task].id, now, "cancelled at shutdown")
         return done
 
     # -- loop internals ----------------------------------------------------------------------------------
