@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,9 @@ def item(n: int, key: str, *, topic: str = "v2.conversations.x", payload: bytes 
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> SqliteOutbox:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteOutbox]:
     s = await SqliteOutbox.open(tmp_path / "outbox.db", lease_ttl=30.0, retention=3600.0)
-    yield s  # type: ignore[misc]
+    yield s
     await s.close()
 
 
