@@ -306,7 +306,11 @@ _NAMED_KEY: Final = re.compile(r"^((?:genesys|servicenow|outbox|admin|logging)[\
 
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
+    previous: int | str = ""
     for part in loc:
+        if previous == "auth" and part in ("basic", "oauth"):
+            continue  # the tag of the discriminated union says nothing the user wrote
+        previous = part
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("function-after", "function-before") or "[" in part:
@@ -333,6 +337,9 @@ def _problems(exc: ValidationError) -> list[str]:
                 message = message.replace(
                     "set it in the environment", f"set {ENV_PREFIX}GENESYS__CLIENT_SECRET"
                 )
+        if message == "missing" and re.search(r"(secret|password)$", where):
+            env = ENV_PREFIX + where.upper().replace(".", "__")
+            message = f"missing; set {env} or give {where.rsplit('.', 1)[-1]}_file"
         problems.append(f"{where}: {message}")
     return problems
 

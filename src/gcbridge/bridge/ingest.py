@@ -116,8 +116,9 @@ class Ingest:
             # A mapping bug must not stop the stream; the event is counted and logged with its topic.
             self.unrouted += 1
             self._metrics.unrouted.labels(family=self._metrics.family_label(event.topic)).inc()
-            self._log.error("event could not be mapped", topic=event.topic, dedup_key=event.dedup_key,
-                            error=str(exc))
+            self._log.error(
+                "event could not be mapped", topic=event.topic, dedup_key=event.dedup_key, error=str(exc)
+            )
             return None
         if item is None:
             self.unrouted += 1
@@ -125,8 +126,11 @@ class Ingest:
             self._metrics.unrouted.labels(family=family).inc()
             if family not in self._warned_unrouted:
                 self._warned_unrouted.add(family)
-                self._log.warning("no mapping rule for topic; events of this family are not delivered",
-                                  topic=event.topic, family=family)
+                self._log.warning(
+                    "no mapping rule for topic; events of this family are not delivered",
+                    topic=event.topic,
+                    family=family,
+                )
         return item
 
     async def _put(self, items: list[OutboxItem]) -> None:
@@ -140,8 +144,13 @@ class Ingest:
             except Exception as exc:
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 attempt += 1
-                self._log.error("outbox write failed; retrying", attempt=attempt, rows=len(items),
-                                error=str(exc), retry_in=delay)
+                self._log.error(
+                    "outbox write failed; retrying",
+                    attempt=attempt,
+                    rows=len(items),
+                    error=str(exc),
+                    retry_in=delay,
+                )
                 await asyncio.sleep(delay)
         self.received += len(items)
         self.batches += 1
@@ -153,5 +162,12 @@ class Ingest:
         entry = await self._journal.record(gap, self._clock())
         self._metrics.gaps.labels(reason=gap.reason).inc()
         self._metrics.gap_seconds.inc(gap.seconds)
-        self._log.warning("gap: events may have been missed", reason=gap.reason, start=gap.start, end=gap.end,
-                          seconds=entry["seconds"], topics=len(gap.topics), detail=gap.detail)
+        self._log.warning(
+            "gap: events may have been missed",
+            reason=gap.reason,
+            start=gap.start,
+            end=gap.end,
+            seconds=entry["seconds"],
+            topics=len(gap.topics),
+            detail=gap.detail,
+        )

@@ -41,6 +41,8 @@ from gcbridge.outbox.base import OutboxStats
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.servicenow.mapping import compile_mapping
+from gcbridge.servicenow.rest import create_session
+from gcbridge.servicenow.sinks import build_router
 
 REFRESH_INTERVAL: Final = 1.0
 """Seconds between snapshots of client and outbox state into the gauges (and the ``alive`` mark)."""
@@ -49,6 +51,8 @@ UNSUBSCRIBE_TIMEOUT: Final = 5.0
 QUIET_AFTER_UNSUBSCRIBE: Final = 0.5
 """Seconds without a new event after the unsubscribe before the sockets close (frames already in flight)."""
 MAX_QUIET_WAIT: Final = 3.0
+SERVICENOW_PROBE_INTERVAL: Final = 15.0
+"""Seconds without a delivery after which an unauthenticated GET checks that ServiceNow still answers."""
 
 EXIT_OK: Final = 0
 EXIT_FATAL: Final = 1
@@ -86,6 +90,8 @@ class BridgeService:
         self.ingest: Ingest | None = None
         self.fatal_error: str | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._router: Any = None
+        self._last_probe = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -116,8 +122,13 @@ class BridgeService:
 
     async def start(self) -> None:
         cfg = self.config
-        self.log.info("starting", version=gcbridge.__version__, endpoint=self.endpoint, topics=len(self.topics),
-                      outbox=str(cfg.outbox.path))
+        self.log.info(
+            "starting",
+            version=gcbridge.__version__,
+            endpoint=self.endpoint,
+            topics=len(self.topics),
+            outbox=str(cfg.outbox.path),
+        )
         self.journal.load()
         cfg.outbox.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await SqliteOutbox.open(
@@ -126,12 +137,20 @@ class BridgeService:
             retention=cfg.outbox.retention_days * 86400.0,
         )
         if self.outbox.recovered_on_open:
-            self.log.warning("rows left in flight by the previous run are pending again",
-                             rows=self.outbox.recovered_on_open)
+            self.log.warning(
+                "rows left in flight by the previous run are pending again",
+                rows=self.outbox.recovered_on_open,
+            )
         mapping = compile_mapping(cfg.servicenow.mapping)
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        router = build_router(cfg, self._session)
-        self.sink = MeasuredSink(router, self.metrics, clock=self._clock)
+        sn = cfg.servicenow
+        self._session = create_session(
+            connect_timeout=sn.timeouts.connect,
+            total_timeout=sn.timeouts.total,
+            limit=max(sn.concurrency, 4),
+            verify_tls=sn.verify_tls,
+        )
+        self._router = build_router(sn, self._session, mapping=mapping)
+        self.sink = MeasuredSink(self._router, self.metrics, clock=self._clock)
         d = cfg.outbox.dispatcher
         self.dispatcher = Dispatcher(
             self.outbox,
@@ -153,8 +172,15 @@ class BridgeService:
         self.client = self._client_factory(cfg)
         if hasattr(self.client, "on_lifecycle"):
             self.client.on_lifecycle(self._on_lifecycle)
-        self.ingest = Ingest(self.client, _WakingStore(self.outbox, self.dispatcher), mapping, self.metrics,
-                             self.journal, self.log, self._clock)
+        self.ingest = Ingest(
+            self.client,
+            _WakingStore(self.outbox, self.dispatcher),
+            mapping,
+            self.metrics,
+            self.journal,
+            self.log,
+            self._clock,
+        )
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
         await self.client.subscribe(list(self.topics))
         live_at = self._clock()
@@ -180,22 +206,31 @@ class BridgeService:
         await self._stop_receiving()
         if self._ingest_task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._ingest_task), timeout=max(1.0, self._left(deadline)))
+                await asyncio.wait_for(
+                    asyncio.shield(self._ingest_task), timeout=max(1.0, self._left(deadline))
+                )
             except TimeoutError:
-                self.log.error("outbox flush did not finish in time", queued=self.ingest.queued if self.ingest else 0)
+                self.log.error(
+                    "outbox flush did not finish in time", queued=self.ingest.queued if self.ingest else 0
+                )
         finished = True
         if self.dispatcher is not None:
             finished = await self.dispatcher.drain(timeout=max(0.1, self._left(deadline)))
         for task in [self._dispatch_task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
-        await asyncio.gather(*(t for t in [self._dispatch_task, *self._tasks] if t is not None),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(t for t in [self._dispatch_task, *self._tasks] if t is not None), return_exceptions=True
+        )
         stats = await self._safe_outbox_stats()
         await self._close_resources()
         self.lifecycle.fire("drained")
-        self.log.info("stopped", deliveries_finished=finished, pending=stats.pending if stats else None,
-                      received=self.ingest.received if self.ingest else 0)
+        self.log.info(
+            "stopped",
+            deliveries_finished=finished,
+            pending=stats.pending if stats else None,
+            received=self.ingest.received if self.ingest else 0,
+        )
 
     async def reload_topics(self) -> None:
         """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
@@ -205,8 +240,10 @@ class BridgeService:
             try:
                 new = load_config(self.config_path).genesys.topics
             except ConfigError as exc:
-                self.log.error("reload refused: the config file is invalid; keeping the current topics",
-                               problems=exc.problems)
+                self.log.error(
+                    "reload refused: the config file is invalid; keeping the current topics",
+                    problems=exc.problems,
+                )
                 return
             added = [t for t in new if t not in self.topics]
             removed = [t for t in self.topics if t not in new]
@@ -219,8 +256,9 @@ class BridgeService:
                 if removed:
                     await self.client.unsubscribe(removed)
             except Exception as exc:
-                self.log.error("reload: subscription change failed", error=str(exc), added=added,
-                               removed=removed)
+                self.log.error(
+                    "reload: subscription change failed", error=str(exc), added=added, removed=removed
+                )
                 return
             self.topics = list(new)
             self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
@@ -319,8 +357,28 @@ class BridgeService:
                 await self._refresh(now)
                 if self.lifecycle.state == "running":
                     await self.journal.mark_alive(now)
+                    await self._probe_servicenow(now)
             except Exception as exc:
                 self.log.warning("state refresh failed", error=str(exc))
+
+    async def _probe_servicenow(self, now: float) -> None:
+        # Deliveries tell whether ServiceNow answers; a quiet bridge asks it now and then instead.
+        sink = self.sink
+        if sink is None or self._session is None:
+            return
+        recent = sink.last_outcome_at is not None and now - sink.last_outcome_at < SERVICENOW_PROBE_INTERVAL
+        if recent or (now - self._last_probe < SERVICENOW_PROBE_INTERVAL and sink.reachable is not None):
+            return
+        self._last_probe = now
+        url = f"{self.config.servicenow.instance_url}/api/now/table/sys_user"
+        try:
+            async with self._session.get(
+                url, params={"sysparm_limit": "1"}, timeout=aiohttp.ClientTimeout(total=10)
+            ) as r:
+                reachable = r.status not in (502, 503, 504)
+        except (aiohttp.ClientError, TimeoutError):
+            reachable = False
+        sink.note_reachable(reachable)
 
     async def _refresh(self, now: float) -> None:
         if now - self._last_refresh < 0.2:
@@ -362,8 +420,12 @@ class BridgeService:
     def _on_lifecycle(self, event: Any) -> None:
         kind = str(getattr(event, "kind", ""))
         reason = str(getattr(event, "reason", "") or "unspecified")
-        context = {"channel": getattr(event, "channel_id", None), "shard": getattr(event, "shard", None),
-                   "reason": reason, "detail": getattr(event, "detail", None)}
+        context = {
+            "channel": getattr(event, "channel_id", None),
+            "shard": getattr(event, "shard", None),
+            "reason": reason,
+            "detail": getattr(event, "detail", None),
+        }
         m = self.metrics
         if kind == "reconnecting":
             m.reconnects.labels(reason=reason).inc()
@@ -401,6 +463,9 @@ class BridgeService:
     async def _close_resources(self) -> None:
         if self.admin is not None:
             await self.admin.stop()
+        if self._router is not None:
+            with contextlib.suppress(Exception):
+                await self._router.close()
         if self._session is not None:
             await self._session.close()
         if self.outbox is not None:
@@ -435,11 +500,3 @@ def build_client(config: BridgeConfig) -> Any:
         options=ClientOptions(**g.client),
         extra_credentials=[(c.client_id, c.secret().get_secret_value()) for c in g.extra_credentials],
     )
-
-
-def build_router(config: BridgeConfig, session: aiohttp.ClientSession) -> Any:
-    """The ServiceNow writer (a Sink) for ``config.servicenow``."""
-    from gcbridge.servicenow import build_router as _build
-
-    return _build(config.servicenow, session)
-

@@ -33,8 +33,13 @@ def answered(outcome: Outcome) -> bool:
 class MeasuredSink:
     """Wraps the ServiceNow router; satisfies :class:`gcbridge.outbox.base.Sink`."""
 
-    def __init__(self, inner: Sink, metrics: BridgeMetrics, clock: Callable[[], float] = time.time,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        inner: Sink,
+        metrics: BridgeMetrics,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._inner = inner
         self._metrics = metrics
         self._clock = clock
@@ -42,6 +47,7 @@ class MeasuredSink:
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self.last_success_at: float | None = None
+        self.last_outcome_at: float | None = None
         self.delivered = 0
         self.retried = 0
         self.rejected = 0
@@ -59,6 +65,7 @@ class MeasuredSink:
 
     def _observe(self, outcome: Outcome, started: float) -> None:
         self._metrics.servicenow_latency.observe(max(0.0, self._timer() - started))
+        self.last_outcome_at = self._clock()
         if isinstance(outcome, Delivered):
             self.delivered += 1
             self._metrics.deliveries.labels(result="delivered").inc()

@@ -32,17 +32,20 @@ def channel_rows(client_stats: Any) -> list[dict[str, Any]]:
     rows = []
     for ch in _get(client_stats, "channels", ()) or ():
         state = _state_name(_get(ch, "state"))
-        rows.append({
-            "id": _get(ch, "id") or _get(ch, "channel_id") or "",
-            "shard": _get(ch, "shard", 0),
-            "path": _get(ch, "path", None),
-            "state": "live" if state in LIVE_STATES else state,
-            "topics": _get(ch, "topic_count", None) if _get(ch, "topic_count", None) is not None
-            else _get(ch, "topics", 0),
-            "connected_since": _get(ch, "connected_since"),
-            "last_frame_at": _get(ch, "last_frame_at"),
-            "expires_at": _get(ch, "expires_at"),
-        })
+        rows.append(
+            {
+                "id": _get(ch, "id") or _get(ch, "channel_id") or "",
+                "shard": _get(ch, "shard", 0),
+                "path": _get(ch, "path", None),
+                "state": "live" if state in LIVE_STATES else state,
+                "topics": _get(ch, "topic_count", None)
+                if _get(ch, "topic_count", None) is not None
+                else _get(ch, "topics", 0),
+                "connected_since": _get(ch, "connected_since"),
+                "last_frame_at": _get(ch, "last_frame_at"),
+                "expires_at": _get(ch, "expires_at"),
+            }
+        )
     for row in rows:
         if isinstance(row["topics"], Sequence) and not isinstance(row["topics"], str):
             row["topics"] = len(row["topics"])
@@ -111,7 +114,11 @@ def build_status(
             "rejected_topics": sorted(_get(client_stats, "rejected_topics", ()) or ()),
         },
         "events": {"received": received, "unrouted": unrouted, "last_at": last_event_at},
-        "gaps": {"count": gaps_count, "seconds": round(gaps_seconds, 3), "recent": list(recent_gaps)[-20:][::-1]},
+        "gaps": {
+            "count": gaps_count,
+            "seconds": round(gaps_seconds, 3),
+            "recent": list(recent_gaps)[-20:][::-1],
+        },
         "outbox": outbox_doc,
         "deliveries": dict(deliveries),
         "servicenow": {

@@ -1,0 +1,224 @@
+"""``gcbridge check``: try the configuration's credentials and permissions against the real endpoints.
+
+Each step gives a :class:`Verdict` (``ok``, ``warn`` or ``fail``) with a sentence that says what to do. The
+Genesys steps: an OAuth token, a notification channel, and a subscription of every configured topic on that
+channel with ``ignoreErrors=true`` (rejected topics are listed with their missing permissions); the check
+removes its subscriptions again. The ServiceNow steps: authentication, then read access to every target
+table of the mapping.
+
+Mind: if Genesys makes topics exclusive to the newest channel of an OAuth client (spec §2.3a), checking
+topics while the service runs with the same OAuth client moves them to the check's channel for a moment;
+use ``--skip-topics`` on a live system.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from gcbridge import _json
+from gcbridge.bridge.config import BridgeConfig
+from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
+from gcbridge.secrets import Secret
+from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
+from gcbridge.servicenow.config import OAuthConfig
+from gcbridge.servicenow.mapping import compile_mapping
+from gcbridge.servicenow.rest import Ok, ServiceNowRest, create_session
+
+Level = Literal["ok", "warn", "fail"]
+_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    level: Level
+    detail: str
+
+
+def genesys_hosts(config: BridgeConfig) -> RegionHosts:
+    g = config.genesys
+    if g.base_url:
+        return hosts_for_base_url(g.base_url)
+    assert g.region is not None
+    return resolve_region(g.region)
+
+
+async def check_genesys(config: BridgeConfig, *, topics: bool = True) -> list[Verdict]:
+    hosts = genesys_hosts(config)
+    g = config.genesys
+    out: list[Verdict] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=_TIMEOUT) as http:
+        credentials = [(g.client_id, g.secret().get_secret_value())]
+        credentials += [(c.client_id, c.secret().get_secret_value()) for c in g.extra_credentials]
+        for index, (client_id, secret) in enumerate(credentials):
+            label = "genesys token" if index == 0 else f"genesys token (extra_credentials[{index - 1}])"
+            token, verdict = await _genesys_token(http, hosts, client_id, Secret(secret), label)
+            out.append(verdict)
+            if token is None or index > 0:
+                continue
+            channel_id, verdict = await _genesys_channel(http, hosts, token)
+            out.append(verdict)
+            if channel_id is not None and topics:
+                out.append(await _genesys_topics(http, hosts, token, channel_id, g.topics))
+    return out
+
+
+async def _genesys_token(
+    http: aiohttp.ClientSession, hosts: RegionHosts, client_id: str, secret: Secret, label: str
+) -> tuple[Secret | None, Verdict]:
+    basic = base64.b64encode(f"{client_id}:{secret.reveal()}".encode()).decode()
+    try:
+        async with http.post(
+            hosts.token_url,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {basic}"},
+        ) as r:
+            body = await r.read()
+            status = r.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, Verdict(label, "fail", f"cannot reach {hosts.token_url}: {type(exc).__name__} {exc}")
+    data = _safe_json(body)
+    if status == 200 and isinstance(data, dict) and data.get("access_token"):
+        ttl = data.get("expires_in")
+        return Secret(str(data["access_token"])), Verdict(
+            label, "ok", f"client {client_id!r} got a token from {hosts.login_base} (expires_in {ttl} s)"
+        )
+    error = data.get("error") if isinstance(data, dict) else None
+    description = data.get("error_description") if isinstance(data, dict) else None
+    if error == "invalid_client":
+        return None, Verdict(
+            label,
+            "fail",
+            (
+                f"invalid_client ({description or 'no description'}) for client {client_id!r} at {hosts.login_base}: "
+                "check the client secret, and that the region is the org's region"
+            ),
+        )
+    return None, Verdict(label, "fail", f"HTTP {status} from {hosts.token_url}: {error or body[:200]!r}")
+
+
+async def _genesys_channel(
+    http: aiohttp.ClientSession, hosts: RegionHosts, token: Secret
+) -> tuple[str | None, Verdict]:
+    url = f"{hosts.api_base}/api/v2/notifications/channels"
+    try:
+        async with http.post(url, data=b"null", headers=_bearer(token)) as r:
+            body, status = await r.read(), r.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, Verdict("genesys channel", "fail", f"cannot reach {url}: {type(exc).__name__} {exc}")
+    data = _safe_json(body)
+    if status in (200, 201) and isinstance(data, dict) and data.get("id"):
+        return str(data["id"]), Verdict("genesys channel", "ok", f"created channel {data['id']}")
+    return None, Verdict(
+        "genesys channel", "fail", f"HTTP {status} creating a channel: {_message(data, body)}"
+    )
+
+
+async def _genesys_topics(
+    http: aiohttp.ClientSession, hosts: RegionHosts, token: Secret, channel_id: str, topics: Sequence[str]
+) -> Verdict:
+    url = f"{hosts.api_base}/api/v2/notifications/channels/{channel_id}/subscriptions"
+    try:
+        async with http.post(
+            url, params={"ignoreErrors": "true"}, json=[{"id": t} for t in topics], headers=_bearer(token)
+        ) as r:
+            body, status = await r.read(), r.status
+        async with http.delete(url, headers=_bearer(token)):
+            pass
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Verdict("genesys topics", "fail", f"cannot reach {url}: {type(exc).__name__} {exc}")
+    data = _safe_json(body)
+    if status != 200 or not isinstance(data, dict):
+        return Verdict("genesys topics", "fail", f"HTTP {status} subscribing: {_message(data, body)}")
+    rejected = []
+    for entity in data.get("entities") or []:
+        if isinstance(entity, dict) and entity.get("state") == "Rejected":
+            missing = (
+                ", ".join(entity.get("missingPermissions") or []) or entity.get("rejectionReason") or "?"
+            )
+            rejected.append(f"{entity.get('id')} (missing: {missing})")
+    if rejected:
+        return Verdict(
+            "genesys topics",
+            "fail",
+            f"{len(rejected)} of {len(topics)} topics rejected: " + "; ".join(rejected[:10]),
+        )
+    return Verdict("genesys topics", "ok", f"all {len(topics)} topics permitted")
+
+
+def _authenticator(config: BridgeConfig, http: aiohttp.ClientSession) -> Authenticator:
+    auth = config.servicenow.auth
+    if isinstance(auth, OAuthConfig):
+        return OAuthTokens(
+            http,
+            config.servicenow.instance_url,
+            client_id=auth.client_id,
+            client_secret=Secret(auth.client_secret.get_secret_value()),
+            grant=auth.grant,
+            username=auth.username,
+            password=Secret(auth.password.get_secret_value()) if auth.password else None,
+            scope=auth.scope,
+        )
+    return BasicAuth(auth.username, Secret(auth.password.get_secret_value()))
+
+
+def mapping_targets(config: BridgeConfig) -> list[tuple[str, str]]:
+    """``(sink kind, table)`` for every rule of the compiled mapping, without repeats."""
+    mapping: Any = compile_mapping(config.servicenow.mapping)
+    seen: list[tuple[str, str]] = []
+    for rule in getattr(mapping, "rules", ()):
+        kind = str(getattr(rule, "sink", ""))
+        table = str(getattr(rule, "target", "") or ("em_event" if kind == "event" else ""))
+        if table and (kind, table) not in seen:
+            seen.append((kind, table))
+    return seen
+
+
+async def check_servicenow(config: BridgeConfig) -> list[Verdict]:
+    sn = config.servicenow
+    out: list[Verdict] = []
+    async with create_session(
+        verify_tls=sn.verify_tls, connect_timeout=sn.timeouts.connect, total_timeout=sn.timeouts.total
+    ) as http:
+        auth = _authenticator(config, http)
+        rest = ServiceNowRest(http, sn.instance_url, auth, timeout=sn.timeouts.total)
+        targets = mapping_targets(config)
+        first = True
+        for kind, table in targets:
+            answer = await rest.table_query(table, "", limit=1)
+            if first:
+                first = False
+                if isinstance(answer, Ok) or "Invalid table" in getattr(answer, "reason", ""):
+                    out.append(Verdict("servicenow auth", "ok", f"authenticated at {sn.instance_url}"))
+                else:
+                    out.append(Verdict("servicenow auth", "fail", f"{sn.instance_url}: {answer.reason}"))
+                    break
+            if isinstance(answer, Ok):
+                out.append(Verdict(f"servicenow {kind} {table}", "ok", "table readable"))
+            else:
+                out.append(Verdict(f"servicenow {kind} {table}", "fail", answer.reason))
+        if hasattr(auth, "close"):
+            await auth.close()
+    return out
+
+
+def _bearer(token: Secret) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token.reveal()}", "Content-Type": "application/json"}
+
+
+def _safe_json(body: bytes) -> Any:
+    try:
+        return _json.loads(body) if body else None
+    except _json.JSONDecodeError:
+        return None
+
+
+def _message(data: Any, body: bytes) -> str:
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("code") or data)[:200]
+    return body[:200].decode("utf-8", "replace")

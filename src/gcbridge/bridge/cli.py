@@ -1,0 +1,374 @@
+"""The service's commands: ``run``, ``demo``, ``check``, ``status``, ``outbox ...``, ``config ...``.
+
+Exit codes: 0 success, 1 a failed run or check, 2 an unusable configuration or command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gcbridge import _json
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = "gcbridge.toml"
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="GCBRIDGE_CONFIG",
+        show_envvar=True,
+        help="The TOML configuration file (see `gcbridge config example`).",
+    ),
+]
+
+outbox_app = typer.Typer(
+    help="Look at the outbox and its dead letters; replay or purge them. Stop the service first: the "
+    "outbox file belongs to one process at a time.",
+    no_args_is_help=True,
+)
+config_app = typer.Typer(
+    help="Print an example configuration, or validate and show one.", no_args_is_help=True
+)
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service's commands to the root ``gcbridge`` application."""
+    app.command("run", help="Run the bridge service (Genesys Cloud -> outbox -> ServiceNow) until SIGTERM.")(
+        run
+    )
+    app.command(
+        "demo", help="Run the whole flow on this machine: both simulators, live view, no credentials."
+    )(demo)
+    app.command(
+        "check",
+        help="Validate the configuration, then try its credentials, channel, topic "
+        "permissions and ServiceNow tables against the configured endpoints.",
+    )(check)
+    app.command("status", help="Show the state of a running service (asks its admin endpoint).")(status)
+    app.add_typer(outbox_app, name="outbox")
+    app.add_typer(config_app, name="config")
+
+
+def _load(config: Path) -> Any:
+    from gcbridge.bridge.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+# -- run ---------------------------------------------------------------------------------------------------
+
+
+def run(config: ConfigOption = Path(DEFAULT_CONFIG)) -> None:
+    from gcbridge.bridge import logging as bridge_logging
+    from gcbridge.bridge.service import BridgeService
+
+    cfg = _load(config)
+    bridge_logging.configure(level=cfg.logging.level, fmt=cfg.logging.format)
+    service = BridgeService(cfg, config_path=config)
+    raise typer.Exit(asyncio.run(service.run()))
+
+
+# -- demo --------------------------------------------------------------------------------------------------
+
+
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Seconds to run; default: until Ctrl-C on a terminal, 30 s otherwise."),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Events per second the simulated org publishes.")] = 50.0,
+    faults: Annotated[
+        bool,
+        typer.Option(
+            help="Inject a socket_closing, an abrupt drop and a ServiceNow 503 burst along the way."
+        ),
+    ] = True,
+    admin_port: Annotated[int, typer.Option(help="Port of the status page (0: any free port).")] = 0,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the outbox, gap journal and log in this directory instead of a temporary one."
+        ),
+    ] = None,
+) -> None:
+    from gcbridge.bridge.demo import DemoOptions, run_demo
+
+    interactive = sys.stdout.isatty()
+    if duration is None and not interactive:
+        duration = 30.0
+    options = DemoOptions(
+        duration=duration, rate=rate, faults=faults, admin_port=admin_port, keep=keep, interactive=interactive
+    )
+    ok = asyncio.run(run_demo(options, _out))
+    raise typer.Exit(0 if ok else 1)
+
+
+# -- check -------------------------------------------------------------------------------------------------
+
+
+def check(
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+    skip_topics: Annotated[
+        bool,
+        typer.Option(
+            help="Do not subscribe the topics on a test channel (use on a "
+            "live system whose topics are exclusive)."
+        ),
+    ] = False,
+    skip_servicenow: Annotated[bool, typer.Option(help="Only check Genesys Cloud.")] = False,
+) -> None:
+    from gcbridge.bridge.check import Verdict, check_genesys, check_servicenow
+
+    cfg = _load(config)
+    _out.print(f"[green]ok[/]    configuration     {config} is valid")
+
+    async def all_checks() -> list[Verdict]:
+        verdicts = await check_genesys(cfg, topics=not skip_topics)
+        if not skip_servicenow:
+            verdicts += await check_servicenow(cfg)
+        return verdicts
+
+    verdicts = asyncio.run(all_checks())
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for v in verdicts:
+        _out.print(f"[{colours[v.level]}]{v.level:<5}[/] {v.name:<17} ", end="")
+        _out.print(v.detail, markup=False)
+    failed = [v for v in verdicts if v.level == "fail"]
+    _out.print(f"\n{len(verdicts) + 1 - len(failed)} passed, {len(failed)} failed")
+    raise typer.Exit(1 if failed else 0)
+
+
+# -- status ------------------------------------------------------------------------------------------------
+
+
+def status(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Admin endpoint, e.g. http://127.0.0.1:9464 (default: from the config's [admin] section)."
+        ),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw /status document.")] = False,
+) -> None:
+    import aiohttp
+
+    if url is None:
+        cfg = _load(config)
+        host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "::", "") else cfg.admin.host
+        url = f"http://{host}:{cfg.admin.port}"
+
+    async def fetch() -> Any:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.get(f"{url.rstrip('/')}/status") as r:
+                return await r.json()
+
+    try:
+        doc = asyncio.run(fetch())
+    except Exception as exc:
+        _err.print(f"cannot reach the service at {url}: {type(exc).__name__} {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(_json.dumps_str(doc) + "\n")
+        return
+    _print_status(doc)
+    raise typer.Exit(0 if doc.get("readiness", {}).get("ready") else 1)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    ready = doc.get("readiness", {})
+    _out.print(
+        f"state [bold]{doc.get('state')}[/]  ready [bold]{ready.get('ready')}[/]  "
+        f"uptime {doc.get('uptime', 0):.0f} s  version {doc.get('version')}"
+    )
+    for reason in ready.get("reasons", []):
+        _out.print(f"  [yellow]not ready:[/] {reason}")
+    g = doc.get("genesys", {})
+    table = Table("shard", "channel", "state", "topics", "last frame")
+    now = doc.get("now") or time.time()
+    for c in g.get("channels", []):
+        last = c.get("last_frame_at")
+        table.add_row(
+            str(c.get("shard")),
+            str(c.get("id")),
+            str(c.get("state")),
+            str(c.get("topics")),
+            f"{now - last:.1f} s ago" if isinstance(last, int | float) else "-",
+        )
+    _out.print(table)
+    ev, o, d, gaps = (
+        doc.get("events", {}),
+        doc.get("outbox", {}),
+        doc.get("deliveries", {}),
+        doc.get("gaps", {}),
+    )
+    _out.print(
+        f"events in {ev.get('received', 0)}   delivered {d.get('delivered', 0)}   retries "
+        f"{d.get('retry', 0)}   rejected {d.get('rejected', 0)}"
+    )
+    _out.print(
+        f"outbox pending {o.get('pending', 0)}   in flight {o.get('in_flight', 0)}   dead "
+        f"{o.get('dead', 0)}   oldest {o.get('oldest_pending_age', 0):.1f} s"
+    )
+    _out.print(
+        f"gaps {gaps.get('count', 0)} ({gaps.get('seconds', 0)} s)   ServiceNow reachable "
+        f"{doc.get('servicenow', {}).get('reachable')}"
+    )
+
+
+# -- outbox ------------------------------------------------------------------------------------------------
+
+
+def _open_outbox(config: Path) -> Any:
+    from gcbridge.outbox.sqlite import OutboxLockedError, SqliteOutbox
+
+    cfg = _load(config)
+    if not cfg.outbox.path.exists():
+        _err.print(f"no outbox at {cfg.outbox.path}", markup=False)
+        raise typer.Exit(1)
+
+    async def opener() -> Any:
+        return await SqliteOutbox.open(cfg.outbox.path, retention=cfg.outbox.retention_days * 86400.0)
+
+    return opener, OutboxLockedError
+
+
+def _with_outbox(config: Path, action: Any) -> Any:
+    opener, locked_error = _open_outbox(config)
+
+    async def go() -> Any:
+        store = await opener()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except locked_error:
+        _err.print("the outbox is in use by a running service; stop it first (systemctl stop gcbridge)")
+        raise typer.Exit(1) from None
+
+
+@outbox_app.command("list", help="List dead letters (rows ServiceNow refused or that ran out of attempts).")
+def outbox_list(
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+) -> None:
+    async def action(store: Any) -> tuple[Any, Any]:
+        return await store.dead_letters(limit=limit, offset=offset), await store.stats(time.time())
+
+    rows, stats = _with_outbox(config, action)
+    table = Table("id", "topic", "order key", "attempts", "failed at", "reason")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.finished_at)) if r.finished_at else "-"
+        table.add_row(str(r.id), r.topic, r.order_key, str(r.attempts), when, (r.last_error or "")[:120])
+    _out.print(table)
+    _out.print(
+        f"dead {stats.dead}   pending {stats.pending}   in flight {stats.in_flight}   "
+        f"delivered (retained) {stats.delivered}"
+    )
+
+
+@outbox_app.command("inspect", help="Show one row in full: state, attempts, last error and its payload.")
+def outbox_inspect(
+    row_id: Annotated[int, typer.Argument(help="Row id (see `gcbridge outbox list`).")],
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+) -> None:
+    async def action(store: Any) -> Any:
+        return await store.inspect(row_id)
+
+    info = _with_outbox(config, action)
+    if info is None:
+        _err.print(f"no row {row_id} (never stored, expired or purged)")
+        raise typer.Exit(1)
+    doc = {k: getattr(info, k) for k in info.__dataclass_fields__ if k != "payload"}
+    try:
+        doc["payload"] = _json.loads(info.payload)
+    except _json.JSONDecodeError:
+        doc["payload"] = info.payload.decode("utf-8", "replace")
+    sys.stdout.write(_json.dumps_str(doc) + "\n")
+
+
+def _selection(ids: list[int] | None, all_rows: bool) -> Any:
+    from gcbridge.outbox.base import ALL
+
+    if all_rows == bool(ids):
+        _err.print("give row ids or --all (one of them)")
+        raise typer.Exit(EXIT_CONFIG)
+    return ALL if all_rows else ids
+
+
+@outbox_app.command(
+    "replay",
+    help="Send dead letters again (after fixing their cause): back to pending, "
+    "attempts reset, in their original order.",
+)
+def outbox_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Row ids to replay.")] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+) -> None:
+    selection = _selection(ids, all_rows)
+
+    async def action(store: Any) -> int:
+        return int(await store.replay(selection, time.time()))
+
+    _out.print(f"replayed {_with_outbox(config, action)} rows; the service delivers them at its next start")
+
+
+@outbox_app.command("purge", help="Delete dead letters for good (their events will not be delivered).")
+def outbox_purge(
+    ids: Annotated[list[int] | None, typer.Argument(help="Row ids to delete.")] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="Delete every dead letter.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+) -> None:
+    selection = _selection(ids, all_rows)
+    if not yes and not typer.confirm("Delete these dead letters for good?"):
+        raise typer.Exit(1)
+
+    async def action(store: Any) -> int:
+        return int(await store.purge(selection))
+
+    _out.print(f"purged {_with_outbox(config, action)} rows")
+
+
+# -- config ------------------------------------------------------------------------------------------------
+
+
+def example_text() -> str:
+    return resources.files("gcbridge.bridge").joinpath("static", "gcbridge.example.toml").read_text("utf-8")
+
+
+@config_app.command("example", help="Print a commented example configuration.")
+def config_example() -> None:
+    sys.stdout.write(example_text())
+
+
+@config_app.command(
+    "validate", help="Validate a configuration (file + environment) and show it, secrets masked."
+)
+def config_validate(config: ConfigOption = Path(DEFAULT_CONFIG)) -> None:
+    cfg = _load(config)
+    sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
+    _err.print(f"{config}: valid", markup=False)
