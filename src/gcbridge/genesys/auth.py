@@ -503,15 +503,20 @@ class TokenManager:
         return _Fetched(value, expires_in)
 
     async def _run_timer(self) -> None:
-        while not self._closed:
-            changed = self._changed
-            now = self._now()
-            self._feed(Tick(now))
-            if self._machine.state is TokenState.FATAL:
-                return
-            wait = self._seconds_until_deadline(now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait)
+        try:
+            while not self._closed:
+                changed = self._changed
+                now = self._now()
+                self._feed(Tick(now))
+                if self._machine.state is TokenState.FATAL:
+                    return
+                wait = self._seconds_until_deadline(now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), wait)
+        except Exception:
+            # a bug; without this log the background refresh would stop silently
+            log.exception("token refresh task crashed", client_id=self._client_id)
+            raise
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
