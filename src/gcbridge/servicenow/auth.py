@@ -172,7 +172,8 @@ class OAuthTokens:
             if state is TokenState.BACKOFF:
                 retry_at = self.machine.retry_at
                 after = None if retry_at is None else max(0.0, retry_at - now)
-                raise AuthError(f"ServiceNow OAuth: {self.last_error}", retry_after=after)
+                why = self.last_error or "the instance rejected new tokens at once; waiting to ask again"
+                raise AuthError(f"ServiceNow OAuth: {why}", retry_after=after)
             done = self._done
             await done.wait()
 

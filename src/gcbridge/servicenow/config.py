@@ -84,10 +84,11 @@ AuthConfig = Annotated[BasicAuthConfig | OAuthConfig, Field(discriminator="kind"
 
 
 class TimeoutConfig(_Model):
-    """Seconds. ServiceNow cancels a REST transaction after 60 s, so ``total`` defaults a little above."""
+    """Seconds. ``total`` (50 s) stays below the dispatcher's 60 s delivery timeout and ServiceNow's own 60 s
+    REST transaction quota, so a slow instance is reported as our timeout (a retry), not a cancelled row."""
 
     connect: float = Field(default=10.0, gt=0)
-    total: float = Field(default=65.0, gt=0)
+    total: float = Field(default=50.0, gt=0)
     token: float = Field(default=30.0, gt=0)
 
 

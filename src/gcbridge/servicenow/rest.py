@@ -153,7 +153,7 @@ def classify(status: int, content_type: str, body: bytes, headers: Mapping[str, 
 
 
 def create_session(
-    *, connect_timeout: float = 10.0, total_timeout: float = 65.0, limit: int = 16, verify_tls: bool = True
+    *, connect_timeout: float = 10.0, total_timeout: float = 50.0, limit: int = 16, verify_tls: bool = True
 ) -> aiohttp.ClientSession:
     """An aiohttp session fit for ServiceNow: no cookies (see the module docstring), bounded pool."""
     connector = aiohttp.TCPConnector(limit=limit, ssl=verify_tls)
@@ -180,7 +180,7 @@ class ServiceNowRest:
         auth: Authenticator,
         *,
         concurrency: int = 8,
-        timeout: float = 65.0,
+        timeout: float = 50.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
