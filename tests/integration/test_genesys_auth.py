@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gcbridge.core.token import TokenState
+from gcbridge.core.token import TokenPolicy, TokenState
 from gcbridge.genesys.auth import AccessToken, TokenManager
 from gcbridge.genesys.errors import InvalidClientError, TokenManagerClosedError, TokenUnavailableError
 from gcbridge.genesys.regions import hosts_for_base_url
@@ -267,3 +267,27 @@ async def test_malformed_token_answer_is_retried_not_fatal(session: aiohttp.Clie
         await tokens.aclose()
     finally:
         await runner.cleanup()
+
+
+async def test_rate_limited_refresh_keeps_serving_the_old_token(
+    make_sim: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    sim, base_url = await make_sim(token_ttl=30.0, token_rate_limit_per_min=1)
+    tokens = TokenManager(
+        session,
+        hosts_for_base_url(base_url).token_url,
+        sim.config.client_id,
+        Secret(sim.config.client_secret),
+        policy=TokenPolicy(refresh_ratio=0.05, min_refresh_lead=0.0),  # refresh after 1.5 s of 30
+    )
+    await tokens.start()
+    first = await tokens.get()
+    await wait_until(lambda: tokens.stats.failures >= 1)  # the refresh met the token-rate limit (429)
+    now = asyncio.get_running_loop().time()
+    assert tokens.state is TokenState.VALID
+    assert await tokens.get() == first
+    retry_at = tokens.retry_at
+    assert retry_at is not None
+    assert retry_at - now > 5  # Retry-After (the rest of the minute window), not the 1 s backoff
+    assert sim.token_requests == 1
+    await tokens.aclose()

@@ -247,6 +247,11 @@ class TokenManager:
         return self._current
 
     @property
+    def retry_at(self) -> float | None:
+        """Loop time before which no token request is sent after a failure (None when not backing off)."""
+        return self._machine.retry_at
+
+    @property
     def last_failure(self) -> str:
         """A short description of the last failed token request ('' after a success), for status pages."""
         return self._last_failure
