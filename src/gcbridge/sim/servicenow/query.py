@@ -89,11 +89,11 @@ def _candidates(term: str) -> list[Condition]:
 
 
 def _split_condition(term: str, is_field: Callable[[str], bool]) -> Condition | None:
-    """The reading whose field exists (so ``u_INDEX=1`` is not ``u_`` IN ``DEX=1``), else the leftmost."""
+    """The reading with the longest existing field (``u_INDEX=1`` is not ``u_`` IN ``DEX=1``), else the leftmost."""
     candidates = _candidates(term)
-    for candidate in candidates:
-        if is_field(candidate.field):
-            return candidate
+    valid = [c for c in candidates if is_field(c.field)]
+    if valid:
+        return max(valid, key=lambda c: len(c.field))
     return candidates[0] if candidates else None
 
 

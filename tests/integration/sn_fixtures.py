@@ -1,0 +1,105 @@
+"""Helpers for ServiceNow simulator tests: a running simulator and a thin raw HTTP client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gcbridge.sim.servicenow import ServiceNowSim, SnSimConfig
+
+USERS = {"admin": "admin-pass", "bridge": "bridge-pass"}
+CLIENTS = {"cid": "csecret"}
+
+
+def basic(user: str = "admin", password: str | None = None) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password or USERS[user]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any  # parsed JSON, or the text when the answer is not JSON
+    headers: Any
+    text: str
+
+
+class SnClient:
+    """A deliberately thin raw client (not the product's writer): one request, one :class:`Answer`."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url
+        self.session = session
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: dict[str, str] | None = None,
+    ) -> Answer:
+        all_headers = {"Accept": "application/json", **(basic() if auth is None else auth), **(headers or {})}
+        async with self.session.request(
+            method, self.base_url + path, json=json, data=data, params=params, headers=all_headers
+        ) as resp:
+            text = await resp.text()
+            body: Any = text
+            if resp.content_type == "application/json" and text:
+                body = await resp.json()
+            return Answer(resp.status, body, resp.headers, text)
+
+
+def sim_config(**overrides: Any) -> SnSimConfig:
+    settings: dict[str, Any] = {"users": dict(USERS), "oauth_clients": dict(CLIENTS)}
+    settings.update(overrides)
+    return SnSimConfig(**settings)
+
+
+@asynccontextmanager
+async def running_sim(
+    config: SnSimConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
+) -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
+    """A simulator on ``host`` and a free port, with a client that keeps no cookies unless given a jar."""
+    sim = ServiceNowSim(config or sim_config())
+    base_url = await sim.start(host, 0)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=cookie_jar or aiohttp.DummyCookieJar()) as session:
+            yield sim, SnClient(base_url, session)
+    finally:
+        await sim.stop()
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``predicate`` until true (generous timeout: the machine is shared)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class FakeClock:
+    """Wall-clock seconds that only move when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

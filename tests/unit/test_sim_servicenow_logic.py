@@ -1,0 +1,232 @@
+"""Pure parts of the ServiceNow simulator: OAuth grants, rate-limit rules, admission, the record store."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gcbridge.sim.servicenow.admission import PoolGate, SessionTable
+from gcbridge.sim.servicenow.config import table_schema
+from gcbridge.sim.servicenow.faults import FaultPlan, Injection
+from gcbridge.sim.servicenow.oauth import TokenIssuer
+from gcbridge.sim.servicenow.ratelimit import RateLimiter, RateLimitRule
+from gcbridge.sim.servicenow.routes import Resource, resolve
+from gcbridge.sim.servicenow.store import RecordStore, to_field_string
+
+T0 = 1_800_000_000.0  # on a clock-hour boundary
+
+
+def issuer(**kw: object) -> TokenIssuer:
+    args: dict[str, object] = {
+        "users": {"admin": "pw"},
+        "clients": {"cid": "cs"},
+        "client_credentials_enabled": False,
+        "access_token_ttl": 1800.0,
+        "refresh_token_ttl": 8_640_000.0,
+    }
+    args.update(kw)
+    return TokenIssuer(**args)  # type: ignore[arg-type]
+
+
+PASSWORD = {"grant_type": "password", "client_id": "cid", "client_secret": "cs", "username": "admin", "password": "pw"}
+
+
+class TestOAuth:
+    def test_password_grant_gives_1799_seconds_and_a_refresh_token(self) -> None:
+        grant = issuer().grant(PASSWORD, T0)
+        assert grant is not None
+        body = grant.body(T0)
+        assert body["expires_in"] == 1799
+        assert body["token_type"] == "Bearer"
+        assert body["refresh_token"]
+
+    def test_same_token_within_its_lifetime_then_a_new_one(self) -> None:
+        tokens = issuer()
+        first = tokens.grant(PASSWORD, T0)
+        again = tokens.grant(PASSWORD, T0 + 600)
+        assert first is not None and again is not None
+        assert again.access_token == first.access_token
+        assert again.body(T0 + 600)["expires_in"] == 1199
+        later = tokens.grant(PASSWORD, T0 + 1800)
+        assert later is not None and later.access_token != first.access_token
+        assert later.refresh_token == first.refresh_token  # refresh tokens live 100 days
+
+    def test_bearer_token_expires(self) -> None:
+        tokens = issuer()
+        grant = tokens.grant(PASSWORD, T0)
+        assert grant is not None
+        assert tokens.user_for(grant.access_token, T0 + 1799.9) == "admin"
+        assert tokens.user_for(grant.access_token, T0 + 1800) is None
+        assert tokens.user_for("forged", T0) is None
+
+    @pytest.mark.parametrize(
+        "change",
+        [{"client_secret": "wrong"}, {"password": "wrong"}, {"client_id": "other"}, {"grant_type": "implicit"}],
+    )
+    def test_bad_requests_are_denied(self, change: dict[str, str]) -> None:
+        assert issuer().grant({**PASSWORD, **change}, T0) is None
+
+    def test_refresh_grant_returns_an_access_token_only(self) -> None:
+        tokens = issuer()
+        first = tokens.grant(PASSWORD, T0)
+        assert first is not None and first.refresh_token is not None
+        refresh = {"grant_type": "refresh_token", "client_id": "cid", "client_secret": "cs"}
+        refreshed = tokens.grant({**refresh, "refresh_token": first.refresh_token}, T0 + 1900)
+        assert refreshed is not None
+        assert "refresh_token" not in refreshed.body(T0 + 1900)
+        assert tokens.user_for(refreshed.access_token, T0 + 1900) == "admin"
+        assert tokens.grant({**refresh, "refresh_token": "nope"}, T0) is None
+        assert tokens.grant({**refresh, "refresh_token": first.refresh_token}, T0 + 8_640_001) is None
+
+    def test_client_credentials_only_when_enabled(self) -> None:
+        form = {"grant_type": "client_credentials", "client_id": "cid", "client_secret": "cs"}
+        assert issuer().grant(form, T0) is None
+        tokens = issuer(client_credentials_enabled=True, client_users={"cid": "integration"})
+        grant = tokens.grant(form, T0)
+        assert grant is not None and grant.refresh_token is None
+        assert tokens.user_for(grant.access_token, T0) == "integration"
+
+    def test_revoked_tokens_are_rejected_and_replaced(self) -> None:
+        tokens = issuer()
+        first = tokens.grant(PASSWORD, T0)
+        assert first is not None
+        tokens.revoke_all()
+        assert tokens.user_for(first.access_token, T0) is None
+        second = tokens.grant(PASSWORD, T0)
+        assert second is not None and second.access_token != first.access_token
+
+
+class TestRateLimiter:
+    def test_no_rule_no_headers(self) -> None:
+        decision = RateLimiter().check("admin", "table", "incident", T0)
+        assert decision.allowed and decision.headers == {}
+
+    def test_limit_per_user_per_hour(self) -> None:
+        limiter = RateLimiter()
+        rule = RateLimitRule(2)
+        limiter.set_rules([rule])
+        assert limiter.check("a", "table", "incident", T0).allowed
+        ok = limiter.check("a", "table", "incident", T0 + 10)
+        assert ok.allowed
+        assert ok.headers == {
+            "X-RateLimit-Limit": "2",
+            "X-RateLimit-Reset": str(int(T0 + 3600)),
+            "X-RateLimit-Rule": rule.sys_id,
+        }
+        denied = limiter.check("a", "table", "incident", T0 + 600)
+        assert not denied.allowed
+        assert denied.retry_after == 3000
+        assert (denied.detail_limit, denied.api_name) == (2, "Table API")
+        assert limiter.check("b", "table", "incident", T0 + 600).allowed  # per user
+        assert limiter.check("a", "table", "incident", T0 + 3600).allowed  # next window
+
+    def test_user_rule_beats_lower_all_users_rule_and_table_filter_applies(self) -> None:
+        limiter = RateLimiter()
+        limiter.set_rules([RateLimitRule(1), RateLimitRule(5, user="bridge"), RateLimitRule(9, table="incident")])
+        assert limiter.check("bridge", "table", "incident", T0).headers["X-RateLimit-Limit"] == "5"
+        assert limiter.check("other", "table", "incident", T0).headers["X-RateLimit-Limit"] == "1"
+        scoped = RateLimiter()
+        scoped.set_rules([RateLimitRule(1, api="import", table="u_stage")])
+        assert scoped.check("x", "table", "incident", T0).headers == {}
+        assert scoped.check("x", "import", "u_stage", T0).headers["X-RateLimit-Limit"] == "1"
+
+
+class TestAdmission:
+    def test_pool_admits_concurrency_plus_queue(self) -> None:
+        gate = PoolGate(concurrency=2, queue=1)
+        assert [gate.try_enter() for _ in range(4)] == [True, True, True, False]
+        gate.leave()
+        assert gate.try_enter()
+
+    def test_session_drops_past_the_queue_limit(self) -> None:
+        sessions = SessionTable(queue_limit=2)
+        sessions.open("s", "admin")
+        assert [sessions.try_enter("s") for _ in range(4)] == [True, True, True, False]
+        sessions.leave("s")
+        assert sessions.try_enter("s")
+        sessions.open("t", None)
+        assert sessions.try_enter("t")  # sessions are independent
+
+    def test_oldest_sessions_are_forgotten(self) -> None:
+        sessions = SessionTable(queue_limit=10, max_sessions=2)
+        for name in ("a", "b", "c"):
+            sessions.open(name, None)
+        assert not sessions.known("a") and sessions.known("c")
+
+
+class TestStore:
+    def test_insert_numbers_ids_and_timestamps(self) -> None:
+        store = RecordStore()
+        store.add_table(table_schema("incident", "INC"))
+        first = store.insert("incident", {"short_description": "x", "impact": 2, "active": True}, "admin", T0)
+        second = store.insert("incident", {}, "admin", T0)
+        assert (first["number"], second["number"]) == ("INC0010001", "INC0010002")
+        assert re.fullmatch(r"[0-9a-f]{32}", first["sys_id"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", first["sys_created_on"])
+        assert (first["impact"], first["active"], first["sys_mod_count"]) == ("2", "true", "0")
+        assert second["impact"] == "3"  # the column's default
+
+    def test_update_counts_only_real_changes_and_ignores_system_fields(self) -> None:
+        store = RecordStore()
+        store.add_table(table_schema("incident", "INC"))
+        record = store.insert("incident", {"state": "1"}, "admin", T0)
+        assert store.update("incident", record["sys_id"], {"state": "1", "sys_mod_count": "99"}, "a", T0) is False
+        assert store.update("incident", record["sys_id"], {"state": "2"}, "admin", T0 + 5) is True
+        assert record["sys_mod_count"] == "1"
+        assert record["sys_updated_on"] != record["sys_created_on"]
+        assert store.update("incident", "0" * 32, {"state": "2"}, "admin", T0) is None
+
+    def test_journal_fields_read_back_empty(self) -> None:
+        store = RecordStore()
+        store.add_table(table_schema("incident", "INC"))
+        record = store.insert("incident", {"work_notes": "called back"}, "admin", T0)
+        assert record["work_notes"] == ""
+        assert [(e.element, e.value) for e in store.journal] == [("work_notes", "called back")]
+
+    def test_strict_schema_drops_unknown_columns_open_schema_grows(self) -> None:
+        store = RecordStore()
+        store.add_table(table_schema("incident", "INC", strict=True))
+        store.add_table(table_schema("interaction", "IMS"))
+        assert "u_x" not in store.insert("incident", {"u_x": "1"}, "admin", T0)
+        assert not store.is_field("incident", "u_x")
+        assert store.insert("interaction", {"u_x": "1"}, "admin", T0)["u_x"] == "1"
+        assert store.is_field("interaction", "u_x")
+
+    def test_dot_walking_through_a_reference(self) -> None:
+        store = RecordStore()
+        store.add_table(table_schema("incident", "INC"))
+        store.add_table(table_schema("sys_user", None))
+        user = store.insert("sys_user", {"name": "Ada"}, "admin", T0)
+        incident = store.insert("incident", {"caller_id": user["sys_id"]}, "admin", T0)
+        assert store.is_field("incident", "caller_id.name")
+        assert not store.is_field("incident", "short_description.name")
+        assert store.get_field("incident", incident, "caller_id.name") == "Ada"
+
+    @pytest.mark.parametrize(
+        ("value", "stored"),
+        [(None, ""), (True, "true"), (3, "3"), ({"value": "abc"}, "abc"), ([1, 2], "[1,2]"), ("x", "x")],
+    )
+    def test_every_value_is_stored_as_a_string(self, value: object, stored: str) -> None:
+        assert to_field_string(value) == stored
+
+
+def test_routes() -> None:
+    assert resolve("/api/now/table/incident") == resolve("/api/now/v2/table/incident")
+    route = resolve("/api/now/v1/table/incident/abc")
+    assert route is not None and (route.resource, route.version, route.sys_id) == (Resource.TABLE_RECORD, 1, "abc")
+    multiple = resolve("/api/now/import/u_stage/insertMultiple")
+    assert multiple is not None and multiple.resource is Resource.IMPORT_MULTIPLE
+    assert resolve("/api/now/tables/incident") is None
+    assert resolve("/api/now/table") is None
+
+
+def test_injections_are_consumed_in_order_and_by_path() -> None:
+    plan = FaultPlan()
+    plan.inject(Injection(503, "/api/now/import/"), 1)
+    plan.inject(Injection(500), 2)
+    assert plan.take_injection("/api/now/import/x") == Injection(503, "/api/now/import/")
+    assert plan.take_injection("/oauth_token.do") is None
+    assert [plan.take_injection("/api/now/table/x") for _ in range(3)] == [Injection(500), Injection(500), None]
+    with pytest.raises(ValueError, match="status must be one of"):
+        plan.inject(Injection(404), 1)
