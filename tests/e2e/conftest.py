@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
-from gcbridge.genesys.events import Event
+import pytest
+
+from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.genesys.events import Event, Gap
 from gcbridge.servicenow.mapping import compile_mapping, event_view
+from gcbridge.sim.genesys.bodies import BodyGenerator
+from gcbridge.sim.servicenow.config import SnSimConfig
+from gcbridge.sim.servicenow.sim import ServiceNowSim
 
 SN_USER = "bridge-user"
 # Distinctive strings: a test greps every output of the service for them.
@@ -17,17 +26,18 @@ SN_PASSWORD = "SNPASS-2b8d4e6f-do-not-print"
 _MAPPING = compile_mapping(None)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1,
-                   what: str = "condition") -> Any:
-    """Poll ``predicate`` until it is truthy; fail with ``what`` after ``timeout`` seconds (loaded CI)."""
+async def wait_for(
+    predicate: Callable[[], Any], limit: float = 60.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it is truthy; fail with ``what`` after ``limit`` seconds (loaded CI)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while True:
         value = predicate()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -68,3 +78,106 @@ def check_interactions(records: list[dict[str, str]], expected: dict[str, dict[s
             if column in record and record[column] != value:
                 wrong.append((conversation, column, record[column], value))
     assert not wrong, f"{len(wrong)} fields differ from the last event's, e.g. {wrong[:3]}"
+
+
+QUEUE = "5e1f0001-0000-4000-8000-000000000001"
+TOPICS = [
+    f"v2.routing.queues.{QUEUE}.conversations",
+    "v2.users.a9e70001-0000-4000-8000-000000000001.presence",
+]
+
+
+class ScriptedClient:
+    """Stands in for NotificationClient: the test pushes events and gaps; it records subscriptions."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | Gap | None] = asyncio.Queue()
+        self.subscribed: list[str] = []
+        self.calls: list[tuple[str, list[str]]] = []
+        self.closed = False
+
+    async def subscribe(self, topics: list[str]) -> None:
+        self.calls.append(("subscribe", list(topics)))
+        self.subscribed += [t for t in topics if t not in self.subscribed]
+
+    async def unsubscribe(self, topics: list[str]) -> None:
+        self.calls.append(("unsubscribe", list(topics)))
+        self.subscribed = [t for t in self.subscribed if t not in topics]
+
+    def on_lifecycle(self, callback: Any) -> None:
+        self.callback = callback
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "channels": [
+                {
+                    "id": "streaming-0-abc",
+                    "shard": 0,
+                    "state": "connected",
+                    "topic_count": len(self.subscribed),
+                    "last_frame_at": time.time(),
+                }
+            ],
+            "events_received": 0,
+        }
+
+    def __aiter__(self) -> AsyncIterator[Event | Gap]:
+        return self
+
+    async def __anext__(self) -> Event | Gap:
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self.queue.put_nowait(None)
+
+
+def make_events(n: int, seed: int = 3) -> list[Event]:
+    bodies = BodyGenerator(seed, conversation_pool=12)
+    events = []
+    for i in range(n):
+        topic = TOPICS[0] if i % 4 else TOPICS[1]
+        events.append(
+            Event(
+                topic=topic,
+                body=bodies.body(topic),
+                version="2",
+                metadata={"seq": i},
+                dedup_key=str(uuid.uuid4()),
+                received_at=time.time(),
+            )
+        )
+    return events
+
+
+def service_config(tmp_path: Path, sn_url: str, topics: list[str]) -> BridgeConfig:
+    return parse_config(
+        {
+            "genesys": {
+                "base_url": "http://127.0.0.1:9",
+                "client_id": "cid",
+                "client_secret": GENESYS_SECRET,
+                "topics": topics,
+            },
+            "servicenow": {
+                "instance_url": sn_url,
+                "auth": {"kind": "basic", "username": SN_USER, "password": SN_PASSWORD},
+            },
+            "outbox": {"path": "outbox.db", "dispatcher": {"backoff_initial": 0.05, "backoff_max": 0.5}},
+            "admin": {"port": 0},
+        },
+        base_dir=tmp_path,
+    )
+
+
+@pytest.fixture
+async def sn() -> AsyncIterator[ServiceNowSim]:
+    sim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
+    await sim.start("127.0.0.1", 0)
+    try:
+        yield sim
+    finally:
+        await sim.stop()

@@ -4,101 +4,29 @@ secret leaks into logs, /status, /metrics or the status page."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
 
 from gcbridge.bridge import logging as bridge_logging
-from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.bridge.service import BridgeService
-from gcbridge.genesys.events import Event, Gap
-from gcbridge.sim.genesys.bodies import BodyGenerator
-from gcbridge.sim.servicenow.config import SnSimConfig
+from gcbridge.genesys.events import Gap
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
-from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER, check_interactions, expected_interactions, wait_for
-
-QUEUE = "5e1f0001-0000-4000-8000-000000000001"
-TOPICS = [f"v2.routing.queues.{QUEUE}.conversations", "v2.users.a9e70001-0000-4000-8000-000000000001.presence"]
-
-
-class ScriptedClient:
-    """Stands in for NotificationClient: the test pushes events and gaps; it records subscriptions."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event | Gap | None] = asyncio.Queue()
-        self.subscribed: list[str] = []
-        self.calls: list[tuple[str, list[str]]] = []
-        self.closed = False
-
-    async def subscribe(self, topics: list[str]) -> None:
-        self.calls.append(("subscribe", list(topics)))
-        self.subscribed += [t for t in topics if t not in self.subscribed]
-
-    async def unsubscribe(self, topics: list[str]) -> None:
-        self.calls.append(("unsubscribe", list(topics)))
-        self.subscribed = [t for t in self.subscribed if t not in topics]
-
-    def on_lifecycle(self, callback: Any) -> None:
-        self.callback = callback
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "channels": [{"id": "streaming-0-abc", "shard": 0, "state": "connected",
-                          "topic_count": len(self.subscribed), "last_frame_at": time.time()}],
-            "events_received": 0,
-        }
-
-    def __aiter__(self) -> AsyncIterator[Event | Gap]:
-        return self
-
-    async def __anext__(self) -> Event | Gap:
-        item = await self.queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        self.closed = True
-        self.queue.put_nowait(None)
-
-
-def make_events(n: int, seed: int = 3) -> list[Event]:
-    bodies = BodyGenerator(seed, conversation_pool=12)
-    events = []
-    for i in range(n):
-        topic = TOPICS[0] if i % 4 else TOPICS[1]
-        events.append(Event(topic=topic, body=bodies.body(topic), version="2", metadata={"seq": i},
-                            dedup_key=str(uuid.uuid4()), received_at=time.time()))
-    return events
-
-
-def service_config(tmp_path: Path, sn_url: str, topics: list[str]) -> BridgeConfig:
-    return parse_config({
-        "genesys": {"base_url": "http://127.0.0.1:9", "client_id": "cid", "client_secret": GENESYS_SECRET,
-                    "topics": topics},
-        "servicenow": {"instance_url": sn_url,
-                       "auth": {"kind": "basic", "username": SN_USER, "password": SN_PASSWORD}},
-        "outbox": {"path": "outbox.db", "dispatcher": {"backoff_initial": 0.05, "backoff_max": 0.5}},
-        "admin": {"port": 0},
-    }, base_dir=tmp_path)
-
-
-@pytest.fixture
-async def sn() -> AsyncIterator[ServiceNowSim]:
-    sim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
-    await sim.start("127.0.0.1", 0)
-    try:
-        yield sim
-    finally:
-        await sim.stop()
+from .conftest import (
+    GENESYS_SECRET,
+    SN_PASSWORD,
+    SN_USER,
+    TOPICS,
+    ScriptedClient,
+    check_interactions,
+    expected_interactions,
+    make_events,
+    service_config,
+    wait_for,
+)
 
 
 async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
@@ -108,8 +36,11 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
     bridge_logging.configure(level="debug", stream=logs)
     client = ScriptedClient()
     assert sn.base_url is not None
-    service = BridgeService(service_config(tmp_path, sn.base_url, TOPICS), install_signals=False,
-                            client_factory=lambda _cfg: client)
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS),
+        install_signals=False,
+        client_factory=lambda _cfg: client,
+    )
     await service.start()
     try:
         assert client.subscribed == TOPICS
@@ -117,8 +48,15 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
         sn.inject(503, count=5, path_prefix="/api/now/import/")
         for event in events[:60]:
             client.queue.put_nowait(event)
-        client.queue.put_nowait(Gap(start=time.time() - 3, end=time.time(), topics=(TOPICS[0],),
-                                    reason="socket_dropped", detail="test"))
+        client.queue.put_nowait(
+            Gap(
+                start=time.time() - 3,
+                end=time.time(),
+                topics=(TOPICS[0],),
+                reason="socket_dropped",
+                detail="test",
+            )
+        )
         for event in events[60:]:
             client.queue.put_nowait(event)
         assert service.sink is not None
@@ -143,7 +81,10 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
         assert doc["gaps"]["count"] == 1
         assert doc["gaps"]["recent"][0]["reason"] == "socket_dropped"
         assert doc["deliveries"]["delivered"] >= len(events)
-        assert 'gcbridge_events_received_total{family="v2.routing.queues.{id}.conversations"} 90.0' in metrics_text
+        assert (
+            'gcbridge_events_received_total{family="v2.routing.queues.{id}.conversations"} 90.0'
+            in metrics_text
+        )
         assert 'gcbridge_gaps_total{reason="socket_dropped"} 1.0' in metrics_text
         journal = service.config.outbox.gap_log_path.read_text()
         assert '"reason":"socket_dropped"' in journal
@@ -170,14 +111,15 @@ async def test_restart_journals_the_downtime_and_reload_applies_topic_changes(
 
     second = ScriptedClient()
     config_file.write_text(
-        "[genesys]\nbase_url = \"http://127.0.0.1:9\"\nclient_id = \"cid\"\n"
-        f"client_secret = \"{GENESYS_SECRET}\"\ntopics = [\"{TOPICS[0]}\", \"v2.users.u2.presence\"]\n"
-        f"[servicenow]\ninstance_url = \"{sn.base_url}\"\n"
-        f"[servicenow.auth]\nkind = \"basic\"\nusername = \"{SN_USER}\"\npassword = \"{SN_PASSWORD}\"\n"
-        "[outbox]\npath = \"outbox.db\"\n[admin]\nport = 0\n"
+        '[genesys]\nbase_url = "http://127.0.0.1:9"\nclient_id = "cid"\n'
+        f'client_secret = "{GENESYS_SECRET}"\ntopics = ["{TOPICS[0]}", "v2.users.u2.presence"]\n'
+        f'[servicenow]\ninstance_url = "{sn.base_url}"\n'
+        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\npassword = "{SN_PASSWORD}"\n'
+        '[outbox]\npath = "outbox.db"\n[admin]\nport = 0\n'
     )
-    service = BridgeService(cfg, config_path=config_file, install_signals=False,
-                            client_factory=lambda _c: second)
+    service = BridgeService(
+        cfg, config_path=config_file, install_signals=False, client_factory=lambda _c: second
+    )
     await service.start()
     try:
         assert service.journal.count == 1
