@@ -283,3 +283,15 @@ def test_transition_table_covers_every_state_and_event() -> None:
     events = (Tick, GetRequested, FetchSucceeded, FetchFailed, Invalidate)
     missing = [(s, e) for s in TokenState for e in events if (s, e) not in token._TABLE]
     assert missing == []
+
+
+def test_lifetime_counts_from_when_the_request_was_sent() -> None:
+    d = Driver()
+    d.get()
+    sent = d.now
+    d.now += 7.0  # a slow token endpoint
+    d.feed(FetchSucceeded(d.now, 300.0, requested_at=sent))
+    token = d.m.token
+    assert token is not None
+    assert token.issued_at == sent
+    assert token.expires_at == sent + 300.0

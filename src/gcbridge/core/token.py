@@ -132,8 +132,13 @@ class GetRequested:
 
 @dataclass(frozen=True, slots=True)
 class FetchSucceeded:
+    """``requested_at``: when the request was sent. The lifetime is counted from then, because the server
+    started it somewhere between sending and receiving; counting from ``now`` would overestimate it by the
+    request's latency."""
+
     now: float
     expires_in: float
+    requested_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +275,12 @@ class TokenMachine:
         assert isinstance(event, FetchSucceeded)
         now = event.now
         lifetime = max(0.0, event.expires_in)
+        issued_at = now if event.requested_at is None else min(now, event.requested_at)
         self.generation += 1
-        expires_at = now + lifetime
+        expires_at = issued_at + lifetime
         self.token = TokenMeta(
             generation=self.generation,
-            issued_at=now,
+            issued_at=issued_at,
             expires_at=expires_at,
             refresh_at=expires_at - self.policy.refresh_lead(lifetime),
             unusable_at=expires_at - self.policy.margin(lifetime),

@@ -421,6 +421,7 @@ class TokenManager:
 
     async def _fetch(self, *, proactive: bool) -> None:
         self.stats.token_requests += 1
+        requested_at = self._now()
         try:
             outcome = await self._request_token()
         except asyncio.CancelledError:
@@ -436,7 +437,7 @@ class TokenManager:
             self._last_failure = ""
             if proactive and self._machine.state is TokenState.REFRESHING:
                 self.stats.refreshes += 1
-            self._feed(FetchSucceeded(now, outcome.expires_in))
+            self._feed(FetchSucceeded(now, outcome.expires_in, requested_at))
             log.info(
                 "genesys token obtained",
                 generation=self._machine.generation,
