@@ -1,0 +1,310 @@
+"""Faults, lifecycles, system messages, the ledger, the traffic generator and the HTTP control API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from gcbridge.sim.genesys import GenesysSim
+from tests.integration.conftest import SimClient, SimFactory, next_json, wait_for
+
+CHANNELS = "/api/v2/notifications/channels"
+ClientFactory = Callable[[GenesysSim], SimClient]
+
+
+async def _ready(
+    factory: SimFactory,
+    clients: ClientFactory,
+    topics: tuple[str, ...] = ("v2.users.u1.presence",),
+    **config: object,
+) -> tuple[GenesysSim, SimClient, dict[str, str], aiohttp.ClientWebSocketResponse]:
+    sim = await factory(**config)
+    client = clients(sim)
+    await client.get_token()
+    channel = await client.create_channel()
+    if topics:
+        await client.subscribe(channel["id"], list(topics))
+    ws = await client.connect(channel)
+    return sim, client, channel, ws
+
+
+async def _closed(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    """The first non-text message (the end of the socket)."""
+    while True:
+        msg = await ws.receive(timeout=10)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return msg
+
+
+async def test_socket_closing_then_close_after_grace(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, channel, ws = await _ready(genesys_sim_factory, client_factory, time_scale=600.0)
+    assert await sim.socket_closing(grace=60.0) == [channel["id"]]  # 0.1 s real
+    notice = await next_json(ws)
+    assert notice["topicName"] == "v2.system.socket_closing"
+    assert notice["eventBody"]["channelId"] == channel["id"]
+    assert notice["eventBody"]["message"]
+    end = await _closed(ws)
+    assert (end.type, end.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+    # the channel survives its socket: a new socket on it gets the events
+    assert (await client.api("HEAD", f"{CHANNELS}/{channel['id']}"))[0] == 200
+    again = await client.connect(channel)
+    seq = sim.publish("v2.users.u1.presence")
+    assert (await next_json(again))["metadata"]["simSequence"] == seq
+
+
+async def test_drop_socket_is_abrupt_and_later_events_are_not_sent(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, channel, ws = await _ready(genesys_sim_factory, client_factory)
+    assert await sim.drop_socket() == [channel["id"]]
+    end = await _closed(ws)
+    assert end.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    assert ws.close_code != 1000
+    sim.publish("v2.users.u1.presence")
+    (delivery,) = sim.ledger[-1].deliveries
+    assert (delivery.channel_id, delivery.sent) == (channel["id"], False)
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1011])
+async def test_close_socket_with_a_chosen_code(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory, code: int
+) -> None:
+    sim, _, channel, ws = await _ready(genesys_sim_factory, client_factory)
+    assert await sim.close_socket(code, channel_id=channel["id"]) == [channel["id"]]
+    sim.publish("v2.users.u1.presence")
+    assert sim.ledger[-1].deliveries[0].sent is False
+    end = await _closed(ws)
+    assert (end.type, end.data) == (aiohttp.WSMsgType.CLOSE, code)
+
+
+async def test_stalled_socket_is_silent_and_loses_events(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, channel, ws = await _ready(
+        genesys_sim_factory, client_factory, heartbeat_interval=30.0, time_scale=600.0
+    )
+    assert (await next_json(ws, skip_heartbeats=False))["eventBody"]["message"] == "WebSocket Heartbeat"
+    assert sim.stall_socket() == [channel["id"]]
+    sim.publish("v2.users.u1.presence")
+    await ws.send_json({"message": "ping"})
+    with pytest.raises(TimeoutError):
+        await ws.receive(timeout=0.5)  # ten heartbeat intervals: nothing at all
+    delivery = sim.ledger[-1].deliveries[0]
+    assert (delivery.sent, delivery.reason) == (False, "stalled")
+    assert not ws.closed  # TCP stays open
+
+
+async def test_expire_channel_closes_its_socket(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, channel, ws = await _ready(genesys_sim_factory, client_factory)
+    assert sim.expire_channel(channel["id"])
+    end = await _closed(ws)
+    assert end.type is aiohttp.WSMsgType.CLOSE
+    assert (await client.api("HEAD", f"{CHANNELS}/{channel['id']}"))[0] == 404
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await client.session.ws_connect(channel["connectUri"])
+
+
+async def test_channel_expires_after_its_scaled_lifetime(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    # 24 h in 0.25 s of real time
+    sim, client, channel, ws = await _ready(
+        genesys_sim_factory, client_factory, time_scale=345_600.0, token_ttl=1e9
+    )
+    end = await _closed(ws)
+    assert end.type is aiohttp.WSMsgType.CLOSE
+    assert (await client.api("HEAD", f"{CHANNELS}/{channel['id']}"))[0] == 404
+    assert sim.channels == []
+
+
+async def test_channel_dies_with_its_token(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, channel, ws = await _ready(
+        genesys_sim_factory,
+        client_factory,
+        token_ttl=3600.0,
+        time_scale=1800.0,  # the token lives 2 s
+    )
+    end = await _closed(ws)
+    assert end.type is aiohttp.WSMsgType.CLOSE
+    await client.get_token()
+    assert (await client.api("HEAD", f"{CHANNELS}/{channel['id']}"))[0] == 404
+    assert sim.channels == []
+
+
+async def test_channel_outlives_its_token_when_configured(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, channel, ws = await _ready(
+        genesys_sim_factory,
+        client_factory,
+        token_ttl=3600.0,
+        time_scale=10_000.0,
+        channel_dies_with_token=False,
+    )
+    first_token = client.token
+    await wait_for(lambda: sim.core.tokens.validate(first_token, sim.now()) is None)
+    await client.get_token()
+    assert (await client.api("HEAD", f"{CHANNELS}/{channel['id']}"))[0] == 200
+    seq = sim.publish("v2.users.u1.presence")
+    assert (await next_json(ws))["metadata"]["simSequence"] == seq
+
+
+async def test_revoke_token_sends_token_revoked_and_ends_channel(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, _, ws = await _ready(genesys_sim_factory, client_factory)
+    assert sim.revoke_token() == 1
+    notice = await next_json(ws)
+    assert notice["topicName"] == "v2.system.token_revoked"
+    assert notice["eventBody"]["systemTopicType"] == "token_revoked"
+    assert notice["eventBody"]["reason"] == "user_tokens_revoked"
+    assert notice["eventBody"]["oauthClientId"] == "sim-client"
+    end = await _closed(ws)
+    assert end.type is aiohttp.WSMsgType.CLOSE
+    status, body, _ = await client.api("GET", CHANNELS)
+    assert (status, body["code"]) == (401, "bad.credentials")
+
+
+async def test_evicted_connected_channel_gets_no_longer_subscribed(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, first, first_ws = await _ready(
+        genesys_sim_factory, client_factory, max_channels_per_client=2
+    )
+    second = await client.create_channel()
+    second_ws = await client.connect(second)
+    await client.create_channel()  # both are connected: the least recently used one goes
+    notice = await next_json(first_ws)
+    assert notice["topicName"] == "v2.system.no_longer_subscribed"
+    assert notice["eventBody"]["channelId"] == first["id"]
+    assert (await _closed(first_ws)).type is aiohttp.WSMsgType.CLOSE
+    assert first["id"] not in {c.id for c in sim.channels}
+    assert not second_ws.closed
+
+
+async def test_exclusive_topics_move_to_the_newest_channel(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, _, old_ws = await _ready(genesys_sim_factory, client_factory, exclusive_topics=True)
+    new = await client.create_channel()
+    new_ws = await client.connect(new)
+    assert (await client.subscribe(new["id"], ["v2.users.u1.presence"]))[0] == 200
+    notice = await next_json(old_ws)
+    assert notice["topicName"] == "v2.system.no_longer_subscribed"
+    assert notice["eventBody"]["reason"] == "another_channel_subscribed"
+    assert notice["eventBody"]["data"]["topics"] == ["v2.users.u1.presence"]
+    seq = sim.publish("v2.users.u1.presence")
+    assert [d.channel_id for d in sim.ledger[-1].deliveries] == [new["id"]]
+    assert (await next_json(new_ws))["metadata"]["simSequence"] == seq
+    assert not old_ws.closed
+
+
+async def test_shared_topics_reach_both_channels_with_the_same_event(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, one, one_ws = await _ready(genesys_sim_factory, client_factory)
+    sim.add_oauth_client("second", "s2")
+    other = client_factory(sim)
+    await other.get_token("second", "s2")
+    two = await other.create_channel()
+    await other.subscribe(two["id"], ["v2.users.u1.presence"])
+    two_ws = await other.connect(two)
+    unconnected = await client.create_channel()
+    await client.subscribe(unconnected["id"], ["v2.users.u1.presence"])
+    sim.publish("v2.users.u1.presence")
+    a, b = await next_json(one_ws), await next_json(two_ws)
+    assert a == b
+    record = sim.ledger[-1]
+    outcome = {d.channel_id: (d.sent, d.reason) for d in record.deliveries}
+    assert outcome == {
+        one["id"]: (True, "sent"),
+        two["id"]: (True, "sent"),
+        unconnected["id"]: (False, "not_connected"),
+    }
+
+
+async def test_refused_handshakes_then_success(sim_client: SimClient) -> None:
+    channel = await sim_client.create_channel()
+    sim_client.sim.refuse_handshakes(2, status=503)
+    for _ in range(2):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await sim_client.session.ws_connect(channel["connectUri"])
+        assert info.value.status == 503
+    ws = await sim_client.connect(channel)
+    assert not ws.closed
+
+
+async def test_traffic_generator_and_exact_loss_accounting(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, channel, ws = await _ready(
+        genesys_sim_factory,
+        client_factory,
+        topics=("v2.users.u1?presence&routingStatus", "v2.routing.queues.q1.conversations"),
+    )
+    received: list[int] = []
+
+    async def reader() -> None:
+        async for msg in ws:
+            data = msg.json()
+            if "simSequence" in data.get("metadata", {}):
+                received.append(data["metadata"]["simSequence"])
+
+    task = asyncio.ensure_future(reader())
+    sim.start_traffic(400.0)
+    await wait_for(lambda: len(sim.ledger) >= 30)
+    sim.stall_socket()
+    await wait_for(lambda: any(not d.sent for r in sim.ledger for d in r.deliveries))
+    await sim.stop_traffic()
+    sent = [r.seq for r in sim.ledger if channel["id"] in r.sent_to]
+    lost = [r.seq for r in sim.ledger if channel["id"] not in r.sent_to]
+    await wait_for(lambda: len(received) >= len(sent))
+    assert received == sent
+    assert lost
+    assert {r.topic for r in sim.ledger} <= {
+        "v2.users.u1.presence",
+        "v2.users.u1.routingStatus",
+        "v2.routing.queues.q1.conversations",
+    }
+    task.cancel()
+
+
+async def test_http_control_api(genesys_sim_factory: SimFactory, client_factory: ClientFactory) -> None:
+    sim, client, channel, ws = await _ready(genesys_sim_factory, client_factory)
+    base = sim.base_url + "/_sim/"
+    session = client.session
+
+    async def post(op: str, body: object) -> tuple[int, dict[str, object]]:
+        async with session.post(base + op, json=body) as resp:
+            return resp.status, await resp.json()
+
+    status, body = await post("publish", {"topic": "v2.users.u1.presence", "body": {"x": 1}})
+    assert status == 200
+    seq = body["result"]
+    event = await next_json(ws)
+    assert (event["eventBody"], event["metadata"]["simSequence"]) == ({"x": 1}, seq)
+    async with session.get(base + "ledger", params={"since": "0"}) as resp:
+        records = (await resp.json())["records"]
+    assert records[-1]["deliveries"] == [{"channelId": channel["id"], "sent": True, "reason": "sent"}]
+    async with session.get(base + "state") as resp:
+        state = await resp.json()
+    assert (state["published"], state["sent"], state["connected"]) == (1, 1, [channel["id"]])
+    assert (await post("fail_next_rest", {"n": 1, "status": 500}))[0] == 200
+    assert (await client.api("GET", CHANNELS))[0] == 500
+    assert (await post("publish", {"topic": "not a topic"}))[0] == 400
+    assert (await post("fail_next_rest", {"n": "many"}))[0] == 400
+    assert (await post("no_such_thing", {}))[0] == 404
+    assert (await post("close_socket", {"code": 1011}))[1] == {"result": [channel["id"]]}
+    end = await _closed(ws)
+    assert (end.type, end.data) == (aiohttp.WSMsgType.CLOSE, 1011)
+    async with session.get(base) as resp:
+        assert "socket_closing" in (await resp.json())["operations"]
