@@ -1,0 +1,139 @@
+"""The command line as a user runs it: bad configs, the example, the outbox commands and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gcbridge.outbox.base import OutboxItem
+from gcbridge.outbox.sqlite import SqliteOutbox
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def gcbridge(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GCBRIDGE_")}
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gcbridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **(env or {}), "COLUMNS": "120"},
+        check=False,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = gcbridge("--help")
+    assert result.returncode == 0
+    for command in ("run", "demo", "check", "status", "outbox", "config", "sim"):
+        assert f" {command} " in result.stdout
+
+
+def test_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[genesys]\nregion = "eu-west-9"\nclient_id = "x"\nclient_secret = "BADCFG-SECRET-1"\n'
+        'topics = ["v2.users.u1.presence"]\n'
+        '[servicenow]\ninstance_url = "https://acme.service-now.com"\n'
+        '[servicenow.auth]\nkind = "basic"\nusername = "u"\n'
+        "[admin]\nport = 99999\n"
+    )
+    result = gcbridge("run", "--config", str(bad))
+    assert result.returncode == 2
+    assert "genesys.region: unknown region 'eu-west-9'; valid: us_east_1" in result.stderr
+    assert (
+        "servicenow.auth.password: missing; set GCBRIDGE_SERVICENOW__AUTH__PASSWORD or give password_file"
+    ) in result.stderr
+    assert "admin.port: Input should be less than or equal to 65535" in result.stderr
+    assert "BADCFG-SECRET-1" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = gcbridge("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "file not found" in result.stderr
+
+
+def test_config_example_is_valid_once_secrets_are_given(tmp_path: Path) -> None:
+    example = gcbridge("config", "example")
+    assert example.returncode == 0
+    path = tmp_path / "gcbridge.toml"
+    path.write_text(example.stdout)
+    env = {
+        "GCBRIDGE_GENESYS__CLIENT_SECRET": "EXAMPLE-S1",
+        "GCBRIDGE_SERVICENOW__AUTH__CLIENT_SECRET": "EXAMPLE-S2",
+    }
+    shown = gcbridge("config", "validate", "--config", str(path), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert '"region": "eu_west_1"' in shown.stdout
+    assert "EXAMPLE-S1" not in shown.stdout
+    assert "EXAMPLE-S2" not in shown.stdout
+
+
+async def test_outbox_list_inspect_replay_purge(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("x")
+    config = tmp_path / "gcbridge.toml"
+    config.write_text(
+        '[genesys]\nbase_url = "http://127.0.0.1:9"\nclient_id = "x"\nclient_secret_file = "s"\n'
+        'topics = ["v2.users.u1.presence"]\n'
+        '[servicenow]\ninstance_url = "http://127.0.0.1:9"\n'
+        '[servicenow.auth]\nkind = "basic"\nusername = "u"\npassword_file = "s"\n'
+        '[outbox]\npath = "outbox.db"\n'
+    )
+    store = await SqliteOutbox.open(tmp_path / "outbox.db")
+    await store.put_many(
+        [
+            OutboxItem(
+                dedup_key=f"k{i}",
+                order_key=f"o{i}",
+                topic="v2.users.u1.presence",
+                payload=b'{"topicName":"v2.users.u1.presence","eventBody":{}}',
+                received_at=time.time(),
+            )
+            for i in range(3)
+        ]
+    )
+    rows = await store.claim(3, time.time())
+    for row in rows:
+        await store.dead_letter(row.id, f"HTTP 400: Invalid table row{row.id}", time.time())
+    await store.close()
+
+    listed = gcbridge("outbox", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert "Invalid table row1" in listed.stdout
+    assert "dead 3" in listed.stdout
+    inspected = gcbridge("outbox", "inspect", str(rows[0].id), "--config", str(config))
+    assert inspected.returncode == 0, inspected.stderr
+    assert '"state":"dead"' in inspected.stdout
+    assert '"topicName":"v2.users.u1.presence"' in inspected.stdout
+    replayed = gcbridge("outbox", "replay", str(rows[0].id), "--config", str(config))
+    assert "replayed 1 rows" in replayed.stdout
+    purged = gcbridge("outbox", "purge", "--all", "--yes", "--config", str(config))
+    assert "purged 2 rows" in purged.stdout
+    store = await SqliteOutbox.open(tmp_path / "outbox.db")
+    stats = await store.stats(time.time())
+    await store.close()
+    assert (stats.pending, stats.dead) == (1, 0)
+
+
+@pytest.mark.slow
+def test_demo_runs_non_interactively_and_delivers(tmp_path: Path) -> None:
+    result = gcbridge(
+        "demo", "--duration", "8", "--rate", "30", "--keep", str(tmp_path / "demo"), timeout=240
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "gcbridge demo summary" in out
+    delivered = next(line for line in out.splitlines() if "events delivered to ServiceNow" in line)
+    assert int(delivered.split()[-2 if delivered.split()[-1] == "│" else -1]) > 0
+    assert "OK: events delivered, nothing pending, no dead letters" in out
+    assert (tmp_path / "demo" / "outbox.db").exists()
