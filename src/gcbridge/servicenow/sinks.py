@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Protocol
 
@@ -266,12 +267,18 @@ class Router:
 
 
 def build_router(
-    config: ServiceNowConfig, session: aiohttp.ClientSession, *, mapping: EventMapping | None = None
+    config: ServiceNowConfig,
+    session: aiohttp.ClientSession,
+    *,
+    mapping: EventMapping | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Router:
     """The writer for ``config``: authentication, REST client, the three sinks and the compiled mapping.
 
     ``session`` must use ``aiohttp.DummyCookieJar()`` (see :func:`gcbridge.servicenow.rest.create_session`);
-    the caller owns and closes it. Call :meth:`Router.close` at shutdown.
+    the caller owns and closes it. Call :meth:`Router.close` at shutdown. ``wall_clock`` (UNIX seconds,
+    turns ``X-RateLimit-Reset`` into a delay) and ``monotonic`` (token lifetimes) are for tests.
     """
     auth_config = config.auth
     auth: Authenticator
@@ -289,10 +296,16 @@ def build_router(
             password=Secret(auth_config.password.get_secret_value()) if auth_config.password else None,
             scope=auth_config.scope,
             timeout=config.timeouts.token,
+            clock=monotonic,
         )
         auth, closers = tokens, (tokens,)
     rest = ServiceNowRest(
-        session, config.instance_url, auth, concurrency=config.concurrency, timeout=config.timeouts.total
+        session,
+        config.instance_url,
+        auth,
+        concurrency=config.concurrency,
+        timeout=config.timeouts.total,
+        wall_clock=wall_clock,
     )
     sinks: dict[str, RecordSink] = {
         "import_set": ImportSetSink(rest),
