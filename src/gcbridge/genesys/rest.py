@@ -309,7 +309,7 @@ class NotificationsApi:
             ):
                 renewed_token = True
                 attempt -= 1  # the retry with a fresh token does not use up the retry budget
-                log.info(
+                log.debug(  # one info line comes from the TokenManager per token actually discarded
                     "genesys api rejected the token; retrying once with a fresh one",
                     method=method,
                     path=path,
