@@ -277,7 +277,7 @@ class BridgeService:
         now = self._clock()
         await self._refresh(now)
         sink = self.sink
-        return build_status(
+        doc = build_status(
             now=now,
             state=self.lifecycle.state,
             started_at=self.started_at,
@@ -301,6 +301,8 @@ class BridgeService:
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
         )
+        self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
+        return doc
 
     # -- internals ---------------------------------------------------------------------------------------
 
