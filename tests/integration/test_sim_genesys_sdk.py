@@ -1,0 +1,111 @@
+"""The official Python SDK (``purecloudplatformclientv2``), an independent real client, against the simulator.
+
+Every response must deserialise into the SDK's models; that is the fidelity check of the REST shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import pytest
+
+from gcbridge.sim.genesys import GenesysSim
+
+pytestmark = pytest.mark.sdk
+
+
+def _drive_sdk(base_url: str) -> dict[str, Any]:
+    """Everything the SDK does, synchronously (run in a thread while the simulator serves on the loop)."""
+    import PureCloudPlatformClientV2 as sdk
+    from PureCloudPlatformClientV2.rest import ApiException
+
+    previous_host = sdk.configuration.host
+    sdk.configuration.host = base_url  # no "//api." in it: the SDK posts the token to the same origin
+    try:
+        api_client = sdk.api_client.ApiClient().get_client_credentials_token("sim-client", "sim-secret")
+        notifications = sdk.NotificationsApi(api_client)
+        channel = notifications.post_notifications_channels()
+        topic = sdk.ChannelTopic()
+        topic.id = "v2.users.u1?presence&routingStatus"
+        strict = notifications.post_notifications_channel_subscriptions(channel.id, [topic])
+        forbidden = sdk.ChannelTopic()
+        forbidden.id = "v2.detail.events.conversation.c1.acw"
+        try:
+            notifications.post_notifications_channel_subscriptions(channel.id, [forbidden])
+            strict_error: Any = None
+        except ApiException as exc:
+            strict_error = exc
+        partial = notifications.post_notifications_channel_subscriptions(
+            channel.id, [forbidden, topic], ignore_errors=True
+        )
+        replaced = notifications.put_notifications_channel_subscriptions(channel.id, [topic])
+        listed = notifications.get_notifications_channel_subscriptions(channel.id)
+        head = notifications.head_notifications_channel(channel.id)
+        try:
+            notifications.head_notifications_channel("streaming-0-" + "z" * 26)
+            missing: Any = None
+        except ApiException as exc:
+            missing = exc
+        channels = notifications.get_notifications_channels(includechannels="oauthclient")
+        notifications.delete_notifications_channel_subscriptions(channel.id)
+        emptied = notifications.get_notifications_channel_subscriptions(channel.id)
+        return {
+            "token": api_client.access_token,
+            "channel": channel,
+            "strict": strict,
+            "strict_error": strict_error,
+            "partial": partial,
+            "replaced": replaced,
+            "listed": listed,
+            "head": head,
+            "missing": missing,
+            "channels": channels,
+            "emptied": emptied,
+            "models": sdk,
+        }
+    finally:
+        sdk.configuration.host = previous_host
+
+
+async def test_official_sdk_against_the_simulator(genesys_sim: GenesysSim) -> None:
+    genesys_sim.forbid_topic("v2.detail.events.*")
+    result = await asyncio.wait_for(asyncio.to_thread(_drive_sdk, genesys_sim.base_url), 90)
+    sdk = result["models"]
+
+    assert result["token"]
+    assert genesys_sim.token_requests == 1
+
+    channel = result["channel"]
+    assert isinstance(channel, sdk.Channel)
+    assert channel.id.startswith("streaming-0-")
+    assert channel.connect_uri == f"{genesys_sim.base_url.replace('http', 'ws')}/channels/{channel.id}"
+    assert isinstance(channel.expires, datetime.datetime)
+    assert channel.expires > datetime.datetime.now(datetime.UTC)
+
+    strict = result["strict"]
+    assert isinstance(strict, sdk.ChannelTopicEntityListing)
+    assert [(t.id, t.state) for t in strict.entities] == [("v2.users.u1?presence&routingStatus", "Permitted")]
+    assert all(isinstance(t, sdk.ChannelTopic) for t in strict.entities)
+
+    assert result["strict_error"].status == 403
+    assert "missing.permissions" in result["strict_error"].body
+
+    partial = {t.id: t for t in result["partial"].entities}
+    rejected = partial["v2.detail.events.conversation.c1.acw"]
+    assert rejected.state == "Rejected"
+    assert rejected.rejection_reason
+    assert rejected.missing_permissions == ["analytics:conversationDetail:view"]
+    assert partial["v2.users.u1?presence&routingStatus"].state == "Permitted"
+
+    assert [t.id for t in result["replaced"].entities] == ["v2.users.u1?presence&routingStatus"]
+    assert [t.id for t in result["listed"].entities] == ["v2.users.u1?presence&routingStatus"]
+    assert result["head"] is None
+    assert result["missing"].status == 404
+
+    channels = result["channels"]
+    assert isinstance(channels, sdk.ChannelEntityListing)
+    assert [c.id for c in channels.entities] == [channel.id]
+    assert result["emptied"].entities == []
+    assert [c.id for c in genesys_sim.channels] == [channel.id]
