@@ -15,7 +15,7 @@ The endpoint reads a :class:`StatusSource`; it holds no state of its own and nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Protocol
@@ -55,7 +55,7 @@ class Readiness:
 
 
 def readiness(
-    channels: list[Mapping[str, Any]], shards: int, servicenow_reachable: bool | None, state: str
+    channels: Sequence[Mapping[str, Any]], shards: int, servicenow_reachable: bool | None, state: str
 ) -> Readiness:
     """Ready when running, every shard has a live channel, and ServiceNow answered (pure; no I/O)."""
     reasons: list[str] = []

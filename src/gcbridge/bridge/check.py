@@ -95,7 +95,8 @@ async def _genesys_token(
             label,
             "fail",
             (
-                f"invalid_client ({description or 'no description'}) for client {client_id!r} at {hosts.login_base}: "
+                f"invalid_client ({description or 'no description'}) for client {client_id!r} at "
+                f"{hosts.login_base}: "
                 "check the client secret, and that the region is the org's region"
             ),
         )

@@ -177,9 +177,11 @@ def status(
         url = f"http://{host}:{cfg.admin.port}"
 
     async def fetch() -> Any:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.get(f"{url.rstrip('/')}/status") as r:
-                return await r.json()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"{url.rstrip('/')}/status") as r,
+        ):
+            return await r.json()
 
     try:
         doc = asyncio.run(fetch())

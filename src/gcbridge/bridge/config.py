@@ -180,7 +180,8 @@ class GenesysConfig(Credentials):
 
 
 class DispatcherConfig(_Section):
-    """``[outbox.dispatcher]``: how rows are delivered to ServiceNow (see :class:`gcbridge.outbox.Dispatcher`).
+    """``[outbox.dispatcher]``: how rows are delivered to ServiceNow (see
+    :class:`gcbridge.outbox.dispatcher.Dispatcher`).
 
     ``max_attempts = 0`` retries forever (rows never reach the dead-letter list on their own).
     """

@@ -89,8 +89,15 @@ class DemoSummary:
         return self.delivered > 0 and self.dead == 0 and self.pending == 0
 
 
-def demo_config(genesys_url: str, client_id: str, client_secret: str, servicenow_url: str, workdir: Path,
-                admin_port: int, topics: list[str]) -> BridgeConfig:
+def demo_config(
+    genesys_url: str,
+    client_id: str,
+    client_secret: str,
+    servicenow_url: str,
+    workdir: Path,
+    admin_port: int,
+    topics: list[str],
+) -> BridgeConfig:
     return parse_config(
         {
             "genesys": {
@@ -136,45 +143,62 @@ def fault_plan(gsim: GenesysSim, snsim: ServiceNowSim, duration: float | None) -
     ]
 
 
-def _view(service: BridgeService, doc: dict[str, Any], gsim: GenesysSim, elapsed: float,
-          faults_done: list[str], admin_url: str | None) -> Group:
+def _view(
+    service: BridgeService,
+    doc: dict[str, Any],
+    gsim: GenesysSim,
+    elapsed: float,
+    faults_done: list[str],
+    admin_url: str | None,
+) -> Group:
     g = doc.get("genesys", {})
-    channels = Table("shard", "channel", "state", "topics", "last frame", title="Genesys channels",
-                     title_justify="left")
+    channels = Table(
+        "shard", "channel", "state", "topics", "last frame", title="Genesys channels", title_justify="left"
+    )
     now = doc.get("now", time.time())
     for c in g.get("channels", []):
         last = c.get("last_frame_at")
         age = f"{now - last:.1f} s ago" if isinstance(last, int | float) else "-"
         style = "green" if c.get("state") == "live" else "yellow"
-        channels.add_row(str(c.get("shard")), str(c.get("id")), f"[{style}]{c.get('state')}[/]",
-                         str(c.get("topics")), age)
+        channels.add_row(
+            str(c.get("shard")), str(c.get("id")), f"[{style}]{c.get('state')}[/]", str(c.get("topics")), age
+        )
     o, d, gaps = doc.get("outbox", {}), doc.get("deliveries", {}), doc.get("gaps", {})
     counts = Table.grid(padding=(0, 3))
-    counts.add_row("published", "events in", "records written", "retries", "gaps", "outbox pending",
-                   "dead letters")
     counts.add_row(
-        f"[bold]{len(gsim.ledger)}[/]", f"[bold]{doc.get('events', {}).get('received', 0)}[/]",
-        f"[bold]{d.get('delivered', 0)}[/]", f"{d.get('retry', 0)}",
-        f"{gaps.get('count', 0)} ({gaps.get('seconds', 0):.1f} s)", f"{o.get('pending', 0)}",
+        "published", "events in", "records written", "retries", "gaps", "outbox pending", "dead letters"
+    )
+    counts.add_row(
+        f"[bold]{len(gsim.ledger)}[/]",
+        f"[bold]{doc.get('events', {}).get('received', 0)}[/]",
+        f"[bold]{d.get('delivered', 0)}[/]",
+        f"{d.get('retry', 0)}",
+        f"{gaps.get('count', 0)} ({gaps.get('seconds', 0):.1f} s)",
+        f"{o.get('pending', 0)}",
         f"{o.get('dead', 0)}",
     )
     ready = doc.get("readiness", {})
-    header = (f"[bold]gcbridge demo[/]  {elapsed:5.1f} s   state [bold]{doc.get('state')}[/]   "
-              f"ready {'[green]yes[/]' if ready.get('ready') else '[yellow]no[/]'}"
-              + (f"   status page {admin_url}" if admin_url else ""))
+    header = (
+        f"[bold]gcbridge demo[/]  {elapsed:5.1f} s   state [bold]{doc.get('state')}[/]   "
+        f"ready {'[green]yes[/]' if ready.get('ready') else '[yellow]no[/]'}"
+        + (f"   status page {admin_url}" if admin_url else "")
+    )
     lines: list[Any] = [header, counts, channels]
     lines.append("faults: " + (", ".join(faults_done) if faults_done else "none yet"))
     return Group(*lines)
 
 
-async def _settle(service: BridgeService, timeout: float) -> None:
+async def _settle(service: BridgeService, limit: float) -> None:
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
+    give_up = loop.time() + limit
     while loop.time() < give_up:
         doc = await service.status()
         o = doc.get("outbox", {})
-        if o.get("pending", 0) == 0 and o.get("in_flight", 0) == 0 and (service.ingest is None
-                                                                        or service.ingest.queued == 0):
+        if (
+            o.get("pending", 0) == 0
+            and o.get("in_flight", 0) == 0
+            and (service.ingest is None or service.ingest.queued == 0)
+        ):
             return
         await asyncio.sleep(0.25)
 
@@ -195,7 +219,8 @@ async def run_demo(options: DemoOptions, console: Console) -> bool:
         log_stream = stack.enter_context(log_path.open("w", encoding="utf-8"))
         bridge_logging.configure(level="info", fmt="json", stream=log_stream)
         summary = await _run(options, console, workdir)
-        _print_summary(console, summary, workdir if options.keep else None, log_path if options.keep else None)
+        kept = options.keep is not None
+        _print_summary(console, summary, workdir if kept else None, log_path if kept else None)
         if options.keep is None:
             # The temporary directory goes away; show the last warnings so nothing is hidden.
             log_stream.flush()
@@ -210,8 +235,15 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
     genesys_url = await gsim.start("127.0.0.1", 0)
     servicenow_url = await snsim.start("127.0.0.1", 0)
     topics = demo_topics()
-    config = demo_config(genesys_url, gsim.config.client_id, gsim.config.client_secret, servicenow_url, workdir,
-                         options.admin_port, topics)
+    config = demo_config(
+        genesys_url,
+        gsim.config.client_id,
+        gsim.config.client_secret,
+        servicenow_url,
+        workdir,
+        options.admin_port,
+        topics,
+    )
     service = BridgeService(config, install_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -240,8 +272,16 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
     return summary
 
 
-async def _watch(options: DemoOptions, console: Console, service: BridgeService, gsim: GenesysSim,
-                 plan: list[Fault], summary: DemoSummary, started: float, stop: asyncio.Event) -> None:
+async def _watch(
+    options: DemoOptions,
+    console: Console,
+    service: BridgeService,
+    gsim: GenesysSim,
+    plan: list[Fault],
+    summary: DemoSummary,
+    started: float,
+    stop: asyncio.Event,
+) -> None:
     loop = asyncio.get_running_loop()
     pending = list(plan)
     last_line = 0.0
@@ -275,7 +315,9 @@ async def _watch(options: DemoOptions, console: Console, service: BridgeService,
                 await asyncio.wait_for(stop.wait(), 0.25)
 
 
-def _fill_summary(summary: DemoSummary, service: BridgeService, gsim: GenesysSim, snsim: ServiceNowSim) -> None:
+def _fill_summary(
+    summary: DemoSummary, service: BridgeService, gsim: GenesysSim, snsim: ServiceNowSim
+) -> None:
     summary.published = len(gsim.ledger)
     summary.sent_to_bridge = sum(1 for r in gsim.ledger if r.sent_to)
     summary.received = service.ingest.received if service.ingest else 0
@@ -303,8 +345,11 @@ def _print_summary(console: Console, s: DemoSummary, workdir: Path | None, log_p
         table.add_row(f"ServiceNow records in {name}", str(count))
     table.add_row("faults injected", ", ".join(s.faults) or "none")
     console.print(table)
-    verdict = "[green]OK[/]: events delivered, nothing pending, no dead letters" if s.ok else (
-        "[red]NOT OK[/]: see above")
+    verdict = (
+        "[green]OK[/]: events delivered, nothing pending, no dead letters"
+        if s.ok
+        else ("[red]NOT OK[/]: see above")
+    )
     console.print(verdict)
     if workdir is not None:
         console.print(f"outbox, gap journal and log kept in {workdir} (log: {log_path})", highlight=False)
