@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from gcbridge.core.backoff import BackoffPolicy
@@ -295,3 +297,49 @@ def test_lifetime_counts_from_when_the_request_was_sent() -> None:
     assert token is not None
     assert token.issued_at == sent
     assert token.expires_at == sent + 300.0
+
+
+def drive(
+    d: Driver, until: float, *, endpoint_up: Callable[[float], bool], step: float = 60.0
+) -> list[float]:
+    """Run the machine like the shell would for a long period: a caller asks every ``step`` seconds, timers
+    fire at their deadlines, and each request is answered at once (ok if ``endpoint_up(now)``).
+    Returns the moments at which a caller found no usable token."""
+    unserved: list[float] = []
+    next_get = d.now
+    while d.now < until:
+        deadline = d.m.deadline
+        d.now = min(next_get, deadline) if deadline is not None else next_get
+        actions = d.feed(Tick(d.now))
+        if d.now >= next_get:
+            actions += d.get()
+            if d.m.usable_token(d.now) is None and not any(isinstance(a, StartFetch) for a in actions):
+                unserved.append(d.now)
+            next_get += step
+        if any(isinstance(a, StartFetch) for a in actions):
+            if endpoint_up(d.now):
+                d.ok(DAY)
+            else:
+                d.fail()
+    return unserved
+
+
+def test_a_week_of_24h_tokens_is_always_served_with_exact_refresh_count() -> None:
+    d = Driver()
+    start = d.now
+    week = 7 * 86_400.0
+    assert drive(d, start + week, endpoint_up=lambda now: True) == []
+    # one fetch at the start, then one every 80 % of the lifetime
+    assert d.fetches() == int(week // (0.8 * DAY)) + 1
+    assert d.m.generation == d.fetches()
+
+
+def test_a_two_hour_token_endpoint_outage_at_refresh_time_is_invisible_to_callers() -> None:
+    d = Driver(draw=0.999)  # the longest jittered delays
+    start = d.now
+    outage = (start + 0.8 * DAY, start + 0.8 * DAY + 7200.0)
+    unserved = drive(d, start + 2 * DAY, endpoint_up=lambda now: not outage[0] <= now < outage[1])
+    assert unserved == []
+    assert d.m.generation >= 2
+    # retries during the outage stayed at the capped backoff (about one a minute), not a tight loop
+    assert d.fetches() < 2 + 7200 / 30

@@ -208,6 +208,7 @@ class TokenMachine:
         self.retry_at: float | None = None  # earliest next request after a failure
         self.last_error: FetchError | None = None
         self._fresh_rejections = 0
+        self._good_since: float | None = None  # last successful fetch, unless a failure or rejection followed
 
     # ---- public ----------------------------------------------------------------------------------------
 
@@ -253,8 +254,10 @@ class TokenMachine:
         if not token.usable(now):
             self.token = None
             return self._fetch_or_wait(now)
-        self.backoff.healthy_for(now - token.issued_at, self.policy.healthy_after)
-        if now - token.issued_at >= self.policy.healthy_after:
+        # Healthy means: a token obtained and used with no failure since, for a while. The age of the token
+        # alone is not enough: while refreshes fail, the old token keeps ageing and the backoff must grow.
+        if self._good_since is not None and now - self._good_since >= self.policy.healthy_after:
+            self.backoff.reset()
             self._fresh_rejections = 0
         if now >= self._refresh_due(token):
             return self._start(TokenState.REFRESHING, proactive=True)
@@ -287,12 +290,14 @@ class TokenMachine:
         )
         self.retry_at = None
         self.last_error = None
+        self._good_since = issued_at
         self.state = TokenState.VALID
         return [PublishToken(self.token)]
 
     def _failed(self, event: TokenEvent) -> list[TokenAction]:
         assert isinstance(event, FetchFailed)
         self.last_error = event.error
+        self._good_since = None
         if event.error is FetchError.INVALID_CLIENT:
             self.state = TokenState.FATAL
             self.token = None
@@ -341,6 +346,7 @@ class TokenMachine:
         if token is None or token.generation != event.generation:
             return False  # an older token: the current one is already newer (compare-and-invalidate)
         self.token = None
+        self._good_since = None
         if event.now - token.issued_at < self.policy.fresh_token_grace:
             self._fresh_rejections += 1
         else:
