@@ -343,3 +343,16 @@ def test_a_two_hour_token_endpoint_outage_at_refresh_time_is_invisible_to_caller
     assert d.m.generation >= 2
     # retries during the outage stayed at the capped backoff (about one a minute), not a tight loop
     assert d.fetches() < 2 + 7200 / 30
+
+
+def test_an_outage_longer_than_the_token_leaves_callers_unserved_only_while_it_lasts() -> None:
+    d = Driver(draw=0.999)
+    start = d.now
+    outage = (start + 0.8 * DAY, start + 0.8 * DAY + 6 * 3600.0)  # the token dies 4.8 h into it
+    unserved = drive(d, start + 2 * DAY, endpoint_up=lambda now: not outage[0] <= now < outage[1])
+    token_dead = start + DAY - 10.0
+    assert unserved
+    assert min(unserved) >= token_dead
+    assert max(unserved) <= outage[1] + 60.0  # the first retry after the outage, at most one capped delay
+    assert d.m.usable_token(d.now) is not None
+    assert d.fetches() < 2 + 6 * 3600 / 30
