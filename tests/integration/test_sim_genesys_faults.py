@@ -294,7 +294,9 @@ async def test_http_control_api(genesys_sim_factory: SimFactory, client_factory:
     assert (event["eventBody"], event["metadata"]["simSequence"]) == ({"x": 1}, seq)
     async with session.get(base + "ledger", params={"since": "0"}) as resp:
         records = (await resp.json())["records"]
-    assert records[-1]["deliveries"] == [{"channelId": channel["id"], "sent": True, "reason": "sent"}]
+    assert records[-1]["deliveries"] == [
+        {"channelId": channel["id"], "sent": True, "reason": "sent", "copies": 1}
+    ]
     async with session.get(base + "state") as resp:
         state = await resp.json()
     assert (state["published"], state["sent"], state["connected"]) == (1, 1, [channel["id"]])
@@ -308,3 +310,16 @@ async def test_http_control_api(genesys_sim_factory: SimFactory, client_factory:
     assert (end.type, end.data) == (aiohttp.WSMsgType.CLOSE, 1011)
     async with session.get(base) as resp:
         assert "socket_closing" in (await resp.json())["operations"]
+
+
+async def test_duplicate_delivery_fault(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, _, ws = await _ready(genesys_sim_factory, client_factory)
+    sim.duplicate_next(1)
+    first = sim.publish("v2.users.u1.presence")
+    second = sim.publish("v2.users.u1.presence")
+    received = [await next_json(ws) for _ in range(3)]
+    assert [m["metadata"]["simSequence"] for m in received] == [first, first, second]
+    assert received[0] == received[1]
+    assert [r.deliveries[0].copies for r in sim.ledger] == [2, 1]

@@ -79,6 +79,11 @@ async def _fail_token(sim: GenesysSim, p: Params) -> Any:
     return len(sim.faults.token)
 
 
+async def _duplicate(sim: GenesysSim, p: Params) -> Any:
+    sim.duplicate_next(_get(p, "n", int, 1))
+    return True
+
+
 async def _refuse(sim: GenesysSim, p: Params) -> Any:
     sim.refuse_handshakes(_get(p, "n", int, 1), _get(p, "status", int, 503))
     return True
@@ -137,6 +142,7 @@ _OPS: dict[str, Op] = {
     "fail_next_rest": _fail_rest,
     "fail_next_token": _fail_token,
     "refuse_handshakes": _refuse,
+    "duplicate_next": _duplicate,
     "rest_delay": _delay,
     "clear_faults": _clear,
     "publish": _publish,

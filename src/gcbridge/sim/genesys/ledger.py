@@ -17,6 +17,8 @@ class Delivery:
     channel_id: str
     sent: bool
     reason: str = "sent"
+    copies: int = 1
+    """How many times the message was written (2 under the ``duplicate_next`` fault, 0 if not sent)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +43,7 @@ class PublishedRecord:
             "publishedAt": self.published_at,
             "correlationId": self.correlation_id,
             "deliveries": [
-                {"channelId": d.channel_id, "sent": d.sent, "reason": d.reason} for d in self.deliveries
+                {"channelId": d.channel_id, "sent": d.sent, "reason": d.reason, "copies": d.copies}
+                for d in self.deliveries
             ],
         }

@@ -97,6 +97,7 @@ class GenesysSim:
         self._all_connections: set[Connection] = set()
         self._refuse_handshakes: list[int] = []
         self._seq = 0
+        self._duplicates = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -222,10 +223,15 @@ class GenesysSim:
         body = body if body is not None else self._bodies.body(topic)
         payload = _json.dumps(messages.event(topic, body, correlation_id, seq))
         record = PublishedRecord(seq, topic, time.time(), correlation_id, body)
+        copies = 2 if self._duplicates > 0 else 1
+        self._duplicates = max(0, self._duplicates - 1)
         for channel in self.core.channels.recipients(topic):
             conn = self._connections.get(channel.id)
-            reason = conn.send_payload(payload) if conn is not None else "not_connected"
-            record.deliveries.append(Delivery(channel.id, reason == "sent", reason))
+            reason = "not_connected"
+            for _ in range(copies):
+                reason = conn.send_payload(payload) if conn is not None else "not_connected"
+            sent = reason == "sent"
+            record.deliveries.append(Delivery(channel.id, sent, reason, copies if sent else 0))
         self.ledger.append(record)
         if len(self.ledger) > self.config.ledger_max:
             del self.ledger[: max(1, self.config.ledger_max // 10)]
@@ -355,6 +361,10 @@ class GenesysSim:
     def fail_next_token(self, n: int = 1, status: int = 503, retry_after: float | None = None) -> None:
         """The next ``n`` ``/oauth/token`` requests fail with ``status``."""
         self.faults.token.extend(InjectedFailure(status, retry_after) for _ in range(n))
+
+    def duplicate_next(self, n: int = 1) -> None:
+        """The next ``n`` published events are written twice to each socket (spec 6: duplicate delivery)."""
+        self._duplicates += n
 
     def refuse_handshakes(self, n: int = 1, status: int = 503) -> None:
         """The next ``n`` WebSocket upgrades are answered with HTTP ``status`` instead."""
@@ -507,7 +517,12 @@ class GenesysSim:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
+                    try:
+                        self._on_text(conn, msg.data)
+                    except Exception:
+                        # A bug here must cost one answer, not the socket or the simulator.
+                        log.exception("simulator failed on a client message")
+                        conn.send(messages.ws_result("500", "error", message="Internal simulator error"))
                 elif msg.type is WSMsgType.PING:
                     if conn.is_open:
                         await ws.pong(msg.data)
