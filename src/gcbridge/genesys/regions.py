@@ -48,10 +48,10 @@ _HOST_PREFIXES: Final = ("api.", "login.", "streaming.")
 class RegionHosts:
     """Where to talk to one Genesys Cloud region (or the simulator)."""
 
-    name: str
     api_base: str  # e.g. "https://api.mypurecloud.ie" (no trailing slash)
     login_base: str  # e.g. "https://login.mypurecloud.ie"
     streaming_host: str  # e.g. "streaming.mypurecloud.ie"; the socket URL itself comes from connectUri
+    name: str = "custom"  # the region enum name, or "custom" for a base-URL override
 
     @property
     def token_url(self) -> str:
