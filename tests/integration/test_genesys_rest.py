@@ -219,3 +219,20 @@ async def test_a_session_with_cookies_is_warned_about(
         assert any("DummyCookieJar" in e["event"] for e in logs)
         await api.tokens.aclose()
     assert "Secret" not in repr(api)
+
+
+async def test_a_second_401_is_raised_not_looped(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession, sleep: RecordingSleep
+) -> None:
+    sim = await genesys_sim_factory()
+    api = await api_for(sim, session, sleep)
+    await api.tokens.get()
+    sim.fail_next_rest(2, status=401)  # the fresh token is rejected too
+    with pytest.raises(GenesysApiError) as info:
+        await api.list_channels()
+    assert info.value.status == 401
+    assert info.value.code == "bad.credentials"
+    assert sim.token_requests == 2  # one renewal, then the error
+    assert sleep.delays == []
+    assert len(await api.list_channels()) == 0  # and the API works again once the server does
+    await api.tokens.aclose()
