@@ -59,6 +59,8 @@ class Ingest:
         self.batches = 0
         self.last_event_at: float | None = None
         self._warned_unrouted: set[str] = set()
+        self.failure: Exception | None = None
+        """Why the stream ended with an error (for example ``InvalidClientError``), else ``None``."""
 
     @property
     def queued(self) -> int:
@@ -78,9 +80,10 @@ class Ingest:
         try:
             async for item in self._stream:
                 await self._queue.put(item)
-        except Exception:
-            self._log.exception("notification stream failed")
-            raise
+        except Exception as exc:
+            # Everything already taken from the stream is still written; the service sees `failure`.
+            self.failure = exc
+            self._log.error("notification stream failed", error=str(exc), error_type=type(exc).__name__)
         finally:
             await self._queue.put(_END)
 

@@ -112,7 +112,7 @@ class BridgeService:
             await self.start()
         except Exception as exc:
             self.log.error("start-up failed", error=str(exc), error_type=type(exc).__name__)
-            await self._close_resources()
+            await self._abort()
             return EXIT_FATAL
         if self._install_signals:
             self._add_signal_handlers()
@@ -209,9 +209,11 @@ class BridgeService:
                 await asyncio.wait_for(
                     asyncio.shield(self._ingest_task), timeout=max(1.0, self._left(deadline))
                 )
-            except TimeoutError:
+            except Exception as exc:  # TimeoutError included
                 self.log.error(
-                    "outbox flush did not finish in time", queued=self.ingest.queued if self.ingest else 0
+                    "outbox flush did not finish",
+                    queued=self.ingest.queued if self.ingest else 0,
+                    error=f"{type(exc).__name__}: {exc}",
                 )
         finished = True
         if self.dispatcher is not None:
@@ -316,7 +318,10 @@ class BridgeService:
         finally:
             if self.lifecycle.state in ("starting", "running"):
                 # The stream ended without a stop request: the client gave up (for example invalid_client).
-                self.fatal_error = self.fatal_error or "the notification stream ended unexpectedly"
+                failure = self.ingest.failure
+                self.fatal_error = self.fatal_error or (
+                    f"{type(failure).__name__}: {failure}" if failure else "the notification stream ended"
+                )
                 self.log.error("fatal: no more events can be received", error=self.fatal_error)
                 self.lifecycle.fire("fatal")
                 self._stop_requested.set()
@@ -461,6 +466,21 @@ class BridgeService:
         self.log.info("SIGHUP: reloading topics")
         task = asyncio.create_task(self.reload_topics(), name="gcbridge-reload")
         self._tasks.append(task)
+
+    async def _abort(self) -> None:
+        """Undo a start that failed half-way: nothing was received, so there is nothing to drain."""
+        self.lifecycle.fire("fatal")
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+        tasks = [t for t in [self._ingest_task, self._dispatch_task, *self._tasks] if t is not None]
+        if self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.drain(timeout=1.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_resources()
 
     async def _close_resources(self) -> None:
         if self.admin is not None:
