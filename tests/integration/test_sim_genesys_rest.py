@@ -344,7 +344,7 @@ async def test_injected_token_failure(sim_client: SimClient) -> None:
 
 
 async def test_rest_delay_applies_to_requests(sim_client: SimClient) -> None:
-    sim_client.sim.set_rest_delay(5.0)
+    sim_client.sim.set_rest_delay(1.0)
     timeout = aiohttp.ClientTimeout(total=0.2)
     with pytest.raises(TimeoutError):
         await sim_client.api("GET", CHANNELS, timeout=timeout)
