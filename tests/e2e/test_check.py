@@ -1,0 +1,108 @@
+"""``gcbridge check`` against both simulators: good credentials, a wrong secret, a forbidden topic, a
+ServiceNow user that cannot log in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gcbridge.bridge.check import check_genesys, check_servicenow
+from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.sim.genesys.config import SimConfig
+from gcbridge.sim.genesys.sim import GenesysSim
+from gcbridge.sim.servicenow.config import DEFAULT_TABLES, SnSimConfig, default_transform_maps
+from gcbridge.sim.servicenow.sim import ServiceNowSim
+
+from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
+
+TOPICS = ["v2.users.a1.presence", "v2.routing.queues.q1.conversations"]
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
+    gsim = GenesysSim(SimConfig(seed=1))
+    gsim.add_oauth_client("check-client", GENESYS_SECRET)
+    # On an instance an Import Set staging table is a table like any other (readable through the Table
+    # API); the simulator keeps them apart unless they are declared.
+    staging = {name: None for name in default_transform_maps()}
+    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}, tables={**DEFAULT_TABLES, **staging}))
+    await gsim.start("127.0.0.1", 0)
+    await snsim.start("127.0.0.1", 0)
+    try:
+        yield gsim, snsim
+    finally:
+        await gsim.stop()
+        await snsim.stop()
+
+
+def config(
+    gsim: GenesysSim,
+    snsim: ServiceNowSim,
+    tmp_path: Path,
+    *,
+    secret: str = GENESYS_SECRET,
+    password: str = SN_PASSWORD,
+) -> BridgeConfig:
+    assert snsim.base_url is not None
+    return parse_config(
+        {
+            "genesys": {
+                "base_url": gsim.base_url,
+                "client_id": "check-client",
+                "client_secret": secret,
+                "topics": TOPICS,
+            },
+            "servicenow": {
+                "instance_url": snsim.base_url,
+                "auth": {"kind": "basic", "username": SN_USER, "password": password},
+            },
+        },
+        base_dir=tmp_path,
+    )
+
+
+async def test_check_passes_with_good_credentials(
+    sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
+) -> None:
+    gsim, snsim = sims
+    cfg = config(gsim, snsim, tmp_path)
+    verdicts = await check_genesys(cfg) + await check_servicenow(cfg)
+    assert [v.level for v in verdicts] == ["ok"] * len(verdicts), verdicts
+    names = [v.name for v in verdicts]
+    assert names[:3] == ["genesys token", "genesys channel", "genesys topics"]
+    assert "servicenow auth" in names
+    assert any(n.startswith("servicenow import_set u_genesys_interaction_import") for n in names)
+    assert gsim.channels
+    assert all(not channel.topics for channel in gsim.channels)  # the check removed its subscriptions
+
+
+async def test_check_names_a_wrong_secret(sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path) -> None:
+    gsim, snsim = sims
+    (verdict,) = await check_genesys(config(gsim, snsim, tmp_path, secret="wrong-secret"))
+    assert verdict.level == "fail"
+    assert "invalid_client" in verdict.detail
+    assert "check the client secret" in verdict.detail
+    assert "wrong-secret" not in verdict.detail
+
+
+async def test_check_lists_rejected_topics(sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path) -> None:
+    gsim, snsim = sims
+    gsim.forbid_topic("v2.routing.queues.*.conversations", ["routing:queue:view"])
+    verdicts = await check_genesys(config(gsim, snsim, tmp_path))
+    topics = verdicts[-1]
+    assert topics.level == "fail"
+    assert "1 of 2 topics rejected" in topics.detail
+    assert "v2.routing.queues.q1.conversations" in topics.detail
+    assert "routing:queue:view" in topics.detail
+
+
+async def test_check_reports_servicenow_login_failure(
+    sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
+) -> None:
+    gsim, snsim = sims
+    verdicts = await check_servicenow(config(gsim, snsim, tmp_path, password="nope"))
+    assert verdicts[0].name == "servicenow auth"
+    assert verdicts[0].level == "fail"
+    assert "401" in verdicts[0].detail or "Not Authenticated" in verdicts[0].detail
