@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -117,6 +118,9 @@ class KeySchedule:
         """A pending row: new, replayed or recovered. Row ids need not arrive in order."""
         if row_id in self._rows:
             raise ValueError(f"row {row_id} is already scheduled")
+        # one shared string per key and topic, not one per row: a large backlog stays small in memory
+        order_key = sys.intern(order_key)
+        topic = sys.intern(topic)
         key = self._keys.get(order_key)
         if key is None:
             key = self._keys[order_key] = _Key()

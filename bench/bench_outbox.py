@@ -1,0 +1,210 @@
+"""Outbox benchmark: durable ingest (and delivery) rate of SqliteOutbox next to a bare SQLite loop.
+
+Ingest: ``--producers`` asyncio tasks (one per shard/socket) each call ``put_many`` with ``--batch`` events of
+about 1.1 KB, as the notification client hands them over. Baseline: a bare ``sqlite3`` loop in one thread
+inserting the same batches (same table, same unique dedup key, same ``ON CONFLICT DO NOTHING``), one
+transaction per batch, same journal mode and ``synchronous`` level. Both are printed with their ratio.
+
+Delivery: the dispatcher draining the stored rows into a sink that accepts at once (claim, deliver, ack
+through the store), next to a bare loop that selects a batch of pending rows and marks them delivered per
+transaction (no per-key order, no leases: the physical limit, not an equivalent).
+
+    .venv/bin/python bench/bench_outbox.py                  # defaults: 50,000 events, batch 50, 4 producers
+    .venv/bin/python bench/bench_outbox.py --events 200000 --batch 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcome, SqliteOutbox
+
+SCHEMA = """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL UNIQUE, order_key TEXT NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL, state INTEGER NOT NULL DEFAULT 0,
+    finished_at REAL
+);
+CREATE INDEX outbox_state ON outbox(state, finished_at);
+"""
+
+
+def make_events(n: int, conversations: int) -> list[OutboxItem]:
+    """Conversation events of about 1.1 KB of JSON each, spread over ``conversations`` order keys."""
+    filler = "x" * 820
+    now = time.time()
+    items = []
+    for i in range(n):
+        conv = f"c0ffee00-0000-4000-8000-{i % conversations:012d}"
+        body = {
+            "topicName": f"v2.routing.queues.q1.conversations.{conv}",
+            "version": "2",
+            "eventBody": {
+                "id": conv,
+                "sequence": i,
+                "participants": [{"purpose": "agent", "state": "connected"}],
+            },
+            "metadata": {"CorrelationId": f"{i:032x}"},
+            "pad": filler,
+        }
+        items.append(
+            OutboxItem(f"evt-{i:09d}", conv, "v2.routing.queues.q1.conversations", orjson.dumps(body), now)
+        )
+    return items
+
+
+def batches(items: list[OutboxItem], size: int) -> list[list[OutboxItem]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def outbox_ingest(
+    path: Path, items: list[OutboxItem], batch: int, producers: int, sync: str
+) -> tuple[float, float]:
+    store = await SqliteOutbox.open(path, synchronous=sync)  # type: ignore[arg-type]
+    work = batches(items, batch)
+    commits_before = store.commits
+    start = time.perf_counter()
+
+    async def producer(k: int) -> None:
+        for chunk in work[k::producers]:
+            await store.put_many(chunk)
+
+    await asyncio.gather(*(producer(k) for k in range(producers)))
+    elapsed = time.perf_counter() - start
+    calls_per_commit = len(work) / max(1, store.commits - commits_before)
+    stats = await store.stats(time.time())
+    assert stats.pending == len(items), stats
+    await store.close()
+    return len(items) / elapsed, calls_per_commit
+
+
+def bare_ingest(path: Path, items: list[OutboxItem], batch: int, sync: str) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={sync}")
+    conn.executescript(SCHEMA)
+    work = [
+        [(i.dedup_key, i.order_key, i.topic, i.payload, i.received_at) for i in chunk]
+        for chunk in batches(items, batch)
+    ]
+    start = time.perf_counter()
+    for chunk in work:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            chunk,
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(items) / elapsed
+
+
+class NullSink:
+    """Accepts every row at once; sets ``done`` when ``expected`` rows were delivered."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.delivered = 0
+        self.done = asyncio.Event()
+
+    async def deliver(self, row: OutboxRow) -> Outcome:
+        self.delivered += 1
+        if self.delivered >= self.expected:
+            self.done.set()
+        return Delivered()
+
+
+async def outbox_dispatch(path: Path, n: int, sync: str, concurrency: int, batch: int) -> float:
+    store = await SqliteOutbox.open(path, synchronous=sync)  # type: ignore[arg-type]
+    sink = NullSink(n)
+    dispatcher = Dispatcher(store, sink, concurrency=concurrency, batch=batch, idle_poll=0.05)
+    start = time.perf_counter()
+    task = asyncio.create_task(dispatcher.run())
+    await sink.done.wait()
+    await dispatcher.drain(timeout=10)  # the last acks
+    elapsed = time.perf_counter() - start
+    await task
+    stats = await store.stats(time.time())
+    assert stats.delivered == n, stats
+    await store.close()
+    return n / elapsed
+
+
+def bare_dispatch(path: Path, n: int, sync: str, batch: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA synchronous={sync}")
+    done = 0
+    start = time.perf_counter()
+    while done < n:
+        conn.execute("BEGIN IMMEDIATE")
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id, payload FROM outbox WHERE state = 0 AND finished_at IS NULL ORDER BY id LIMIT ?",
+                (batch,),
+            )
+        ]
+        conn.executemany(
+            "UPDATE outbox SET state = 2, finished_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
+        )
+        conn.execute("COMMIT")
+        done += len(ids)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=50, help="events per put_many (default 50)")
+    parser.add_argument("--producers", type=int, default=4, help="concurrent put_many callers (default 4)")
+    parser.add_argument("--conversations", type=int, default=2_000, help="distinct order keys (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=8, help="dispatcher concurrency (default 8)")
+    parser.add_argument("--sync", choices=["FULL", "NORMAL", "both"], default="both")
+    parser.add_argument("--dir", default=None, help="where the database files go (default: a temp dir)")
+    args = parser.parse_args()
+
+    items = make_events(args.events, args.conversations)
+    size = sum(len(i.payload) for i in items) / len(items)
+    print(
+        f"{args.events} events of {size:.0f} B, put_many batches of {args.batch} from {args.producers} "
+        f"producers, {args.conversations} order keys, dispatcher concurrency {args.concurrency}; "
+        f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
+    )
+    syncs = ["FULL", "NORMAL"] if args.sync == "both" else [args.sync]
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        for sync in syncs:
+            base = Path(tmp) / f"{sync}"
+            base.mkdir()
+            bare = bare_ingest(base / "bare.db", items, args.batch, sync)
+            ours, per_commit = asyncio.run(
+                outbox_ingest(base / "outbox.db", items, args.batch, args.producers, sync)
+            )
+            print(
+                f"ingest   synchronous={sync:<6}  bare sqlite loop {bare:>9,.0f} rows/s   "
+                f"SqliteOutbox.put_many {ours:>9,.0f} rows/s   ratio {ours / bare:5.2f}   "
+                f"({per_commit:.1f} put_many calls per commit)"
+            )
+            bare_d = bare_dispatch(base / "bare.db", args.events, sync, 64)
+            ours_d = asyncio.run(outbox_dispatch(base / "outbox.db", args.events, sync, args.concurrency, 64))
+            print(
+                f"deliver  synchronous={sync:<6}  bare select+update {bare_d:>7,.0f} rows/s   "
+                f"Dispatcher->null sink {ours_d:>9,.0f} rows/s   ratio {ours_d / bare_d:5.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
