@@ -38,6 +38,7 @@ from .conftest import (
     SN_USER,
     check_interactions,
     expected_interactions,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -191,6 +192,13 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
 
     await bridge.start()
     await bridge.wait_ready()
+    # SIGHUP applies a changed topic list without a restart.
+    extra_topic = f"v2.users.{USERS[0]}.routingStatus"
+    text = config.read_text()
+    config.write_text(text.replace(f'"{TOPICS[-1]}"]', f'"{TOPICS[-1]}", "{extra_topic}"]'))
+    assert bridge.proc is not None
+    bridge.proc.send_signal(signal.SIGHUP)
+    await wait_for(lambda: extra_topic in gsim.core.channels.subscribed_topics(), what="SIGHUP topic added")
     await asyncio.sleep(3)
     await gsim.stop_traffic()
     final_seq = len(gsim.ledger)
@@ -258,3 +266,29 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
     for text in (logs, *pages.values()):
         assert GENESYS_SECRET not in text
         assert SN_PASSWORD not in text
+
+
+async def test_wrong_secret_exits_with_a_clear_message(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    port = free_port()
+    config = write_config(tmp_path, gsim.base_url, snsim.base_url, port)
+    env = {**os.environ, "GCBRIDGE_GENESYS__CLIENT_SECRET": "WRONG-SECRET-e2e"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gcbridge",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    logs = (out + err).decode(errors="replace")
+    assert proc.returncode == 1, logs[-3000:]
+    assert "invalid_client" in logs
+    assert "WRONG-SECRET-e2e" not in logs
