@@ -76,7 +76,9 @@ async def running_sim(
     sim = ServiceNowSim(config or sim_config())
     base_url = await sim.start(host, 0)
     try:
-        async with aiohttp.ClientSession(cookie_jar=cookie_jar or aiohttp.DummyCookieJar()) as session:
+        async with aiohttp.ClientSession(
+            cookie_jar=cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar()
+        ) as session:
             yield sim, SnClient(base_url, session)
     finally:
         await sim.stop()

@@ -49,7 +49,8 @@ async def test_password_grant_and_bearer_use() -> None:
         assert answer.status == 201
         assert sim.records("incident")[0]["sys_created_by"] == "bridge"
         again_status, again = await token(client, PASSWORD_FORM)
-        assert again_status == 200 and isinstance(again, dict)
+        assert again_status == 200
+        assert isinstance(again, dict)
         assert again["access_token"] == body["access_token"]  # re-issued within its lifetime
 
 
@@ -90,7 +91,8 @@ async def test_expired_token_is_rejected_and_refresh_gives_a_new_one() -> None:
             "refresh_token": body["refresh_token"],
         }
         status, refreshed = await token(client, refresh_form)
-        assert status == 200 and isinstance(refreshed, dict)
+        assert status == 200
+        assert isinstance(refreshed, dict)
         assert refreshed["access_token"] != body["access_token"]
         assert "refresh_token" not in refreshed
         fresh = await client.call(
@@ -105,7 +107,8 @@ async def test_client_credentials_grant_behind_its_switch() -> None:
         assert await token(client, form) == (401, ACCESS_DENIED)
         sim.set_client_credentials(True)
         status, body = await token(client, form)
-        assert status == 200 and isinstance(body, dict)
+        assert status == 200
+        assert isinstance(body, dict)
         assert "refresh_token" not in body
         answer = await client.call(
             "POST",

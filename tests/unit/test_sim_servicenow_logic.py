@@ -29,7 +29,13 @@ def issuer(**kw: object) -> TokenIssuer:
     return TokenIssuer(**args)  # type: ignore[arg-type]
 
 
-PASSWORD = {"grant_type": "password", "client_id": "cid", "client_secret": "cs", "username": "admin", "password": "pw"}
+PASSWORD = {
+    "grant_type": "password",
+    "client_id": "cid",
+    "client_secret": "cs",
+    "username": "admin",
+    "password": "pw",
+}
 
 
 class TestOAuth:
@@ -45,11 +51,13 @@ class TestOAuth:
         tokens = issuer()
         first = tokens.grant(PASSWORD, T0)
         again = tokens.grant(PASSWORD, T0 + 600)
-        assert first is not None and again is not None
+        assert first is not None
+        assert again is not None
         assert again.access_token == first.access_token
         assert again.body(T0 + 600)["expires_in"] == 1199
         later = tokens.grant(PASSWORD, T0 + 1800)
-        assert later is not None and later.access_token != first.access_token
+        assert later is not None
+        assert later.access_token != first.access_token
         assert later.refresh_token == first.refresh_token  # refresh tokens live 100 days
 
     def test_bearer_token_expires(self) -> None:
@@ -62,7 +70,12 @@ class TestOAuth:
 
     @pytest.mark.parametrize(
         "change",
-        [{"client_secret": "wrong"}, {"password": "wrong"}, {"client_id": "other"}, {"grant_type": "implicit"}],
+        [
+            {"client_secret": "wrong"},
+            {"password": "wrong"},
+            {"client_id": "other"},
+            {"grant_type": "implicit"},
+        ],
     )
     def test_bad_requests_are_denied(self, change: dict[str, str]) -> None:
         assert issuer().grant({**PASSWORD, **change}, T0) is None
@@ -70,7 +83,8 @@ class TestOAuth:
     def test_refresh_grant_returns_an_access_token_only(self) -> None:
         tokens = issuer()
         first = tokens.grant(PASSWORD, T0)
-        assert first is not None and first.refresh_token is not None
+        assert first is not None
+        assert first.refresh_token is not None
         refresh = {"grant_type": "refresh_token", "client_id": "cid", "client_secret": "cs"}
         refreshed = tokens.grant({**refresh, "refresh_token": first.refresh_token}, T0 + 1900)
         assert refreshed is not None
@@ -84,7 +98,8 @@ class TestOAuth:
         assert issuer().grant(form, T0) is None
         tokens = issuer(client_credentials_enabled=True, client_users={"cid": "integration"})
         grant = tokens.grant(form, T0)
-        assert grant is not None and grant.refresh_token is None
+        assert grant is not None
+        assert grant.refresh_token is None
         assert tokens.user_for(grant.access_token, T0) == "integration"
 
     def test_revoked_tokens_are_rejected_and_replaced(self) -> None:
@@ -94,13 +109,15 @@ class TestOAuth:
         tokens.revoke_all()
         assert tokens.user_for(first.access_token, T0) is None
         second = tokens.grant(PASSWORD, T0)
-        assert second is not None and second.access_token != first.access_token
+        assert second is not None
+        assert second.access_token != first.access_token
 
 
 class TestRateLimiter:
     def test_no_rule_no_headers(self) -> None:
         decision = RateLimiter().check("admin", "table", "incident", T0)
-        assert decision.allowed and decision.headers == {}
+        assert decision.allowed
+        assert decision.headers == {}
 
     def test_limit_per_user_per_hour(self) -> None:
         limiter = RateLimiter()
@@ -123,7 +140,9 @@ class TestRateLimiter:
 
     def test_user_rule_beats_lower_all_users_rule_and_table_filter_applies(self) -> None:
         limiter = RateLimiter()
-        limiter.set_rules([RateLimitRule(1), RateLimitRule(5, user="bridge"), RateLimitRule(9, table="incident")])
+        limiter.set_rules(
+            [RateLimitRule(1), RateLimitRule(5, user="bridge"), RateLimitRule(9, table="incident")]
+        )
         assert limiter.check("bridge", "table", "incident", T0).headers["X-RateLimit-Limit"] == "5"
         assert limiter.check("other", "table", "incident", T0).headers["X-RateLimit-Limit"] == "1"
         scoped = RateLimiter()
@@ -152,7 +171,8 @@ class TestAdmission:
         sessions = SessionTable(queue_limit=10, max_sessions=2)
         for name in ("a", "b", "c"):
             sessions.open(name, None)
-        assert not sessions.known("a") and sessions.known("c")
+        assert not sessions.known("a")
+        assert sessions.known("c")
 
 
 class TestStore:
@@ -171,7 +191,10 @@ class TestStore:
         store = RecordStore()
         store.add_table(table_schema("incident", "INC"))
         record = store.insert("incident", {"state": "1"}, "admin", T0)
-        assert store.update("incident", record["sys_id"], {"state": "1", "sys_mod_count": "99"}, "a", T0) is False
+        assert (
+            store.update("incident", record["sys_id"], {"state": "1", "sys_mod_count": "99"}, "a", T0)
+            is False
+        )
         assert store.update("incident", record["sys_id"], {"state": "2"}, "admin", T0 + 5) is True
         assert record["sys_mod_count"] == "1"
         assert record["sys_updated_on"] != record["sys_created_on"]
@@ -214,9 +237,11 @@ class TestStore:
 def test_routes() -> None:
     assert resolve("/api/now/table/incident") == resolve("/api/now/v2/table/incident")
     route = resolve("/api/now/v1/table/incident/abc")
-    assert route is not None and (route.resource, route.version, route.sys_id) == (Resource.TABLE_RECORD, 1, "abc")
+    assert route is not None
+    assert (route.resource, route.version, route.sys_id) == (Resource.TABLE_RECORD, 1, "abc")
     multiple = resolve("/api/now/import/u_stage/insertMultiple")
-    assert multiple is not None and multiple.resource is Resource.IMPORT_MULTIPLE
+    assert multiple is not None
+    assert multiple.resource is Resource.IMPORT_MULTIPLE
     assert resolve("/api/now/tables/incident") is None
     assert resolve("/api/now/table") is None
 
@@ -227,6 +252,10 @@ def test_injections_are_consumed_in_order_and_by_path() -> None:
     plan.inject(Injection(500), 2)
     assert plan.take_injection("/api/now/import/x") == Injection(503, "/api/now/import/")
     assert plan.take_injection("/oauth_token.do") is None
-    assert [plan.take_injection("/api/now/table/x") for _ in range(3)] == [Injection(500), Injection(500), None]
+    assert [plan.take_injection("/api/now/table/x") for _ in range(3)] == [
+        Injection(500),
+        Injection(500),
+        None,
+    ]
     with pytest.raises(ValueError, match="status must be one of"):
         plan.inject(Injection(404), 1)

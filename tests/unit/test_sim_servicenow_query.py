@@ -12,10 +12,34 @@ from gcbridge.sim.servicenow.query import Condition, OrderBy, parse_encoded_quer
 COLUMNS = {"number", "state", "short_description", "priority", "correlation_id", "u_INDEX", "u_"}
 
 ROWS = [
-    {"number": "INC001", "state": "1", "short_description": "Printer on fire", "priority": "10", "correlation_id": "a"},
-    {"number": "INC002", "state": "2", "short_description": "printer jam", "priority": "9", "correlation_id": "b"},
-    {"number": "INC003", "state": "2", "short_description": "VPN down", "priority": "1", "correlation_id": ""},
-    {"number": "INC004", "state": "7", "short_description": "Mail slow", "priority": "9", "correlation_id": "A"},
+    {
+        "number": "INC001",
+        "state": "1",
+        "short_description": "Printer on fire",
+        "priority": "10",
+        "correlation_id": "a",
+    },
+    {
+        "number": "INC002",
+        "state": "2",
+        "short_description": "printer jam",
+        "priority": "9",
+        "correlation_id": "b",
+    },
+    {
+        "number": "INC003",
+        "state": "2",
+        "short_description": "VPN down",
+        "priority": "1",
+        "correlation_id": "",
+    },
+    {
+        "number": "INC004",
+        "state": "7",
+        "short_description": "Mail slow",
+        "priority": "9",
+        "correlation_id": "A",
+    },
 ]
 
 

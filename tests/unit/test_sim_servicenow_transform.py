@@ -37,11 +37,15 @@ def interaction_map() -> TransformMap:
 def run(
     store: RecordStore, row: dict[str, str], tmap: TransformMap | None = None, forced_error: str | None = None
 ) -> RowOutcome:
-    return run_transform(store, tmap or interaction_map(), row, user="bridge", now=NOW, forced_error=forced_error)
+    return run_transform(
+        store, tmap or interaction_map(), row, user="bridge", now=NOW, forced_error=forced_error
+    )
 
 
 def test_default_map_renames_conversation_id_and_strips_u_prefix() -> None:
-    mapped = interaction_map().map_row({"u_conversation_id": "c-1", "u_state": "queued", "u_short_description": "x"})
+    mapped = interaction_map().map_row(
+        {"u_conversation_id": "c-1", "u_state": "queued", "u_short_description": "x"}
+    )
     assert mapped == {"correlation_id": "c-1", "state": "queued", "short_description": "x"}
 
 
@@ -103,7 +107,9 @@ def test_oversize_row_is_skipped(store: RecordStore) -> None:
 
 
 def test_multi_field_coalesce_needs_every_field_to_match(store: RecordStore) -> None:
-    tmap = TransformMap("Presence", "u_genesys_presence", coalesce=["u_user_id", "u_presence"], auto_map=AutoMap.SAME)
+    tmap = TransformMap(
+        "Presence", "u_genesys_presence", coalesce=["u_user_id", "u_presence"], auto_map=AutoMap.SAME
+    )
     run(store, {"u_user_id": "u1", "u_presence": "Available"}, tmap)
     other = run(store, {"u_user_id": "u1", "u_presence": "Busy"}, tmap)
     assert other.status is RowStatus.INSERTED

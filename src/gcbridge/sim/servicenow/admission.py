@@ -57,6 +57,9 @@ class SessionTable:
         if session_id in self._users:
             self._users[session_id] = user
 
+    def outstanding(self, session_id: str) -> int:
+        return self._outstanding.get(session_id, 0)
+
     def try_enter(self, session_id: str) -> bool:
         outstanding = self._outstanding.get(session_id, 0)
         if outstanding > self.queue_limit:  # one running + queue_limit waiting

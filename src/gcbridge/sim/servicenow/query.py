@@ -89,7 +89,7 @@ def _candidates(term: str) -> list[Condition]:
 
 
 def _split_condition(term: str, is_field: Callable[[str], bool]) -> Condition | None:
-    """The reading with the longest existing field (``u_INDEX=1`` is not ``u_`` IN ``DEX=1``), else the leftmost."""
+    """The reading with the longest existing field (``u_INDEX=1``, not ``u_`` IN ``DEX=1``), else leftmost."""
     candidates = _candidates(term)
     valid = [c for c in candidates if is_field(c.field)]
     if valid:

@@ -75,6 +75,9 @@ class ServiceNowSim:
         self._session_locks = KeyedLocks()
         self._requests: deque[RequestRecord] = deque(maxlen=self.config.request_log_size)
         self._semaphore: asyncio.Semaphore | None = None
+        self._running = asyncio.Event()
+        self._running.set()
+        self._pending = 0
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -94,6 +97,7 @@ class ServiceNowSim:
         return self.base_url
 
     async def stop(self) -> None:
+        self.resume()  # stalled requests finish instead of holding the shutdown
         for task in list(self.state.background):
             task.cancel()
         for task in list(self.state.background):
@@ -152,6 +156,30 @@ class ServiceNowSim:
     def set_transform_time(self, seconds: float) -> None:
         """How long each Import Set transform holds its coalesce value (shows the serialisation)."""
         self.state.faults.transform_time = max(0.0, seconds)
+
+    def pause(self) -> None:
+        """Stall the node: admitted requests wait (holding their session and pool slot) until :meth:`resume`.
+
+        Lets a test build session queues and full pools deterministically, without timing.
+        """
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def pending(self) -> int:
+        """Requests received and not yet answered (queued on a session, in the pool, or running)."""
+        return self._pending
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted to the pool (running or waiting for a slot)."""
+        return self._pool.in_flight
+
+    def session_queue_depth(self, session_id: str) -> int:
+        """Requests outstanding on one JSESSIONID (the running one plus those queued behind it)."""
+        return self._sessions.outstanding(session_id)
 
     def hibernate(self, on: bool = True) -> None:
         self.state.faults.hibernating = on
@@ -220,6 +248,7 @@ class ServiceNowSim:
         cookie = request.cookies.get(SESSION_COOKIE)
         session = cookie if cookie is not None and self._sessions.known(cookie) else None
         user: list[str] = []
+        self._pending += 1
         try:
             reply = await self._serve(request, session, user)
         except Exception as exc:  # a simulator bug answers like an instance, never kills the server
@@ -227,6 +256,8 @@ class ServiceNowSim:
             reply = json_reply(
                 500, envelopes.server_exception(f"java.lang.RuntimeException: {type(exc).__name__}")
             )
+        finally:
+            self._pending -= 1
         response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
         if reply.content_type is not None:
             response.content_type = reply.content_type
@@ -282,6 +313,7 @@ class ServiceNowSim:
         assert self._semaphore is not None
         try:
             async with self._semaphore:
+                await self._running.wait()
                 reply = await self._process(request, session, user_out)
         finally:
             self._pool.leave()
