@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gcbridge.genesys.auth import TokenManager
-from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError
+from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError, TokenUnavailableError
 from gcbridge.genesys.regions import hosts_for_base_url
 from gcbridge.genesys.rest import NotificationsApi, RestPolicy, new_session
 from gcbridge.secrets import Secret
@@ -235,4 +235,17 @@ async def test_a_second_401_is_raised_not_looped(
     assert sim.token_requests == 2  # one renewal, then the error
     assert sleep.delays == []
     assert len(await api.list_channels()) == 0  # and the API works again once the server does
+    await api.tokens.aclose()
+
+
+async def test_token_wait_bounds_a_call_while_the_token_endpoint_fails(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession, sleep: RecordingSleep
+) -> None:
+    sim = await genesys_sim_factory()
+    api = await api_for(sim, session, sleep, policy=RestPolicy(token_wait=0.2))
+    sim.fail_next_token(1000, status=503)
+    with pytest.raises(TokenUnavailableError):
+        await api.create_channel()
+    assert sim.channels == []
+    sim.clear_faults()
     await api.tokens.aclose()

@@ -68,11 +68,14 @@ class RestPolicy:
     """Retries of one REST call. ``max_attempts`` (default 5, the first try included) bounds retries of 429,
     5xx and connection errors; the 401 retry with a fresh token comes on top, once. Backoff: 0.5 s doubling
     to 30 s with full jitter; a 429's ``Retry-After`` is the floor. ``request_timeout`` (default 30 s)
-    bounds one attempt."""
+    bounds one attempt. ``token_wait`` bounds the wait for a token when the token endpoint is failing
+    (default ``None``: wait until it recovers; otherwise :class:`TokenUnavailableError` after that many
+    seconds)."""
 
     max_attempts: int = 5
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(initial=0.5, factor=2.0, cap=30.0))
     request_timeout: float = 30.0
+    token_wait: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -287,7 +290,7 @@ class NotificationsApi:
         attempt = 0
         renewed_token = False
         while True:
-            token = await self._tokens.get()
+            token = await self._tokens.get(max_wait=self._policy.token_wait)
             attempt += 1
             try:
                 response = await self._send(method, path, token, params, body)
