@@ -369,6 +369,10 @@ class TokenManager:
         before = (m.state, m.generation, m.token, m.retry_at)
         for action in m.handle(event):
             if isinstance(action, StartFetch):
+                previous = self._fetch_task
+                assert previous is None or previous.done() or previous is asyncio.current_task(), (
+                    "single flight violated: a token request is already running"
+                )
                 self._fetch_task = asyncio.create_task(
                     self._fetch(proactive=action.proactive), name="gcbridge-token-fetch"
                 )
