@@ -308,3 +308,12 @@ def test_generated_bodies_carry_conversation_keys() -> None:
     assert gen.body("v2.users.u1.routingStatus")["routingStatus"]["status"]
     assert gen.body("v2.analytics.queues.q9.observations")["group"]["queueId"] == "q9"
     assert len(str(gen.body("v2.users.u1.conversations", size_hint=50_000))) > 50_000
+
+
+def test_revoking_one_token_does_not_hide_another_tokens_expiry() -> None:
+    core = SimCore(SimConfig(token_ttl=10.0))
+    short = core.tokens.issue("sim-client", now=0.0)
+    kept = core.tokens.issue("sim-client", now=5.0)
+    channel, _ = core.channels.create("sim-client", short.value, now=0.0)
+    core.revoke(kept.value.reveal(), now=11.0)  # short has expired at 10 but no tick has run yet
+    assert core.tick(11.0) == [ChannelEnded(channel.id, EndReason.TOKEN_EXPIRED, "sim-client")]

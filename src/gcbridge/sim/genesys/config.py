@@ -27,7 +27,7 @@ class SimConfig:
     heartbeat_interval: float = 30.0
     """Interval of the ``WebSocket Heartbeat`` message on every connected socket (spec 2.4)."""
     time_scale: float = 1.0
-    """Divides every duration above, the ``socket_closing`` grace and the traffic generator's clock."""
+    """Divides every duration above and the ``socket_closing`` grace (traffic rates stay real)."""
     channel_dies_with_token: bool = True
     """A channel is bound to the token that created it and dies with it (spec 2.3, strong inference)."""
     exclusive_topics: bool = False

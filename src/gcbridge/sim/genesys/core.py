@@ -48,7 +48,6 @@ class SimCore:
             self.api_limiter.forget(record.value.reveal())
             if self.config.channel_dies_with_token:
                 actions += self.channels.end_for_token(record.value.reveal(), EndReason.TOKEN_REVOKED)
-        self.tokens.newly_dead(now)  # revoked tokens are handled here; tick() must not end them again
         return actions
 
     def next_deadline(self, now: float) -> float | None:

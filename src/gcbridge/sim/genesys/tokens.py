@@ -49,7 +49,6 @@ class TokenRegistry:
         self.ttl = ttl
         self.clients: dict[str, OAuthClient] = {}
         self._tokens: dict[str, TokenRecord] = {}
-        self._reported_dead: set[str] = set()
 
     def add_client(self, client_id: str, secret: str, token_ttl: float | None = None) -> OAuthClient:
         client = OAuthClient(client_id, Secret(secret), token_ttl)
@@ -86,13 +85,16 @@ class TokenRegistry:
         revoked = [r for r in targets if r.alive(now)]
         for record in revoked:
             record.revoked = True
+            # The caller handles the revocation now; newly_dead() must not report it again.
+            del self._tokens[record.value.reveal()]
         return revoked
 
     def newly_dead(self, now: float) -> list[TokenRecord]:
-        """Tokens that expired or were revoked since the last call (each reported once)."""
-        dead = [r for key, r in self._tokens.items() if not r.alive(now) and key not in self._reported_dead]
+        """Tokens that expired or were revoked since the last call. Each is reported once and then forgotten
+        (an unknown token is refused exactly like a dead one), so a months-long run does not pile them up."""
+        dead = [r for r in self._tokens.values() if not r.alive(now)]
         for record in dead:
-            self._reported_dead.add(record.value.reveal())
+            del self._tokens[record.value.reveal()]
         return dead
 
     def next_expiry(self, now: float) -> float | None:
