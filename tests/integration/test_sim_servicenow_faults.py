@@ -310,3 +310,72 @@ async def test_http_controls(sn: tuple[ServiceNowSim, SnClient]) -> None:
     assert (await control("GET", "/_sim/nothing")).status == 404
     assert (await control("GET", "/_sim/records/u_missing")).status == 400
     assert len(sim.records("incident")) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "content_type"),
+    [
+        ("POST", INCIDENTS, None, b"\xff\xfe\x00garbage", "application/json"),
+        ("POST", INCIDENTS, None, b"null", "application/json"),
+        ("POST", INCIDENTS, None, b"12", "application/json"),
+        ("POST", INCIDENTS, None, b"<xml/>", "application/xml"),
+        ("POST", INCIDENTS, None, b'{"short_description": {"nested": [1, {"x": null}]}}', "application/json"),
+        (
+            "GET",
+            INCIDENTS,
+            {"sysparm_limit": "-5", "sysparm_offset": "abc", "sysparm_display_value": "bogus"},
+            b"",
+            "",
+        ),
+        ("GET", INCIDENTS, {"sysparm_query": "^^^OR^ORDERBY^NQ^=^!=^LIKE" * 50}, b"", ""),
+        ("GET", INCIDENTS, {"sysparm_fields": ",,,sys_id.name.x,"}, b"", ""),
+        ("GET", "/api/now/table/%00%ff/..%2F..", None, b"", ""),
+        (
+            "POST",
+            "/api/now/import/u_genesys_interaction_import",
+            None,
+            b'[{"u_conversation_id": 5}]',
+            "application/json",
+        ),
+        (
+            "POST",
+            "/api/global/em/jsonv2",
+            None,
+            b'{"records": [{"severity": 1, "additional_info": {"a": 1}}]}',
+            "",
+        ),
+        ("POST", "/oauth_token.do", None, b"\xff\xfe", "application/x-www-form-urlencoded"),
+        ("GET", "/", None, b"", ""),
+        ("PATCH", "/api", None, b"{}", "application/json"),
+    ],
+)
+async def test_odd_input_never_gets_a_server_error(
+    sn: tuple[ServiceNowSim, SnClient],
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    body: bytes,
+    content_type: str,
+) -> None:
+    _, client = sn
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = await client.call(method, path, params=params, data=body or None, headers=headers)
+    assert answer.status < 500, answer.text
+    assert (await client.call("POST", INCIDENTS, json={})).status == 201
+
+
+async def test_an_internal_error_is_a_500_envelope_and_the_server_lives_on(
+    sn: tuple[ServiceNowSim, SnClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, client = sn
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("gcbridge.sim.servicenow.sim.handle_table", broken)
+    answer = await client.call("GET", INCIDENTS)
+    assert answer.status == 500
+    assert answer.body["error"]["message"] == "java.lang.RuntimeException: RuntimeError"
+    monkeypatch.undo()
+    assert (await client.call("GET", INCIDENTS)).status == 200
+    assert [r.status for r in sim.requests] == [500, 200]

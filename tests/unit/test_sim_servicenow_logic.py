@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gcbridge.sim.servicenow.admission import PoolGate, SessionTable
 from gcbridge.sim.servicenow.config import table_schema
 from gcbridge.sim.servicenow.faults import FaultPlan, Injection
+from gcbridge.sim.servicenow.importsets import ImportSetRegistry
 from gcbridge.sim.servicenow.oauth import TokenIssuer
 from gcbridge.sim.servicenow.ratelimit import RateLimiter, RateLimitRule
 from gcbridge.sim.servicenow.routes import Resource, resolve
@@ -259,3 +262,50 @@ def test_injections_are_consumed_in_order_and_by_path() -> None:
     ]
     with pytest.raises(ValueError, match="status must be one of"):
         plan.inject(Injection(404), 1)
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "update", "delete"]),
+        st.sampled_from(["a", "A", "b", ""]),
+        st.integers(0, 5),
+    ),
+    max_size=30,
+)
+
+
+@given(ops=_ops)
+def test_case_folded_lookup_agrees_with_a_full_scan(ops: list[tuple[str, str, int]]) -> None:
+    store = RecordStore()
+    store.add_table(table_schema("interaction", "IMS"))
+    store.find_casefolded("interaction", "correlation_id", "a")  # index built early, then kept current
+    for op, value, pick in ops:
+        ids = [r["sys_id"] for r in store.rows("interaction")]
+        if op == "insert" or not ids:
+            store.insert("interaction", {"correlation_id": value}, "admin", T0)
+        elif op == "update":
+            store.update("interaction", ids[pick % len(ids)], {"correlation_id": value}, "admin", T0)
+        else:
+            store.delete("interaction", ids[pick % len(ids)])
+    for probe in ("a", "b", ""):
+        scanned = [r for r in store.rows("interaction") if r["correlation_id"].casefold() == probe]
+        assert store.find_casefolded("interaction", "correlation_id", probe) == scanned
+
+
+def test_old_import_sets_are_cleaned_up_past_the_row_cap() -> None:
+    registry = ImportSetRegistry(max_rows=3)
+    old = registry.async_set("u_stage", T0)
+    old_rows = [registry.add_row(old, {"u_a": str(i)}) for i in range(2)]
+    new = registry.async_set("u_stage", T0)
+    for i in range(2):
+        registry.add_row(new, {"u_b": str(i)})
+    assert registry.sets == [new]
+    assert registry.find_row("u_stage", old_rows[0].sys_id) is None
+
+
+def test_sync_imports_share_a_set_per_utc_day() -> None:
+    registry = ImportSetRegistry()
+    first = registry.sync_set("u_stage", T0)
+    assert registry.sync_set("u_stage", T0 + 60) is first
+    assert registry.sync_set("u_other", T0) is not first
+    assert registry.sync_set("u_stage", T0 + 86_400) is not first

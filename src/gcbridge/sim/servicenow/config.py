@@ -168,5 +168,6 @@ class SnSimConfig:
     transaction_quota: float = 60.0
     insert_multiple_delay: float = 0.05
     request_log_size: int = 100_000  # the newest requests kept for ``sim.requests``
+    max_import_rows: int = 100_000  # staging rows kept; older import sets are cleaned up
     instance_name: str = "gcbridgesim"  # used in the load-balancer cookie name
     clock: Callable[[], float] = time.time  # wall-clock seconds; inject a fake one to test expiry

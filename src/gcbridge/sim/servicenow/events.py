@@ -22,8 +22,9 @@ def ingest_events(store: RecordStore, events: Sequence[Mapping[str, Any]], user:
         event = {k: to_field_string(v) for k, v in raw.items()}
         event["message_key"] = message_key(event)
         event.setdefault("state", "Ready")
+        key = event["message_key"]
         existing = next(
-            (r for r in store.rows(EM_TABLE) if r.get("message_key") == event["message_key"]), None
+            (r for r in store.find_casefolded(EM_TABLE, "message_key", key) if r["message_key"] == key), None
         )
         if existing is None:
             store.insert(EM_TABLE, event, user, now)

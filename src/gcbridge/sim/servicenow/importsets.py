@@ -51,7 +51,12 @@ class ImportSet:
 
 
 class ImportSetRegistry:
-    def __init__(self) -> None:
+    """Import sets, oldest first. Past ``max_rows`` staging rows the oldest sets are cleaned up, as an
+    instance's scheduled cleanup does (their rows then answer 404)."""
+
+    def __init__(self, max_rows: int = 100_000) -> None:
+        self.max_rows = max_rows
+        self._row_count = 0
         self.sets: list[ImportSet] = []
         self._open_sync: dict[str, ImportSet] = {}
         self._rows: dict[tuple[str, str], ImportRow] = {}
@@ -72,7 +77,18 @@ class ImportSetRegistry:
         row = ImportRow(new_sys_id(), import_set.staging_table, import_set.number, values)
         import_set.rows.append(row)
         self._rows[(import_set.staging_table, row.sys_id)] = row
+        self._row_count += 1
+        while self._row_count > self.max_rows and len(self.sets) > 1:
+            self._drop(self.sets[0])
         return row
+
+    def _drop(self, import_set: ImportSet) -> None:
+        self.sets.remove(import_set)
+        for row in import_set.rows:
+            self._rows.pop((row.staging_table, row.sys_id), None)
+        self._row_count -= len(import_set.rows)
+        if self._open_sync.get(import_set.staging_table) is import_set:
+            del self._open_sync[import_set.staging_table]
 
     def find_row(self, staging_table: str, sys_id: str) -> ImportRow | None:
         return self._rows.get((staging_table, sys_id))

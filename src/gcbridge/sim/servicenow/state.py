@@ -55,7 +55,7 @@ class SimState:
             staging: list(maps) if isinstance(maps, list) else [maps]
             for staging, maps in config.transform_maps.items()
         }
-        self.imports = ImportSetRegistry()
+        self.imports = ImportSetRegistry(config.max_import_rows)
         self.faults = FaultPlan()
         self.limiter = RateLimiter()
         if config.rate_limit_per_hour is not None:

@@ -105,6 +105,10 @@ class RecordStore:
         self._schemas: dict[str, TableSchema] = {}
         self._rows: dict[str, dict[str, Record]] = {}
         self._next_number: dict[str, int] = {}
+        self._sequence: dict[str, int] = {}  # sys_id -> insertion order, for "first match" answers
+        self._inserted = 0
+        # (table, column) -> case-folded value -> sys_ids; built on first lookup, then kept current.
+        self._indexes: dict[tuple[str, str], dict[str, dict[str, None]]] = {}
         self.journal: list[JournalEntry] = []
 
     # --- schema -------------------------------------------------------------------------------------------
@@ -164,6 +168,32 @@ class RecordStore:
     def get(self, table: str, sys_id: str) -> Record | None:
         return self._rows.get(table, {}).get(sys_id)
 
+    def find_casefolded(self, table: str, column: str, value: str) -> list[Record]:
+        """Records whose ``column`` equals ``value`` ignoring case, oldest first (indexed after first use)."""
+        index = self._index(table, column)
+        ids = index.get(value.casefold(), {})
+        rows = self._rows[table]
+        return sorted((rows[i] for i in ids), key=lambda r: self._sequence[r["sys_id"]])
+
+    def _index(self, table: str, column: str) -> dict[str, dict[str, None]]:
+        index = self._indexes.get((table, column))
+        if index is None:
+            index = {}
+            for record in self._rows[table].values():
+                index.setdefault(record.get(column, "").casefold(), {})[record["sys_id"]] = None
+            self._indexes[(table, column)] = index
+        return index
+
+    def _unindex(self, table: str, record: Record) -> None:
+        for (indexed_table, column), index in self._indexes.items():
+            if indexed_table == table:
+                index.get(record.get(column, "").casefold(), {}).pop(record["sys_id"], None)
+
+    def _reindex(self, table: str, record: Record) -> None:
+        for (indexed_table, column), index in self._indexes.items():
+            if indexed_table == table:
+                index.setdefault(record.get(column, "").casefold(), {})[record["sys_id"]] = None
+
     def count(self, table: str) -> int:
         return len(self._rows[table])
 
@@ -191,6 +221,9 @@ class RecordStore:
         for column, value in self._writable(schema, values).items():
             self._write(schema, record, column, value, user, stamp)
         self._rows[table][sys_id] = record
+        self._inserted += 1
+        self._sequence[sys_id] = self._inserted
+        self._reindex(table, record)
         return record
 
     def update(
@@ -203,8 +236,10 @@ class RecordStore:
         schema = self._schemas[table]
         stamp = format_time(now)
         changed = False
+        self._unindex(table, record)
         for column, value in self._writable(schema, values).items():
             changed |= self._write(schema, record, column, value, user, stamp)
+        self._reindex(table, record)
         if changed:
             record["sys_updated_on"] = stamp
             record["sys_updated_by"] = user
@@ -212,10 +247,18 @@ class RecordStore:
         return changed
 
     def delete(self, table: str, sys_id: str) -> bool:
-        return self._rows.get(table, {}).pop(sys_id, None) is not None
+        record = self._rows.get(table, {}).pop(sys_id, None)
+        if record is None:
+            return False
+        self._unindex(table, record)
+        self._sequence.pop(sys_id, None)
+        return True
 
     def clear(self, table: str) -> None:
+        for sys_id in self._rows[table]:
+            self._sequence.pop(sys_id, None)
         self._rows[table].clear()
+        self._indexes = {key: index for key, index in self._indexes.items() if key[0] != table}
 
     # --- internals ----------------------------------------------------------------------------------------
     def _take_number(self, prefix: str) -> str:

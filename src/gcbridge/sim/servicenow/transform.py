@@ -88,9 +88,9 @@ def coalesce_key(tmap: TransformMap, row: Mapping[str, str]) -> tuple[str, ...] 
 
 
 def find_coalesce_match(store: RecordStore, tmap: TransformMap, mapped: Mapping[str, str]) -> str | None:
-    wanted = [(c, mapped[c].casefold()) for c in tmap.coalesce]
-    for record in store.rows(tmap.target_table):
-        if all(record.get(c, "").casefold() == v for c, v in wanted):
+    first, *others = tmap.coalesce
+    for record in store.find_casefolded(tmap.target_table, first, mapped[first]):
+        if all(record.get(c, "").casefold() == mapped[c].casefold() for c in others):
             return record["sys_id"]
     return None
 
