@@ -86,7 +86,8 @@ class ChannelRegistry:
         self.max_topics = max_topics
         self.exclusive = exclusive
         self._channels: dict[str, Channel] = {}
-        self._by_topic: dict[str, set[str]] = {}
+        # topic -> ids of the channels holding it, in subscription order (a dict is an ordered set).
+        self._by_topic: dict[str, dict[str, None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def create(
@@ -144,8 +145,8 @@ class ChannelRegistry:
         return [c for c in self._channels.values() if c.oauth_client == client_id]
 
     def recipients(self, topic: str) -> list[Channel]:
-        """Channels subscribed to the individual ``topic``, oldest first."""
-        return [self._channels[cid] for cid in sorted(self._by_topic.get(topic, ()), key=self._age)]
+        """Channels subscribed to the individual ``topic``, in the order they subscribed."""
+        return [self._channels[cid] for cid in self._by_topic.get(topic, ())]
 
     def subscribed_topics(self) -> list[str]:
         return sorted(self._by_topic)
@@ -193,9 +194,6 @@ class ChannelRegistry:
         channel.last_used = now
 
     # -- internals -------------------------------------------------------------------------------------------
-    def _age(self, channel_id: str) -> float:
-        return self._channels[channel_id].created
-
     def _require(self, channel_id: str) -> Channel:
         channel = self._channels.get(channel_id)
         if channel is None:
@@ -206,12 +204,12 @@ class ChannelRegistry:
         for topic in channel.individual_topics:
             holders = self._by_topic.get(topic)
             if holders is not None:
-                holders.discard(channel.id)
+                holders.pop(channel.id, None)
                 if not holders:
                     del self._by_topic[topic]
         channel.subscriptions = subscriptions
         for topic in channel.individual_topics:
-            self._by_topic.setdefault(topic, set()).add(channel.id)
+            self._by_topic.setdefault(topic, {})[channel.id] = None
 
     def _take_exclusive(self, channel: Channel, granted: Grant) -> list[Action]:
         wanted = {t for individual in granted.accepted.values() for t in individual}

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
+import random
 from typing import Any
+
+_rng = random.Random()
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID string; faster than ``uuid.uuid4()`` on the publish path, and ids in a
+    simulator need no cryptographic strength."""
+    h = f"{_rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
 
 HEARTBEAT: dict[str, Any] = {"topicName": "channel.metadata", "eventBody": {"message": "WebSocket Heartbeat"}}
 PONG: dict[str, Any] = {"topicName": "channel.metadata", "eventBody": {"message": "pong"}}
@@ -35,7 +45,7 @@ def system(
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ``v2.system.*`` message with a ``SystemMessageSystemMessage`` body (spec 2.1)."""
-    correlation_id = str(uuid.uuid4())
+    correlation_id = new_uuid()
     body: dict[str, Any] = {
         "channelId": channel_id,
         "correlationId": correlation_id,
@@ -82,7 +92,7 @@ def ws_result(
 
 def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
     """An ``ErrorBody`` (spec 1.5) with a fresh ``contextId``."""
-    return {"message": message, "code": code, "status": status, "contextId": str(uuid.uuid4()), **extra}
+    return {"message": message, "code": code, "status": status, "contextId": new_uuid(), **extra}
 
 
 def oauth_error(error: str, description: str) -> dict[str, str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import random
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,7 @@ class GenesysSim:
         self._all_connections: set[Connection] = set()
         self._refuse_handshakes: list[int] = []
         self._seq = 0
+        self._due_at = -math.inf
         self._duplicates = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -214,12 +216,12 @@ class GenesysSim:
         """Publish one event on an individual ``topic`` to every channel subscribed to it; returns its
         sequence number. ``body=None`` generates a realistic body for the topic's family. The outcome per
         channel is in :attr:`ledger`."""
-        if expand(topic) != (topic,):
+        if not _is_individual(topic):
             raise TopicError(f"publish needs an individual topic, not {topic!r}")
         self.process_due()
         self._seq += 1
         seq = self._seq
-        correlation_id = str(uuid.uuid4())
+        correlation_id = messages.new_uuid()
         body = body if body is not None else self._bodies.body(topic)
         payload = _json.dumps(messages.event(topic, body, correlation_id, seq))
         record = PublishedRecord(seq, topic, time.time(), correlation_id, body)
@@ -383,22 +385,33 @@ class GenesysSim:
     # == called by the REST handlers =========================================================================
     def process_due(self) -> None:
         """Carry out every expiry due by now (a timer does it too; calling it first keeps answers exact)."""
-        if self._loop is not None:
-            self._apply(self.core.tick(self.now()))
+        if self._loop is None:
+            return
+        now = self.now()
+        if now < self._due_at:
+            return
+        self._apply(self.core.tick(now))
+        deadline = self.core.next_deadline(now)
+        self._due_at = math.inf if deadline is None else deadline
+
+    def state_changed(self) -> None:
+        """Lifetimes changed: recompute the next deadline (and wake the expiry timer)."""
+        self._due_at = -math.inf
+        self._wakeup.set()
 
     def token_issued(self, record: TokenRecord) -> None:
         self.token_log.append(TokenIssued(time.time(), record.client_id, record.key))
-        self._wakeup.set()
+        self.state_changed()
 
     def create_channel(self, record: TokenRecord) -> Channel:
         channel, actions = self.core.channels.create(record.client_id, record.value, self.now())
         self._apply(actions)
-        self._wakeup.set()
+        self.state_changed()
         return channel
 
     def subscribe(self, channel_id: str, granted: Grant, *, replace: bool) -> None:
         self._apply(self.core.channels.subscribe(channel_id, granted, self.now(), replace=replace))
-        self._wakeup.set()
+        self.state_changed()
 
     # == actions =============================================================================================
     def _apply(self, actions: Iterable[Action]) -> None:
@@ -607,6 +620,14 @@ class GenesysSim:
             )
             return
         conn.send(messages.ws_result("200", status, correlation_id=correlation_id, topics=list(topics)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_individual(topic: str) -> bool:
+    try:
+        return expand(topic) == (topic,)
+    except TopicError:
+        return False
 
 
 def _opt_str(value: object) -> str | None:
