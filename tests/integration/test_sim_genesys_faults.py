@@ -323,3 +323,54 @@ async def test_duplicate_delivery_fault(
     assert [m["metadata"]["simSequence"] for m in received] == [first, first, second]
     assert received[0] == received[1]
     assert [r.deliveries[0].copies for r in sim.ledger] == [2, 1]
+
+
+async def test_slow_consumer_overflow_is_recorded_as_not_sent(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, channel, _ = await _ready(genesys_sim_factory, client_factory, send_buffer_limit=1 << 20)
+    _, writer = await _never_reading_socket(channel["connectUri"])
+    await wait_for(lambda: sim.connected_channel_ids == [channel["id"]])  # the raw socket replaced the first
+    body = {"id": "c1", "participants": [], "pad": "x" * 256_000}
+    for _ in range(200):
+        sim.publish("v2.users.u1.presence", body)
+        if sim.ledger[-1].deliveries[0].reason == "send_buffer_full":
+            break
+    reasons = [r.deliveries[0].reason for r in sim.ledger]
+    assert reasons[0] == "sent"
+    assert reasons[-1] == "send_buffer_full"
+    writer.close()
+
+
+async def _never_reading_socket(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+    writer.write(
+        (
+            f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def test_traffic_on_given_topics_and_paced_publish(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, _, _, ws = await _ready(genesys_sim_factory, client_factory)
+    with pytest.raises(ValueError, match="malformed"):
+        sim.start_traffic(10.0, topics=["not a topic"])
+    sim.start_traffic(500.0, topics=["v2.users.u1.presence", "v2.users.nobody.presence"])
+    await wait_for(
+        lambda: {r.topic for r in sim.ledger} == {"v2.users.u1.presence", "v2.users.nobody.presence"}
+    )
+    await sim.stop_traffic()
+    assert all(r.deliveries == [] for r in sim.ledger if r.topic == "v2.users.nobody.presence")
+    seq = await sim.publish_paced("v2.users.u1.presence")
+    while (message := await next_json(ws))["metadata"]["simSequence"] != seq:
+        pass
+    assert message["topicName"] == "v2.users.u1.presence"
