@@ -46,6 +46,14 @@ CONTROL_PREFIX = "/_sim/"
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
 
+@dataclass(slots=True)
+class _Exchange:
+    """What the pipeline learns about one request on its way through (for the log and the cookie)."""
+
+    session: str | None  # a JSESSIONID this simulator issued, sent back by the client
+    user: str | None = None  # set once authenticated
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request the simulator answered (``/_sim`` control requests are not recorded)."""
@@ -247,10 +255,10 @@ class ServiceNowSim:
             return await control_routes(self, request)
         cookie = request.cookies.get(SESSION_COOKIE)
         session = cookie if cookie is not None and self._sessions.known(cookie) else None
-        user: list[str] = []
+        exchange = _Exchange(session)
         self._pending += 1
         try:
-            reply = await self._serve(request, session, user)
+            reply = await self._serve(request, exchange)
         except Exception as exc:  # a simulator bug answers like an instance, never kills the server
             log.exception("servicenow simulator: unhandled error on %s %s", request.method, request.path)
             reply = json_reply(
@@ -263,14 +271,14 @@ class ServiceNowSim:
             response.content_type = reply.content_type
             response.charset = "UTF-8"
         if session is None and reply.content_type != "text/html":
-            self._issue_session(response, user[0] if user else None)
+            self._issue_session(response, exchange.user)
         self._requests.append(
             RequestRecord(
                 request.method,
                 request.path,
                 request.query_string,
                 reply.status,
-                user[0] if user else None,
+                exchange.user,
                 session is not None,
                 self.state.now(),
             )
@@ -283,7 +291,7 @@ class ServiceNowSim:
         response.set_cookie(SESSION_COOKIE, session, path="/", httponly=True)
         response.set_cookie(f"BIGipServerpool_{self.config.instance_name}", "2566914314.37438.0000", path="/")
 
-    async def _serve(self, request: web.Request, session: str | None, user_out: list[str]) -> Reply:
+    async def _serve(self, request: web.Request, exchange: _Exchange) -> Reply:
         faults = self.state.faults
         if faults.hibernating:
             return html_reply(200, envelopes.HIBERNATING_HTML)
@@ -294,34 +302,33 @@ class ServiceNowSim:
             return html_reply(503, envelopes.SERVICE_UNAVAILABLE_HTML)
         if injection is not None and not injection.after_commit:
             return _injected_500(injection)
+        session = exchange.session
         if session is None:
-            return await self._admit(request, None, user_out, injection)
+            return await self._admit(request, exchange, injection)
         if not self._sessions.try_enter(session):
             return empty_reply(202)  # the session's queue is full: dropped without effect
         await self._session_locks.acquire(session)
         try:
-            return await self._admit(request, session, user_out, injection)
+            return await self._admit(request, exchange, injection)
         finally:
             self._session_locks.release(session)
             self._sessions.leave(session)
 
-    async def _admit(
-        self, request: web.Request, session: str | None, user_out: list[str], injection: Injection | None
-    ) -> Reply:
+    async def _admit(self, request: web.Request, exchange: _Exchange, injection: Injection | None) -> Reply:
         if not self._pool.try_enter():
             return json_reply(429, envelopes.pool_full())
         assert self._semaphore is not None
         try:
             async with self._semaphore:
                 await self._running.wait()
-                reply = await self._process(request, session, user_out)
+                reply = await self._process(request, exchange)
         finally:
             self._pool.leave()
         if injection is not None and reply.status < 400:
             return _injected_500(injection)
         return reply
 
-    async def _process(self, request: web.Request, session: str | None, user_out: list[str]) -> Reply:
+    async def _process(self, request: web.Request, exchange: _Exchange) -> Reply:
         body = await self._read_body(request)
         if body is None:
             return json_reply(
@@ -331,12 +338,12 @@ class ServiceNowSim:
             return self._token(request, body)
         if not request.path.startswith("/api/"):
             return Reply(404, b"Not Found", "text/plain")
-        user = self._authenticate(request, session)
+        user = self._authenticate(request, exchange.session)
         if user is None:
             return json_reply(401, envelopes.not_authenticated())
-        user_out.append(user)
-        if session is not None:
-            self._sessions.bind_user(session, user)
+        exchange.user = user
+        if exchange.session is not None:
+            self._sessions.bind_user(exchange.session, user)
         method = request.headers.get("X-http-method-override", request.method).upper()
         route = resolve(request.path)
         if route is None:
@@ -351,6 +358,7 @@ class ServiceNowSim:
         call = Call(
             method=method,
             route=route,
+            # The first value of a repeated parameter wins (later ones overwrite earlier in reversed order).
             query={k: v for k, v in reversed(list(request.query.items()))},
             query_pairs=tuple(request.query.items()),
             headers=request.headers,
