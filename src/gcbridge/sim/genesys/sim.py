@@ -25,7 +25,7 @@ from gcbridge.sim.genesys import messages
 from gcbridge.sim.genesys.bodies import BodyGenerator
 from gcbridge.sim.genesys.channels import Action, Channel, ChannelEnded, EndReason, TopicsTaken
 from gcbridge.sim.genesys.config import MAX_REQUEST_BYTES, SimConfig
-from gcbridge.sim.genesys.connection import Connection
+from gcbridge.sim.genesys.connection import Connection, SocketState
 from gcbridge.sim.genesys.core import SimCore
 from gcbridge.sim.genesys.ledger import Delivery, PublishedRecord
 from gcbridge.sim.genesys.rest import Faults, InjectedFailure, RestApi, error_response
@@ -105,7 +105,6 @@ class GenesysSim:
         self._reaper: asyncio.Task[None] | None = None
         self._traffic: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # == lifecycle ===========================================================================================
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -153,10 +152,6 @@ class GenesysSim:
             await asyncio.sleep(0.01)
         for conn in list(self._all_connections):
             conn.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -286,7 +281,8 @@ class GenesysSim:
     # == faults ==============================================================================================
     def _targets(self, channel_id: str | None) -> list[Connection]:
         if channel_id is None:
-            return [c for c in self._connections.values() if c.state.value in ("open", "stalled")]
+            live = (SocketState.OPEN, SocketState.STALLED)
+            return [c for c in self._connections.values() if c.state in live]
         conn = self._connections.get(channel_id)
         return [conn] if conn is not None else []
 
@@ -465,11 +461,6 @@ class GenesysSim:
             message=message,
             **kw,
         )
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _reap(self) -> None:
         """Process expiries when they fall due (loop-time timer, woken early when state changes)."""
