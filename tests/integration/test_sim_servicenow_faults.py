@@ -13,7 +13,7 @@ import pytest_asyncio
 from gcbridge import _json
 from gcbridge.sim.servicenow import ServiceNowSim
 
-from .sn_fixtures import Answer, SnClient, running_sim, sim_config, wait_for
+from .sn_fixtures import Answer, FakeClock, SnClient, running_sim, sim_config, wait_for
 
 INCIDENTS = "/api/now/table/incident"
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Reset", "X-RateLimit-Rule")
@@ -191,6 +191,23 @@ async def test_cookie_keeping_client_on_localhost_gets_202_and_loses_writes() ->
         assert all(a.text == "" for a in answers if a.status == 202)
         assert len([r for r in sim.records("incident") if r["short_description"] == "burst"]) == 4
         assert all(r.had_cookie for r in sim.requests[1:])
+
+
+async def test_session_stuck_on_a_long_request_drops_the_next_one() -> None:
+    clock = FakeClock()
+    config = sim_config(clock=clock)
+    async with running_sim(config, cookie_jar=aiohttp.CookieJar()) as (sim, client):
+        client.base_url = client.base_url.replace("127.0.0.1", "localhost")
+        await client.call("GET", INCIDENTS)  # the jar now holds a JSESSIONID
+        sim.pause()
+        slow = asyncio.create_task(client.call("POST", INCIDENTS, json={}))
+        await wait_for(lambda: sim.in_flight == 1)
+        clock.advance(31)  # the running request has held its session for more than 30 s
+        dropped = await client.call("POST", INCIDENTS, json={})
+        assert dropped.status == 202
+        sim.resume()
+        assert (await slow).status == 201
+        assert len(sim.records("incident")) == 1
 
 
 async def test_cookie_less_client_never_gets_202() -> None:

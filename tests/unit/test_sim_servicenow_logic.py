@@ -164,11 +164,22 @@ class TestAdmission:
     def test_session_drops_past_the_queue_limit(self) -> None:
         sessions = SessionTable(queue_limit=2)
         sessions.open("s", "admin")
-        assert [sessions.try_enter("s") for _ in range(4)] == [True, True, True, False]
+        assert [sessions.try_enter("s", T0) for _ in range(4)] == [True, True, True, False]
         sessions.leave("s")
-        assert sessions.try_enter("s")
+        assert sessions.try_enter("s", T0)
         sessions.open("t", None)
-        assert sessions.try_enter("t")  # sessions are independent
+        assert sessions.try_enter("t", T0)  # sessions are independent
+
+    def test_session_running_too_long_drops_newcomers(self) -> None:
+        sessions = SessionTable(queue_limit=10, busy_limit=30.0)
+        sessions.open("s", "admin")
+        assert sessions.try_enter("s", T0)
+        sessions.started("s", T0)
+        assert sessions.try_enter("s", T0 + 30)
+        assert not sessions.try_enter("s", T0 + 30.5)
+        sessions.leave("s")  # the long one finished; the queued one starts now
+        sessions.started("s", T0 + 31)
+        assert sessions.try_enter("s", T0 + 32)
 
     def test_oldest_sessions_are_forgotten(self) -> None:
         sessions = SessionTable(queue_limit=10, max_sessions=2)

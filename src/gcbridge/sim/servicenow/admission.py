@@ -29,16 +29,18 @@ class PoolGate:
 class SessionTable:
     """Sessions bound by the ``JSESSIONID`` cookie; each runs one request at a time.
 
-    A request on a session that already has ``queue_limit`` requests waiting behind the running one is
-    dropped with HTTP 202. Sessions are forgotten oldest first past ``max_sessions`` (cookie-less clients
-    create one per request).
+    A request on a session that already has ``queue_limit`` requests waiting behind the running one, or whose
+    running request started more than ``busy_limit`` seconds ago, is dropped with HTTP 202. Sessions are
+    forgotten oldest first past ``max_sessions`` (cookie-less clients create one per request).
     """
 
-    def __init__(self, queue_limit: int, max_sessions: int = 10_000) -> None:
+    def __init__(self, queue_limit: int, busy_limit: float = 30.0, max_sessions: int = 10_000) -> None:
         self.queue_limit = queue_limit
+        self.busy_limit = busy_limit
         self.max_sessions = max_sessions
         self._users: OrderedDict[str, str | None] = OrderedDict()
         self._outstanding: dict[str, int] = {}
+        self._running_since: dict[str, float] = {}
 
     def open(self, session_id: str, user: str | None) -> None:
         self._users[session_id] = user
@@ -46,6 +48,7 @@ class SessionTable:
         while len(self._users) > self.max_sessions:
             oldest, _ = self._users.popitem(last=False)
             self._outstanding.pop(oldest, None)
+            self._running_since.pop(oldest, None)
 
     def known(self, session_id: str) -> bool:
         return session_id in self._users
@@ -60,14 +63,22 @@ class SessionTable:
     def outstanding(self, session_id: str) -> int:
         return self._outstanding.get(session_id, 0)
 
-    def try_enter(self, session_id: str) -> bool:
+    def try_enter(self, session_id: str, now: float) -> bool:
         outstanding = self._outstanding.get(session_id, 0)
         if outstanding > self.queue_limit:  # one running + queue_limit waiting
+            return False
+        started = self._running_since.get(session_id)
+        if started is not None and now - started > self.busy_limit:
             return False
         self._outstanding[session_id] = outstanding + 1
         return True
 
+    def started(self, session_id: str, now: float) -> None:
+        """The session's next request begins to run (it holds the session until :meth:`leave`)."""
+        self._running_since[session_id] = now
+
     def leave(self, session_id: str) -> None:
+        self._running_since.pop(session_id, None)
         remaining = self._outstanding.get(session_id, 1) - 1
         if remaining > 0:
             self._outstanding[session_id] = remaining

@@ -163,6 +163,7 @@ class SnSimConfig:
     concurrency: int = 16  # requests that run at once (the API_INT semaphore)
     queue: int = 64  # requests that may wait for the semaphore; more -> 429 without headers
     session_queue_limit: int = 10  # requests queued behind a session's running one; more -> 202 dropped
+    session_busy_limit: float = 30.0  # a session's request running longer than this -> new ones 202 dropped
     invalid_query_returns_no_rows: bool = False  # glide.invalid_query.returns_no_rows
     max_body_bytes: int = 10 * 1024 * 1024  # glide.rest.max_content_length
     transaction_quota: float = 60.0

@@ -79,7 +79,7 @@ class ServiceNowSim:
         self.config = config or SnSimConfig()
         self.state = SimState(self.config)
         self._pool = PoolGate(self.config.concurrency, self.config.queue)
-        self._sessions = SessionTable(self.config.session_queue_limit)
+        self._sessions = SessionTable(self.config.session_queue_limit, self.config.session_busy_limit)
         self._session_locks = KeyedLocks()
         self._requests: deque[RequestRecord] = deque(maxlen=self.config.request_log_size)
         self._semaphore: asyncio.Semaphore | None = None
@@ -305,9 +305,10 @@ class ServiceNowSim:
         session = exchange.session
         if session is None:
             return await self._admit(request, exchange, injection)
-        if not self._sessions.try_enter(session):
-            return empty_reply(202)  # the session's queue is full: dropped without effect
+        if not self._sessions.try_enter(session, self.state.now()):
+            return empty_reply(202)  # the session is jammed: dropped without effect
         await self._session_locks.acquire(session)
+        self._sessions.started(session, self.state.now())
         try:
             return await self._admit(request, exchange, injection)
         finally:
