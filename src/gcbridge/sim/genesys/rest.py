@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import http
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gcbridge import _json
-from gcbridge.sim.genesys.bodies import iso
+from gcbridge.sim.genesys.bodies import AVAILABLE_TOPICS, iso
 from gcbridge.sim.genesys.channels import Channel
 from gcbridge.sim.genesys.config import MAX_REQUEST_BYTES
 from gcbridge.sim.genesys.messages import error_body, oauth_error
@@ -75,10 +76,14 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(
     status: int, code: str | None = None, message: str | None = None, **extra: Any
 ) -> web.Response:
+    """An ErrorBody answer; ``code`` and ``message`` default to the usual ones for ``status``."""
     code = code or _STATUS_CODES.get(status, "error")
-    return json_response(
-        error_body(status, code, message or web.Response(status=status).reason, **extra), status
-    )
+    if message is None:
+        try:
+            message = http.HTTPStatus(status).phrase
+        except ValueError:
+            message = f"HTTP {status}"
+    return json_response(error_body(status, code, message, **extra), status)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -310,8 +315,6 @@ class RestApi:
         return web.Response(status=204)
 
     async def available_topics(self, request: web.Request) -> web.StreamResponse:
-        from gcbridge.sim.genesys.bodies import AVAILABLE_TOPICS
-
         return json_response({"entities": [{"id": t, "description": d} for t, d in AVAILABLE_TOPICS]})
 
     # -- tokens ----------------------------------------------------------------------------------------------
