@@ -100,11 +100,14 @@ async def test_token_rate_limit_answers_429_with_retry_after(genesys_sim_factory
 
 async def test_short_token_lifetime_is_reported_scaled(genesys_sim_factory: SimFactory) -> None:
     sim = await genesys_sim_factory(token_ttl=3600.0, time_scale=100.0)
-    async with aiohttp.ClientSession() as session, session.post(
-        sim.base_url + "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        headers={"Authorization": SimClient.basic("sim-client", "sim-secret")},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            sim.base_url + "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": SimClient.basic("sim-client", "sim-secret")},
+        ) as resp,
+    ):
         assert (await resp.json())["expires_in"] == 36
 
 
