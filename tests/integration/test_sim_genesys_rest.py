@@ -63,7 +63,7 @@ async def test_invalid_client_bodies(
 
 
 async def test_invalid_client_status_is_configurable_and_grant_type_checked(
-    genesys_sim_factory: SimFactory, client_factory: object
+    genesys_sim_factory: SimFactory,
 ) -> None:
     sim = await genesys_sim_factory(invalid_client_status=400)
     async with aiohttp.ClientSession() as session:
