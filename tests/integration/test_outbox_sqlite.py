@@ -315,3 +315,13 @@ async def test_coalescing_never_merges_across_topics(store: SqliteOutbox) -> Non
     await store.ack([row.id], now=100.0)
     (row,) = await store.claim(5, now=100.0, coalesce=True)
     assert row.dedup_key == "evt-3"  # a different topic is not superseded by the calls rows
+
+
+async def test_only_groups_with_durable_writes_pay_for_the_fsync(store: SqliteOutbox) -> None:
+    def level(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    full, normal = 2, 1
+    assert await store._run(level, durable=True) == full  # like put_many, replay, purge
+    await store.put_many([item(1, "a")])
+    assert await store._run(level) == normal  # like claim, ack, retry, dead_letter

@@ -8,6 +8,7 @@ commits once, and only then releases the awaiting callers. So 50 concurrent ``pu
 An operation that raises is rolled back to its savepoint and its caller gets the exception; the others in the
 group still commit. If the commit itself fails, every caller in the group gets the error. In both cases
 ``on_abort`` runs (the store uses it to rebuild its in-memory index from what the database now holds).
+``after_group`` runs on the writer thread after every group, before the callers are released.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class _Job(Generic[T]):
     op: Operation[T]
     future: asyncio.Future[T]
     loop: asyncio.AbstractEventLoop
+    durable: bool
 
 
 _STOP = object()
@@ -49,11 +51,16 @@ class GroupCommitWriter:
         *,
         max_group: int = 256,
         on_abort: Callable[[sqlite3.Connection], None] | None = None,
+        after_group: Callable[[], None] | None = None,
+        durable_level: str = "FULL",
         name: str = "gcbridge-outbox-writer",
     ) -> None:
         self._conn = connection
         self._max_group = max_group
         self._on_abort = on_abort
+        self._after_group = after_group
+        self._durable_level = durable_level
+        self._level = ""  # the connection's current synchronous level, set lazily per group
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self.commits = 0  # groups committed, for benchmarks and metrics
@@ -61,13 +68,18 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, op: Operation[T]) -> asyncio.Future[T]:
-        """Queue ``op``; the returned future resolves after the transaction that ran it has committed."""
+    def submit(self, op: Operation[T], *, durable: bool = False) -> asyncio.Future[T]:
+        """Queue ``op``; the returned future resolves after the transaction that ran it has committed.
+
+        A group that holds a ``durable`` operation commits at the writer's ``durable_level`` (``FULL``: the
+        WAL is fsynced); any other group commits at ``NORMAL`` (no fsync). In WAL mode a later fsync covers
+        every earlier frame, so a power loss can only take the newest non-durable commits with it.
+        """
         if self._closed:
             raise WriterClosedError("the outbox is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(op, future, loop))
+        self._queue.put(_Job(op, future, loop, durable))
         return future
 
     async def close(self) -> None:
@@ -110,6 +122,10 @@ class GroupCommitWriter:
         results: list[tuple[bool, Any]] = []
         conn = self._conn
         try:
+            level = self._durable_level if any(job.durable for job in batch) else "NORMAL"
+            if level != self._level:
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._level = level
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 if job.future.cancelled():
@@ -136,6 +152,8 @@ class GroupCommitWriter:
             results = [(False, exc)] * len(batch)
         self.commits += 1
         self.operations += len(batch)
+        if self._after_group is not None:
+            self._after_group()
         _resolve_all(batch, results)
 
     def _abort(self, conn: sqlite3.Connection) -> None:

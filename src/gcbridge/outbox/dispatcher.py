@@ -106,6 +106,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], OutboxRow] = {}
+        self._acks: list[int] = []  # delivered rows not yet acked in the store
         self._next_housekeeping = 0.0
         self._stopped = asyncio.Event()
         self._running = False
@@ -135,7 +136,11 @@ class Dispatcher:
         self._running = True
         try:
             while not self._stopping:
+                # one extra turn of the event loop lets deliveries that are about to finish do so, so that a
+                # burst of completions costs one ack and one claim rather than one of each per row
+                await asyncio.sleep(0)
                 self._wake.clear()
+                await self._flush_acks()
                 asked, got = await self._claim_and_start()
                 await self._housekeeping()
                 if self._stopping:
@@ -143,6 +148,7 @@ class Dispatcher:
                 if asked and got == asked:
                     continue  # the batch was full: more rows may be due right now
                 await self._sleep(await self._sleep_budget(asked > 0))
+            await self._flush_acks()
         finally:
             self._running = False
             self._stopped.set()
@@ -174,12 +180,13 @@ class Dispatcher:
                 for task in still:
                     with contextlib.suppress(Exception):  # not in flight any more (acked meanwhile) is fine
                         await self.store.retry(tasks[task].id, now, "cancelled at shutdown")
+        await self._flush_acks()
         return done
 
     # -- loop internals ----------------------------------------------------------------------------------
 
     async def _claim_and_start(self) -> tuple[int, int]:
-        free = self.concurrency - len(self._tasks)
+        free = self.concurrency - len(self._tasks) - len(self._acks)
         if free <= 0:
             return 0, 0
         asked = min(self.batch, free)
@@ -262,7 +269,8 @@ class Dispatcher:
 
     async def _attempt(self, row: OutboxRow) -> Outcome:
         try:
-            return await asyncio.wait_for(self.sink.deliver(row), timeout=self.deliver_timeout)
+            async with asyncio.timeout(self.deliver_timeout):  # unlike wait_for, no extra task per row
+                return await self.sink.deliver(row)
         except TimeoutError:
             self.counters.sink_errors += 1
             return Retry(f"timeout after {self.deliver_timeout:g}s")
@@ -271,10 +279,25 @@ class Dispatcher:
             self.counters.sink_errors += 1
             return Retry(type(exc).__name__)
 
+    async def _flush_acks(self) -> None:
+        """Record the deliveries finished since the last loop turn: one store call for all of them."""
+        if not self._acks:
+            return
+        ids, self._acks = self._acks, []
+        try:
+            await self.store.ack(ids, self._clock())
+        except Exception as exc:
+            self._acks.extend(ids)  # try again next turn rather than deliver them all a second time
+            self.counters.store_errors += 1
+            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__)
+            return
+        self.counters.delivered += len(ids)
+
     async def _apply(self, row: OutboxRow, action: Action, now: float) -> None:
         if isinstance(action, Ack):
-            await self.store.ack([row.id], now)
-            self.counters.delivered += 1
+            # batched: the loop acks every row finished since its last turn in one store call (the row stays
+            # in flight, so its key stays blocked, until then)
+            self._acks.append(row.id)
         elif isinstance(action, Reschedule):
             await self.store.retry(row.id, action.at, action.error)
             self.counters.retried += 1

@@ -22,6 +22,11 @@ Durability (``synchronous``):
 * ``"NORMAL"``: commits reach the OS page cache, not the disk. They survive a process kill (the kernel still
   writes them) but the last commits before a power loss may roll back. Faster on slow disks; opt in knowingly.
 
+Only ingest (``put_many``) and the operator's ``replay`` / ``purge`` need that fsync. Claims, acks, retries
+and dead-letterings commit at ``NORMAL`` whatever the setting: losing the newest of them to a power loss only
+hands a row out again (at-least-once delivery, which the ServiceNow side absorbs anyway), and WAL frames are
+ordered, so the next fsync persists them together with every earlier change.
+
 One process at a time: :meth:`SqliteOutbox.open` takes an exclusive ``flock`` on ``<path>.lock``, so that
 in-flight rows found at open time provably belong to a dead process and are recovered at once.
 """
@@ -108,6 +113,7 @@ class SqliteOutbox:
         retention: float,
         owner: str,
         max_group: int,
+        synchronous: Synchronous,
     ) -> None:
         self.path = path
         self.lease_ttl = lease_ttl
@@ -120,7 +126,14 @@ class SqliteOutbox:
         self.recovered_on_open = 0
         """How many rows were in flight when the file was opened (left by a process that died)."""
         self._rebuild(conn)
-        self._writer = GroupCommitWriter(conn, max_group=max_group, on_abort=self._rebuild)
+        self._next_due: float | None = self._schedule.next_due()
+        self._writer = GroupCommitWriter(
+            conn,
+            max_group=max_group,
+            on_abort=self._rebuild,
+            after_group=self._publish_next_due,
+            durable_level=synchronous,
+        )
 
     @classmethod
     async def open(
@@ -166,6 +179,7 @@ class SqliteOutbox:
                     retention=retention,
                     owner=owner_name,
                     max_group=max_group,
+                    synchronous=synchronous,
                 )
                 store.recovered_on_open = recovered
                 return store
@@ -191,7 +205,7 @@ class SqliteOutbox:
         if not items:
             return 0
         params = [_item_params(i, item) for i, item in enumerate(items)]
-        return await self._run(lambda conn: self._put(conn, params))
+        return await self._run(lambda conn: self._put(conn, params), durable=True)
 
     def _put(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> int:
         (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
@@ -256,8 +270,16 @@ class SqliteOutbox:
             self._schedule.retry(row_id, now)
 
     async def next_due(self) -> float | None:
-        """When the earliest waiting row becomes claimable; ``None`` if no row waits (or all keys busy)."""
-        return await self._run(lambda _conn: self._schedule.next_due())
+        """When the earliest waiting row becomes claimable; ``None`` if no row waits (or all keys busy).
+
+        As of the last completed write: answered without a round trip to the writer thread, so an idle
+        dispatcher can ask after every claim.
+        """
+        return self._next_due
+
+    def _publish_next_due(self) -> None:
+        # a float or None assigned in one step: safe to read from the event loop thread
+        self._next_due = self._schedule.next_due()
 
     async def ack(self, row_ids: Sequence[int], now: float) -> int:
         """Mark in-flight rows delivered; ids not in flight (already acked, lease lost) are ignored."""
@@ -340,7 +362,7 @@ class SqliteOutbox:
         """Dead rows (``ALL`` or the given ids; other ids are ignored) back to pending, due at once, with
         attempts reset. A replayed row keeps its id, so it goes before later pending rows of its key; rows of
         its key delivered meanwhile are not undone. Returns how many rows were replayed."""
-        return await self._run(lambda conn: self._replay(conn, rows))
+        return await self._run(lambda conn: self._replay(conn, rows), durable=True)
 
     def _replay(self, conn: sqlite3.Connection, rows: Selection) -> int:
         where, ids = _selection(rows)
@@ -372,7 +394,7 @@ class SqliteOutbox:
             self._dead -= len(found)
             return len(found)
 
-        return await self._run(delete)
+        return await self._run(delete, durable=True)
 
     async def expire_delivered(self, now: float, *, batch: int = 500) -> int:
         """Delete up to ``batch`` delivered rows finished before ``now - retention``; returns how many.
@@ -431,8 +453,8 @@ class SqliteOutbox:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _run(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        return self._writer.submit(op)
+    def _run(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> asyncio.Future[T]:
+        return self._writer.submit(op, durable=durable)
 
     def _rebuild(self, conn: sqlite3.Connection) -> None:
         """Load the in-memory schedule and counters from the database (on open, and after a failed write)."""
