@@ -320,3 +320,14 @@ def test_sync_imports_share_a_set_per_utc_day() -> None:
     assert registry.sync_set("u_stage", T0 + 60) is first
     assert registry.sync_set("u_other", T0) is not first
     assert registry.sync_set("u_stage", T0 + 86_400) is not first
+
+
+def test_rate_limit_commit_lag_lets_a_burst_overshoot_until_the_next_commit() -> None:
+    limiter = RateLimiter(commit_interval=30.0)
+    limiter.set_rules([RateLimitRule(2)])
+    burst = [limiter.check("a", "table", None, T0 + i).allowed for i in range(5)]
+    assert burst == [True] * 5  # counted, not yet committed
+    assert not limiter.check("a", "table", None, T0 + 30).allowed  # committed: 5 >= 2
+    exact = RateLimiter()
+    exact.set_rules([RateLimitRule(2)])
+    assert [exact.check("a", "table", None, T0 + i).allowed for i in range(3)] == [True, True, False]

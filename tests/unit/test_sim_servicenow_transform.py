@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gcbridge.sim.servicenow.config import default_transform_maps, table_schema
 from gcbridge.sim.servicenow.store import RecordStore
@@ -130,3 +132,25 @@ def test_coalesce_key_folds_case() -> None:
 
 def test_only_u_columns_reach_the_staging_table() -> None:
     assert staging_columns({"u_a": "1", "short_description": "x", "sys_id": "y"}) == {"u_a": "1"}
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["conv-a", "CONV-A", "conv-b", "Conv-B", "conv-c", ""]), st.sampled_from("xyz")
+        ),
+        max_size=25,
+    )
+)
+def test_one_record_per_coalesce_value_holding_its_last_row(rows: list[tuple[str, str]]) -> None:
+    store = RecordStore()
+    store.add_table(table_schema("interaction", "IMS"))
+    last: dict[str, str] = {}
+    for conversation, state in rows:
+        outcome = run(store, {"u_conversation_id": conversation, "u_state": state})
+        assert (outcome.status is RowStatus.SKIPPED) == (conversation == "")
+        if conversation:
+            last[conversation.casefold()] = state
+    records = {r["correlation_id"].casefold(): r["state"] for r in store.rows("interaction")}
+    assert store.count("interaction") == len(last)
+    assert records == last

@@ -160,6 +160,7 @@ class SnSimConfig:
         default_factory=default_transform_maps
     )
     rate_limit_per_hour: int | None = None  # one all-users rule for every API, if set
+    rate_limit_commit_interval: float = 0.0  # 30.0 models a node committing its counts every 30 s (overshoot)
     concurrency: int = 16  # requests that run at once (the API_INT semaphore)
     queue: int = 64  # requests that may wait for the semaphore; more -> 429 without headers
     session_queue_limit: int = 10  # requests queued behind a session's running one; more -> 202 dropped

@@ -43,14 +43,24 @@ class RateDecision:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
+    """Counts requests per (rule, user, hour window).
+
+    ``commit_interval`` models a node that commits its counts every 30 s: enforcement only sees the counts of
+    the last commit, so a burst overshoots the limit by what arrived since. The default (0) counts exactly.
+    """
+
+    def __init__(self, commit_interval: float = 0.0) -> None:
+        self.commit_interval = commit_interval
         self.rules: list[RateLimitRule] = []
-        self._counts: dict[tuple[str, str, float], int] = {}
+        self._committed: dict[tuple[str, str, float], int] = {}
+        self._uncommitted: dict[tuple[str, str, float], int] = {}
+        self._last_commit = -math.inf
 
     def set_rules(self, rules: list[RateLimitRule]) -> None:
         """Replace the rules; like an instance, changing limits resets the counts."""
         self.rules = list(rules)
-        self._counts.clear()
+        self._committed.clear()
+        self._uncommitted.clear()
 
     def check(self, user: str, api: str, table: str | None, now: float) -> RateDecision:
         rule = self._rule_for(user, api, table)
@@ -63,17 +73,27 @@ class RateLimiter:
             "X-RateLimit-Reset": str(int(reset)),
             "X-RateLimit-Rule": rule.sys_id,
         }
+        self._commit(now, window)
         key = (rule.sys_id, user, window)
-        used = self._counts.get(key, 0)
-        if used >= rule.limit_per_hour:
+        if self._committed.get(key, 0) >= rule.limit_per_hour:
             return RateDecision(
                 False, headers, max(1, math.ceil(reset - now)), rule.limit_per_hour, API_NAMES.get(api, api)
             )
-        # Old windows are dropped as soon as a new one starts, so the table stays small.
-        if not any(k[2] == window for k in self._counts):
-            self._counts = {k: v for k, v in self._counts.items() if k[2] >= window}
-        self._counts[key] = used + 1
+        if self.commit_interval > 0:
+            self._uncommitted[key] = self._uncommitted.get(key, 0) + 1
+        else:
+            self._committed[key] = self._committed.get(key, 0) + 1
         return RateDecision(True, headers)
+
+    def _commit(self, now: float, window: float) -> None:
+        if now - self._last_commit < self.commit_interval:
+            return
+        self._last_commit = now
+        for key, count in self._uncommitted.items():
+            self._committed[key] = self._committed.get(key, 0) + count
+        self._uncommitted.clear()
+        # Counts of past windows can never matter again.
+        self._committed = {k: v for k, v in self._committed.items() if k[2] >= window}
 
     def _rule_for(self, user: str, api: str, table: str | None) -> RateLimitRule | None:
         matching = [r for r in self.rules if r.applies(user, api, table)]

@@ -57,7 +57,7 @@ class SimState:
         }
         self.imports = ImportSetRegistry(config.max_import_rows)
         self.faults = FaultPlan()
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(config.rate_limit_commit_interval)
         if config.rate_limit_per_hour is not None:
             self.limiter.set_rules([RateLimitRule(config.rate_limit_per_hour)])
         self.issuer = TokenIssuer(
