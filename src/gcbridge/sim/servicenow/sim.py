@@ -32,7 +32,7 @@ from .control import control_routes
 from .faults import Injection
 from .importsets import ImportSet
 from .ratelimit import RateLimitRule
-from .routes import ALLOWED_METHODS, Resource, Route, resolve
+from .routes import ALLOWED_METHODS, Resource, resolve
 from .state import AclDenial, KeyedLocks, SimState
 from .store import JournalEntry
 from .transform import TransformMap
@@ -449,4 +449,4 @@ def _injected_500(injection: Injection) -> Reply:
     )
 
 
-__all__ = ["RequestRecord", "Route", "ServiceNowSim"]
+__all__ = ["RequestRecord", "ServiceNowSim"]
