@@ -167,6 +167,12 @@ def test_missing_key_and_unknown_topic_are_unmappable() -> None:
     missing = mapping.map_event(view(state="x"))
     assert isinstance(missing, Unmappable)
     assert "rule 'calls': key '{body.id}' is missing" in missing.reason
+    empty = mapping.map_event(view(id=""))
+    assert isinstance(empty, Unmappable)
+    assert "rule 'calls': key '{body.id}' is empty" in empty.reason
+    dated = compile_mapping(MappingConfig(rules=[rule(key="{body.id|datetime}")])).map_event(view(id="x"))
+    assert isinstance(dated, Unmappable)
+    assert "cannot be computed: cannot convert 'x' to a date-time" in dated.reason
     other = mapping.map_event(view(topic="v2.users.u1.presence", id="c1"))
     assert isinstance(other, Unmappable)
     assert "no mapping rule matches topic 'v2.users.u1.presence'" in other.reason

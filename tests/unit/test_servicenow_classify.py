@@ -11,7 +11,13 @@ from gcbridge.core.token import FetchError
 from gcbridge.outbox.base import Delivered, Reject, Retry
 from gcbridge.servicenow.auth import classify_token_answer
 from gcbridge.servicenow.rest import Ok, Unauthorized, classify, envelope_message
-from gcbridge.servicenow.sinks import interpret_em_result, interpret_import_result
+from gcbridge.servicenow.sinks import (
+    Create,
+    Patch,
+    decide_upsert,
+    interpret_em_result,
+    interpret_import_result,
+)
 
 JSON = "application/json;charset=UTF-8"
 HTML = "text/html;charset=UTF-8"
@@ -242,3 +248,39 @@ def test_token_refusal_is_fatal_with_what_to_check() -> None:
 def test_token_transient_failures(status: int, ctype: str, body: bytes, error: FetchError) -> None:
     problem = classify_token_answer(status, ctype, body, "5", "password")
     assert problem.error is error  # type: ignore[union-attr]
+
+
+# ---- Table upsert decision ---------------------------------------------------------------------------
+
+
+def test_upsert_creates_when_nothing_matches() -> None:
+    assert decide_upsert({"result": []}, "incident", "correlation_id", "c1") == Create()
+
+
+def test_upsert_patches_the_record_that_carries_the_key() -> None:
+    data = {"result": [{"sys_id": "abc", "correlation_id": "C1"}]}  # ServiceNow matches case-insensitively
+    assert decide_upsert(data, "incident", "correlation_id", "c1") == Patch("abc")
+    by_reference = {
+        "result": [{"sys_id": {"value": "abc"}, "correlation_id": {"value": "c1", "display_value": "c1"}}]
+    }
+    assert decide_upsert(by_reference, "incident", "correlation_id", "c1") == Patch("abc")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"sys_id": "abc", "correlation_id": "other"},  # the query part was ignored: an unrelated record
+        {"sys_id": "abc"},  # the field does not exist (or is not readable)
+    ],
+)
+def test_upsert_never_patches_an_unrelated_record(record: dict[str, str]) -> None:
+    result = decide_upsert({"result": [record]}, "incident", "correlation_id", "c1")
+    assert isinstance(result, Reject)
+    assert "refusing to patch an unrelated record" in result.reason
+
+
+def test_upsert_odd_answers() -> None:
+    assert isinstance(decide_upsert({"oops": 1}, "incident", "correlation_id", "c1"), Retry)
+    no_id = decide_upsert({"result": [{"correlation_id": "c1"}]}, "incident", "correlation_id", "c1")
+    assert isinstance(no_id, Reject)
+    assert "without sys_id" in no_id.reason

@@ -33,6 +33,7 @@ from gcbridge.servicenow.expressions import (
     EventView,
     Expression,
     ExpressionError,
+    Unconvertible,
     compile_expression,
     first_present,
 )
@@ -153,8 +154,10 @@ class Mapping:
         if rule is None:
             return Unmappable(f"no mapping rule matches topic {view.topic!r}")
         key = rule.key.evaluate(view)
+        if isinstance(key, Unconvertible):
+            return Unmappable(f"rule {rule.name!r}: key {rule.key.source!r} cannot be computed: {key.reason}")
         if not isinstance(key, str) or not key:
-            why = key.reason if not isinstance(key, str) and key is not MISSING else "is missing"  # type: ignore[union-attr]
+            why = "is empty" if key == "" else "is missing"
             return Unmappable(f"rule {rule.name!r}: key {rule.key.source!r} {why} in this event")
         fields: dict[str, str] = {}
         notes: list[str] = []

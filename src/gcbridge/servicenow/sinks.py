@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -45,6 +46,7 @@ __all__ = [
     "Router",
     "TableUpsertSink",
     "build_router",
+    "decide_upsert",
     "interpret_em_result",
     "interpret_import_result",
 ]
@@ -144,6 +146,37 @@ def _field_value(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Create:
+    """No record has the key yet: POST one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    sys_id: str
+
+
+def decide_upsert(data: Any, table: str, field: str, key: str) -> Create | Patch | Retry | Reject:
+    """What to do after the lookup query (pure). Guards the "invalid query part matches every row" trap:
+    the record found must carry the key in ``field``, else nothing is patched."""
+    results = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(results, list):
+        return Retry(f"table {table}: query answer without a result list")
+    if not results:
+        return Create()
+    match = results[0] if isinstance(results[0], dict) else {}
+    value, sys_id = _field_value(match.get(field)), _field_value(match.get("sys_id"))
+    if value is None or value.casefold() != key.casefold():  # string matches are case-insensitive there
+        return Reject(
+            f"table {table}: looking up {field}={key} returned a record whose {field} is {value!r}: "
+            f"ServiceNow ignores invalid query parts, so {field!r} is probably not a field of "
+            f"{table} (or not readable); refusing to patch an unrelated record"
+        )
+    if not sys_id:
+        return Reject(f"table {table}: lookup of {field}={key} returned a record without sys_id")
+    return Patch(sys_id)
+
+
 class TableUpsertSink:
     """Upsert on a correlation field through the Table API (see the module docstring)."""
 
@@ -161,21 +194,12 @@ class TableUpsertSink:
             found = await self._rest.table_query(table, f"{field}={key}", fields=f"sys_id,{field}", limit=1)
             if not isinstance(found, Ok):
                 return found
-            results = found.data.get("result") if isinstance(found.data, dict) else None
-            if not isinstance(results, list):
-                return Retry(f"table {table}: query answer without a result list")
-            if not results:
+            step = decide_upsert(found.data, table, field, key)
+            if isinstance(step, Create):
                 return await self._create(table, record)
-            match = results[0] if isinstance(results[0], dict) else {}
-            value, sys_id = _field_value(match.get(field)), _field_value(match.get("sys_id"))
-            if value is None or value.casefold() != key.casefold():
-                return Reject(
-                    f"table {table}: looking up {field}={key} returned a record whose {field} is {value!r}: "
-                    f"ServiceNow ignores invalid query parts, so {field!r} is probably not a field of "
-                    f"{table} (or not readable); refusing to patch an unrelated record"
-                )
-            if not sys_id:
-                return Reject(f"table {table}: lookup of {field}={key} returned a record without sys_id")
+            if not isinstance(step, Patch):
+                return step
+            sys_id = step.sys_id
             patched = await self._rest.table_patch(table, sys_id, record.fields, fields="sys_id")
             if isinstance(patched, Reject) and patched.reason.startswith("HTTP 404"):
                 return Retry(f"table {table}: record {sys_id} vanished before the update ({patched.reason})")
