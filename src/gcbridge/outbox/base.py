@@ -72,13 +72,22 @@ class Delivered:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
+    """Not delivered, try again later (a 429, a 5xx, a 202, a timeout).
+
+    ``reason`` is stored with the row and logged: a status and a short text, never a token, a header value or
+    the payload.
+    """
+
     reason: str
     after: float | None = None  # seconds the remote asked us to wait (Retry-After), else backoff decides
 
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Not retryable (a 400/403/404, a transform error): goes to the dead-letter list with the reason."""
+    """Not retryable (a 400/403/404, a transform error): goes to the dead-letter list with the reason.
+
+    The reason is what an operator reads in the dead-letter list: say what was wrong (no secrets, no payload).
+    """
 
     reason: str
 
@@ -87,6 +96,11 @@ Outcome = Delivered | Retry | Reject
 
 
 class Sink(Protocol):
+    """Where the dispatcher delivers rows (the ServiceNow writer). Must be idempotent per ``dedup_key`` /
+    order key: a row can be delivered more than once (a crash between the write and the ack). An exception
+    counts as ``Retry(<exception class name>)``; a call longer than the dispatcher's ``deliver_timeout`` is
+    cancelled and counts as a retry too."""
+
     async def deliver(self, row: OutboxRow) -> Outcome: ...
 
 

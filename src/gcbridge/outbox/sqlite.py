@@ -40,10 +40,19 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from gcbridge.outbox._writer import GroupCommitWriter
-from gcbridge.outbox.base import ALL, OutboxItem, OutboxRow, OutboxStats, RowInfo, RowState, Selection
+from gcbridge.outbox.base import (
+    ALL,
+    OutboxItem,
+    OutboxRow,
+    OutboxStats,
+    OutboxStore,
+    RowInfo,
+    RowState,
+    Selection,
+)
 from gcbridge.outbox.schedule import KeySchedule
 
 __all__ = ["OutboxLockedError", "SqliteOutbox"]
@@ -564,3 +573,9 @@ def _select_in(conn: sqlite3.Connection, sql: str, ids: list[int] | None) -> lis
         chunk = ids[start : start + _SQL_VARS]
         out.extend(conn.execute(f"{sql} ({','.join('?' * len(chunk))})", chunk).fetchall())
     return out
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_protocol(store: SqliteOutbox) -> OutboxStore:
+        return store  # mypy proves SqliteOutbox implements every OutboxStore method with its signature
