@@ -293,6 +293,25 @@ async def test_token_endpoint_outage_backs_off_with_a_delay(
     assert len(state.token_forms) == 1
 
 
+async def test_waiters_are_released_when_the_token_request_is_cancelled(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, url = stub
+    state.token_answers = [ok_token("AT-1")]
+    state.token_delay = 5.0
+    auth = tokens(session, url)
+    waiter = asyncio.create_task(auth.header())
+    for _ in range(100):
+        if state.token_forms:
+            break
+        await asyncio.sleep(0.01)
+    await auth.close()  # shutdown while the token request is in flight
+    with pytest.raises(AuthError) as info:
+        await asyncio.wait_for(waiter, timeout=5)
+    assert "cancelled" in str(info.value)
+    assert not info.value.fatal
+
+
 def test_secrets_stay_out_of_repr() -> None:
     config = ServiceNowConfig(
         instance_url="https://acme.service-now.com",

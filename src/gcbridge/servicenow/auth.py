@@ -214,8 +214,13 @@ class OAuthTokens:
         self._perform(self.machine.handle(event))
 
     async def _fetch(self) -> None:
+        # Whatever happens (cancelled at shutdown, a bug), the machine must leave FETCHING, or waiters spin.
+        outcome: _Fetched | _FetchProblem = _FetchProblem(FetchError.TRANSIENT, "token request was cancelled")
         try:
             outcome = await self._request_token()
+        except Exception as exc:
+            outcome = _FetchProblem(FetchError.TRANSIENT, f"token request failed: {type(exc).__name__}")
+        finally:
             if isinstance(outcome, _Fetched):
                 self._fetched = outcome
                 self.last_error = None
@@ -223,7 +228,6 @@ class OAuthTokens:
             else:
                 self.last_error = outcome.reason
                 self._feed(FetchFailed(self._clock(), outcome.error, outcome.retry_after))
-        finally:
             self._done.set()
 
     async def _request_token(self) -> _Fetched | _FetchProblem:
