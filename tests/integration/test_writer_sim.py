@@ -358,3 +358,27 @@ async def test_mapping_shared_with_the_ingest_side(sim: ServiceNowSim) -> None:
     )
     assert item is not None
     assert item.order_key == "c-77"
+
+
+async def test_a_later_event_without_a_field_does_not_blank_it(
+    sim: ServiceNowSim, session: aiohttp.ClientSession
+) -> None:
+    """The wrap-up detail event sets the wrap-up code; a later conversation update without one leaves it."""
+    router = build_router(basic_config(localhost(sim)), session)
+    wrapup = {
+        "conversationId": "c-8",
+        "wrapupCode": "Refund",
+        "wrapupNotes": "card",
+        "eventTime": 1709288430123,
+    }
+    steps = [
+        (QUEUE_TOPIC, conversation("c-8", "connected")),
+        ("v2.detail.events.conversation.c-8.wrapup", wrapup),
+        (QUEUE_TOPIC, conversation("c-8", "disconnected")),
+    ]
+    for topic, body in steps:
+        assert isinstance(await router.deliver(to_row(topic, body, router)), Delivered)
+    (record,) = sim.records("interaction")
+    assert (record["wrapup_code"], record["wrapup_notes"]) == ("Refund", "card")
+    assert record["state"] == "closed_complete"
+    assert record["last_event"] == QUEUE_TOPIC
