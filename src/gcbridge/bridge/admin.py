@@ -29,6 +29,9 @@ _STATIC_FILES: Final[Mapping[str, str]] = {
     "status.js": "application/javascript",
     "status.css": "text/css",
 }
+# Channel states in which events reach the bridge ("rotating": the current socket is live while its
+# replacement is being built).
+EVENTS_FLOW_STATES: Final = frozenset({"live", "rotating", "connected", "subscribed"})
 # The page is self-contained; forbid anything else so an injected value could not load code.
 _PAGE_CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -61,7 +64,7 @@ def readiness(
     reasons: list[str] = []
     if state != "running":
         reasons.append(f"service is {state}")
-    live = {c.get("shard") for c in channels if c.get("state") in ("live", "connected", "subscribed")}
+    live = {c.get("shard") for c in channels if c.get("state") in EVENTS_FLOW_STATES}
     missing = [s for s in range(shards) if s not in live]
     if missing:
         reasons.append(f"shards without a live socket: {', '.join(str(s) for s in missing)}")

@@ -28,7 +28,7 @@ import aiohttp
 
 import gcbridge
 from gcbridge.bridge import logging as bridge_logging
-from gcbridge.bridge.admin import AdminServer
+from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
@@ -421,7 +421,7 @@ class BridgeService:
             return
         rows = channel_rows(stats)
         self.metrics.channels_in_use.set(len(rows))
-        self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] == "live"}))
+        self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] in EVENTS_FLOW_STATES}))
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
     def _on_lifecycle(self, event: Any) -> None:
