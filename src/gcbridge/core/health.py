@@ -1,0 +1,73 @@
+"""Socket health: is a WebSocket still delivering? Pure decisions with ``now`` passed in.
+
+A socket is dead when nothing arrived for ``heartbeat_timeout`` seconds (Genesys sends a heartbeat about
+every 30 s), or when a ``{"message":"ping"}`` sent after ``ping_interval`` seconds of silence got no pong
+within ``pong_timeout``. Either way a stall is detected within
+``min(heartbeat_timeout, ping_interval + pong_timeout)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    SEND_PING = "send_ping"
+    DEAD_SILENT = "heartbeat_timeout"
+    DEAD_NO_PONG = "pong_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDecision:
+    verdict: Verdict
+    next_check: float  # when to ask again
+
+
+class HealthMonitor:
+    __slots__ = ("heartbeat_timeout", "last_frame", "paused", "ping_interval", "ping_sent_at", "pong_timeout")
+
+    def __init__(
+        self, now: float, *, heartbeat_timeout: float, ping_interval: float, pong_timeout: float
+    ) -> None:
+        if min(heartbeat_timeout, ping_interval, pong_timeout) <= 0:
+            raise ValueError("health timings must be positive")
+        self.heartbeat_timeout = heartbeat_timeout
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.last_frame = now
+        self.ping_sent_at: float | None = None
+        self.paused = (
+            False  # the consumer is slow and the reader is waiting: silence is ours, not the server's
+        )
+
+    @property
+    def detection_bound(self) -> float:
+        return min(self.heartbeat_timeout, self.ping_interval + self.pong_timeout)
+
+    def frame(self, now: float) -> None:
+        self.last_frame = now
+
+    def pong(self, now: float) -> None:
+        self.last_frame = now
+        self.ping_sent_at = None
+
+    def check(self, now: float) -> HealthDecision:
+        if self.paused:
+            self.last_frame = now
+            self.ping_sent_at = None
+            return HealthDecision(Verdict.OK, now + self.ping_interval)
+        if now - self.last_frame >= self.heartbeat_timeout:
+            return HealthDecision(Verdict.DEAD_SILENT, now)
+        if self.ping_sent_at is not None:
+            if now - self.ping_sent_at >= self.pong_timeout:
+                return HealthDecision(Verdict.DEAD_NO_PONG, now)
+            return HealthDecision(Verdict.OK, min(self.ping_sent_at + self.pong_timeout, self._silent_at()))
+        if now - self.last_frame >= self.ping_interval:
+            self.ping_sent_at = now
+            return HealthDecision(Verdict.SEND_PING, min(now + self.pong_timeout, self._silent_at()))
+        return HealthDecision(Verdict.OK, min(self.last_frame + self.ping_interval, self._silent_at()))
+
+    def _silent_at(self) -> float:
+        return self.last_frame + self.heartbeat_timeout

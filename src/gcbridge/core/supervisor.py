@@ -1,0 +1,283 @@
+"""The whole client's decisions: topics over shards, shards over paths, budgets, gaps. Pure, like its parts.
+
+:class:`ClientCore` owns the :class:`~gcbridge.core.topics.TopicPlanner`, one
+:class:`~gcbridge.core.budget.ChannelBudget` per OAuth client (credential), one
+:class:`~gcbridge.core.path.PathMachine` per (shard, credential) and one
+:class:`~gcbridge.core.coverage.ShardCoverage` per shard. It routes each event to the path that owns the
+connection, turns paths going down and up into gaps, and drops permission-rejected topics from the plan so
+they are not requested again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gcbridge.core.backoff import Backoff
+from gcbridge.core.budget import ChannelBudget
+from gcbridge.core.coverage import ShardCoverage
+from gcbridge.core.path import (
+    Notify,
+    PathAction,
+    PathDown,
+    PathEvent,
+    PathMachine,
+    PathState,
+    PathTimings,
+    PathUp,
+    Shutdown,
+    Subscribed,
+    Tick,
+    TokenRefreshed,
+    TopicsSet,
+)
+from gcbridge.core.topics import PlanChange, TopicPlanner, expand_topic
+
+PathKey = tuple[int, int]  # (shard, credential)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """An action for the shell, on behalf of one path."""
+
+    path: PathKey
+    action: PathAction
+
+
+@dataclass(frozen=True, slots=True)
+class GapFound:
+    shard: int
+    start: float
+    end: float
+    topics: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsRejected:
+    rejected: tuple[tuple[str, str], ...]  # (topic, reason)
+
+
+Output = Routed | GapFound | TopicsRejected
+
+
+@dataclass
+class _Shard:
+    coverage: ShardCoverage = field(default_factory=ShardCoverage)
+    down_reason: str = ""
+    gap_topics: frozenset[str] = frozenset()
+
+
+class ClientCore:
+    def __init__(
+        self,
+        *,
+        credentials: int = 1,
+        channel_budget: int = 15,
+        rotation_headroom: int = 3,
+        max_topics_per_shard: int = 1000,
+        combine_topics: bool = True,
+        timings: PathTimings | None = None,
+        backoff_factory: Callable[[], Backoff],
+        token_rotation_stagger: float = 2.0,
+    ) -> None:
+        if credentials < 1:
+            raise ValueError("at least one credential is needed")
+        if not 1 <= rotation_headroom < channel_budget:
+            raise ValueError("rotation_headroom must be >= 1 and below channel_budget")
+        self.credentials = credentials
+        self.timings = timings or PathTimings()
+        self.planner = TopicPlanner(
+            max_shards=channel_budget - rotation_headroom,
+            max_topics_per_shard=max_topics_per_shard,
+            combine=combine_topics,
+        )
+        self.budgets = [ChannelBudget(channel_budget) for _ in range(credentials)]
+        self.paths: dict[PathKey, PathMachine] = {}
+        self.shards: dict[int, _Shard] = {}
+        self.rejected: dict[str, str] = {}
+        self._backoff_factory = backoff_factory
+        self._stagger = token_rotation_stagger
+        self._owner: dict[int, tuple[PathKey, PathMachine]] = {}
+        self.retired: list[PathMachine] = []  # closed paths whose sockets are still closing
+        self._next_id = 0
+        self.closed = False
+
+    # -- topic changes -----------------------------------------------------------------------------------
+    def subscribe(self, now: float, topics: Iterable[str]) -> list[Output]:
+        """Plan new topics; on bad input raises InvalidTopicError / TopicCapacityError and changes nothing."""
+        change = self.planner.add(topics)
+        for t in change.added:
+            self.rejected.pop(t, None)
+        return self._apply(now, change)
+
+    def unsubscribe(self, now: float, topics: Iterable[str]) -> list[Output]:
+        return self._apply(now, self.planner.remove(topics))
+
+    def version_of(self, shard: int) -> int:
+        return max((p.version for (s, _), p in self.paths.items() if s == shard), default=0)
+
+    def confirmed(self, shard: int, version: int) -> bool:
+        """Whether any path of the shard has a live subscription at ``version`` or later."""
+        for (s, _), p in self.paths.items():
+            c = p.current
+            if (
+                s == shard
+                and c is not None
+                and c.acked_version >= version
+                and p.state
+                in (
+                    PathState.LIVE,
+                    PathState.ROTATING,
+                )
+            ):
+                return True
+        return False
+
+    # -- events ------------------------------------------------------------------------------------------
+    def handle(self, event: PathEvent) -> list[Output]:
+        conn = getattr(event, "conn", None)
+        if conn is None:
+            if isinstance(event, Tick):
+                return self.tick(event.now)
+            raise TypeError(f"route {type(event).__name__} through its own method")
+        owner = self._owner.get(conn)
+        if owner is None:
+            return []
+        key, machine = owner
+        if machine is not self.paths.get(key):
+            return self._run_retired(machine, event)
+        out = self._run(key, event)
+        if isinstance(event, Subscribed) and event.rejected:
+            out += self._reject(event.now, event.rejected)
+        return out
+
+    def tick(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for key in list(self.paths):
+            wake = self.paths[key].next_wakeup()
+            if wake is not None and wake <= now:
+                out += self._run(key, Tick(now))
+        return out
+
+    def token_refreshed(self, now: float, credential: int, generation: int) -> list[Output]:
+        out: list[Output] = []
+        keys = sorted(k for k in self.paths if k[1] == credential)
+        for i, key in enumerate(keys):
+            delay = self.timings.token_rotation_delay + i * self._stagger
+            out += self._run(key, TokenRefreshed(now, generation, delay))
+        return out
+
+    def shutdown(self, now: float) -> list[Output]:
+        self.closed = True
+        out: list[Output] = []
+        for key in list(self.paths):
+            out += self._run(key, Shutdown(now))
+        return out
+
+    def next_wakeup(self) -> float | None:
+        return min((w for p in self.paths.values() if (w := p.next_wakeup()) is not None), default=None)
+
+    def owner_of(self, conn: int) -> PathKey | None:
+        owner = self._owner.get(conn)
+        return owner[0] if owner else None
+
+    def all_paths(self) -> list[PathMachine]:
+        return [*self.paths.values(), *self.retired]
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _new_path(self, key: PathKey) -> PathMachine:
+        def new_id() -> int:
+            self._next_id += 1
+            self._owner[self._next_id] = (key, machine)
+            return self._next_id
+
+        machine: PathMachine = PathMachine(
+            budget=self.budgets[key[1]],
+            backoff=self._backoff_factory(),
+            rotation_backoff=self._backoff_factory(),
+            timings=self.timings,
+            new_conn_id=new_id,
+        )
+        self.paths[key] = machine
+        self.shards.setdefault(key[0], _Shard())
+        return machine
+
+    def _apply(self, now: float, change: PlanChange) -> list[Output]:
+        out: list[Output] = []
+        for shard, topics in change.changed.items():
+            for cred in range(self.credentials):
+                key = (shard, cred)
+                if not topics:
+                    if key in self.paths:
+                        out += self._run(key, Shutdown(now))
+                    continue
+                if key not in self.paths:
+                    self._new_path(key)
+                wire = tuple(self.planner.wire_topics(shard))
+                out += self._run(key, TopicsSet(now, wire))
+            if not topics and shard in self.shards:
+                state = self.shards.pop(shard)
+                gap = state.coverage.end(now)
+                if gap is not None:
+                    out.append(
+                        GapFound(shard, gap[0], gap[1], tuple(sorted(state.gap_topics)), state.down_reason)
+                    )
+        return out
+
+    def _run(self, key: PathKey, event: PathEvent) -> list[Output]:
+        machine = self.paths[key]
+        out: list[Output] = []
+        for action in machine.handle(event):
+            shard = self.shards.get(key[0])
+            if isinstance(action, PathDown) and shard is not None:
+                was_covered = shard.coverage.covered
+                shard.coverage.down(key, action.since)
+                if was_covered and not shard.coverage.covered:
+                    shard.down_reason = action.reason
+                    shard.gap_topics = self.planner.topics(key[0])
+            elif isinstance(action, PathUp) and shard is not None:
+                gap = shard.coverage.up(key, action.at)
+                if gap is not None:
+                    topics = tuple(sorted(shard.gap_topics | self.planner.topics(key[0])))
+                    out.append(GapFound(key[0], gap[0], gap[1], topics, shard.down_reason))
+            out.append(Routed(key, action))
+        if machine.state is PathState.CLOSED and not self.closed:
+            del self.paths[key]
+            self._retire(machine)
+        return out
+
+    def _retire(self, machine: PathMachine) -> None:
+        if machine.conns():
+            if machine not in self.retired:
+                self.retired.append(machine)
+            return
+        if machine in self.retired:
+            self.retired.remove(machine)
+        for conn, (_, owner) in list(self._owner.items()):
+            if owner is machine:
+                del self._owner[conn]
+
+    def _run_retired(self, machine: PathMachine, event: PathEvent) -> list[Output]:
+        key = next(k for c, (k, m) in self._owner.items() if m is machine)
+        out: list[Output] = [
+            Routed(key, a) for a in machine.handle(event) if not isinstance(a, PathUp | PathDown)
+        ]
+        self._retire(machine)
+        return out
+
+    def _reject(self, now: float, rejected: tuple[tuple[str, str], ...]) -> list[Output]:
+        gone: list[tuple[str, str]] = []
+        for wire, reason in rejected:
+            for topic in expand_topic(wire):
+                if topic in self.planner:
+                    self.rejected[topic] = reason
+                    gone.append((topic, reason))
+        if not gone:
+            return []
+        out: list[Output] = [TopicsRejected(tuple(gone))]
+        out += self._apply(now, self.planner.remove(t for t, _ in gone))
+        return out
+
+
+__all__ = ["ClientCore", "GapFound", "Notify", "Output", "PathKey", "Routed", "TopicsRejected"]
