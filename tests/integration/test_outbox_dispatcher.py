@@ -365,3 +365,50 @@ async def test_housekeeping_expires_delivered_rows_after_retention(tmp_path: Pat
         await dispatcher.drain(timeout=10)
         await task
         await store.close()
+
+
+async def test_deliver_timeout_must_be_shorter_than_the_lease(tmp_path: Path) -> None:
+    store = await SqliteOutbox.open(tmp_path / "o.db", lease_ttl=30.0)
+    try:
+        with pytest.raises(
+            ValueError, match=r"deliver_timeout \(30s\) must be shorter than .* lease_ttl \(30s\)"
+        ):
+            Dispatcher(store, FlakySink(set(), set(), set(), random.Random()), deliver_timeout=30.0)
+    finally:
+        await store.close()
+
+
+async def test_coalescing_dispatcher_writes_the_final_state_with_fewer_writes(store: SqliteOutbox) -> None:
+    writes: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    class WholeState:
+        async def deliver(self, row: OutboxRow) -> Outcome:
+            await gate.wait()  # hold the first write of each key so that the burst queues up behind it
+            writes.append((row.order_key, seq(row)))
+            return Delivered()
+
+    dispatcher = Dispatcher(store, WholeState(), coalesce=True, idle_poll=0.01)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await dispatcher.ingest([item(n, f"conv-{n % 2}") for n in range(2)])
+
+        async def both_in_flight() -> bool:
+            return dispatcher.in_flight == 2
+
+        await eventually(both_in_flight)
+        await dispatcher.ingest([item(n, f"conv-{n % 2}") for n in range(2, 40)])
+        gate.set()
+
+        async def idle() -> bool:
+            stats = await store.stats(0.0)
+            return stats.pending == 0 and stats.in_flight == 0
+
+        await eventually(idle)
+    finally:
+        await dispatcher.drain(timeout=10)
+        await task
+    final = dict(writes)
+    assert final == {"conv-0": 38, "conv-1": 39}  # the newest update of each conversation
+    assert len(writes) == 4  # the first row of each key, then one write for the 19 queued behind it
+    assert (await store.stats(0.0)).delivered == 40

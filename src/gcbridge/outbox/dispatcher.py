@@ -88,6 +88,13 @@ class Dispatcher:
             raise ValueError("concurrency and batch must be >= 1")
         if deliver_timeout <= 0 or idle_poll <= 0:
             raise ValueError("deliver_timeout and idle_poll must be > 0")
+        lease_ttl = getattr(store, "lease_ttl", None)
+        if isinstance(lease_ttl, int | float) and deliver_timeout >= lease_ttl:
+            # otherwise a slow delivery's lease runs out and the row is handed out twice at the same time
+            raise ValueError(
+                f"deliver_timeout ({deliver_timeout:g}s) must be shorter than the store's lease_ttl "
+                f"({lease_ttl:g}s)"
+            )
         self.store = store
         self.sink = sink
         self.concurrency = concurrency
