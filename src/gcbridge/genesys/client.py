@@ -1,0 +1,862 @@
+"""``NotificationClient``: the asyncio shell around the pure core in :mod:`gcbridge.core`.
+
+The core decides (which channel to create, when to rotate, when a path is down, what gap to report); this
+module performs the I/O it asks for (REST through :class:`~gcbridge.genesys.rest.NotificationsApi`, WebSockets
+through aiohttp), feeds the outcomes back, reads frames, de-duplicates events and hands them to the user in
+arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from gcbridge import _json
+from gcbridge.core.backoff import Backoff, BackoffPolicy
+from gcbridge.core.dedup import DedupWindow, dedup_key
+from gcbridge.core.health import HealthMonitor, Verdict
+from gcbridge.core.path import (
+    ChannelChecked,
+    ChannelCheckFailed,
+    ChannelCreated,
+    ChannelCreateFailed,
+    ChannelRef,
+    CheckChannel,
+    CloseSocket,
+    CreateChannel,
+    InvalidateToken,
+    Notice,
+    Notify,
+    OpenSocket,
+    PathEvent,
+    PathState,
+    PathTimings,
+    PutSubscriptions,
+    SocketClosed,
+    SocketOpened,
+    SocketOpenFailed,
+    Subscribed,
+    SubscribeFailed,
+    SystemNotice,
+)
+from gcbridge.core.supervisor import ClientCore, GapFound, Output, PathKey, Routed, TopicsRejected
+from gcbridge.core.topics import normalise_topics, topic_matches
+from gcbridge.genesys.auth import AccessToken, TokenManager
+from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
+from gcbridge.genesys.events import Event, Gap, Item
+from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
+from gcbridge.genesys.rest import NotificationsApi, new_session
+from gcbridge.genesys.socket import PING_MESSAGE, Frame, SocketOpenError, classify, open_socket
+from gcbridge.secrets import Secret
+
+log = structlog.get_logger("gcbridge.genesys.client")
+
+_NOTICES = {
+    "socket_closing": Notice.SOCKET_CLOSING,
+    "no_longer_subscribed": Notice.NO_LONGER_SUBSCRIBED,
+    "token_revoked": Notice.TOKEN_REVOKED,
+}
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Every timing and limit of :class:`NotificationClient` (seconds unless stated).
+
+    Health: a socket is declared dead after ``heartbeat_timeout`` (65) s without any frame (Genesys sends a
+    heartbeat about every 30 s), or when a ``{"message":"ping"}`` sent after ``ping_interval`` (20) s of
+    silence gets no pong within ``pong_timeout`` (10) s; so a stall is detected within 30 s by default.
+
+    Rotation: a channel is replaced (make-before-break) ``rotation_lead`` (3600) s before it would expire or
+    its token would, but never earlier than ``rotation_lead_fraction`` (0.1) of its lifetime before (short
+    lifetimes rotate proportionally later); ``token_rotation_delay`` (5) s after every token refresh, shard
+    ``i`` waiting another ``i * token_rotation_stagger`` (2) s; the old socket stays open ``drain_period``
+    (2) s after the new one is live so events already in flight on it are still read.
+
+    Reconnection: ``backoff`` (0.25 s doubling to 60 s, full jitter) between attempts; its count resets only
+    after a connection stayed live ``healthy_period`` (60) s. ``gap_margin`` (0.5) s is taken off a gap's
+    start so that the back-fill interval also covers events in flight when the socket died.
+
+    Limits: ``max_topics_per_channel`` (1000); ``channel_budget`` (15, of Genesys's 20 per OAuth client)
+    channels held at once, ``rotation_headroom`` (3) of them kept free for rotation, so at most 12 shards
+    (12,000 topics); ``combine_topics`` (True) sends ``v2.users.X?presence&routingStatus`` forms.
+
+    Delivery: ``dedup_window`` (120) s / ``dedup_max_entries`` (100,000) keys; ``queue_size`` (10,000) items
+    buffered for a slow consumer (then the reader waits: back-pressure, never a drop);
+    ``max_message_size`` (16 MiB) per WebSocket message; ``subscribe_timeout`` (30) s that
+    :meth:`NotificationClient.subscribe` waits for the subscriptions to be live; ``connect_timeout`` (15) s
+    per handshake and ``close_timeout`` (2) s per close.
+    """
+
+    heartbeat_timeout: float = 65.0
+    ping_interval: float = 20.0
+    pong_timeout: float = 10.0
+    rotation_lead: float = 3600.0
+    rotation_lead_fraction: float = 0.1
+    token_rotation_delay: float = 5.0
+    token_rotation_stagger: float = 2.0
+    drain_period: float = 2.0
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(initial=0.25, factor=2.0, cap=60.0))
+    healthy_period: float = 60.0
+    gap_margin: float = 0.5
+    max_topics_per_channel: int = 1000
+    channel_budget: int = 15
+    rotation_headroom: int = 3
+    combine_topics: bool = True
+    channel_dies_with_token: bool = True
+    dedup_window: float = 120.0
+    dedup_max_entries: int = 100_000
+    queue_size: int = 10_000
+    max_message_size: int = 16 * 1024 * 1024
+    subscribe_timeout: float = 30.0
+    connect_timeout: float = 15.0
+    close_timeout: float = 2.0
+
+    def timings(self) -> PathTimings:
+        return PathTimings(
+            rotation_lead=self.rotation_lead,
+            rotation_lead_fraction=self.rotation_lead_fraction,
+            token_rotation_delay=self.token_rotation_delay,
+            drain_period=self.drain_period,
+            healthy_period=self.healthy_period,
+            gap_margin=self.gap_margin,
+            channel_dies_with_token=self.channel_dies_with_token,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """Something that happened to the client's channels (for logs, metrics, status pages).
+
+    ``kind``: connected, rotating, rotated, reconnecting, gap, fatal, token_refreshed, channel_created,
+    subscription_rejected, dropped (malformed / oversize input). ``at`` is wall-clock UNIX seconds.
+    """
+
+    kind: str
+    at: float
+    channel_id: str = ""
+    shard: int | None = None
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PathStats:
+    path: str  # "shard/credential"
+    shard: int
+    credential: int
+    state: str
+    channel_id: str
+    topics: int
+    connected_since: float | None
+    last_frame_at: float | None
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """A snapshot of the client (wall-clock times)."""
+
+    paths: tuple[PathStats, ...]
+    topics: int
+    events_received: int
+    duplicates_dropped: int
+    gaps: int
+    gap_seconds: float
+    reconnects_by_reason: dict[str, int]
+    rotations_by_reason: dict[str, int]
+    token_refreshes: int
+    channels_created: int
+    rejected_topics: dict[str, str]
+    malformed_frames: int
+    unknown_topic_events: int
+    channels_held: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    """``permitted``: topics live now; ``rejected``: topic -> reason (not retried; subscribe again to retry);
+    ``pending``: accepted but not yet confirmed live within ``subscribe_timeout`` (they will be)."""
+
+    permitted: tuple[str, ...]
+    rejected: dict[str, str]
+    pending: tuple[str, ...]
+
+
+class SubscriptionRejectedError(Exception):
+    """Every topic given to :meth:`NotificationClient.subscribe` was rejected (missing permissions)."""
+
+    def __init__(self, rejected: dict[str, str]) -> None:
+        first = next(iter(rejected.items()))
+        super().__init__(f"all {len(rejected)} topic(s) rejected, e.g. {first[0]!r}: {first[1]}")
+        self.rejected = rejected
+
+
+class ClientClosedError(RuntimeError):
+    pass
+
+
+_END = object()
+
+
+@dataclass
+class _Socket:
+    conn: int
+    key: PathKey
+    channel_id: str
+    ws: aiohttp.ClientWebSocketResponse
+    health: HealthMonitor
+    opened_at: float
+    close_reason: str = ""
+    channel_gone: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass
+class _Counters:
+    events: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    gap_seconds: float = 0.0
+    token_refreshes: int = 0
+    malformed: int = 0
+    unknown_topic: int = 0
+
+
+class NotificationClient:
+    """A self-healing Genesys Cloud notification client. Use it as an async context manager::
+
+        async with NotificationClient(region="mypurecloud.ie", client_id=cid, client_secret=secret) as client:
+            await client.subscribe(["v2.users.<id>.presence"])
+            async for item in client:        # Event or Gap, in arrival order
+                ...
+
+    ``region`` is an enum name (``eu_west_1``) or a domain/host (``mypurecloud.ie``); ``base_url`` overrides
+    it (the simulator, a proxy). ``extra_credentials`` adds OAuth clients: every shard is then served by one
+    channel per client (a *path*), merged through one de-duplication point, so one dying socket loses nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str | Secret,
+        region: str | None = None,
+        base_url: str | None = None,
+        options: ClientOptions | None = None,
+        extra_credentials: Iterable[tuple[str, str | Secret]] = (),
+        session: aiohttp.ClientSession | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if (region is None) == (base_url is None):
+            raise ValueError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
+        self.hosts: RegionHosts = hosts_for_base_url(base_url) if base_url else resolve_region(str(region))
+        self.options = options or ClientOptions()
+        self._creds: list[tuple[str, Secret]] = [
+            (cid, s if isinstance(s, Secret) else Secret(s))
+            for cid, s in [(client_id, client_secret), *extra_credentials]
+        ]
+        self._rng = rng or random.Random()
+        o = self.options
+        self.core = ClientCore(
+            credentials=len(self._creds),
+            channel_budget=o.channel_budget,
+            rotation_headroom=o.rotation_headroom,
+            max_topics_per_shard=o.max_topics_per_channel,
+            combine_topics=o.combine_topics,
+            timings=o.timings(),
+            backoff_factory=lambda: Backoff(o.backoff, rng=self._rng),
+            token_rotation_stagger=o.token_rotation_stagger,
+        )
+        self._own_session = session is None
+        self._session = session
+        self._tokens: list[TokenManager] = []
+        self._apis: list[NotificationsApi] = []
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(o.queue_size)
+        self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)
+        self._sockets: dict[int, _Socket] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._listeners: list[Callable[[LifecycleEvent], None]] = []
+        self._handlers: list[tuple[str, Callable[[Event], Any]]] = []
+        self._unhook: list[Callable[[], None]] = []
+        self._n = _Counters()
+        self._started = False
+        self._closed = False
+        self._fatal: BaseException | None = None
+
+    # == lifecycle ======================================================================================
+    async def __aenter__(self) -> NotificationClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Fetch the first token of every credential; :class:`InvalidClientError` on bad credentials."""
+        if self._started:
+            return
+        self._started = True
+        if self._session is None:
+            self._session = new_session()
+        try:
+            for i, (cid, secret) in enumerate(self._creds):
+                tm = TokenManager(self._session, self.hosts.token_url, cid, secret)
+                self._tokens.append(tm)
+                self._apis.append(NotificationsApi(self._session, self.hosts.api_base, tm))
+                self._unhook.append(tm.on_token(functools.partial(self._on_token, i)))
+                await tm.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="gcbridge-ticker")
+
+    async def aclose(self) -> None:
+        """Close every socket and stop every task; the iterator ends. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._dispatch(self.core.shutdown(self._now()))
+        for sock in list(self._sockets.values()):
+            await self._close_ws(sock)
+        tasks = [t for t in self._tasks if not t.done()]
+        if self._ticker is not None:
+            tasks.append(self._ticker)
+        for s in self._sockets.values():
+            tasks += s.tasks
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sockets.clear()
+        for unhook in self._unhook:
+            unhook()
+        for tm in self._tokens:
+            await tm.aclose()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._put_nowait(_END)
+        self._changed.set()
+
+    # == topics =========================================================================================
+    async def subscribe(self, topics: Iterable[str]) -> SubscribeResult:
+        """Add topics (any number; combined ``prefix?a&b`` forms are expanded). Waits up to
+        ``subscribe_timeout`` for them to be live; raises :class:`SubscriptionRejectedError` if every one of
+        them was rejected, ``InvalidTopicError`` / ``TopicCapacityError`` (nothing changed) on bad input."""
+        self._check_open()
+        wanted = normalise_topics(topics)
+        self._dispatch(self.core.subscribe(self._now(), wanted))
+        await self._wait_live(wanted)
+        rejected = {t: self.core.rejected[t] for t in wanted if t in self.core.rejected}
+        pending = tuple(t for t in wanted if t not in rejected and not self._is_live(t))
+        permitted = tuple(t for t in wanted if t not in rejected and t not in pending)
+        if wanted and len(rejected) == len(wanted):
+            raise SubscriptionRejectedError(rejected)
+        return SubscribeResult(permitted, rejected, pending)
+
+    async def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Remove topics; a shard left empty closes its channel."""
+        self._check_open()
+        self._dispatch(self.core.unsubscribe(self._now(), topics))
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return (
+            frozenset().union(*self.core.planner.shards().values())
+            if self.core.planner.shards()
+            else frozenset()
+        )
+
+    # == observation ====================================================================================
+    def on(self, pattern: str, handler: Callable[[Event], Any]) -> None:
+        """Call ``handler(event)`` (sync or async) for events whose topic matches ``pattern`` (``*`` = one
+        segment, final ``#`` = the rest) when the stream is consumed with :meth:`run`."""
+        self._handlers.append((pattern, handler))
+
+    def on_lifecycle(self, callback: Callable[[LifecycleEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously; do not block) for every :class:`LifecycleEvent`; returns an
+        unregister function."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    async def run(self, on_gap: Callable[[Gap], Any] | None = None) -> None:
+        """Consume the stream: :meth:`on` handlers get events, ``on_gap`` gets gaps, until closed."""
+        async for item in self:
+            if isinstance(item, Gap):
+                if on_gap is not None:
+                    result = on_gap(item)
+                    if inspect.isawaitable(result):
+                        await result
+                continue
+            for pattern, handler in self._handlers:
+                if topic_matches(pattern, item.topic):
+                    result = handler(item)
+                    if inspect.isawaitable(result):
+                        await result
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Item]:
+        queue = self._queue
+        while True:
+            item = await queue.get()
+            if item is _END:
+                self._put_nowait(_END)
+                if self._fatal is not None:
+                    raise self._fatal
+                return
+            yield item
+
+    def stats(self) -> ClientStats:
+        paths = []
+        now_loop = self._now()
+        for (shard, cred), p in sorted(self.core.paths.items()):
+            cur = p.current
+            sock = self._sockets.get(cur.id) if cur else None
+            ch = cur.channel if cur else None
+            paths.append(
+                PathStats(
+                    path=f"{shard}/{cred}",
+                    shard=shard,
+                    credential=cred,
+                    state=p.state.value,
+                    channel_id=ch.id if ch else "",
+                    topics=len(self.core.planner.topics(shard)),
+                    connected_since=self._wall(cur.live_since, now_loop) if cur and cur.live_since else None,
+                    last_frame_at=self._wall(sock.health.last_frame, now_loop) if sock else None,
+                    expires_at=self._wall(ch.deadline(self.options.channel_dies_with_token), now_loop)
+                    if ch
+                    else None,
+                )
+            )
+        reconnects: dict[str, int] = {}
+        rotations: dict[str, int] = {}
+        created = 0
+        for p in self.core.all_paths():
+            for k, v in p.counters.reconnects.items():
+                reconnects[k] = reconnects.get(k, 0) + v
+            for k, v in p.counters.rotations.items():
+                rotations[k] = rotations.get(k, 0) + v
+            created += p.counters.channels_created
+        n = self._n
+        return ClientStats(
+            paths=tuple(paths),
+            topics=len(self.core.planner),
+            events_received=n.events,
+            duplicates_dropped=n.duplicates,
+            gaps=n.gaps,
+            gap_seconds=n.gap_seconds,
+            reconnects_by_reason=reconnects,
+            rotations_by_reason=rotations,
+            token_refreshes=n.token_refreshes,
+            channels_created=created + self._retired_created,
+            rejected_topics=dict(self.core.rejected),
+            malformed_frames=n.malformed,
+            unknown_topic_events=n.unknown_topic,
+            channels_held=sum(b.held for b in self.core.budgets),
+        )
+
+    _retired_created = 0
+
+    # == internals: the core loop =======================================================================
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    @staticmethod
+    def _wall(t: float, now_loop: float) -> float:
+        return time.time() - (now_loop - t)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        if not self._started:
+            raise RuntimeError("start the client first (async with NotificationClient(...) as client)")
+
+    def _feed(self, event: PathEvent) -> None:
+        if self._closed and not isinstance(event, SocketClosed):
+            return
+        try:
+            outs = self.core.handle(event)
+        except Exception:  # a core bug must not kill the client; it is logged loudly
+            log.exception("notification core rejected an event", gcb_event=type(event).__name__)
+            return
+        self._dispatch(outs)
+
+    def _dispatch(self, outs: list[Output]) -> None:
+        for out in outs:
+            if isinstance(out, Routed):
+                self._execute(out.path, out.action)
+            elif isinstance(out, GapFound):
+                self._report_gap(out)
+            elif isinstance(out, TopicsRejected):
+                for topic, reason in out.rejected:
+                    log.warning("topic rejected by Genesys", topic=topic, reason=reason)
+                    self._lifecycle("subscription_rejected", reason=reason, detail=topic)
+        self._wake.set()
+        self._changed.set()
+
+    def _execute(self, key: PathKey, action: Any) -> None:
+        if isinstance(action, CreateChannel):
+            self._spawn(self._create(key, action))
+        elif isinstance(action, CheckChannel):
+            self._spawn(self._check(key, action))
+        elif isinstance(action, OpenSocket):
+            self._spawn(self._open(key, action))
+        elif isinstance(action, PutSubscriptions):
+            self._spawn(self._put(key, action))
+        elif isinstance(action, CloseSocket):
+            sock = self._sockets.get(action.conn)
+            if sock is not None:
+                sock.close_reason = sock.close_reason or action.reason
+                self._spawn(self._close_ws(sock))
+        elif isinstance(action, InvalidateToken):
+            tm = self._tokens[key[1]]
+            cur = tm.current
+            if cur is not None and cur.generation == action.generation:
+                tm.invalidate(cur)
+        elif isinstance(action, Notify):
+            if action.kind == "subscription_rejected":
+                return  # reported per topic by the supervisor
+            self._lifecycle(
+                action.kind,
+                channel_id=action.channel_id,
+                shard=key[0],
+                reason=action.reason,
+                detail=action.detail,
+            )
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            wake = self.core.next_wakeup()
+            self._wake.clear()
+            timeout = None if wake is None else max(0.0, wake - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            now = loop.time()
+            wake = self.core.next_wakeup()
+            if wake is not None and wake <= now:
+                self._dispatch(self.core.tick(now))
+
+    def _on_token(self, credential: int, token: AccessToken) -> None:
+        self._n.token_refreshes += 1
+        self._lifecycle("token_refreshed", detail=f"credential {credential} generation {token.generation}")
+        if self._started and not self._closed:
+            self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
+
+    # == internals: I/O =================================================================================
+    async def _create(self, key: PathKey, action: CreateChannel) -> None:
+        api, tm = self._apis[key[1]], self._tokens[key[1]]
+        try:
+            token = await tm.get()
+            if token.expires_at < action.min_token_expiry:
+                tm.invalidate(token)  # the channel must outlive the one it replaces: make a new token now
+            info = await api.create_channel()
+        except InvalidClientError as exc:
+            self._go_fatal(exc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._feed(ChannelCreateFailed(self._now(), action.conn, _describe(exc), _retry_after(exc)))
+            return
+        now = self._now()
+        ref = ChannelRef(
+            id=info.id,
+            connect_uri=info.connect_uri,
+            created_at=now,
+            expires_at=now + max(0.0, info.expires - time.time()),
+            token_generation=info.token.generation,
+            token_expires_at=info.token.expires_at,
+        )
+        self._feed(ChannelCreated(now, action.conn, ref))
+
+    async def _check(self, key: PathKey, action: CheckChannel) -> None:
+        try:
+            exists = await self._apis[key[1]].channel_exists(action.channel_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._feed(ChannelCheckFailed(self._now(), action.conn, _describe(exc), _retry_after(exc)))
+            return
+        self._feed(ChannelChecked(self._now(), action.conn, exists))
+
+    async def _open(self, key: PathKey, action: OpenSocket) -> None:
+        o = self.options
+        assert self._session is not None
+        try:
+            ws = await open_socket(
+                self._session,
+                action.channel.connect_uri,
+                connect_timeout=o.connect_timeout,
+                close_timeout=o.close_timeout,
+                max_size=o.max_message_size,
+            )
+        except SocketOpenError as exc:
+            self._feed(SocketOpenFailed(self._now(), action.conn, str(exc), exc.channel_gone))
+            return
+        now = self._now()
+        if self._closed:
+            await ws.close()
+            return
+        health = HealthMonitor(
+            now,
+            heartbeat_timeout=o.heartbeat_timeout,
+            ping_interval=o.ping_interval,
+            pong_timeout=o.pong_timeout,
+        )
+        sock = _Socket(action.conn, key, action.channel.id, ws, health, now)
+        self._sockets[action.conn] = sock
+        self._feed(SocketOpened(now, action.conn))
+        loop = asyncio.get_running_loop()
+        sock.tasks = [
+            loop.create_task(self._read(sock), name=f"gcbridge-read-{sock.channel_id}"),
+            loop.create_task(self._watch(sock), name=f"gcbridge-watch-{sock.channel_id}"),
+        ]
+
+    async def _put(self, key: PathKey, action: PutSubscriptions) -> None:
+        try:
+            result = await self._apis[key[1]].put_subscriptions(action.channel_id, action.topics)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            gone = isinstance(exc, GenesysApiError) and exc.status == 404
+            self._feed(
+                SubscribeFailed(
+                    self._now(), action.conn, action.version, _describe(exc), _retry_after(exc), gone
+                )
+            )
+            return
+        self._feed(Subscribed(self._now(), action.conn, action.version, tuple(result.rejected.items())))
+
+    async def _close_ws(self, sock: _Socket) -> None:
+        with contextlib.suppress(Exception):
+            await sock.ws.close()
+
+    async def _watch(self, sock: _Socket) -> None:
+        loop = asyncio.get_running_loop()
+        while not sock.ws.closed:
+            decision = sock.health.check(loop.time())
+            if decision.verdict is Verdict.SEND_PING:
+                with contextlib.suppress(Exception):
+                    await sock.ws.send_str(PING_MESSAGE)
+            elif decision.verdict is not Verdict.OK:
+                sock.close_reason = decision.verdict.value
+                log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
+                sock.ws._response.close()  # a silent peer will not answer a close handshake: cut it
+                sock.ws._reader.feed_eof()
+                return
+            await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
+
+    async def _read(self, sock: _Socket) -> None:
+        loop = asyncio.get_running_loop()
+        ws, health, queue, dedup, n = sock.ws, sock.health, self._queue, self._dedup, self._n
+        planner = self.core.planner
+        loads = _json.loads
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        reason = "closed"
+        try:
+            while True:
+                msg = await ws.receive()
+                now = loop.time()
+                if msg.type is not text and msg.type is not binary:
+                    reason = self._close_reason_of(sock, msg)
+                    break
+                health.last_frame = now
+                try:
+                    data = loads(msg.data)
+                except _json.JSONDecodeError as exc:
+                    self._malformed(sock, f"not JSON: {exc}")
+                    continue
+                kind = classify(data)
+                if kind is Frame.EVENT:
+                    topic = data["topicName"]
+                    body = data.get("eventBody")
+                    key = dedup_key(topic, body)
+                    if not dedup.first(key, now):
+                        n.duplicates += 1
+                        continue
+                    if topic not in planner:
+                        n.unknown_topic += 1
+                        log.info("event for a topic not subscribed", topic=topic, channel_id=sock.channel_id)
+                    n.events += 1
+                    meta = data.get("metadata")
+                    event = Event(
+                        topic,
+                        body if isinstance(body, dict) else {"value": body},
+                        data.get("version"),
+                        meta if isinstance(meta, dict) else {},
+                        key,
+                        time.time(),
+                        sock.channel_id,
+                    )
+                    if queue.full():
+                        health.paused = True  # our consumer is slow; the server is not silent
+                        await queue.put(event)
+                        health.paused = False
+                    else:
+                        queue.put_nowait(event)
+                elif kind is Frame.PONG:
+                    health.pong(now)
+                elif kind is Frame.SYSTEM:
+                    self._system(sock, data, now)
+                elif kind is Frame.CHANNEL_GONE:
+                    sock.channel_gone = True
+                    reason = "channel_gone"
+                    log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
+                    break
+                elif kind is Frame.MALFORMED:
+                    self._malformed(sock, "not a notification object")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one bad frame or socket error kill the client
+            reason = f"read_error:{type(exc).__name__}"
+            log.warning("socket read failed", channel_id=sock.channel_id, error=str(exc))
+        finally:
+            self._sockets.pop(sock.conn, None)
+            for t in sock.tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            if not ws.closed:
+                self._spawn(self._close_ws(sock))
+            if not self._closed:
+                self._feed(
+                    SocketClosed(
+                        loop.time(),
+                        sock.conn,
+                        sock.close_reason or reason,
+                        health.last_frame,
+                        sock.channel_gone,
+                    )
+                )
+
+    def _close_reason_of(self, sock: _Socket, msg: aiohttp.WSMessage) -> str:
+        if sock.close_reason:
+            return sock.close_reason
+        if msg.type is aiohttp.WSMsgType.ERROR:
+            if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
+                self._malformed(sock, "message larger than max_message_size")
+                return "oversize_message"
+            return "socket_error"
+        code = sock.ws.close_code
+        return f"closed_{code}" if code else "dropped"
+
+    def _system(self, sock: _Socket, data: dict[str, Any], now: float) -> None:
+        topic = str(data.get("topicName"))
+        body = data.get("eventBody")
+        kind = body.get("systemTopicType") if isinstance(body, dict) else None
+        name = topic.removeprefix("v2.system.")
+        notice = _NOTICES.get(name) or _NOTICES.get(str(kind))
+        if notice is None:
+            log.info("system message", topic=topic, channel_id=sock.channel_id)
+            return
+        self._feed(SystemNotice(now, sock.conn, notice))
+
+    def _malformed(self, sock: _Socket, reason: str) -> None:
+        self._n.malformed += 1
+        log.warning("malformed frame dropped", channel_id=sock.channel_id, reason=reason)
+        self._lifecycle("dropped", channel_id=sock.channel_id, shard=sock.key[0], reason=reason)
+
+    def _report_gap(self, gap: GapFound) -> None:
+        now_loop = self._now()
+        item = Gap(
+            self._wall(gap.start, now_loop),
+            self._wall(gap.end, now_loop),
+            gap.topics,
+            gap.reason or "dropped",
+        )
+        self._n.gaps += 1
+        self._n.gap_seconds += item.seconds
+        log.warning(
+            "gap in notifications",
+            shard=gap.shard,
+            seconds=round(item.seconds, 3),
+            reason=item.reason,
+            topics=len(item.topics),
+        )
+        self._lifecycle("gap", shard=gap.shard, reason=item.reason, detail=f"{item.seconds:.3f}s")
+        self._put_nowait(item)
+
+    def _put_nowait(self, item: Any) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._spawn(self._queue.put(item))
+
+    def _go_fatal(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.error("notification client cannot continue", error=str(exc))
+            self._lifecycle("fatal", reason=type(exc).__name__, detail=str(exc))
+            self._put_nowait(_END)
+
+    def _lifecycle(
+        self, kind: str, *, channel_id: str = "", shard: int | None = None, reason: str = "", detail: str = ""
+    ) -> None:
+        if not self._listeners:
+            return
+        ev = LifecycleEvent(kind, time.time(), channel_id, shard, reason, detail)
+        for cb in list(self._listeners):
+            try:
+                cb(ev)
+            except Exception:
+                log.exception("lifecycle callback failed")
+
+    def _is_live(self, topic: str) -> bool:
+        shard = self.core.planner.shard_of(topic)
+        return shard is not None and self.core.confirmed(shard, self.core.version_of(shard))
+
+    async def _wait_live(self, topics: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.subscribe_timeout
+        while not self._closed and self._fatal is None:
+            if all(t in self.core.rejected or self._is_live(t) for t in topics):
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        if self._fatal is not None:
+            raise self._fatal
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+__all__ = [
+    "ClientClosedError",
+    "ClientOptions",
+    "ClientStats",
+    "LifecycleEvent",
+    "NotificationClient",
+    "PathState",
+    "PathStats",
+    "SubscribeResult",
+    "SubscriptionRejectedError",
+]
