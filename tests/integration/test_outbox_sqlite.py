@@ -325,3 +325,14 @@ async def test_only_groups_with_durable_writes_pay_for_the_fsync(store: SqliteOu
     assert await store._run(level, durable=True) == full  # like put_many, replay, purge
     await store.put_many([item(1, "a")])
     assert await store._run(level) == normal  # like claim, ack, retry, dead_letter
+
+
+async def test_rows_are_committed_when_put_many_returns(store: SqliteOutbox) -> None:
+    reader = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    try:
+        for n in range(1, 6):
+            await asyncio.gather(*(store.put_many([item(n * 10 + i, f"k{i}")]) for i in range(3)))
+            # another connection sees them at once: each caller was released only after its commit
+            assert reader.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == n * 3
+    finally:
+        reader.close()
