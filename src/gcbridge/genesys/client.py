@@ -318,6 +318,7 @@ class NotificationClient:
                 self._apis.append(NotificationsApi(self._session, self.hosts.api_base, tm))
                 self._unhook.append(tm.on_token(functools.partial(self._on_token, i)))
                 await tm.start()
+                await tm.get()  # raises InvalidClientError at once for a wrong secret or region
         except BaseException:
             await self.aclose()
             raise
@@ -550,7 +551,8 @@ class NotificationClient:
             self._wake.clear()
             timeout = None if wake is None else max(0.0, wake - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             now = loop.time()
             wake = self.core.next_wakeup()
             if wake is not None and wake <= now:
@@ -835,7 +837,8 @@ class NotificationClient:
                 return
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
         if self._fatal is not None:
             raise self._fatal
 

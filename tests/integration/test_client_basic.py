@@ -1,0 +1,183 @@
+"""NotificationClient against the Genesys simulator: delivery, unplanned drops, stalls, rejections, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from gcbridge.genesys import Gap, InvalidTopicError, SubscriptionRejectedError
+from gcbridge.genesys.errors import InvalidClientError
+from gcbridge.genesys.rest import NotificationsApi, new_session
+from gcbridge.genesys.auth import TokenManager
+
+from .client_harness import FAST, audit, client_for, collect, other_tasks, publish_until_received, wait_until
+from .conftest import SimFactory
+
+TOPICS = [f"v2.users.{i:04d}aaaa-0000-4000-8000-00000000{i:04d}.presence" for i in range(8)]
+
+
+async def test_delivers_every_event_once_and_closes_cleanly(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=1.0)
+    before = other_tasks(sim)
+    client = client_for(sim)
+    async with client:
+        result = await client.subscribe(TOPICS)
+        assert set(result.permitted) == set(TOPICS)
+        got = collect(client)
+        seqs = [sim.publish(TOPICS[i % len(TOPICS)]) for i in range(300)]
+        await wait_until(lambda: len(got.events) >= 300, what="300 events")
+        sim.duplicate_next(5)  # the server itself sends copies: de-duplication removes them
+        seqs += [sim.publish(TOPICS[0]) for _ in range(5)]
+        await wait_until(lambda: len(got.events) >= 305, what="305 events")
+        await asyncio.sleep(0.2)
+        stats = client.stats()
+    assert got.task is not None
+    await asyncio.wait_for(got.task, 5)
+    assert sorted(got.seqs()) == sorted(seqs)
+    assert got.gaps == []
+    assert stats.events_received == 305
+    assert stats.duplicates_dropped >= 5
+    assert stats.paths[0].state == "live"
+    assert stats.channels_held == 1
+    await wait_until(
+        lambda: not other_tasks(sim) - before, timeout=2, what=f"no tasks left: {other_tasks(sim) - before}"
+    )
+    assert sim.connected_channel_ids == []
+
+
+@pytest.mark.parametrize("fault", ["drop", "close_1001", "close_1011", "stall"])
+async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_events(
+    genesys_sim_factory: SimFactory, fault: str
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:2])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        sim.start_traffic(200, TOPICS[:2])
+        await asyncio.sleep(0.3)
+        if fault == "drop":
+            await sim.drop_socket()
+        elif fault == "stall":
+            sim.stall_socket()
+        else:
+            await sim.close_socket(code=int(fault.split("_")[1]))
+        await wait_until(lambda: bool(got.gaps), timeout=30, what="a gap")
+        first_after = await publish_until_received(sim, got, TOPICS[1])
+        await asyncio.sleep(0.3)
+        await sim.stop_traffic()
+        await asyncio.sleep(0.3)
+        stats = client.stats()
+    received, in_gap = audit(sim, got, set(TOPICS[:2]))
+    assert first_after in received
+    assert len(got.gaps) == 1
+    gap = got.gaps[0]
+    assert gap.end > gap.start
+    assert set(gap.topics) == set(TOPICS[:2])
+    if fault == "stall":
+        assert in_gap, "a stall loses the events sent while silent; they must be inside the gap"
+        assert set(stats.reconnects_by_reason) & {"pong_timeout", "heartbeat_timeout"}
+    assert sum(stats.reconnects_by_reason.values()) >= 1
+
+
+async def test_channel_gone_during_outage_is_replaced(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:1])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        first = client.stats().paths[0].channel_id
+        assert sim.expire_channel(first)
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        await publish_until_received(sim, got, TOPICS[0])
+        assert client.stats().paths[0].channel_id != first
+    audit(sim, got, set(TOPICS[:1]))
+
+
+async def test_rejected_topics_are_reported_and_not_retried(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory()
+    sim.forbid_topic("v2.routing.queues.*.conversations")
+    forbidden = "v2.routing.queues.q1.conversations"
+    async with client_for(sim) as client:
+        seen = []
+        client.on_lifecycle(lambda e: seen.append(e) if e.kind == "subscription_rejected" else None)
+        result = await client.subscribe([TOPICS[0], forbidden])
+        assert result.permitted == (TOPICS[0],)
+        assert forbidden in result.rejected
+        assert client.stats().rejected_topics.keys() == {forbidden}
+        assert forbidden not in client.topics
+        assert [e.detail for e in seen] == [forbidden]
+        with pytest.raises(SubscriptionRejectedError, match="rejected"):
+            await client.subscribe(["v2.routing.queues.q2.conversations"])
+        with pytest.raises(InvalidTopicError):
+            await client.subscribe(["not a topic"])
+
+
+async def test_bad_credentials_fail_at_start_with_a_clear_error(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory()
+    client = client_for(sim)
+    client._creds[0] = (sim.config.client_id, type(client._creds[0][1])("wrong"))
+    before = other_tasks(sim)
+    with pytest.raises(InvalidClientError):
+        await client.start()
+    assert "wrong" not in repr(client.__dict__)
+    await wait_until(lambda: not other_tasks(sim) - before, timeout=2, what="no tasks left")
+
+
+async def test_server_refusing_handshakes_causes_no_tight_loop(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    opts = dataclasses.replace(FAST, subscribe_timeout=0.1)
+    async with client_for(sim, opts) as client:
+        attempts = []
+        client.on_lifecycle(lambda e: attempts.append(e) if e.kind == "reconnecting" else None)
+        sim.refuse_handshakes(10_000)
+        await client.subscribe(TOPICS[:1])
+        await asyncio.sleep(3.0)
+        # backoff 0.25 s doubling with full jitter: a handful of attempts in 3 s, never hundreds
+        assert 1 <= len(attempts) <= 12
+        assert client.stats().channels_held <= 1
+        sim.clear_faults()
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0], timeout=60)
+
+
+async def test_twenty_first_channel_pressure_does_not_evict_live_channels(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:2])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        ours = client.stats().paths[0].channel_id
+        async with new_session() as session:
+            tm = TokenManager(
+                session, sim.base_url + "/oauth/token", sim.config.client_id, sim.config.client_secret
+            )
+            api = NotificationsApi(session, sim.base_url, tm)
+            for _ in range(25):  # another process of the same OAuth client creating unconnected channels
+                await api.create_channel()
+            await tm.aclose()
+        await publish_until_received(sim, got, TOPICS[1])
+        assert client.stats().paths[0].channel_id == ours
+        assert len(sim.channels) <= 20
+    assert got.gaps == []
+    audit(sim, got, set(TOPICS[:2]))
+
+
+async def test_gap_marks_what_to_back_fill(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:1])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        await sim.drop_socket()
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        stats = client.stats()
+    gap = got.gaps[0]
+    assert isinstance(gap, Gap)
+    assert stats.gaps == 1
+    assert stats.gap_seconds == pytest.approx(gap.seconds)
+    assert any(e.kind == "gap" for e in got.lifecycle)
