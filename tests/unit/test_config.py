@@ -172,3 +172,13 @@ def test_example_file_parses_and_matches_packaged_copy(monkeypatch: pytest.Monke
     raw = tomllib.loads(EXAMPLE.read_text())
     assert "client_secret" not in raw["genesys"]
     assert "client_secret" not in raw["servicenow"]["auth"]
+
+
+def test_client_options_are_checked_by_name_and_type() -> None:
+    cfg = parse_config(minimal(client={"heartbeat_timeout": 40, "backoff": {"initial": 1.0, "cap": 30.0}}))
+    options = cfg.genesys.client_options()
+    assert options.heartbeat_timeout == 40
+    assert options.backoff.cap == 30.0
+    (problem,) = problems_of(minimal(client={"heartbeat_timeot": 40, "combine_topics": "yes"}))
+    assert problem.startswith("genesys.client: heartbeat_timeot: unknown option; valid: ")
+    assert "combine_topics: expected bool, got 'yes'" in problem

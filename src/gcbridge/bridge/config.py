@@ -17,6 +17,7 @@ Relative paths (outbox, gap journal, secret files) are relative to the directory
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.genesys.client import ClientOptions
 from gcbridge.genesys.regions import REGION_DOMAINS
 from gcbridge.servicenow.config import ServiceNowConfig
 
@@ -125,6 +128,16 @@ class GenesysConfig(Credentials):
     client: dict[str, Any] = Field(default_factory=dict)
     extra_credentials: list[Credentials] = Field(default_factory=list)
 
+    @field_validator("client")
+    @classmethod
+    def _known_client_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        build_client_options(value)  # raises ValueError naming each bad option
+        return value
+
+    def client_options(self) -> ClientOptions:
+        """The notification client's options from ``[genesys.client]`` (defaults for what is not given)."""
+        return build_client_options(self.client)
+
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
@@ -177,6 +190,49 @@ class GenesysConfig(Credentials):
     @property
     def api_host(self) -> str | None:
         return REGIONS[self.region] if self.region else None
+
+
+def _option_type_problem(name: str, value: Any, default: Any) -> str | None:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = True
+    return None if ok else f"{name}: expected {type(default).__name__}, got {value!r}"
+
+
+def build_client_options(values: Mapping[str, Any]) -> ClientOptions:
+    """``ClientOptions`` from a ``[genesys.client]`` table; ``ValueError`` names every bad option.
+
+    ``backoff`` is a table ``{initial, factor, cap, jitter}`` (:class:`gcbridge.core.backoff.BackoffPolicy`).
+    """
+    defaults = ClientOptions()
+    known = {f.name for f in dataclasses.fields(ClientOptions)}
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            problems.append(f"{name}: unknown option; valid: {', '.join(sorted(known))}")
+        elif name == "backoff":
+            try:
+                kwargs[name] = BackoffPolicy(**value) if isinstance(value, dict) else None
+            except (TypeError, ValueError) as exc:
+                problems.append(f"backoff: {exc}")
+            if kwargs.get(name) is None and not problems:
+                problems.append("backoff: a table such as {initial = 0.25, factor = 2.0, cap = 60.0}")
+        elif (problem := _option_type_problem(name, value, getattr(defaults, name))) is not None:
+            problems.append(problem)
+        else:
+            kwargs[name] = value
+    if not problems:
+        try:
+            return ClientOptions(**kwargs)
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc))
+    raise ValueError("genesys.client: " + "; ".join(problems))
 
 
 class DispatcherConfig(_Section):

@@ -30,11 +30,12 @@ def _state_name(value: Any) -> str:
 def channel_rows(client_stats: Any) -> list[dict[str, Any]]:
     """One row per channel held by the client (see :meth:`NotificationClient.stats`)."""
     rows = []
-    for ch in _get(client_stats, "channels", ()) or ():
+    channels = _get(client_stats, "paths", None) or _get(client_stats, "channels", ()) or ()
+    for ch in channels:
         state = _state_name(_get(ch, "state"))
         rows.append(
             {
-                "id": _get(ch, "id") or _get(ch, "channel_id") or "",
+                "id": _get(ch, "channel_id") or _get(ch, "id") or "",
                 "shard": _get(ch, "shard", 0),
                 "path": _get(ch, "path", None),
                 "state": "live" if state in LIVE_STATES else state,
