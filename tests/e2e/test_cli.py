@@ -135,5 +135,7 @@ def test_demo_runs_non_interactively_and_delivers(tmp_path: Path) -> None:
     assert "gcbridge demo summary" in out
     delivered = next(line for line in out.splitlines() if "events delivered to ServiceNow" in line)
     assert int(delivered.split()[-2 if delivered.split()[-1] == "│" else -1]) > 0
-    assert "OK: events delivered, nothing pending, no dead letters" in out
+    assert "OK: events delivered, none lost, nothing pending, no dead letters" in out
+    lost = next(line for line in out.splitlines() if "events lost outside any gap" in line)
+    assert lost.split()[-2 if lost.split()[-1] == "│" else -1] == "0"
     assert (tmp_path / "demo" / "outbox.db").exists()

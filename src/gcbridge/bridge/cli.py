@@ -117,7 +117,9 @@ def demo(
     options = DemoOptions(
         duration=duration, rate=rate, faults=faults, admin_port=admin_port, keep=keep, interactive=interactive
     )
-    ok = asyncio.run(run_demo(options, _out))
+    # Without a terminal (CI, a pipe) lines must not wrap at rich's default 80 columns.
+    console = _out if interactive else Console(highlight=False, width=120)
+    ok = asyncio.run(run_demo(options, console))
     raise typer.Exit(0 if ok else 1)
 
 

@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import io
 import signal
+import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +27,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from gcbridge import _json
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.bridge.service import BridgeService
@@ -83,10 +85,14 @@ class DemoSummary:
     gap_seconds: float = 0.0
     records: dict[str, int] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
+    rotations: int = 0
+    reconnects: int = 0
+    missed_in_gaps: int = 0
+    lost: int = 0  # written to the bridge's sockets, not in the outbox, and in no reported gap
 
     @property
     def ok(self) -> bool:
-        return self.delivered > 0 and self.dead == 0 and self.pending == 0
+        return self.delivered > 0 and self.dead == 0 and self.pending == 0 and self.lost == 0
 
 
 def demo_config(
@@ -164,7 +170,7 @@ def _view(
             str(c.get("shard")), str(c.get("id")), f"[{style}]{c.get('state')}[/]", str(c.get("topics")), age
         )
     o, d, gaps = doc.get("outbox", {}), doc.get("deliveries", {}), doc.get("gaps", {})
-    counts = Table.grid(padding=(0, 3))
+    counts = Table.grid(padding=(0, 2))
     counts.add_row(
         "published", "events in", "records written", "retries", "gaps", "outbox pending", "dead letters"
     )
@@ -258,8 +264,13 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
         await _watch(options, console, service, gsim, plan, summary, started, stop)
         await gsim.stop_traffic()
         await _settle(service, SETTLE_TIMEOUT)
+        client_stats = service.client.stats() if service.client is not None else None
         await service.stop()
         _fill_summary(summary, service, gsim, snsim)
+        _account(summary, gsim, config.outbox.path, service.journal.recent)
+        if client_stats is not None:
+            summary.rotations = sum(client_stats.rotations_by_reason.values())
+            summary.reconnects = sum(client_stats.reconnects_by_reason.values())
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
@@ -331,6 +342,23 @@ def _fill_summary(
     summary.records = _count_records(snsim)
 
 
+def _account(summary: DemoSummary, gsim: GenesysSim, outbox: Path, gaps: Iterable[Mapping[str, Any]]) -> None:
+    """Balance the books: each event written to a bridge socket is in the outbox or in a reported gap."""
+    with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as db:
+        stored = {
+            _json.loads(payload).get("metadata", {}).get("simSequence")
+            for (payload,) in db.execute("SELECT payload FROM outbox")
+        }
+    windows = [(float(g["start"]), float(g["end"])) for g in gaps]
+    for record in gsim.ledger:
+        if not record.sent_to or record.seq in stored:
+            continue
+        if any(start <= record.published_at <= end for start, end in windows):
+            summary.missed_in_gaps += 1
+        else:
+            summary.lost += 1
+
+
 def _print_summary(console: Console, s: DemoSummary, workdir: Path | None, log_path: Path | None) -> None:
     table = Table(title="gcbridge demo summary", title_justify="left", show_header=False)
     table.add_row("events published by the simulated org", str(s.published))
@@ -341,12 +369,15 @@ def _print_summary(console: Console, s: DemoSummary, workdir: Path | None, log_p
     table.add_row("rejected (dead letters)", f"{s.rejected} ({s.dead} dead)")
     table.add_row("left in the outbox", str(s.pending))
     table.add_row("gaps reported", f"{s.gaps} ({s.gap_seconds:.1f} s)")
+    table.add_row("events missed inside reported gaps", str(s.missed_in_gaps))
+    table.add_row("events lost outside any gap", str(s.lost))
+    table.add_row("channel rotations / reconnects", f"{s.rotations} / {s.reconnects}")
     for name, count in s.records.items():
         table.add_row(f"ServiceNow records in {name}", str(count))
     table.add_row("faults injected", ", ".join(s.faults) or "none")
     console.print(table)
     verdict = (
-        "[green]OK[/]: events delivered, nothing pending, no dead letters"
+        "[green]OK[/]: events delivered, none lost, nothing pending, no dead letters"
         if s.ok
         else ("[red]NOT OK[/]: see above")
     )
