@@ -106,3 +106,42 @@ async def test_check_reports_servicenow_login_failure(
     assert verdicts[0].name == "servicenow auth"
     assert verdicts[0].level == "fail"
     assert "401" in verdicts[0].detail or "Not Authenticated" in verdicts[0].detail
+
+
+async def test_check_command_prints_verdicts(sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    config_file = tmp_path / "gcbridge.toml"
+    topics = ", ".join(f'"{t}"' for t in TOPICS)
+    config_file.write_text(
+        f'[genesys]\nbase_url = "{gsim.base_url}"\nclient_id = "check-client"\ntopics = [{topics}]\n'
+        f'[servicenow]\ninstance_url = "{snsim.base_url}"\n'
+        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\n'
+    )
+    env = {
+        **os.environ,
+        "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET,
+        "GCBRIDGE_SERVICENOW__AUTH__PASSWORD": SN_PASSWORD,
+        "COLUMNS": "160",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gcbridge",
+        "check",
+        "--config",
+        str(config_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    assert "ok    genesys topics" in text
+    assert " 0 failed" in text
+    assert GENESYS_SECRET not in text + err.decode()

@@ -4,7 +4,10 @@ secret leaks into logs, /status, /metrics or the status page."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -87,12 +90,29 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
         )
         assert 'gcbridge_gaps_total{reason="socket_dropped"} 1.0' in metrics_text
         journal = service.config.outbox.gap_log_path.read_text()
+        # `gcbridge status` asks the same endpoint from a shell.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gcbridge",
+            "status",
+            "--url",
+            service.admin_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        cli_status = out.decode()
+        assert proc.returncode == 0, cli_status
+        assert "state running  ready True" in cli_status
+        assert f"events in {len(events)}" in cli_status
         assert '"reason":"socket_dropped"' in journal
     finally:
         await service.stop()
     assert client.closed
     assert service.lifecycle.state == "stopped"
-    for text in (logs.getvalue(), status_text, metrics_text, page, journal):
+    for text in (logs.getvalue(), status_text, metrics_text, page, journal, cli_status):
         assert GENESYS_SECRET not in text
         assert SN_PASSWORD not in text
 
