@@ -1,4 +1,4 @@
-"""Helpers for NotificationClient integration tests: collect the stream, compare it with the simulator's ledger."""
+"""Helpers for NotificationClient integration tests: collect the stream, check it against the ledger."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def collect(client: NotificationClient) -> Collected:
     return out
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+async def wait_until(cond: Callable[[], bool], within: float = 30.0, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not cond():
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -89,10 +89,10 @@ def audit(sim: GenesysSim, got: Collected, topics: set[str]) -> tuple[set[int], 
     return received, in_gap
 
 
-async def publish_until_received(sim: GenesysSim, got: Collected, topic: str, timeout: float = 30.0) -> int:
+async def publish_until_received(sim: GenesysSim, got: Collected, topic: str, within: float = 30.0) -> int:
     """Publish on ``topic`` every 20 ms until one of them arrives; returns its sequence number."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     mine: set[int] = set()
     while loop.time() < deadline:
         mine.add(sim.publish(topic))
@@ -100,7 +100,7 @@ async def publish_until_received(sim: GenesysSim, got: Collected, topic: str, ti
         hit = mine & set(got.seqs())
         if hit:
             return min(hit)
-    raise AssertionError(f"no event on {topic} arrived within {timeout}s")
+    raise AssertionError(f"no event on {topic} arrived within {within}s")
 
 
 def other_tasks(sim: GenesysSim | None = None) -> set[asyncio.Task[Any]]:

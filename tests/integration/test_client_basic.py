@@ -1,4 +1,4 @@
-"""NotificationClient against the Genesys simulator: delivery, unplanned drops, stalls, rejections, shutdown."""
+"""NotificationClient against the Genesys simulator: delivery, drops, stalls, rejections, shutdown."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 
 from gcbridge.genesys import Gap, InvalidTopicError, SubscriptionRejectedError
+from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.errors import InvalidClientError
 from gcbridge.genesys.rest import NotificationsApi, new_session
-from gcbridge.genesys.auth import TokenManager
 
 from .client_harness import FAST, audit, client_for, collect, other_tasks, publish_until_received, wait_until
 from .conftest import SimFactory
@@ -42,7 +42,7 @@ async def test_delivers_every_event_once_and_closes_cleanly(genesys_sim_factory:
     assert stats.paths[0].state == "live"
     assert stats.channels_held == 1
     await wait_until(
-        lambda: not other_tasks(sim) - before, timeout=2, what=f"no tasks left: {other_tasks(sim) - before}"
+        lambda: not other_tasks(sim) - before, within=2, what=f"no tasks left: {other_tasks(sim) - before}"
     )
     assert sim.connected_channel_ids == []
 
@@ -64,7 +64,7 @@ async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_eve
             sim.stall_socket()
         else:
             await sim.close_socket(code=int(fault.split("_")[1]))
-        await wait_until(lambda: bool(got.gaps), timeout=30, what="a gap")
+        await wait_until(lambda: bool(got.gaps), within=30, what="a gap")
         first_after = await publish_until_received(sim, got, TOPICS[1])
         await asyncio.sleep(0.3)
         await sim.stop_traffic()
@@ -123,7 +123,7 @@ async def test_bad_credentials_fail_at_start_with_a_clear_error(genesys_sim_fact
     with pytest.raises(InvalidClientError):
         await client.start()
     assert "wrong" not in repr(client.__dict__)
-    await wait_until(lambda: not other_tasks(sim) - before, timeout=2, what="no tasks left")
+    await wait_until(lambda: not other_tasks(sim) - before, within=2, what="no tasks left")
 
 
 async def test_server_refusing_handshakes_causes_no_tight_loop(genesys_sim_factory: SimFactory) -> None:
@@ -140,7 +140,7 @@ async def test_server_refusing_handshakes_causes_no_tight_loop(genesys_sim_facto
         assert client.stats().channels_held <= 1
         sim.clear_faults()
         got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0], timeout=60)
+        await publish_until_received(sim, got, TOPICS[0], within=60)
 
 
 async def test_twenty_first_channel_pressure_does_not_evict_live_channels(

@@ -236,7 +236,7 @@ class World:
 
     # -- invariants ------------------------------------------------------------------------------------------
     def check(self) -> None:
-        for cred, budget in enumerate(self.core.budgets):
+        for budget in self.core.budgets:
             assert budget.held <= budget.limit
             held = sum(
                 c.holds_slot for p in self.core.all_paths() if p.budget is budget for _, c in p.conns()

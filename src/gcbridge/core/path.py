@@ -798,10 +798,17 @@ class PathMachine:
         if ev.notice is Notice.SOCKET_CLOSING:
             self._start_rotation(now, "socket_closing")
             return
-        # no_longer_subscribed with no rotation of ours in progress: someone else took the topics
+        # no_longer_subscribed with no rotation of ours in progress: someone else took the topics, so events
+        # stop reaching us from now until our replacement is live; that is a gap
+        if self.down_since is None:
+            self.down_since = now - self.t.gap_margin
+            self.down_reason = "no_longer_subscribed"
+            self._emit(PathDown(self.down_since, "no_longer_subscribed"))
         self.nls_times = [t for t in self.nls_times if t > now - self.t.nls_window] + [now]
-        if len(self.nls_times) > self.t.nls_limit:
-            self.rotate_at = now + self.rotation_backoff.next_delay()
+        excess = len(self.nls_times) - self.t.nls_limit
+        if excess > 0:
+            # another client keeps taking them: take them back ever more slowly instead of fighting
+            self.rotate_at = now + self.rotation_backoff.policy.ceiling(excess + 2)
             self.rotate_reason = "no_longer_subscribed"
             self._emit(
                 Notify(

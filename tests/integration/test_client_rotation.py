@@ -1,0 +1,148 @@
+"""Planned rotations are gap-free: socket_closing, channel expiry, token refresh, both topic semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from gcbridge.genesys.auth import TokenManager
+from gcbridge.genesys.rest import NotificationsApi, new_session
+
+from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
+from .conftest import SimFactory
+
+TOPICS = [f"v2.users.{i:04d}bbbb-0000-4000-8000-00000000{i:04d}.presence" for i in range(6)]
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+async def test_socket_closing_rotates_without_a_gap(genesys_sim_factory: SimFactory, exclusive: bool) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=exclusive)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS)
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        sim.start_traffic(300, TOPICS)
+        for _ in range(5):
+            before = client.stats().paths[0].channel_id
+            await sim.socket_closing(grace=5.0)
+            await wait_until(lambda b=before: client.stats().paths[0].channel_id != b, what="rotation")
+            await asyncio.sleep(0.3)
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[1])
+        stats = client.stats()
+    assert got.gaps == []
+    received, in_gap = audit(sim, got, set(TOPICS))
+    assert not in_gap
+    assert len(received) > 300
+    assert stats.rotations_by_reason.get("socket_closing") == 5
+    assert stats.reconnects_by_reason == {}
+
+
+async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    # 1 simulated hour = 0.5 s: 24 h tokens and channels live 12 s; a socket_closing every simulated hour
+    scale = 7200.0
+    sim = await genesys_sim_factory(time_scale=scale, heartbeat_interval=30.0, exclusive_topics=True)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS)
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        sim.start_traffic(150, TOPICS)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 48 * 3600 / scale
+        while loop.time() < end:
+            await asyncio.sleep(3600 / scale)
+            await sim.socket_closing(grace=3000.0)  # the 60 s grace is 8 ms at this scale: give 0.4 s
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[1])
+        stats = client.stats()
+    assert got.gaps == [], got.gaps
+    received, in_gap = audit(sim, got, set(TOPICS))
+    assert not in_gap
+    assert len(received) > 1000
+    assert stats.token_refreshes >= 4  # every channel since was created on a fresh token, no socket died
+    assert stats.rotations_by_reason.get("socket_closing", 0) >= 40
+    assert stats.channels_held <= client.options.channel_budget
+
+
+async def test_channel_expiry_rotation_without_token_binding(genesys_sim_factory: SimFactory) -> None:
+    scale = 7200.0
+    sim = await genesys_sim_factory(time_scale=scale, channel_ttl=4 * 3600.0, channel_dies_with_token=False)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:2])
+        got = collect(client)
+        sim.start_traffic(100, TOPICS[:2])
+        await wait_until(
+            lambda: client.stats().rotations_by_reason.get("channel_expiry", 0) >= 3, what="expiry"
+        )
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[0])
+    assert got.gaps == []
+    audit(sim, got, set(TOPICS[:2]))
+
+
+async def test_token_refresh_moves_channels_onto_the_new_token(genesys_sim_factory: SimFactory) -> None:
+    scale = 7200.0  # tokens live 12 s; the manager refreshes at half-life, channels die with their token
+    sim = await genesys_sim_factory(time_scale=scale, heartbeat_interval=30.0)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:3])
+        got = collect(client)
+        sim.start_traffic(100, TOPICS[:3])
+        await wait_until(
+            lambda: client.stats().rotations_by_reason.get("token_refresh", 0) >= 2, what="rotations"
+        )
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[0])
+        stats = client.stats()
+    assert got.gaps == []
+    assert stats.reconnects_by_reason == {}
+    audit(sim, got, set(TOPICS[:3]))
+
+
+async def test_two_credentials_lose_nothing_when_one_socket_dies(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    sim.add_oauth_client("second-client", "second-secret")
+    async with client_for(sim, extra_credentials=[("second-client", "second-secret")]) as client:
+        await client.subscribe(TOPICS[:2])
+        got = collect(client)
+        await wait_until(lambda: sum(p.state == "live" for p in client.stats().paths) == 2, what="two paths")
+        sim.start_traffic(200, TOPICS[:2])
+        await asyncio.sleep(0.3)
+        one = client.stats().paths[0].channel_id
+        await sim.drop_socket(one)
+        await wait_until(lambda: sum(p.state == "live" for p in client.stats().paths) == 2, what="recovery")
+        await asyncio.sleep(0.3)
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[0])
+        stats = client.stats()
+    assert got.gaps == []
+    received, _ = audit(sim, got, set(TOPICS[:2]))
+    assert stats.duplicates_dropped >= len(received) // 2  # every event came twice, once per path
+
+
+async def test_another_process_taking_the_topics_causes_no_ping_pong(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=True)
+    opts = dataclasses.replace(FAST)
+    async with client_for(sim, opts) as client:
+        await client.subscribe(TOPICS[:1])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        async with new_session() as session:
+            tm = TokenManager(
+                session, sim.base_url + "/oauth/token", sim.config.client_id, sim.config.client_secret
+            )
+            api = NotificationsApi(session, sim.base_url, tm)
+            for _ in range(8):  # a rogue process of the same OAuth client grabs the topic again and again
+                ch = await api.create_channel()
+                await api.put_subscriptions(ch.id, TOPICS[:1])
+                await asyncio.sleep(0.2)
+            await tm.aclose()
+        await asyncio.sleep(1.0)
+        stats = client.stats()
+    nls = stats.rotations_by_reason.get("no_longer_subscribed", 0)
+    assert 1 <= nls <= 5  # it takes the topic back, but backs off instead of fighting every time
+    assert got.gaps, "while another client held the topic, events did not reach us: that is a gap"
+    assert all(g.reason == "no_longer_subscribed" for g in got.gaps)
