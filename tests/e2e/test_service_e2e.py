@@ -125,6 +125,13 @@ class Bridge:
         except (aiohttp.ClientError, TimeoutError):
             return None
 
+    async def fetch(self, path: str) -> str:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(f"{self.url}{path}") as r,
+        ):
+            return await r.text()
+
     async def wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
@@ -185,7 +192,16 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
     await asyncio.sleep(2)
     await gsim.drop_socket()
     snsim.inject(503, count=8, path_prefix="/api/now/import/")
-    await asyncio.sleep(2)
+    # The client's lifecycle reaches the metrics: the planned rotation and the reconnect after the drop.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        text = await bridge.fetch("/metrics")
+        if "gcbridge_rotations_total{" in text and "gcbridge_reconnects_total{" in text:
+            break
+        assert loop.time() < deadline, f"no rotation/reconnect in the metrics:\n{text}"
+        await asyncio.sleep(0.3)
+    assert "gcbridge_token_refreshes_total 1.0" in text
     # SIGTERM while events are still flowing.
     assert await bridge.terminate() == 0, bridge.tail()
     await asyncio.sleep(1)  # events published now reach no one: the restart gap accounts for them

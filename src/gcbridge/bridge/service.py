@@ -410,7 +410,9 @@ class BridgeService:
         if stats is None:
             return
         rows = channel_rows(stats)
-        self.metrics.channels_in_use.set(len(rows))
+        held = getattr(stats, "channels_held", None)
+        self.metrics.channels_in_use.set(held if isinstance(held, int) else len(rows))
+        self.metrics.shards_total.set(len({r["shard"] for r in rows}))
         self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] in EVENTS_FLOW_STATES}))
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
