@@ -162,3 +162,19 @@ def test_redaction_masks_sensitive_keys_and_inline_credentials() -> None:
     assert first["channel"] == "ch-1"
     assert first["level"] == "info"
     assert lines[1]["logger"] == "aiohttp.client"
+
+
+def test_lifecycle_events_become_counters() -> None:
+    metrics = BridgeMetrics()
+    for kind, reason in [
+        ("reconnecting", "closed_1006"),
+        ("reconnecting", "closed_1006"),
+        ("rotated", "socket_closing"),
+        ("token_refreshed", ""),
+        ("connected", ""),
+    ]:
+        metrics.record_lifecycle(kind, reason)
+    text = metrics.render().decode()
+    assert 'gcbridge_reconnects_total{reason="closed_1006"} 2.0' in text
+    assert 'gcbridge_rotations_total{reason="socket_closing"} 1.0' in text
+    assert "gcbridge_token_refreshes_total 1.0" in text

@@ -170,11 +170,10 @@ def _authenticator(config: BridgeConfig, http: aiohttp.ClientSession) -> Authent
 
 def mapping_targets(config: BridgeConfig) -> list[tuple[str, str]]:
     """``(sink kind, table)`` for every rule of the compiled mapping, without repeats."""
-    mapping: Any = compile_mapping(config.servicenow.mapping)
     seen: list[tuple[str, str]] = []
-    for rule in getattr(mapping, "rules", ()):
-        kind = str(getattr(rule, "sink", ""))
-        table = str(getattr(rule, "target", "") or ("em_event" if kind == "event" else ""))
+    for rule in compile_mapping(config.servicenow.mapping).rules:
+        kind = rule.sink
+        table = rule.target or ("em_event" if kind == "event" else "")
         if table and (kind, table) not in seen:
             seen.append((kind, table))
     return seen

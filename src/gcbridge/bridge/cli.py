@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gcbridge import _json
+
+T = TypeVar("T")
 
 EXIT_CONFIG = 2
 DEFAULT_CONFIG = "gcbridge.toml"
@@ -241,7 +244,8 @@ def _print_status(doc: dict[str, Any]) -> None:
 # -- outbox ------------------------------------------------------------------------------------------------
 
 
-def _open_outbox(config: Path) -> Any:
+def _with_outbox(config: Path, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the configured outbox, run ``action(store)``, close it. The service must not be running."""
     from gcbridge.outbox.sqlite import OutboxLockedError, SqliteOutbox
 
     cfg = _load(config)
@@ -249,17 +253,8 @@ def _open_outbox(config: Path) -> Any:
         _err.print(f"no outbox at {cfg.outbox.path}", markup=False)
         raise typer.Exit(1)
 
-    async def opener() -> Any:
-        return await SqliteOutbox.open(cfg.outbox.path, retention=cfg.outbox.retention_days * 86400.0)
-
-    return opener, OutboxLockedError
-
-
-def _with_outbox(config: Path, action: Any) -> Any:
-    opener, locked_error = _open_outbox(config)
-
-    async def go() -> Any:
-        store = await opener()
+    async def go() -> T:
+        store = await SqliteOutbox.open(cfg.outbox.path, retention=cfg.outbox.retention_days * 86400.0)
         try:
             return await action(store)
         finally:
@@ -267,7 +262,7 @@ def _with_outbox(config: Path, action: Any) -> Any:
 
     try:
         return asyncio.run(go())
-    except locked_error:
+    except OutboxLockedError:
         _err.print("the outbox is in use by a running service; stop it first (systemctl stop gcbridge)")
         raise typer.Exit(1) from None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import signal
 import sqlite3
 import tempfile
@@ -150,7 +149,6 @@ def fault_plan(gsim: GenesysSim, snsim: ServiceNowSim, duration: float | None) -
 
 
 def _view(
-    service: BridgeService,
     doc: dict[str, Any],
     gsim: GenesysSim,
     elapsed: float,
@@ -311,7 +309,7 @@ async def _watch(
                     summary.faults.append(f"{fault.label} (failed: {exc})")
             doc = await service.status()
             if live is not None:
-                live.update(Panel(_view(service, doc, gsim, elapsed, summary.faults, service.admin_url)))
+                live.update(Panel(_view(doc, gsim, elapsed, summary.faults, service.admin_url)))
             elif elapsed - last_line >= 2.0:
                 last_line = elapsed
                 d, o = doc.get("deliveries", {}), doc.get("outbox", {})
@@ -390,10 +388,3 @@ def _print_warnings(console: Console, log_path: Path, limit: int = 8) -> None:
     lines = [ln for ln in log_path.read_text("utf-8").splitlines() if '"level":"error"' in ln]
     for line in lines[-limit:]:
         console.print(f"[red]log[/] {line[:300]}", highlight=False)
-
-
-def render_to_text(group: Group, width: int = 120) -> str:
-    """Render a view to plain text (for tests of the layout)."""
-    buffer = io.StringIO()
-    Console(file=buffer, width=width, color_system=None).print(group)
-    return buffer.getvalue()

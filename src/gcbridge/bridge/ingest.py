@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final, Protocol
 
 from gcbridge.bridge.gaps import GapJournal
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
-from gcbridge.outbox.base import OutboxItem, OutboxStore
+from gcbridge.outbox.base import OutboxItem
 from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item
 
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000
 _RETRY_DELAYS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _END: Final = object()
+
+
+class BatchWriter(Protocol):
+    """Where batches go: the outbox (``put_many`` is durable when it returns)."""
+
+    async def put_many(self, items: Sequence[OutboxItem]) -> int: ...
 
 
 class Ingest:
@@ -35,7 +41,7 @@ class Ingest:
     def __init__(
         self,
         stream: AsyncIterator[Event | Gap],
-        store: OutboxStore,
+        store: BatchWriter,
         mapping: Mapping,
         metrics: BridgeMetrics,
         journal: GapJournal,

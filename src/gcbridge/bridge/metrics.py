@@ -39,6 +39,16 @@ def topic_family(topic: str) -> str:
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+# Client lifecycle kind -> (counter attribute, labelled by reason).
+_LIFECYCLE_COUNTERS: Final[dict[str, tuple[str, bool]]] = {
+    "reconnecting": ("reconnects", True),
+    "rotated": ("rotations", True),
+    "token_refreshed": ("token_refreshes", False),
+    "channel_created": ("channels_created", False),
+    "subscription_rejected": ("subscription_rejections", False),
+}
+
+
 class BridgeMetrics:
     """All metrics of one service instance. ``render()`` gives the Prometheus text exposition."""
 
@@ -131,6 +141,15 @@ class BridgeMetrics:
             counts[label] = counts.get(label, 0) + 1
         for label, n in counts.items():
             self.events_received.labels(family=label).inc(n)
+
+    def record_lifecycle(self, kind: str, reason: str) -> None:
+        """Count one :class:`gcbridge.genesys.LifecycleEvent` (kinds without a counter are only logged)."""
+        entry = _LIFECYCLE_COUNTERS.get(kind)
+        if entry is None:
+            return
+        name, by_reason = entry
+        counter: Counter = getattr(self, name)
+        (counter.labels(reason=reason) if by_reason else counter).inc()
 
     def set_outbox(self, stats: OutboxStats) -> None:
         self.outbox_depth.labels(state="pending").set(stats.pending)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,9 +35,9 @@ from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink
-from gcbridge.bridge.status import build_status
+from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.outbox.base import OutboxStats
+from gcbridge.outbox.base import OutboxItem, OutboxStats
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
@@ -51,6 +51,15 @@ SHUTDOWN_GAP_MARGIN: Final = 0.5
 """Seconds the ``service_down`` gap starts before the sockets close (events in flight then are lost)."""
 SERVICENOW_PROBE_INTERVAL: Final = 15.0
 """Seconds without a delivery after which an unauthenticated GET checks that ServiceNow still answers."""
+
+# How loudly each client lifecycle event is logged (anything else: info).
+_LIFECYCLE_LOG_LEVEL: Final[dict[str, str]] = {
+    "fatal": "error",
+    "reconnecting": "warning",
+    "gap": "warning",
+    "dropped": "warning",
+    "subscription_rejected": "warning",
+}
 
 EXIT_OK: Final = 0
 EXIT_FATAL: Final = 1
@@ -172,7 +181,7 @@ class BridgeService:
             self.client.on_lifecycle(self._on_lifecycle)
         self.ingest = Ingest(
             self.client,
-            _WakingStore(self.outbox, self.dispatcher),
+            _WakingStore(self.dispatcher),
             mapping,
             self.metrics,
             self.journal,
@@ -404,8 +413,6 @@ class BridgeService:
             return None
 
     def _update_client_gauges(self) -> None:
-        from gcbridge.bridge.status import channel_rows
-
         stats = self._client_stats()
         if stats is None:
             return
@@ -425,24 +432,11 @@ class BridgeService:
             "reason": reason,
             "detail": getattr(event, "detail", None),
         }
-        m = self.metrics
-        if kind == "reconnecting":
-            m.reconnects.labels(reason=reason).inc()
-        elif kind == "rotated":
-            m.rotations.labels(reason=reason).inc()
-        elif kind == "token_refreshed":
-            m.token_refreshes.inc()
-        elif kind == "channel_created":
-            m.channels_created.inc()
-        elif kind == "subscription_rejected":
-            m.subscription_rejections.inc()
+        self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
             self.fatal_error = f"{reason}: {context['detail']}" if context["detail"] else reason
-            self.log.error("genesys client failed", **context)
-        elif kind in ("reconnecting", "gap", "dropped", "subscription_rejected"):
-            self.log.warning(f"genesys {kind}", **context)
-        else:
-            self.log.info(f"genesys {kind}", **context)
+        level = _LIFECYCLE_LOG_LEVEL.get(kind, "info")
+        getattr(self.log, level)(f"genesys {kind}", **context)
 
     def _add_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -490,15 +484,11 @@ class BridgeService:
 class _WakingStore:
     """The outbox as Ingest sees it: a put wakes the dispatcher at once instead of at its next poll."""
 
-    def __init__(self, store: SqliteOutbox, dispatcher: Dispatcher) -> None:
-        self._store = store
+    def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
 
-    async def put_many(self, items: Any) -> int:
+    async def put_many(self, items: Sequence[OutboxItem]) -> int:
         return await self._dispatcher.ingest(items)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def build_client(config: BridgeConfig) -> Any:
