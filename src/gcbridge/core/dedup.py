@@ -26,8 +26,8 @@ def dedup_key(topic: str, body: Any) -> str:
 class DedupWindow:
     """Remembers keys for ``window`` seconds, and at most ``max_entries`` keys (oldest go first).
 
-    ``first(key, now)`` is True the first time a key is seen within the window and records it; repeats return
-    False. ``now`` is any monotonic clock, passed in.
+    ``first(key, now)`` (a str or int key) is True the first time a key is seen within the window and
+    records it; repeats return False. ``now`` is any monotonic clock, passed in.
     """
 
     __slots__ = ("_seen", "evicted_early", "max_entries", "window")
@@ -37,7 +37,7 @@ class DedupWindow:
             raise ValueError("window must be > 0 and max_entries >= 1")
         self.window = window
         self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str | int, float] = OrderedDict()
         self.evicted_early = 0  # keys dropped by the size bound before their time was up
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ class DedupWindow:
     def __contains__(self, key: object) -> bool:
         return key in self._seen
 
-    def first(self, key: str, now: float) -> bool:
+    def first(self, key: str | int, now: float) -> bool:
         seen = self._seen
         if key in seen:
             return False
@@ -54,8 +54,10 @@ class DedupWindow:
         if len(seen) > self.max_entries:
             seen.popitem(last=False)
             self.evicted_early += 1
-        else:
-            self.expire(now)
+        elif not len(seen) & 63:
+            self.expire(
+                now
+            )  # every 64 inserts: keys live at least ``window`` seconds, a little longer at most
         return True
 
     def expire(self, now: float) -> None:

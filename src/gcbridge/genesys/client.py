@@ -14,6 +14,7 @@ import functools
 import inspect
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ from gcbridge.core.supervisor import ClientCore, GapFound, Output, PathKey, Rout
 from gcbridge.core.topics import normalise_topics, topic_matches
 from gcbridge.genesys.auth import AccessToken, TokenManager
 from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
-from gcbridge.genesys.events import Event, Gap, Item
+from gcbridge.genesys.events import Event, Gap, Item, make_event
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
 from gcbridge.genesys.socket import PING_MESSAGE, Frame, SocketOpenError, classify, open_socket
@@ -83,7 +84,8 @@ class ClientOptions:
     (2) s after the new one is live so events already in flight on it are still read.
 
     Reconnection: ``backoff`` (0.25 s doubling to 60 s, full jitter) between attempts; its count resets only
-    after a connection stayed live ``healthy_period`` (60) s. ``gap_margin`` (0.5) s is taken off a gap's
+    after a connection stayed live ``healthy_period`` (10) s (a server that accepts and drops at once never
+    resets it, so it cannot cause a tight loop). ``gap_margin`` (0.5) s is taken off a gap's
     start so that the back-fill interval also covers events in flight when the socket died.
 
     Limits: ``max_topics_per_channel`` (1000); ``channel_budget`` (15, of Genesys's 20 per OAuth client)
@@ -106,7 +108,7 @@ class ClientOptions:
     token_rotation_stagger: float = 2.0
     drain_period: float = 2.0
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(initial=0.25, factor=2.0, cap=60.0))
-    healthy_period: float = 60.0
+    healthy_period: float = 10.0
     gap_margin: float = 0.5
     max_topics_per_channel: int = 1000
     channel_budget: int = 15
@@ -208,6 +210,48 @@ class ClientClosedError(RuntimeError):
 _END = object()
 
 
+class _Buffer:
+    """The items waiting for the consumer: a deque with one waiting getter and one waiting putter (cheaper per
+    item than asyncio.Queue, which matters at 100k events/s)."""
+
+    __slots__ = ("_getter", "_putter", "items", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[Any] = deque()
+        self.limit = limit
+        self._getter: asyncio.Future[None] | None = None
+        self._putter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
+    async def wait_for_space(self) -> None:
+        while len(self.items) >= self.limit:
+            self._putter = asyncio.get_running_loop().create_future()
+            await self._putter
+
+    async def get(self) -> Any:
+        items = self.items
+        while not items:
+            self._getter = asyncio.get_running_loop().create_future()
+            await self._getter
+        item = items.popleft()
+        putter = self._putter
+        if putter is not None and len(items) <= self.limit // 2:
+            self._putter = None
+            if not putter.done():
+                putter.set_result(None)
+        return item
+
+
 @dataclass
 class _Socket:
     conn: int
@@ -281,7 +325,9 @@ class NotificationClient:
         self._session = session
         self._tokens: list[TokenManager] = []
         self._apis: list[NotificationsApi] = []
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(o.queue_size)
+        self._queue = _Buffer(o.queue_size)
+        self._open_by_shard: dict[int, int] = {}
+        self._canonical_until: dict[int, float] = {}
         self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)
         self._sockets: dict[int, _Socket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -412,8 +458,9 @@ class NotificationClient:
 
     async def _iterate(self) -> AsyncIterator[Item]:
         queue = self._queue
+        items = queue.items
         while True:
-            item = await queue.get()
+            item = items.popleft() if items and queue._putter is None else await queue.get()
             if item is _END:
                 self._put_nowait(_END)
                 if self._fatal is not None:
@@ -672,6 +719,10 @@ class NotificationClient:
         loop = asyncio.get_running_loop()
         ws, health, queue, dedup, n = sock.ws, sock.health, self._queue, self._dedup, self._n
         planner = self.core.planner
+        shard = sock.key[0]
+        open_by_shard, canonical_until = self._open_by_shard, self._canonical_until
+        multipath = len(self._creds) > 1
+        open_by_shard[shard] = open_by_shard.get(shard, 0) + 1
         loads = _json.loads
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
         reason = "closed"
@@ -679,21 +730,33 @@ class NotificationClient:
             while True:
                 msg = await ws.receive()
                 now = loop.time()
-                if msg.type is not text and msg.type is not binary:
+                mtype, raw = msg.type, msg.data
+                if mtype is not text and mtype is not binary:
                     reason = self._close_reason_of(sock, msg)
                     break
                 health.last_frame = now
                 try:
-                    data = loads(msg.data)
+                    data = loads(raw)
                 except _json.JSONDecodeError as exc:
                     self._malformed(sock, f"not JSON: {exc}")
                     continue
-                kind = classify(data)
+                topic: Any = data.get("topicName") if type(data) is dict else None
+                if type(topic) is str and topic.startswith("v2.") and not topic.startswith("v2.system."):
+                    kind = Frame.EVENT  # the common case, decided without a call
+                else:
+                    kind = classify(data)
                 if kind is Frame.EVENT:
-                    topic = data["topicName"]
                     body = data.get("eventBody")
-                    key = dedup_key(topic, body)
-                    if not dedup.first(key, now):
+                    # While one socket serves the shard, copies can only be byte-identical resends: hash the
+                    # frame. While two may deliver the same event (rotation overlap, paths), compare the
+                    # canonical key, which does not depend on how each channel serialised it.
+                    if multipath or open_by_shard[shard] > 1 or now < canonical_until.get(shard, 0.0):
+                        key = dedup_key(topic, body)
+                        first = dedup.first(key, now)
+                    else:
+                        key = ""
+                        first = dedup.first(hash(raw), now)
+                    if not first:
                         n.duplicates += 1
                         continue
                     if topic not in planner:
@@ -701,21 +764,20 @@ class NotificationClient:
                         log.info("event for a topic not subscribed", topic=topic, channel_id=sock.channel_id)
                     n.events += 1
                     meta = data.get("metadata")
-                    event = Event(
+                    event = make_event(
                         topic,
                         body if isinstance(body, dict) else {"value": body},
                         data.get("version"),
                         meta if isinstance(meta, dict) else {},
-                        key,
                         time.time(),
                         sock.channel_id,
+                        key,
                     )
+                    queue.put(event)
                     if queue.full():
                         health.paused = True  # our consumer is slow; the server is not silent
-                        await queue.put(event)
+                        await queue.wait_for_space()
                         health.paused = False
-                    else:
-                        queue.put_nowait(event)
                 elif kind is Frame.PONG:
                     health.pong(now)
                 elif kind is Frame.SYSTEM:
@@ -733,6 +795,10 @@ class NotificationClient:
             reason = f"read_error:{type(exc).__name__}"
             log.warning("socket read failed", channel_id=sock.channel_id, error=str(exc))
         finally:
+            open_by_shard[shard] -= 1
+            if open_by_shard[shard] == 1:
+                # copies of overlap events may still be in flight on the survivor: keep comparing canonically
+                canonical_until[shard] = loop.time() + max(5.0, 2 * self.options.drain_period)
             self._sockets.pop(sock.conn, None)
             for t in sock.tasks:
                 if t is not asyncio.current_task():
@@ -798,10 +864,7 @@ class NotificationClient:
         self._put_nowait(item)
 
     def _put_nowait(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._spawn(self._queue.put(item))
+        self._queue.put(item)  # gaps and the end marker are never held back by the size bound
 
     def _go_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
