@@ -546,6 +546,7 @@ class PathMachine:
         assert conn.channel is not None
         if not self.budget.acquire():
             self.rotate_at = now + self.t.budget_retry
+            self.rotate_reason = reason
             return
         pending = self._new_conn(Phase.CREATING)
         pending.holds_slot = True

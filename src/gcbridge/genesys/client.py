@@ -510,14 +510,12 @@ class NotificationClient:
             reconnects_by_reason=reconnects,
             rotations_by_reason=rotations,
             token_refreshes=n.token_refreshes,
-            channels_created=created + self._retired_created,
+            channels_created=created,
             rejected_topics=dict(self.core.rejected),
             malformed_frames=n.malformed,
             unknown_topic_events=n.unknown_topic,
             channels_held=sum(b.held for b in self.core.budgets),
         )
-
-    _retired_created = 0
 
     # == internals: the core loop =======================================================================
     def _now(self) -> float:
@@ -710,7 +708,9 @@ class NotificationClient:
             elif decision.verdict is not Verdict.OK:
                 sock.close_reason = decision.verdict.value
                 log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
-                sock.ws._response.close()  # a silent peer will not answer a close handshake: cut it
+                # a silent peer will not answer a close handshake: cut the connection and wake the reader
+                # (aiohttp has no public abort for a client WebSocket)
+                sock.ws._response.close()
                 sock.ws._reader.feed_eof()
                 return
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))

@@ -1,0 +1,144 @@
+"""Scenario tests of one path's lifecycle (the pure core), with the fake world of ``_path_world``."""
+
+from __future__ import annotations
+
+import pytest
+
+from gcbridge.core.path import (
+    ChannelChecked,
+    CheckChannel,
+    CloseSocket,
+    CreateChannel,
+    IllegalTransition,
+    Notice,
+    OpenSocket,
+    PathMachine,
+    PathState,
+    PutSubscriptions,
+    SocketClosed,
+    SystemNotice,
+)
+
+from ._path_world import World
+
+TOPICS = ["v2.users.u1.presence", "v2.users.u2.presence"]
+
+
+def live_world(**kw: object) -> World:
+    w = World(**kw)  # type: ignore[arg-type]
+    w.take(w.core.subscribe(0.0, TOPICS))
+    w.settle()
+    return w
+
+
+def path(w: World) -> PathMachine:
+    return w.core.paths[(0, 0)]
+
+
+def test_first_connect_creates_connects_then_subscribes_without_gap() -> None:
+    w = World()
+    w.take(w.core.subscribe(0.0, TOPICS))
+    kinds = []
+    for _ in range(3):
+        kinds.append(type(w.ops[0].action))
+        w.complete(0, True)
+    assert kinds == [CreateChannel, OpenSocket, PutSubscriptions]
+    assert path(w).state is PathState.LIVE
+    assert w.gaps == []
+
+
+def test_socket_closing_rotation_is_make_before_break() -> None:
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.feed(SystemNotice(w.now, old, Notice.SOCKET_CLOSING))
+    order = []
+    while w.ops:
+        a = w.ops[0].action
+        order.append((type(a).__name__, getattr(a, "conn", None) == old))
+        w.complete(0, True)
+        if not w.ops:
+            w.advance(1.5)  # past drain_period: the old socket is closed now
+    assert order == [
+        ("CreateChannel", False),
+        ("OpenSocket", False),
+        ("PutSubscriptions", False),
+        ("CloseSocket", True),
+    ]
+    assert path(w).counters.rotations == {"socket_closing": 1}
+    assert w.gaps == []
+    assert w.core.budgets[0].held == 1
+
+
+def test_drop_reuses_live_channel_and_reports_gap_from_last_frame() -> None:
+    w = live_world()
+    conn = next(iter(w.sockets))
+    w.sockets.pop(conn)
+    w.now = 5.0
+    w.feed(SocketClosed(5.0, conn, "closed_1006", last_frame_at=4.0))
+    assert path(w).state is PathState.BACKOFF
+    w.advance(1.0)  # backoff starts at <= 0.5 s
+    assert isinstance(w.ops[0].action, CheckChannel)
+    w.settle()
+    assert len(w.gaps) == 1
+    gap = w.gaps[0]
+    assert gap.start == pytest.approx(4.0 - 0.5)  # last frame minus gap_margin
+    assert gap.end == pytest.approx(6.0)
+    assert set(gap.topics) == set(TOPICS)
+    assert w.n_channels == 1  # the channel still existed: reused
+
+
+def test_accept_and_close_server_gets_growing_delays() -> None:
+    w = live_world()
+    delays = []
+    for _ in range(8):
+        conn = next(iter(w.sockets))
+        w.sockets.pop(conn)
+        w.feed(SocketClosed(w.now, conn, "closed_1011", w.now))
+        retry_at = path(w).retry_at
+        assert retry_at is not None
+        delays.append(retry_at - w.now)
+        w.now = retry_at
+        w.take(w.core.tick(w.now))
+        w.settle()
+    ceilings = [0.5 * 2**i for i in range(8)]
+    assert all(d <= min(8.0, c) for d, c in zip(delays, ceilings, strict=True))
+    assert sum(delays) > 4.0  # not a tight loop: full jitter, but the ceiling keeps doubling to the cap
+
+
+def test_channel_budget_blocks_rotation_until_a_slot_frees() -> None:
+    w = World(budget=2, headroom=1)
+    w.take(w.core.subscribe(0.0, TOPICS))
+    w.settle()
+    first = next(iter(w.sockets))
+    w.feed(SystemNotice(w.now, first, Notice.SOCKET_CLOSING))
+    w.settle()  # rotation done, old socket draining (holds the second slot)
+    second = max(w.sockets)
+    w.feed(SystemNotice(w.now, second, Notice.SOCKET_CLOSING))
+    assert w.core.budgets[0].held == 2
+    assert path(w).pending is None  # no slot: waits instead of exceeding the budget
+    w.advance(1.5)
+    w.settle()
+    w.advance(1.5)
+    w.settle()
+    assert path(w).counters.rotations.get("socket_closing") == 2
+    assert w.core.budgets[0].held <= 2
+
+
+def test_event_outside_the_table_is_refused() -> None:
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.feed(SystemNotice(w.now, old, Notice.SOCKET_CLOSING))
+    pending = path(w).pending
+    assert pending is not None
+    with pytest.raises(IllegalTransition, match="ChannelChecked for a pending"):
+        path(w).handle(ChannelChecked(w.now, pending.id, exists=True))  # pending channels are never HEADed
+
+
+def test_close_socket_action_names_the_old_connection_only() -> None:
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.feed(SystemNotice(w.now, old, Notice.NO_LONGER_SUBSCRIBED))
+    w.settle()
+    w.advance(1.5)
+    closes = [o.action for o in w.ops if isinstance(o.action, CloseSocket)]
+    assert [c.conn for c in closes] == [old]
