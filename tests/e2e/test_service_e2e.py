@@ -315,3 +315,27 @@ async def test_wrong_secret_exits_with_a_clear_message(
     assert proc.returncode == 1, logs[-3000:]
     assert "invalid_client" in logs
     assert "WRONG-SECRET-e2e" not in logs
+
+
+async def test_sigterm_interrupts_a_start_that_cannot_finish(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    gsim.fail_next_token(n=10_000, status=503)  # the token endpoint keeps failing: start() keeps retrying
+    port = free_port()
+    bridge = Bridge(write_config(tmp_path, gsim.base_url, snsim.base_url, port), tmp_path / "b.log", port)
+    await bridge.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:  # the admin endpoint is up and says the service is still starting
+        doc = await bridge.status()
+        if doc is not None and doc["state"] == "starting":
+            break
+        assert loop.time() < deadline, bridge.tail()
+        await asyncio.sleep(0.2)
+    assert doc["readiness"]["ready"] is False
+    assert bridge.proc is not None
+    assert bridge.proc.returncode is None
+    assert await bridge.terminate() == 0, bridge.tail()
+    assert '"event":"stop requested during start-up"' in bridge.log.read_text()

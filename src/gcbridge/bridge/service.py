@@ -114,16 +114,29 @@ class BridgeService:
         return self.admin.url if self.admin is not None and self.admin.port is not None else None
 
     async def run(self) -> int:
-        """Start, serve until SIGTERM/SIGINT (or a fatal error), drain, and return the exit code."""
+        """Start, serve until SIGTERM/SIGINT (or a fatal error), drain, and return the exit code.
+
+        A stop signal during start-up (a token endpoint that keeps failing, topics that take long to go
+        live) interrupts the start and drains what was received so far.
+        """
+        if self._install_signals:
+            self._add_signal_handlers()
+        starting = asyncio.create_task(self.start(), name="gcbridge-start")
+        stop_asked = asyncio.create_task(self._stop_requested.wait(), name="gcbridge-stop-wait")
+        await asyncio.wait({starting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            self.log.info("stop requested during start-up")
+            starting.cancel()
         try:
-            await self.start()
+            await starting
+        except asyncio.CancelledError:
+            pass
         except Exception as exc:
+            stop_asked.cancel()
             self.log.error("start-up failed", error=str(exc), error_type=type(exc).__name__)
             await self._abort()
             return EXIT_FATAL
-        if self._install_signals:
-            self._add_signal_handlers()
-        await self._stop_requested.wait()
+        await stop_asked
         await self.stop()
         return EXIT_FATAL if self.lifecycle.state == "failed" else EXIT_OK
 
