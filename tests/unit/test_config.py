@@ -180,5 +180,25 @@ def test_client_options_are_checked_by_name_and_type() -> None:
     assert options.heartbeat_timeout == 40
     assert options.backoff.cap == 30.0
     (problem,) = problems_of(minimal(client={"heartbeat_timeot": 40, "combine_topics": "yes"}))
-    assert problem.startswith("genesys.client: heartbeat_timeot: unknown option; valid: ")
+    assert problem.startswith("genesys.client: unknown option heartbeat_timeot; valid: backoff, ")
     assert "combine_topics: expected bool, got 'yes'" in problem
+
+
+def test_client_options_documented_in_the_example_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Uncomment the example's [genesys.client] lines: every documented option must be accepted as shown.
+    lines, in_client = [], False
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith(("[", "# [")):
+            in_client = line.strip() == "[genesys.client]"
+        if in_client and line.startswith("# ") and " = " in line:
+            line = line[2:]
+        lines.append(line)
+    path = tmp_path / "gcbridge.toml"
+    path.write_text("\n".join(lines))
+    monkeypatch.setenv("GCBRIDGE_GENESYS__CLIENT_SECRET", "x")
+    monkeypatch.setenv("GCBRIDGE_SERVICENOW__AUTH__CLIENT_SECRET", "y")
+    cfg = load_config(path)
+    assert len(cfg.genesys.client) >= 8
+    assert cfg.genesys.client_options().heartbeat_timeout == 65.0

@@ -213,10 +213,13 @@ def build_client_options(values: Mapping[str, Any]) -> ClientOptions:
     known = {f.name for f in dataclasses.fields(ClientOptions)}
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
+    unknown = [name for name in values if name not in known]
+    if unknown:
+        problems.append(f"unknown option {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     for name, value in values.items():
         if name not in known:
-            problems.append(f"{name}: unknown option; valid: {', '.join(sorted(known))}")
-        elif name == "backoff":
+            continue
+        if name == "backoff":
             try:
                 kwargs[name] = BackoffPolicy(**value) if isinstance(value, dict) else None
             except (TypeError, ValueError) as exc:
