@@ -639,6 +639,9 @@ class NotificationClient:
     async def _check(self, key: PathKey, action: CheckChannel) -> None:
         try:
             exists = await self._apis[key[1]].channel_exists(action.channel_id)
+        except InvalidClientError as exc:
+            self._go_fatal(exc)
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -682,6 +685,9 @@ class NotificationClient:
     async def _put(self, key: PathKey, action: PutSubscriptions) -> None:
         try:
             result = await self._apis[key[1]].put_subscriptions(action.channel_id, action.topics)
+        except InvalidClientError as exc:
+            self._go_fatal(exc)
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
