@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.genesys.events import Event, Gap
@@ -24,6 +26,17 @@ GENESYS_SECRET = "GSECRET-7f3a9c1e-do-not-print"
 SN_PASSWORD = "SNPASS-2b8d4e6f-do-not-print"
 
 _MAPPING = compile_mapping(None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """These tests configure the process-wide logging; leave it as other tests expect it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 async def wait_for(

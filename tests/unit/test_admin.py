@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 from aiohttp import ClientSession
 
 from gcbridge.bridge import logging as bridge_logging
@@ -16,6 +18,17 @@ from gcbridge.bridge.admin import AdminServer, readiness
 from gcbridge.bridge.metrics import MAX_FAMILIES, BridgeMetrics, topic_family
 from gcbridge.outbox.base import OutboxStats
 from gcbridge.secrets import Secret
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """These tests configure the process-wide logging; leave it as other tests expect it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 class FakeSource:
