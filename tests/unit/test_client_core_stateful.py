@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gcbridge.core.path import Notice
+from gcbridge.core.path import Notice, PathState
 from gcbridge.core.topics import TopicCapacityError
 
 from ._path_world import World
@@ -75,7 +75,8 @@ class CoreMachine(RuleBasedStateMachine):
         for _ in range(200):
             w.settle()
             w.record()
-            if all(w.served(s) for s in w.core.planner.shards()):
+            settled = all(p.state is PathState.LIVE for p in w.core.paths.values()) and not w.ops
+            if settled and all(w.served(s) for s in w.core.planner.shards()):
                 break
             w.advance(2.0)
             w.check()

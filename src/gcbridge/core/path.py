@@ -606,6 +606,10 @@ class PathMachine:
         for conn in (self.current, self.pending):
             if conn is None or conn.channel is None or not conn.socket_open:
                 continue
+            if conn is self.current and self.pending is not None:
+                continue  # the replacement carries the new list; a PUT on the old channel could win it back
+            if conn is self.pending and self.current is not None and self.current.put_version is not None:
+                continue  # let the old channel's PUT land first, so that ours is the last word
             if conn.phase not in (Phase.SUBSCRIBING, Phase.LIVE) or conn.put_version is not None:
                 continue
             if conn.acked_version >= self.version:

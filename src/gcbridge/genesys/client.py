@@ -724,7 +724,7 @@ class NotificationClient:
     async def _read(self, sock: _Socket) -> None:
         loop = asyncio.get_running_loop()
         ws, health, queue, dedup, n = sock.ws, sock.health, self._queue, self._dedup, self._n
-        planner = self.core.planner
+        where = self.core.planner._where  # topic -> shard; read per event, so no method call
         shard = sock.key[0]
         open_by_shard, canonical_until = self._open_by_shard, self._canonical_until
         multipath = len(self._creds) > 1
@@ -761,11 +761,15 @@ class NotificationClient:
                         first = dedup.first(key, now)
                     else:
                         key = ""
-                        first = dedup.first(hash(raw), now)
+                        meta = data.get("metadata")
+                        cid = meta.get("CorrelationId") if type(meta) is dict else None
+                        # a resend on the same socket repeats the event's CorrelationId (cheaper than hashing
+                        # the whole frame); without one, the frame itself is the key
+                        first = dedup.first(hash((topic, cid)) if cid else hash(raw), now)
                     if not first:
                         n.duplicates += 1
                         continue
-                    if topic not in planner:
+                    if topic not in where:
                         n.unknown_topic += 1
                         log.info("event for a topic not subscribed", topic=topic, channel_id=sock.channel_id)
                     n.events += 1
