@@ -91,6 +91,57 @@ level = "debug"
     return path
 
 
+def balance_books(
+    tmp_path: Path, gsim: GenesysSim, snsim: ServiceNowSim, final_seq: int
+) -> list[dict[str, Any]]:
+    """Every event written to the bridge's sockets is stored once and delivered, or inside a reported gap;
+    ServiceNow holds one record per conversation with the last received state. Returns the gaps."""
+    sent = [r for r in gsim.ledger if r.sent_to]
+    assert len(sent) > 100, f"too little traffic reached the bridge ({len(sent)} of {final_seq})"
+    rows = (
+        sqlite3.connect(tmp_path / "state" / "outbox.db")
+        .execute("SELECT payload, state FROM outbox ORDER BY id")
+        .fetchall()
+    )
+    received_seq: dict[int, int] = {}
+    received_events: list[Event] = []  # in outbox order, which is the delivery order per conversation
+    for payload, state in rows:
+        data = orjson.loads(payload)
+        seq = data["metadata"]["simSequence"]
+        assert seq not in received_seq, f"event {seq} stored twice"
+        received_seq[seq] = state
+        received_events.append(
+            Event(
+                topic=data["topicName"],
+                body=data["eventBody"],
+                version=data.get("version"),
+                metadata=data["metadata"],
+                dedup_key=data["dedupKey"],
+                received_at=data["receivedAt"],
+            )
+        )
+    assert all(state == 2 for state in received_seq.values()), "rows not delivered (pending or dead)"
+
+    gaps = [
+        orjson.loads(line) for line in (tmp_path / "state" / "gcbridge-gaps.jsonl").read_text().splitlines()
+    ]
+
+    def in_gap(published_at: float) -> bool:
+        return any(g["start"] - GAP_SLACK <= published_at <= g["end"] + GAP_SLACK for g in gaps)
+
+    missing = [r.seq for r in sent if r.seq not in received_seq and not in_gap(r.published_at)]
+    assert not missing, f"{len(missing)} events lost outside any reported gap: {missing[:10]}; gaps {gaps}"
+    lost_in_gaps = [r.seq for r in sent if r.seq not in received_seq]
+    assert len(lost_in_gaps) < len(sent) / 4, f"implausibly many events lost in gaps: {len(lost_in_gaps)}"
+
+    check_interactions(snsim.records("interaction"), expected_interactions(received_events))
+    users_seen = {
+        r.topic.split(".")[2] for r in gsim.ledger if r.seq in received_seq and "presence" in r.topic
+    }
+    assert len(snsim.records("u_genesys_presence")) == len(users_seen)
+    return gaps
+
+
 class Bridge:
     """One ``gcbridge run`` subprocess; its stderr (the JSON logs) goes to a file."""
 
@@ -131,6 +182,18 @@ class Bridge:
             http.get(f"{self.url}{path}") as r,
         ):
             return await r.text()
+
+    async def wait_settled(self) -> None:
+        """Until the outbox is empty (everything received was delivered)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while True:
+            doc = await self.status()
+            outbox = (doc or {}).get("outbox", {})
+            if doc is not None and outbox.get("pending", 1) == 0 and outbox.get("in_flight", 1) == 0:
+                return
+            assert loop.time() < deadline, f"outbox never emptied:\n{self.tail()}"
+            await asyncio.sleep(0.3)
 
     async def wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -219,18 +282,7 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
     await gsim.stop_traffic()
     final_seq = len(gsim.ledger)
 
-    async def settled() -> bool:
-        doc = await bridge.status()
-        if doc is None:
-            return False
-        o = doc.get("outbox", {})
-        return o.get("pending", 1) == 0 and o.get("in_flight", 1) == 0
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 90
-    while not await settled():
-        assert loop.time() < deadline, f"outbox never emptied:\n{bridge.tail()}"
-        await asyncio.sleep(0.3)
+    await bridge.wait_settled()
     async with aiohttp.ClientSession() as http:
         pages = {}
         for path in ("/status", "/metrics", "/"):
@@ -238,51 +290,8 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
                 pages[path] = await r.text()
     assert await bridge.terminate() == 0, bridge.tail()
 
-    # -- the books ------------------------------------------------------------------------------------------
-    sent = [r for r in gsim.ledger if r.sent_to]
-    assert len(sent) > 100, f"too little traffic reached the bridge ({len(sent)} of {final_seq})"
-    rows = (
-        sqlite3.connect(tmp_path / "state" / "outbox.db")
-        .execute("SELECT payload, state FROM outbox ORDER BY id")
-        .fetchall()
-    )
-    received_seq: dict[int, int] = {}
-    received_events: list[Event] = []  # in outbox order, which is the delivery order per conversation
-    for payload, state in rows:
-        data = orjson.loads(payload)
-        seq = data["metadata"]["simSequence"]
-        assert seq not in received_seq, f"event {seq} stored twice"
-        received_seq[seq] = state
-        received_events.append(
-            Event(
-                topic=data["topicName"],
-                body=data["eventBody"],
-                version=data.get("version"),
-                metadata=data["metadata"],
-                dedup_key=data["dedupKey"],
-                received_at=data["receivedAt"],
-            )
-        )
-    assert all(state == 2 for state in received_seq.values()), "rows not delivered (pending or dead)"
-
-    gaps = [
-        orjson.loads(line) for line in (tmp_path / "state" / "gcbridge-gaps.jsonl").read_text().splitlines()
-    ]
-    assert any(g["reason"] in ("service_down", "service_crashed") for g in gaps), gaps
-
-    def in_gap(published_at: float) -> bool:
-        return any(g["start"] - GAP_SLACK <= published_at <= g["end"] + GAP_SLACK for g in gaps)
-
-    missing = [r.seq for r in sent if r.seq not in received_seq and not in_gap(r.published_at)]
-    assert not missing, f"{len(missing)} events lost outside any reported gap: {missing[:10]}; gaps {gaps}"
-    lost_in_gaps = [r.seq for r in sent if r.seq not in received_seq]
-    assert len(lost_in_gaps) < len(sent) / 4, f"implausibly many events lost in gaps: {len(lost_in_gaps)}"
-
-    check_interactions(snsim.records("interaction"), expected_interactions(received_events))
-    users_seen = {
-        r.topic.split(".")[2] for r in gsim.ledger if r.seq in received_seq and "presence" in r.topic
-    }
-    assert len(snsim.records("u_genesys_presence")) == len(users_seen)
+    gaps = balance_books(tmp_path, gsim, snsim, final_seq)
+    assert any(g["reason"] == "service_down" for g in gaps), gaps
 
     logs = bridge.log.read_text(errors="replace")
     assert '"event":"draining"' in logs
@@ -339,3 +348,34 @@ async def test_sigterm_interrupts_a_start_that_cannot_finish(
     assert bridge.proc.returncode is None
     assert await bridge.terminate() == 0, bridge.tail()
     assert '"event":"stop requested during start-up"' in bridge.log.read_text()
+
+
+async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    port = free_port()
+    bridge = Bridge(
+        write_config(tmp_path, gsim.base_url, snsim.base_url, port), tmp_path / "bridge.log", port
+    )
+    await bridge.start()
+    await bridge.wait_ready()
+    snsim.set_delay(0.2)  # deliveries lag behind, so the kill leaves rows pending and in flight
+    gsim.start_traffic(RATE, TOPICS)
+    await asyncio.sleep(3)
+    assert bridge.proc is not None
+    bridge.proc.kill()  # no drain, no clean mark
+    await bridge.proc.wait()
+    snsim.set_delay(0.0)
+
+    await bridge.start()
+    await bridge.wait_ready()
+    await asyncio.sleep(2)
+    await gsim.stop_traffic()
+    final_seq = len(gsim.ledger)
+    await bridge.wait_settled()
+    assert await bridge.terminate() == 0, bridge.tail()
+    gaps = balance_books(tmp_path, gsim, snsim, final_seq)
+    assert [g["reason"] for g in gaps].count("service_crashed") == 1, gaps
+    assert "rows left in flight by the previous run are pending again" in bridge.log.read_text()
