@@ -39,6 +39,10 @@
     const ev = s.events || {};
     set("events-received", num(ev.received));
     set("duplicates", num(g.duplicates_dropped));
+    set("unrouted", num(ev.unrouted));
+    const rejected = g.rejected_topics || [];
+    $("rejected").hidden = rejected.length === 0;
+    set("rejected", rejected.length ? "topics rejected by Genesys Cloud: " + rejected.join(", ") : "");
     const d = s.deliveries || {};
     set("delivered", num(d.delivered));
     set("retries", num(d.retry));
