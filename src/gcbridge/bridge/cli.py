@@ -11,13 +11,16 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gcbridge import _json
+
+if TYPE_CHECKING:
+    from gcbridge.bridge.config import BridgeConfig
 
 T = TypeVar("T")
 
@@ -61,12 +64,15 @@ def register(app: typer.Typer) -> None:
         help="Validate the configuration, then try its credentials, channel, topic "
         "permissions and ServiceNow tables against the configured endpoints.",
     )(check)
-    app.command("status", help="Show the state of a running service (asks its admin endpoint).")(status)
+    app.command(
+        "status",
+        help="Show the state of a running service (asks its admin endpoint); exits 1 when it is not ready.",
+    )(status)
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(config_app, name="config")
 
 
-def _load(config: Path) -> Any:
+def _load(config: Path) -> BridgeConfig:
     from gcbridge.bridge.config import ConfigError, load_config
 
     try:
@@ -176,7 +182,11 @@ def status(
 ) -> None:
     import aiohttp
 
-    if url is None:
+    if url is None and not config.exists():
+        from gcbridge.bridge.config import DEFAULT_ADMIN_PORT
+
+        url = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
+    elif url is None:
         cfg = _load(config)
         host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "::", "") else cfg.admin.host
         url = f"http://{host}:{cfg.admin.port}"
