@@ -152,3 +152,31 @@ async def test_restart_journals_the_downtime_and_reload_applies_topic_changes(
         assert service.topics == [TOPICS[0], "v2.users.u2.presence"]
     finally:
         await service.stop()
+
+
+async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: ServiceNowSim) -> None:
+    client = ScriptedClient()
+    assert sn.base_url is not None
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        assert service.sink is not None
+        sink = service.sink
+        events = make_events(6)
+        client.queue.put_nowait(events[0])
+        await wait_for(lambda: sink.delivered >= 1, what="first delivery")
+        sn.inject(503, count=1000, path_prefix="/api/now/import/")  # the load balancer says "unavailable"
+        for event in events[1:]:
+            client.queue.put_nowait(event)
+        await wait_for(lambda: sink.reachable is False, what="ServiceNow marked unreachable")
+        async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
+            assert r.status == 503
+            assert "ServiceNow is not reachable" in (await r.json())["reasons"]
+        sn.state.faults.clear()
+        await wait_for(lambda: sink.delivered >= len(events), what="deliveries after recovery")
+        async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
+            assert r.status == 200
+    finally:
+        await service.stop()
