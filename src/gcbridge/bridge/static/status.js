@@ -63,7 +63,7 @@
     set("token-refreshes", num(g.token_refreshes));
 
     fillRows("channels", (g.channels || []).map((c) => [
-      c.path ? c.path + " (shard/credential)" : String(c.shard), c.id || "", { text: c.state || "", cls: "state-" + (c.state || "") },
+      c.path || String(c.shard), c.id || "", { text: c.state || "", cls: "state-" + (c.state || "") },
       num(c.topics), time(c.connected_since), ago(c.last_frame_at), time(c.expires_at),
     ]));
     const counts = (m) => Object.entries(m || {}).map(([k, v]) => [k, num(v)]);
