@@ -7,13 +7,17 @@ service, user code). They are immutable values with no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from operator import itemgetter
+from typing import Any
 
 from gcbridge.core.dedup import dedup_key as _canonical_key
 
 
-class Event:
+class Event(tuple):  # type: ignore[type-arg]  # a tuple: immutable, and the cheapest object to build
     """One notification from Genesys Cloud, delivered once even if several channels received it.
+
+    Fields: ``topic``, ``body`` (the ``eventBody``), ``version``, ``metadata``, ``dedup_key``, ``received_at``
+    (wall-clock UNIX seconds when the first copy arrived) and ``channel_id``. Immutable.
 
     ``dedup_key`` identifies the notification across channels and paths (the same event received on the old
     and the new channel during a rotation has the same key); downstream stores use it for idempotency. It is
@@ -21,18 +25,10 @@ class Event:
     client did not need it already.
     """
 
-    __slots__ = ("_dedup_key", "body", "channel_id", "metadata", "received_at", "topic", "version")
+    __slots__ = ()
 
-    topic: str
-    body: dict[str, Any]
-    version: str | None
-    _dedup_key: str
-    metadata: dict[str, Any]
-    received_at: float  # wall-clock UNIX seconds when the first copy arrived
-    channel_id: str
-
-    def __init__(
-        self,
+    def __new__(
+        cls,
         topic: str,
         body: dict[str, Any],
         version: str | None,
@@ -40,77 +36,51 @@ class Event:
         dedup_key: str,
         received_at: float,
         channel_id: str = "",
-    ) -> None:
-        _init(self, topic, body, version, metadata, dedup_key, received_at, channel_id)
+    ) -> Event:
+        return _new(cls, (topic, body, version, metadata, [dedup_key], received_at, channel_id))
+
+    topic: str = property(itemgetter(0))  # type: ignore[assignment]
+    body: dict[str, Any] = property(itemgetter(1))  # type: ignore[assignment]
+    version: str | None = property(itemgetter(2))  # type: ignore[assignment]
+    metadata: dict[str, Any] = property(itemgetter(3))  # type: ignore[assignment]
+    received_at: float = property(itemgetter(5))  # type: ignore[assignment]
+    channel_id: str = property(itemgetter(6))  # type: ignore[assignment]
 
     @property
     def dedup_key(self) -> str:
-        key: str = self._dedup_key
-        if not key:
-            key = _canonical_key(self.topic, self.body)
-            _S_KEY(self, key)
-        return key
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError(f"Event is immutable (cannot set {name!r})")
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError(f"Event is immutable (cannot delete {name!r})")
+        holder: list[str] = self[4]
+        if not holder[0]:
+            holder[0] = _canonical_key(self[0], self[1])
+        return holder[0]
 
     def _fields(self) -> tuple[Any, ...]:
-        return (
-            self.topic,
-            self.body,
-            self.version,
-            self.metadata,
-            self.dedup_key,
-            self.received_at,
-            self.channel_id,
-        )
+        return (self[0], self[1], self[2], self[3], self.dedup_key, self[5], self[6])
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Event:
+        if not isinstance(other, Event):
             return NotImplemented
-        assert isinstance(other, Event)
         return self._fields() == other._fields()
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
 
     __hash__ = None  # type: ignore[assignment]  # the body is a dict
 
     def __repr__(self) -> str:
         return (
-            f"Event(topic={self.topic!r}, body={self.body!r}, version={self.version!r}, "
-            f"metadata={self.metadata!r}, dedup_key={self.dedup_key!r}, received_at={self.received_at!r}, "
-            f"channel_id={self.channel_id!r})"
+            f"Event(topic={self[0]!r}, body={self[1]!r}, version={self[2]!r}, metadata={self[3]!r}, "
+            f"dedup_key={self.dedup_key!r}, received_at={self[5]!r}, channel_id={self[6]!r})"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Event, self._fields())
 
-
-_S_TOPIC, _S_BODY, _S_VERSION, _S_META, _S_KEY, _S_AT, _S_CHANNEL = (
-    Event.__dict__[n].__set__
-    for n in ("topic", "body", "version", "metadata", "_dedup_key", "received_at", "channel_id")
-)
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return self._fields()
 
 
-def _init(
-    ev: Event,
-    topic: str,
-    body: dict[str, Any],
-    version: str | None,
-    metadata: dict[str, Any],
-    key: str,
-    received_at: float,
-    channel_id: str,
-) -> None:
-    # slot setters bypass the immutability guard (this is the only writer)
-    _S_TOPIC(ev, topic)
-    _S_BODY(ev, body)
-    _S_VERSION(ev, version)
-    _S_META(ev, metadata)
-    _S_KEY(ev, key)
-    _S_AT(ev, received_at)
-    _S_CHANNEL(ev, channel_id)
+_new = tuple.__new__
 
 
 def make_event(
@@ -123,9 +93,7 @@ def make_event(
     dedup_key: str = "",
 ) -> Event:
     """Build an Event (the client's hot path); an empty ``dedup_key`` is computed on first access."""
-    ev: Event = object.__new__(Event)
-    _init(ev, topic, body, version, metadata, dedup_key, received_at, channel_id)
-    return ev
+    return _new(Event, (topic, body, version, metadata, [dedup_key], received_at, channel_id))
 
 
 @dataclass(frozen=True, slots=True)
