@@ -601,13 +601,20 @@ class NotificationClient:
             now = loop.time()
             wake = self.core.next_wakeup()
             if wake is not None and wake <= now:
-                self._dispatch(self.core.tick(now))
+                try:
+                    self._dispatch(self.core.tick(now))
+                except Exception:  # a core bug must not stop every timer of the client
+                    log.exception("notification core failed on a timer tick")
+                    await asyncio.sleep(1.0)
 
     def _on_token(self, credential: int, token: AccessToken) -> None:
         self._n.token_refreshes += 1
         self._lifecycle("token_refreshed", detail=f"credential {credential} generation {token.generation}")
         if self._started and not self._closed:
-            self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
+            try:
+                self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
+            except Exception:
+                log.exception("notification core failed on a token refresh")
 
     # == internals: I/O =================================================================================
     async def _create(self, key: PathKey, action: CreateChannel) -> None:
