@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from gcbridge.genesys import Gap, InvalidTopicError, SubscriptionRejectedError
+from gcbridge.genesys import Event, Gap, InvalidTopicError, SubscriptionRejectedError
 from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.errors import InvalidClientError
 from gcbridge.genesys.rest import NotificationsApi, new_session
@@ -181,3 +181,32 @@ async def test_gap_marks_what_to_back_fill(genesys_sim_factory: SimFactory) -> N
     assert stats.gaps == 1
     assert stats.gap_seconds == pytest.approx(gap.seconds)
     assert any(e.kind == "gap" for e in got.lifecycle)
+
+
+async def test_handlers_by_pattern_and_unsubscribe_everything(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    queue_topic = "v2.routing.queues.q9.conversations"
+    presence: list[str] = []
+    queues: list[str] = []
+    gaps: list[Gap] = []
+
+    async def on_queue(event: Event) -> None:
+        queues.append(event.topic)
+
+    async with client_for(sim) as client:
+        client.on("v2.users.*.presence", lambda e: presence.append(e.topic))
+        client.on("v2.routing.#", on_queue)
+        runner = asyncio.get_running_loop().create_task(client.run(on_gap=gaps.append))
+        await client.subscribe([TOPICS[0], queue_topic])
+        sim.publish(TOPICS[0])
+        sim.publish(queue_topic)
+        await wait_until(lambda: presence and queues, what="both handlers")
+        await sim.drop_socket()
+        await wait_until(lambda: bool(gaps), what="on_gap")
+        await client.unsubscribe([TOPICS[0], queue_topic])
+        await wait_until(lambda: client.stats().channels_held == 0, what="channel given up")
+        assert client.stats().paths == ()
+        assert sim.connected_channel_ids == []
+    await asyncio.wait_for(runner, 5)
+    assert presence == [TOPICS[0]]
+    assert queues == [queue_topic]
