@@ -150,3 +150,19 @@ async def test_another_process_taking_the_topics_causes_no_ping_pong(genesys_sim
     assert 1 <= nls <= 5  # it takes the topic back, but backs off instead of fighting every time
     assert got.gaps, "while another client held the topic, events did not reach us: that is a gap"
     assert all(g.reason == "no_longer_subscribed" for g in got.gaps)
+
+
+async def test_revoked_token_recovers_on_a_new_token_and_channel(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    async with client_for(sim) as client:
+        await client.subscribe(TOPICS[:1])
+        got = collect(client)
+        await publish_until_received(sim, got, TOPICS[0])
+        first = client.stats().paths[0].channel_id
+        assert sim.revoke_token() >= 1
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        await publish_until_received(sim, got, TOPICS[0])
+        stats = client.stats()
+    assert stats.paths[0].channel_id != first
+    assert stats.token_refreshes >= 2
+    audit(sim, got, set(TOPICS[:1]))
