@@ -15,7 +15,7 @@ import aiohttp
 
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.service import BridgeService
-from gcbridge.genesys.events import Gap
+from gcbridge.genesys.events import Event, Gap
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
 from .conftest import (
@@ -178,5 +178,27 @@ async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: Servic
         await wait_for(lambda: sink.delivered >= len(events), what="deliveries after recovery")
         async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
             assert r.status == 200
+    finally:
+        await service.stop()
+
+
+async def test_an_event_the_mapping_cannot_encode_is_still_stored_and_delivered(
+    tmp_path: Path, sn: ServiceNowSim
+) -> None:
+    client = ScriptedClient()
+    assert sn.base_url is not None
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        presence = TOPICS[1]
+        body = {"presenceDefinition": {"systemPresence": "Available"}, "huge": 2**70}  # beyond orjson
+        client.queue.put_nowait(Event(presence, body, "2", {}, "k-huge", time.time()))
+        assert service.sink is not None
+        sink = service.sink
+        await wait_for(lambda: sink.delivered + sink.rejected >= 1, what="the odd event handled")
+        assert (sink.delivered, sink.rejected) == (1, 0), sink.last_error
+        assert len(sn.records("u_genesys_presence")) == 1
     finally:
         await service.stop()

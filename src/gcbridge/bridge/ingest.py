@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -26,6 +27,28 @@ DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000
 _RETRY_DELAYS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _END: Final = object()
+
+
+def raw_item(event: Event, problem: str) -> OutboxItem:
+    """An outbox row for an event the mapping could not turn into one (plain ``json``, which takes any
+    integer; the payload keeps the wire shape plus ``mappingError``)."""
+    payload = {
+        "topicName": event.topic,
+        "version": event.version,
+        "eventBody": event.body,
+        "metadata": event.metadata,
+        "dedupKey": event.dedup_key,
+        "receivedAt": event.received_at,
+        "channelId": event.channel_id,
+        "mappingError": problem,
+    }
+    return OutboxItem(
+        dedup_key=event.dedup_key,
+        order_key=f"unmappable:{event.topic}",
+        topic=event.topic,
+        payload=json.dumps(payload, default=str).encode(),
+        received_at=event.received_at,
+    )
 
 
 class BatchWriter(Protocol):
@@ -122,13 +145,15 @@ class Ingest:
         try:
             item = event_to_outbox_item(event, self._mapping)
         except Exception as exc:
-            # A mapping bug must not stop the stream; the event is counted and logged with its topic.
-            self.unrouted += 1
-            self._metrics.unrouted.labels(family=self._metrics.family_label(event.topic)).inc()
+            # Neither stop the stream nor lose the event: store it as it came, so that delivery rejects it
+            # to the dead-letter list with the reason (or delivers it, once the cause is fixed and replayed).
             self._log.error(
-                "event could not be mapped", topic=event.topic, dedup_key=event.dedup_key, error=str(exc)
+                "event could not be mapped; stored for the dead-letter list",
+                topic=event.topic,
+                dedup_key=event.dedup_key,
+                error=f"{type(exc).__name__}: {exc}",
             )
-            return None
+            return raw_item(event, f"{type(exc).__name__}: {exc}")
         if item is None:
             self.unrouted += 1
             family = self._metrics.family_label(event.topic)
