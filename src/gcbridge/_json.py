@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,8 +15,15 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+    try:
+        return orjson.dumps(obj)
+    except TypeError as exc:
+        # orjson refuses integers beyond 64 bits; the standard library writes them exactly. Anything else
+        # that orjson cannot serialise the standard library cannot either, so its error stands.
+        if "64-bit" not in str(exc):
+            raise
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def dumps_str(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
+    return dumps(obj).decode()
