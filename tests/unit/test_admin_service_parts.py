@@ -265,13 +265,14 @@ async def test_ingest_batch_size_is_bounded(tmp_path: Path) -> None:
 
 
 async def test_an_event_the_mapping_cannot_encode_is_stored_not_dropped(tmp_path: Path) -> None:
-    huge = Event("v2.users.u1.presence", {"id": "e1", "n": 2**70}, "2", {}, "k-huge", time.time())
+    # A set is not JSON: no encoder takes it, so the mapping fails and the raw fallback must keep the event.
+    huge = Event("v2.users.u1.presence", {"id": "e1", "n": {7}}, "2", {}, "k-huge", time.time())
     store = RecordingStore()
     ingest, _, logs = make_ingest(stream_of([huge, event(2)]), store, tmp_path)
     await asyncio.wait_for(ingest.run(), 30)
     items = [i for b in store.batches for i in b]
     assert [i.dedup_key for i in items] == ["k-huge", "k2"]
     assert items[0].order_key == "unmappable:v2.users.u1.presence"
-    assert json.loads(items[0].payload)["eventBody"]["n"] == 2**70
+    assert json.loads(items[0].payload)["eventBody"]["n"] == "{7}"
     assert "mappingError" in json.loads(items[0].payload)
     assert "stored for the dead-letter list" in logs.getvalue()
