@@ -17,8 +17,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-sim_app = typer.Typer(help="Run a local simulator of Genesys Cloud or ServiceNow (for tests and demos).",
-                      no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Run a local simulator of Genesys Cloud or ServiceNow (for tests and demos).", no_args_is_help=True
+)
 app.add_typer(sim_app, name="sim")
 
 # (module, attribute, registration) for each sub-command group. A module that is missing or broken is
