@@ -1,6 +1,13 @@
-"""Genesys Cloud notifications for asyncio programs: :class:`NotificationClient` and what it yields."""
+"""Genesys Cloud notifications for asyncio programs: :class:`NotificationClient` and what it yields.
 
+Most programs need only ``NotificationClient``, ``ClientOptions``, ``Event`` and ``Gap``. The building blocks
+underneath (the OAuth ``TokenManager``, the ``NotificationsApi`` REST layer, ``resolve_region``) are exported
+for programs that manage channels themselves.
+"""
+
+from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.core.topics import InvalidTopicError, TopicCapacityError
+from gcbridge.genesys.auth import AccessToken, TokenManager
 from gcbridge.genesys.client import (
     ClientClosedError,
     ClientOptions,
@@ -11,20 +18,42 @@ from gcbridge.genesys.client import (
     SubscribeResult,
     SubscriptionRejectedError,
 )
+from gcbridge.genesys.errors import (
+    GenesysApiError,
+    GenesysAuthError,
+    GenesysError,
+    GenesysTransportError,
+    InvalidClientError,
+)
 from gcbridge.genesys.events import Event, Gap, Item
+from gcbridge.genesys.regions import RegionHosts, resolve_region
+from gcbridge.genesys.rest import ChannelInfo, NotificationsApi, SubscriptionResult
 
 __all__ = [
+    "AccessToken",
+    "BackoffPolicy",
+    "ChannelInfo",
     "ClientClosedError",
     "ClientOptions",
     "ClientStats",
     "Event",
     "Gap",
+    "GenesysApiError",
+    "GenesysAuthError",
+    "GenesysError",
+    "GenesysTransportError",
+    "InvalidClientError",
     "InvalidTopicError",
     "Item",
     "LifecycleEvent",
     "NotificationClient",
+    "NotificationsApi",
     "PathStats",
+    "RegionHosts",
     "SubscribeResult",
     "SubscriptionRejectedError",
+    "SubscriptionResult",
+    "TokenManager",
     "TopicCapacityError",
+    "resolve_region",
 ]
