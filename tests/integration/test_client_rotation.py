@@ -53,9 +53,12 @@ async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
         sim.start_traffic(150, TOPICS)
         loop = asyncio.get_running_loop()
         end = loop.time() + 48 * 3600 / scale
+        closings = 0
         while loop.time() < end:
-            await asyncio.sleep(2 * 3600 / scale)
-            await sim.socket_closing(grace=3600.0)  # the 60 s grace is 8 ms at this scale: give 0.5 s
+            await asyncio.sleep(3600 / scale)
+            # the 60 s grace is 8 ms at this scale: give the rest of the hour (0.5 s) instead
+            await sim.socket_closing(grace=3000.0)
+            closings += 1
         await sim.stop_traffic()
         await publish_until_received(sim, got, TOPICS[1])
         stats = client.stats()
@@ -64,7 +67,8 @@ async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
     assert not in_gap
     assert len(received) > 1000
     assert stats.token_refreshes >= 4  # every channel since was created on a fresh token, no socket died
-    assert stats.rotations_by_reason.get("socket_closing", 0) >= 20
+    assert closings >= 40  # about one an hour (the loop may wake late on a loaded machine)
+    assert stats.rotations_by_reason.get("socket_closing", 0) >= closings - 2  # ~every one rotated
     assert sim.token_requests == stats.token_refreshes  # concurrent rotations never cost an extra token
     assert stats.channels_held <= client.options.channel_budget
 
