@@ -76,6 +76,15 @@ async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_eve
     gap = got.gaps[0]
     assert gap.end > gap.start
     assert set(gap.topics) == set(TOPICS[:2])
+    # Tight, not just covering: the gap starts at the failed socket's last frame (minus the documented
+    # gap_margin), so no earlier than the last event delivered before the loss was published.
+    published = {r.seq: r.published_at for r in sim.ledger if r.topic in TOPICS[:2]}
+    lost = set(published) - received
+    if lost:
+        first_lost = min(published[s] for s in lost)
+        delivered_before = [published[s] for s in received if published[s] < first_lost]
+        assert delivered_before, "traffic was received before the fault"
+        assert gap.start >= max(delivered_before) - FAST.gap_margin
     if fault == "stall":
         assert in_gap, "a stall loses the events sent while silent; they must be inside the gap"
         assert set(stats.reconnects_by_reason) & {"pong_timeout", "heartbeat_timeout"}
