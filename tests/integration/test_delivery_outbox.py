@@ -407,3 +407,98 @@ async def test_poison_events_are_dead_lettered_with_a_reason_and_replayed_after_
     assert len(sim.records("interaction")) == 5
     (user,) = sim.records("u_genesys_presence")
     assert user["u_presence"] == "Busy"
+
+
+# ---- coalescing ----------------------------------------------------------------------------------------
+
+BURST_STATES = ("alerting", *["connected"] * 17, "disconnected", "disconnected")
+
+
+def whole_state(conv_id: str, update: int) -> dict[str, Any]:
+    """Update ``update`` of a conversation: every event carries the whole conversation (as Genesys sends
+    it), so the agent's name, the end time and the wrap-up appear on the way and stay in later updates."""
+    state = BURST_STATES[update]
+    customer: dict[str, Any] = {
+        "purpose": "customer",
+        "address": "tel:+15550100",
+        "calls": [{"state": state, "direction": "inbound"}],
+    }
+    agent: dict[str, Any] = {
+        "purpose": "agent",
+        "userId": "u-1",
+        "queueId": "q-1",
+        "calls": [{"state": state}],
+    }
+    if update >= 1:
+        customer["connectedTime"] = "2024-03-01T10:00:00Z"
+        agent["name"] = f"Agent {conv_id} v{update}"  # changes on every update: only the last may win
+    if update >= len(BURST_STATES) - 2:
+        customer["endTime"] = "2024-03-01T10:05:00Z"
+    if update == len(BURST_STATES) - 1:
+        agent["wrapup"] = {"code": "Sale", "notes": f"done {conv_id}"}
+    return {"id": conv_id, "participants": [customer, agent]}
+
+
+def burst(router: Router, conversations: int) -> list[OutboxItem]:
+    out = []
+    for update in range(len(BURST_STATES)):
+        for i in range(conversations):
+            body = whole_state(f"c-{i}", update)
+            event = Event(QUEUE_TOPIC, body, "2", {}, f"c-{i}-{update}", 1.7e9 + update)
+            item = event_to_outbox_item(event, router.mapping)
+            assert item is not None
+            out.append(item)
+    return out
+
+
+def business_fields(sim: ServiceNowSim) -> dict[str, dict[str, str]]:
+    """The interactions by conversation, without what the instance assigns (sys_* fields, numbers)."""
+    out: dict[str, dict[str, str]] = {}
+    for record in sim.records("interaction"):
+        fields = {k: v for k, v in record.items() if not k.startswith("sys_") and k != "number"}
+        assert record["correlation_id"] not in out, "duplicate record"
+        out[record["correlation_id"]] = fields
+    return out
+
+
+async def deliver_burst(
+    path: Path, warp: WarpClock, session: aiohttp.ClientSession, conversations: int, *, coalesce: bool
+) -> tuple[dict[str, dict[str, str]], int]:
+    """The whole burst stored first, then delivered into a fresh instance: (records, Import Set writes)."""
+    sim = ServiceNowSim(SnSimConfig(users={"admin": "admin-pass"}, clock=warp))
+    await sim.start("127.0.0.1", 0)
+    try:
+        router = build_router(config(sim), session, wall_clock=warp)
+        store = await SqliteOutbox.open(path)
+        await store.put_many(burst(router, conversations))
+        await run_until_settled(store, dispatcher(store, router, warp, coalesce=coalesce), warp)
+        stats = await store.stats(warp())
+        await store.close()
+        writes = [r for r in sim.requests if r.path == "/api/now/import/u_genesys_interaction_import"]
+        records = business_fields(sim)
+    finally:
+        await sim.stop()
+    assert (stats.delivered, stats.dead, stats.pending) == (conversations * len(BURST_STATES), 0, 0)
+    return records, len(writes)
+
+
+async def test_coalescing_a_burst_of_20_updates_gives_the_same_records_with_one_write_each(
+    tmp_path: Path, warp: WarpClock, session: aiohttp.ClientSession
+) -> None:
+    conversations = 6
+    plain, plain_writes = await deliver_burst(
+        tmp_path / "plain.db", warp, session, conversations, coalesce=False
+    )
+    merged, merged_writes = await deliver_burst(
+        tmp_path / "merged.db", warp, session, conversations, coalesce=True
+    )
+    assert plain_writes == conversations * len(BURST_STATES)
+    assert merged_writes == conversations  # each key's first claim took its whole pending run
+    assert merged == plain  # field for field
+    # ... and both are the truth, which does not depend on either run: what each last update says
+    for i in range(conversations):
+        last = plain[f"c-{i}"]
+        assert last["state"] == "closed_complete"
+        assert last["agent_name"] == f"Agent c-{i} v{len(BURST_STATES) - 1}"
+        assert (last["wrapup_code"], last["wrapup_notes"]) == ("Sale", f"done c-{i}")
+        assert last["end_time"] != ""
