@@ -214,6 +214,23 @@ async def test_21st_channel_evicts_the_oldest_unconnected(sim_client: SimClient)
     assert (await sim_client.api("HEAD", f"{CHANNELS}/{made[1]['id']}"))[0] == 200
 
 
+async def test_21st_channel_spares_a_connected_channel_even_if_it_is_the_least_recently_used(
+    sim_client: SimClient,
+) -> None:
+    made = [await sim_client.create_channel() for _ in range(20)]
+    oldest = await sim_client.connect(made[0])
+    for channel in made[1:]:  # use every other channel after the connect: made[0] is now the least used
+        assert (await sim_client.api("GET", subs(channel["id"])))[0] == 200
+    await sim_client.create_channel()
+    assert len(sim_client.sim.channels) == 20
+    alive = {c.id for c in sim_client.sim.channels}
+    assert made[0]["id"] in alive  # connected channels go last (spec 2.3)
+    assert made[1]["id"] not in alive  # the least recently used of the unconnected ones
+    assert made[2]["id"] in alive
+    assert (await sim_client.api("HEAD", f"{CHANNELS}/{made[1]['id']}"))[0] == 404
+    assert not oldest.closed
+
+
 # -- subscriptions -------------------------------------------------------------------------------------------
 async def test_subscriptions_get_post_put_delete(sim_client: SimClient) -> None:
     channel = await sim_client.create_channel()
