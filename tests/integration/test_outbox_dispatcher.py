@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcome, Reject, Retry, SqliteOutbox
@@ -242,6 +243,38 @@ async def test_max_attempts_dead_letters_with_the_last_error(store: SqliteOutbox
     finally:
         await dispatcher.drain(timeout=10)
         await task
+
+
+async def test_retry_and_dead_letter_logs_carry_the_row_context(store: SqliteOutbox) -> None:
+    class FailsTwice:
+        async def deliver(self, row: OutboxRow) -> Outcome:
+            if row.attempts == 0:
+                raise ConnectionResetError(f"Authorization: {SECRET}")
+            return Retry("HTTP 503 Service Unavailable")
+
+    clock = FastClock(step=10.0)
+    dispatcher = Dispatcher(store, FailsTwice(), max_attempts=2, clock=clock, idle_poll=0.01)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(dispatcher.run())
+        try:
+            await dispatcher.ingest([item(7, "conv-7")])
+
+            async def buried() -> bool:
+                return (await store.stats(clock.t)).dead == 1
+
+            await eventually(buried)
+        finally:
+            await dispatcher.drain(timeout=10)
+            await task
+    retried = [e for e in logs if e["event"] == "outbox delivery will be retried"]
+    dead = [e for e in logs if e["event"] == "outbox row dead-lettered"]
+    assert len(retried) == 1
+    assert len(dead) == 1
+    context = {"row_id": 1, "order_key": "conv-7", "topic": "v2.conversations.x"}
+    assert retried[0].items() >= {**context, "attempt": 1, "reason": "ConnectionResetError"}.items()
+    assert dead[0].items() >= {**context, "attempt": 2}.items()
+    assert "HTTP 503 Service Unavailable" in dead[0]["reason"]
+    assert SECRET not in repr(logs)
 
 
 async def test_timeouts_and_wrong_return_types_are_retried_not_fatal(store: SqliteOutbox) -> None:

@@ -312,6 +312,7 @@ class Dispatcher:
                 "outbox delivery will be retried",
                 row_id=row.id,
                 order_key=row.order_key,
+                topic=row.topic,
                 attempt=row.attempts + 1,
                 in_seconds=round(action.at - now, 3),
                 reason=action.error,
@@ -324,5 +325,6 @@ class Dispatcher:
                 row_id=row.id,
                 order_key=row.order_key,
                 topic=row.topic,
+                attempt=row.attempts + 1,
                 reason=action.reason,
             )
