@@ -1,0 +1,91 @@
+"""NotificationClient acceptance checks: combined topics with a forbidden part, and no secret anywhere."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from structlog.testing import capture_logs
+
+from gcbridge.genesys import InvalidClientError
+from gcbridge.sim.genesys.tokens import TokenRecord
+
+from .client_harness import client_for, collect, publish_until_received, wait_until
+from .conftest import SimFactory
+
+USER = "v2.users.7a1c4b8e-1111-4222-8333-444455556666"
+
+
+async def test_combined_topic_with_a_forbidden_part_keeps_the_permitted_parts(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    # Spec 2.2: with ignoreErrors the combined id comes back Permitted plus a Rejected expanded topic.
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    sim.forbid_topic("v2.users.*.station")
+    wanted = [f"{USER}.presence", f"{USER}.station", f"{USER}.routingStatus"]
+    async with client_for(sim) as client:
+        result = await client.subscribe(wanted)
+        assert set(result.permitted) == {f"{USER}.presence", f"{USER}.routingStatus"}
+        assert set(result.rejected) == {f"{USER}.station"}
+        assert client.topics == frozenset(result.permitted)
+        (channel,) = sim.channels
+        assert channel.individual_topics == set(result.permitted)  # combined on the wire, station dropped
+        assert any("?" in t for t in channel.topics)
+        got = collect(client)
+        await publish_until_received(sim, got, f"{USER}.presence")
+        await publish_until_received(sim, got, f"{USER}.routingStatus")
+        # a rotation re-subscribes the permitted topics only: the rejected one is not retried
+        before = channel.id
+        await sim.socket_closing(grace=5.0)
+        await wait_until(lambda: client.stats().paths[0].channel_id != before, what="rotation")
+        live = sim.channel(client.stats().paths[0].channel_id)
+        assert live is not None
+        assert live.individual_topics == set(result.permitted)
+        await publish_until_received(sim, got, f"{USER}.presence")
+        assert client.stats().rejected_topics.keys() == {f"{USER}.station"}
+    assert got.gaps == []
+    assert {e.topic for e in got.events} == set(result.permitted)
+
+
+async def test_no_secret_or_token_in_logs_reprs_errors_or_stream(
+    genesys_sim_factory: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    issued: list[str] = []
+    issue = sim.core.tokens.issue
+
+    def recording_issue(client_id: str, now: float) -> TokenRecord:
+        record = issue(client_id, now)
+        issued.append(record.value.reveal())
+        return record
+
+    sim.core.tokens.issue = recording_issue  # type: ignore[method-assign]
+    secret = sim.config.client_secret
+    topic = f"{USER}.presence"
+    texts: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as logs:
+        async with client_for(sim) as client:
+            await client.subscribe([topic])
+            got = collect(client)
+            await publish_until_received(sim, got, topic)
+            sim.revoke_token()  # every call with the old token now gets a 401; sockets get token_revoked
+            await wait_until(lambda: len(issued) >= 2, what="a new token")
+            await publish_until_received(sim, got, topic)
+            sim.fail_next_rest(2, status=503)
+            await sim.drop_socket()
+            await wait_until(lambda: bool(got.gaps), what="a gap")
+            await publish_until_received(sim, got, topic)
+            texts += [repr(client), str(client.stats()), repr(client.stats()), repr(got.lifecycle)]
+            texts += [repr(got.gaps), repr(got.events[:5])]
+        bad = client_for(sim)
+        bad._creds[0] = (sim.config.client_id, type(bad._creds[0][1])("not-the-secret"))
+        with pytest.raises(InvalidClientError) as info:
+            await bad.start()
+        texts += [str(info.value), repr(info.value), repr(bad)]
+    assert len(issued) >= 2
+    texts += [repr(logs), caplog.text]
+    assert len(logs) > 5  # the lifecycle was logged, so the check below looked at something
+    for text in texts:
+        for value in [secret, "not-the-secret", *issued]:
+            assert value not in text
