@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from gcbridge.genesys import InvalidClientError
+from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import TokenRecord
 
 from .client_harness import client_for, collect, publish_until_received, wait_until
 from .conftest import SimFactory
 
+Handler = Callable[[RestApi, web.Request], Awaitable[web.StreamResponse]]
 USER = "v2.users.7a1c4b8e-1111-4222-8333-444455556666"
 
 
@@ -89,3 +94,46 @@ async def test_no_secret_or_token_in_logs_reprs_errors_or_stream(
     for text in texts:
         for value in [secret, "not-the-secret", *issued]:
             assert value not in text
+
+
+async def test_concurrent_subscription_changes_never_overlap_on_a_channel(
+    genesys_sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+    calls: list[str] = []
+
+    def serialised_check(original: Handler) -> Handler:
+        async def handler(self: RestApi, request: web.Request) -> web.StreamResponse:
+            channel_id = request.match_info["channel_id"]
+            calls.append(request.method)
+            in_flight[channel_id] = in_flight.get(channel_id, 0) + 1
+            most[channel_id] = max(most.get(channel_id, 0), in_flight[channel_id])
+            try:
+                await asyncio.sleep(0.02)  # widen the window in which an overlapping change would show
+                return await original(self, request)
+            finally:
+                in_flight[channel_id] -= 1
+
+        return handler
+
+    for name in ("replace_subscriptions", "add_subscriptions", "delete_subscriptions"):
+        monkeypatch.setattr(RestApi, name, serialised_check(getattr(RestApi, name)))
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    topics = [f"v2.routing.queues.q{i:02d}.conversations" for i in range(30)]
+    async with client_for(sim) as client:
+        await client.subscribe(topics[:1])
+        results = await asyncio.gather(*(client.subscribe([t]) for t in topics[1:]))
+        dropped = topics[25:]
+        await asyncio.gather(*(client.unsubscribe([t]) for t in dropped))
+        kept = set(topics) - set(dropped)
+        assert all(set(r.permitted) <= set(topics) for r in results)
+        assert client.topics == kept
+        await wait_until(
+            lambda: [c.individual_topics for c in sim.channels if c.connected] == [kept], what="final list"
+        )
+        got = collect(client)
+        for topic in sorted(kept):
+            await publish_until_received(sim, got, topic)
+    assert len(calls) >= 3, calls  # first subscribe, the burst of additions, the burst of removals
+    assert max(most.values()) == 1, most
