@@ -152,12 +152,14 @@ async def test_second_socket_kicks_the_first(sim_client: SimClient) -> None:
     channel = await sim_client.create_channel()
     await sim_client.subscribe(channel["id"], ["v2.users.u1.presence"])
     first = await sim_client.connect(channel)
+    assert sim_client.sim.sockets_kicked == 0
     second = await sim_client.session.ws_connect(channel["connectUri"])
     notice = await next_json(first)
     assert notice["topicName"] == "v2.system.no_longer_subscribed"
     assert notice["eventBody"]["channelId"] == channel["id"]
     closing = await first.receive(timeout=10)
     assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert sim_client.sim.sockets_kicked == 1
     await wait_for(lambda: sim_client.sim.connected_channel_ids == [channel["id"]])
     seq = sim_client.sim.publish("v2.users.u1.presence")
     assert (await next_json(second))["metadata"]["simSequence"] == seq

@@ -91,6 +91,8 @@ class GenesysSim:
         self.faults = Faults()
         self.ledger: list[PublishedRecord] = []
         self.token_log: list[TokenIssued] = []
+        self.sockets_kicked = 0
+        """How often a WebSocket connected to a channel that already had one (which was then disconnected)."""
         self.base_url = ""
         self._bodies = BodyGenerator(self.config.seed)
         self._rng = random.Random(self.config.seed)
@@ -497,6 +499,7 @@ class GenesysSim:
         previous = self._connections.get(channel_id)
         if previous is not None:
             # Spec 2.3: "If you connect a second WebSocket with the same channel ID, the first disconnects."
+            self.sockets_kicked += 1
             previous.send(
                 self._system(
                     messages.NO_LONGER_SUBSCRIBED,
