@@ -147,6 +147,7 @@ async def test_server_refusing_handshakes_causes_no_tight_loop(genesys_sim_facto
         # backoff 0.25 s doubling with full jitter: a handful of attempts in 3 s, never hundreds
         assert 1 <= len(attempts) <= 12
         assert client.stats().channels_held <= 1
+        assert len(sim.channels) == 1  # the channel still exists (HEAD): no new channel per attempt
         sim.clear_faults()
         got = collect(client)
         await publish_until_received(sim, got, TOPICS[0], within=60)

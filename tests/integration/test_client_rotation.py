@@ -38,6 +38,7 @@ async def test_socket_closing_rotates_without_a_gap(genesys_sim_factory: SimFact
     assert len(received) > 300
     assert stats.rotations_by_reason.get("socket_closing") == 5
     assert stats.reconnects_by_reason == {}
+    assert sim.sockets_kicked == 0  # never a second socket on its own channel
 
 
 async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
@@ -71,6 +72,7 @@ async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
     assert stats.rotations_by_reason.get("socket_closing", 0) >= closings - 2  # ~every one rotated
     assert sim.token_requests == stats.token_refreshes  # concurrent rotations never cost an extra token
     assert stats.channels_held <= client.options.channel_budget
+    assert sim.sockets_kicked == 0  # never a second socket on its own channel
 
 
 async def test_channel_expiry_rotation_without_token_binding(genesys_sim_factory: SimFactory) -> None:
