@@ -14,7 +14,7 @@ from gcbridge.genesys import InvalidClientError
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import TokenRecord
 
-from .client_harness import client_for, collect, publish_until_received, wait_until
+from .client_harness import client_for, collect, other_tasks, publish_until_received, wait_until
 from .conftest import SimFactory
 
 Handler = Callable[[RestApi, web.Request], Awaitable[web.StreamResponse]]
@@ -137,3 +137,32 @@ async def test_concurrent_subscription_changes_never_overlap_on_a_channel(
             await publish_until_received(sim, got, topic)
     assert len(calls) >= 3, calls  # first subscribe, the burst of additions, the burst of removals
     assert max(most.values()) == 1, most
+
+
+@pytest.mark.parametrize("moment", ["stalled", "rotating", "backing_off"])
+async def test_aclose_in_the_middle_of_recovery_leaves_nothing_running(
+    genesys_sim_factory: SimFactory, moment: str
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    before = other_tasks(sim)
+    client = client_for(sim)
+    await client.start()
+    await client.subscribe([f"{USER}.presence"])
+    got = collect(client)
+    await publish_until_received(sim, got, f"{USER}.presence")
+    sim.set_rest_delay(0.3)  # keep REST calls (HEAD, create, PUT) in flight when aclose() comes
+    if moment == "stalled":
+        sim.stall_socket()
+    elif moment == "rotating":
+        await sim.socket_closing(grace=30.0)
+        await wait_until(lambda: "rotating" in {e.kind for e in got.lifecycle}, what="a rotation")
+    else:
+        sim.refuse_handshakes(1000)
+        await sim.drop_socket()
+        await wait_until(lambda: "reconnecting" in {e.kind for e in got.lifecycle}, what="a reconnect")
+    await asyncio.wait_for(client.aclose(), 30)
+    assert got.task is not None
+    await asyncio.wait_for(got.task, 5)  # the stream ends
+    await wait_until(lambda: not other_tasks(sim) - before, within=10, what="no client task left")
+    # the server saw every socket end (a stalled one too, which connected_channel_ids would not list)
+    await wait_until(lambda: not any(c.connected for c in sim.channels), within=10, what="sockets closed")
