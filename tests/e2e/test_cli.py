@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from gcbridge.bridge.admin import AdminServer
+from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.sqlite import SqliteOutbox
 
@@ -17,11 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def gcbridge(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GCBRIDGE_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "gcbridge", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -123,6 +129,123 @@ async def test_outbox_list_inspect_replay_purge(tmp_path: Path) -> None:
     stats = await store.stats(time.time())
     await store.close()
     assert (stats.pending, stats.dead) == (1, 0)
+
+
+def outbox_config(tmp_path: Path) -> Path:
+    (tmp_path / "s").write_text("x")
+    config = tmp_path / "gcbridge.toml"
+    config.write_text(
+        '[genesys]\nbase_url = "http://127.0.0.1:9"\nclient_id = "x"\nclient_secret_file = "s"\n'
+        'topics = ["v2.users.u1.presence"]\n'
+        '[servicenow]\ninstance_url = "http://127.0.0.1:9"\n'
+        '[servicenow.auth]\nkind = "basic"\nusername = "u"\npassword_file = "s"\n'
+        '[outbox]\npath = "outbox.db"\n'
+    )
+    return config
+
+
+async def dead_outbox(path: Path, rows: int) -> list[int]:
+    """An outbox file holding ``rows`` dead letters; returns their ids."""
+    store = await SqliteOutbox.open(path)
+    item = b'{"topicName":"v2.users.u1.presence","eventBody":{}}'
+    await store.put_many(
+        [OutboxItem(f"k{i}", f"o{i}", "v2.users.u1.presence", item, time.time()) for i in range(rows)]
+    )
+    claimed = await store.claim(rows, time.time())
+    for row in claimed:
+        await store.dead_letter(row.id, "HTTP 400: Invalid table x", time.time())
+    await store.close()
+    return [row.id for row in claimed]
+
+
+async def test_outbox_commands_explain_what_they_cannot_do(tmp_path: Path) -> None:
+    config = outbox_config(tmp_path)
+    missing = gcbridge("outbox", "list", "--config", str(config))
+    assert (missing.returncode, missing.stderr.strip()) == (1, f"no outbox at {tmp_path / 'outbox.db'}")
+
+    ids = await dead_outbox(tmp_path / "outbox.db", 2)
+    neither = gcbridge("outbox", "replay", "--config", str(config))
+    assert neither.returncode == 2
+    assert "give row ids or --all" in neither.stderr
+    both = gcbridge("outbox", "purge", str(ids[0]), "--all", "--yes", "--config", str(config))
+    assert both.returncode == 2
+
+    typo = gcbridge("outbox", "replay", str(ids[0]), "999", "--config", str(config))
+    assert typo.returncode == 1
+    assert "replayed 1 rows" in typo.stdout
+    assert "1 of the given ids are not dead letters" in typo.stderr
+    unknown = gcbridge("outbox", "inspect", "999", "--config", str(config))
+    assert unknown.returncode == 1
+    assert "no row 999" in unknown.stderr
+
+    declined = gcbridge("outbox", "purge", "--all", "--config", str(config), stdin="n\n")
+    assert declined.returncode == 1
+    store = await SqliteOutbox.open(tmp_path / "outbox.db")
+    try:
+        stats = await store.stats(time.time())
+        assert (stats.pending, stats.dead) == (1, 1)  # nothing purged without the confirmation
+        # While a service holds the outbox, the commands refuse rather than write under its feet.
+        busy = gcbridge("outbox", "list", "--config", str(config))
+    finally:
+        await store.close()
+    assert busy.returncode == 1
+    assert "the outbox is in use by a running service; stop it first" in busy.stderr
+
+
+class _Source:
+    def __init__(self, doc: dict[str, object]) -> None:
+        self.doc = doc
+
+    async def status(self) -> dict[str, object]:
+        return self.doc
+
+    def is_alive(self) -> bool:
+        return True
+
+
+async def gcbridge_async(*args: str) -> tuple[int, str, str]:
+    """``gcbridge`` as a subprocess without blocking this event loop (which serves the admin endpoint)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gcbridge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_path: Path) -> None:
+    doc: dict[str, object] = {
+        "state": "running",
+        "readiness": {"ready": False, "reasons": ["ServiceNow is not reachable"]},
+        "events": {"received": 7},
+        "outbox": {"pending": 3, "oldest_pending_age": 12.0},
+    }
+    server = AdminServer(_Source(doc), BridgeMetrics(), host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        code, out, _ = await gcbridge_async("status", "--url", server.url)
+        assert code == 1
+        assert "ready False" in out
+        assert "not ready: ServiceNow is not reachable" in out
+        assert "events in 7" in out
+        assert "outbox pending 3" in out
+        code, out, _ = await gcbridge_async("status", "--url", server.url, "--json")
+        assert code == 0
+        assert orjson.loads(out) == doc
+    finally:
+        await server.stop()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = await gcbridge_async("status", "--url", f"http://127.0.0.1:{port}")
+    assert code == 1
+    assert f"cannot reach the service at http://127.0.0.1:{port}" in err
 
 
 @pytest.mark.slow

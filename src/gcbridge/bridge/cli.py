@@ -342,7 +342,9 @@ def outbox_replay(
     async def action(store: Any) -> int:
         return int(await store.replay(selection, time.time()))
 
-    _out.print(f"replayed {_with_outbox(config, action)} rows; the service delivers them at its next start")
+    replayed = _with_outbox(config, action)
+    _out.print(f"replayed {replayed} rows; the service delivers them at its next start")
+    _missed(ids, replayed)
 
 
 @outbox_app.command("purge", help="Delete dead letters for good (their events will not be delivered).")
@@ -359,7 +361,19 @@ def outbox_purge(
     async def action(store: Any) -> int:
         return int(await store.purge(selection))
 
-    _out.print(f"purged {_with_outbox(config, action)} rows")
+    purged = _with_outbox(config, action)
+    _out.print(f"purged {purged} rows")
+    _missed(ids, purged)
+
+
+def _missed(ids: list[int] | None, done: int) -> None:
+    """Exit 1 when some of the given ids were not dead letters (a typo, or already replayed or purged)."""
+    if ids and done < len(set(ids)):
+        _err.print(
+            f"{len(set(ids)) - done} of the given ids are not dead letters (see `gcbridge outbox list`)",
+            markup=False,
+        )
+        raise typer.Exit(1)
 
 
 # -- config ------------------------------------------------------------------------------------------------
