@@ -145,3 +145,71 @@ async def test_check_command_prints_verdicts(sims: tuple[GenesysSim, ServiceNowS
     assert "ok    genesys topics" in text
     assert " 0 failed" in text
     assert GENESYS_SECRET not in text + err.decode()
+
+
+async def test_check_fails_a_target_table_the_instance_does_not_have(
+    sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
+) -> None:
+    gsim, snsim = sims
+    cfg = config(gsim, snsim, tmp_path)
+    rule = {
+        "name": "presence",
+        "topics": ["v2.users.*.presence"],
+        "sink": "table",
+        "target": "u_genesys_presense",  # misspelled
+        "key": "{topic_parts[2]}",
+        "fields": {"u_presence": "{body.presenceDefinition.systemPresence}"},
+    }
+    raw = cfg.model_dump(mode="python")
+    raw["genesys"]["client_secret"] = GENESYS_SECRET
+    raw["servicenow"]["auth"]["password"] = SN_PASSWORD
+    raw["servicenow"]["mapping"] = {"rules": [rule]}
+    verdicts = await check_servicenow(parse_config(raw, base_dir=tmp_path))
+    by_name = {v.name: v for v in verdicts}
+    assert by_name["servicenow auth"].level == "ok"
+    table = by_name["servicenow table u_genesys_presense"]
+    assert table.level == "fail"
+    assert "Invalid table u_genesys_presense" in table.detail
+
+
+async def test_check_command_exits_1_on_a_failed_item(
+    sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
+) -> None:
+    import asyncio
+    import os
+    import sys
+
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    config_file = tmp_path / "gcbridge.toml"
+    topics = ", ".join(f'"{t}"' for t in TOPICS)
+    config_file.write_text(
+        f'[genesys]\nbase_url = "{gsim.base_url}"\nclient_id = "check-client"\ntopics = [{topics}]\n'
+        f'[servicenow]\ninstance_url = "{snsim.base_url}"\n'
+        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\n'
+    )
+    env = {
+        **os.environ,
+        "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET,
+        "GCBRIDGE_SERVICENOW__AUTH__PASSWORD": "WRONG-SN-PASSWORD",
+        "COLUMNS": "160",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gcbridge",
+        "check",
+        "--config",
+        str(config_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 1, text + err.decode()
+    assert "ok    genesys token" in text
+    assert "fail  servicenow auth" in text
+    assert "User Not Authenticated" in text
+    assert " 1 failed" in text
+    assert "WRONG-SN-PASSWORD" not in text + err.decode()
