@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -10,11 +11,11 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gcbridge.genesys import InvalidClientError
+from gcbridge.genesys import ClientOptions, InvalidClientError
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import TokenRecord
 
-from .client_harness import client_for, collect, other_tasks, publish_until_received, wait_until
+from .client_harness import FAST, client_for, collect, other_tasks, publish_until_received, wait_until
 from .conftest import SimFactory
 
 Handler = Callable[[RestApi, web.Request], Awaitable[web.StreamResponse]]
@@ -166,3 +167,42 @@ async def test_aclose_in_the_middle_of_recovery_leaves_nothing_running(
     await wait_until(lambda: not other_tasks(sim) - before, within=10, what="no client task left")
     # the server saw every socket end (a stalled one too, which connected_channel_ids would not list)
     await wait_until(lambda: not any(c.connected for c in sim.channels), within=10, what="sockets closed")
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        # only the ping/pong check can fire in time: the heartbeat watchdog is out of reach
+        (
+            dataclasses.replace(FAST, heartbeat_timeout=25.0, ping_interval=0.5, pong_timeout=0.5),
+            "pong_timeout",
+        ),
+        # only the heartbeat watchdog can fire in time: no ping is sent before it
+        (
+            dataclasses.replace(FAST, heartbeat_timeout=2.0, ping_interval=25.0, pong_timeout=0.5),
+            "heartbeat_timeout",
+        ),
+    ],
+)
+async def test_a_stall_is_detected_by_the_configured_bound_and_recovered(
+    genesys_sim_factory: SimFactory, options: ClientOptions, reason: str
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.25)
+    topic = f"{USER}.presence"
+    async with client_for(sim, options) as client:
+        await client.subscribe([topic])
+        got = collect(client)
+        await publish_until_received(sim, got, topic)
+        sim.stall_socket()
+        stalled = sim.publish(topic)  # lost: the socket is silent
+        await wait_until(lambda: bool(got.gaps), within=20, what="the stall detected and recovered")
+        after = await publish_until_received(sim, got, topic)
+        stats = client.stats()
+    (gap,) = got.gaps
+    assert gap.reason == reason
+    assert stats.reconnects_by_reason == {reason: 1}
+    assert gap.seconds < 25.0  # recovered well before the other (unreachable) mechanism could fire
+    record = next(r for r in sim.ledger if r.seq == stalled)
+    assert gap.start <= record.published_at <= gap.end
+    assert after in set(got.seqs())
+    assert stalled not in set(got.seqs())
