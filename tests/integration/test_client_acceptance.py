@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -206,3 +207,34 @@ async def test_a_stall_is_detected_by_the_configured_bound_and_recovered(
     assert gap.start <= record.published_at <= gap.end
     assert after in set(got.seqs())
     assert stalled not in set(got.seqs())
+
+
+async def test_a_server_that_accepts_and_closes_at_once_causes_no_tight_loop(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    topic = f"{USER}.presence"
+    async with client_for(sim) as client:
+        await client.subscribe([topic])
+        got = collect(client)
+        await publish_until_received(sim, got, topic)
+        accepted = 0
+
+        async def hang_up_on_every_socket() -> None:
+            nonlocal accepted
+            while True:
+                for channel_id in sim.connected_channel_ids:
+                    accepted += 1
+                    await sim.close_socket(1011, channel_id)
+                await asyncio.sleep(0.005)
+
+        killer = asyncio.get_running_loop().create_task(hang_up_on_every_socket())
+        await asyncio.sleep(3.0)
+        killer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await killer
+        # backoff 0.25 s doubling with full jitter, never reset by a connection that did not stay healthy
+        # (healthy_period): a handful of connections in 3 s, where a tight loop would make hundreds
+        assert 1 <= accepted <= 15
+        assert len(sim.channels) <= 2  # and no new channel per attempt
+        await publish_until_received(sim, got, topic, within=60)
