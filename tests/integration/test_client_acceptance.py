@@ -238,3 +238,28 @@ async def test_a_server_that_accepts_and_closes_at_once_causes_no_tight_loop(
         assert 1 <= accepted <= 15
         assert len(sim.channels) <= 2  # and no new channel per attempt
         await publish_until_received(sim, got, topic, within=60)
+
+
+async def test_thousands_of_topics_are_sharded_under_the_limit_and_stay_put(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    topics = [f"v2.users.{i:06d}ee-0000-4000-8000-000000000000.presence" for i in range(2500)]
+    async with client_for(sim) as client:
+        result = await client.subscribe(topics)
+        assert set(result.permitted) == set(topics)
+        live = [c for c in sim.channels if c.connected]
+        assert len(live) == 3
+        assert all(len(c.individual_topics) <= 1000 for c in live)
+        assert set().union(*(c.individual_topics for c in live)) == set(topics)
+        where = {t: c.id for c in live for t in c.individual_topics}
+        extra = "v2.users.999999ee-0000-4000-8000-000000000000.presence"
+        await client.subscribe([extra])
+        now_live = [c for c in sim.channels if c.connected]
+        moved = {t for c in now_live for t in c.individual_topics if t in where and where[t] != c.id}
+        assert moved == set()  # adding a topic moved no other topic
+        assert extra in set().union(*(c.individual_topics for c in now_live))
+        got = collect(client)
+        for channel in live:  # one event through every shard
+            await publish_until_received(sim, got, min(channel.individual_topics))
+        assert client.stats().channels_held == 3
