@@ -266,6 +266,9 @@ async def main() -> None:
     print(f"{'':24} {'events/s':>10} {'seconds':>9} {'SN requests':>12} {'records':>8}")
     for r in results:
         print(f"{r.name:24} {r.rate:10.0f} {r.seconds:9.2f} {r.requests:12d} {r.records:8d}")
+    wrong = [r.name for r in results if r.records != args.conversations]
+    if wrong:
+        raise SystemExit(f"expected one record per conversation ({args.conversations}), not so for: {wrong}")
     base = results[0].rate
     for r in results[1:]:
         print(f"{r.name}: {r.rate / base:.2f}x the raw-POST baseline")
