@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from gcbridge.genesys import ClientOptions, InvalidClientError
 from gcbridge.sim.genesys.rest import RestApi
-from gcbridge.sim.genesys.tokens import TokenRecord
+from gcbridge.sim.genesys.tokens import AuthFailure, TokenRecord
 
 from .client_harness import FAST, client_for, collect, other_tasks, publish_until_received, wait_until
 from .conftest import SimFactory
@@ -263,3 +263,33 @@ async def test_thousands_of_topics_are_sharded_under_the_limit_and_stay_put(
         for channel in live:  # one event through every shard
             await publish_until_received(sim, got, min(channel.individual_topics))
         assert client.stats().channels_held == 3
+
+
+async def test_secret_revoked_while_running_is_fatal_and_ends_the_stream_with_a_clear_error(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    topic = f"{USER}.presence"
+    before = other_tasks(sim)
+    async with client_for(sim) as client:
+        await client.subscribe([topic])
+        got = collect(client)
+        await publish_until_received(sim, got, topic)
+        sim.add_oauth_client(sim.config.client_id, "a-rotated-secret")  # an admin rotated the secret
+        attempts: list[str] = []
+        authenticate = sim.core.tokens.authenticate
+
+        def counting(client_id: str, secret: str) -> AuthFailure | None:
+            attempts.append(client_id)
+            return authenticate(client_id, secret)
+
+        sim.core.tokens.authenticate = counting  # type: ignore[method-assign]
+        sim.revoke_token()  # the client needs a new token now, and cannot get one
+        assert got.task is not None
+        with pytest.raises(InvalidClientError, match="wrong client secret"):
+            await asyncio.wait_for(got.task, 30)
+        assert [e.kind for e in got.lifecycle].count("fatal") == 1
+        assert len(attempts) == 1  # invalid_client is not retried
+        await asyncio.sleep(0.5)
+        assert len(attempts) == 1  # fatal: no more token requests
+    await wait_until(lambda: not other_tasks(sim) - before, within=10, what="no client task left")
