@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 
-from gcbridge import _json
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.dedup import DedupWindow, dedup_key
 from gcbridge.core.health import HealthMonitor, Verdict
@@ -62,10 +62,18 @@ from gcbridge.genesys.client_types import (
     SubscriptionRejectedError,
 )
 from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
-from gcbridge.genesys.events import Event, Gap, Item, make_event
+from gcbridge.genesys.events import Event, Gap, Item
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
-from gcbridge.genesys.socket import PING_MESSAGE, Frame, SocketOpenError, classify, open_socket
+from gcbridge.genesys.socket import (
+    METADATA_TOPIC,
+    PING_MESSAGE,
+    SYSTEM_PREFIX,
+    Frame,
+    SocketOpenError,
+    classify,
+    open_socket,
+)
 from gcbridge.secrets import Secret
 
 log = structlog.get_logger("gcbridge.genesys.client")
@@ -78,6 +86,12 @@ _NOTICES = {
 
 
 _END = object()
+_FOREVER = float("inf")
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` without the method call when it is the standard loop's (``time.monotonic``)."""
+    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
 
 
 class _Buffer:
@@ -94,11 +108,13 @@ class _Buffer:
 
     def put(self, item: Any) -> None:
         self.items.append(item)
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            if not getter.done():
-                getter.set_result(None)
+        if self._getter is not None:
+            self.wake_getter()
+
+    def wake_getter(self) -> None:
+        getter, self._getter = self._getter, None
+        if getter is not None and not getter.done():
+            getter.set_result(None)
 
     def full(self) -> bool:
         return len(self.items) >= self.limit
@@ -197,7 +213,7 @@ class NotificationClient:
         self._apis: list[NotificationsApi] = []
         self._queue = _Buffer(o.queue_size)
         self._open_by_shard: dict[int, int] = {}
-        self._canonical_until: dict[int, float] = {}
+        self._canonical: dict[int, list[float]] = {}
         self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)
         self._sockets: dict[int, _Socket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -599,93 +615,88 @@ class NotificationClient:
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
 
     async def _read(self, sock: _Socket) -> None:
+        # The hot path: everything per frame is a local name, the common frame (an event on a subscribed
+        # topic, one socket per shard) is decided inline without a call, and everything rare goes out to a
+        # method. Measured in bench/bench_receive.py.
         loop = asyncio.get_running_loop()
-        ws, health, queue, dedup, n = sock.ws, sock.health, self._queue, self._dedup, self._n
+        clock = _clock_of(loop)
+        wall = time.time
+        ws, health, queue, n = sock.ws, sock.health, self._queue, self._n
+        receive, loads, first = ws.receive, orjson.loads, self._dedup.first
+        items, limit = queue.items, queue.limit
         where = self.core.planner._where  # topic -> shard; read per event, so no method call
-        shard = sock.key[0]
-        open_by_shard, canonical_until = self._open_by_shard, self._canonical_until
-        multipath = len(self._creds) > 1
+        shard, channel_id = sock.key[0], sock.channel_id
+        open_by_shard = self._open_by_shard
         open_by_shard[shard] = open_by_shard.get(shard, 0) + 1
-        loads = _json.loads
+        # ``canonical[0]``: until when events on this shard may also arrive on another socket (a rotation's
+        # overlap, other paths) and must be compared by their canonical key; shared by the shard's readers
+        canonical = self._canonical.setdefault(shard, [0.0])
+        if len(self._creds) > 1 or open_by_shard[shard] > 1:
+            canonical[0] = _FOREVER
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        system_prefix, metadata_topic = SYSTEM_PREFIX, METADATA_TOPIC
+        make = tuple.__new__
         reason = "closed"
         try:
             while True:
-                msg = await ws.receive()
-                now = loop.time()
-                mtype, raw = msg.type, msg.data
+                msg = await receive()
+                mtype, raw = msg[0], msg[1]
                 if mtype is not text and mtype is not binary:
                     reason = self._close_reason_of(sock, msg)
                     break
-                health.last_frame = now
+                health.last_frame = now = clock()
                 try:
                     data = loads(raw)
-                except _json.JSONDecodeError as exc:
+                except orjson.JSONDecodeError as exc:
                     self._malformed(sock, f"not JSON: {exc}")
                     continue
-                topic: Any = data.get("topicName") if type(data) is dict else None
-                if type(topic) is str and topic.startswith("v2.") and not topic.startswith("v2.system."):
-                    kind = Frame.EVENT  # the common case, decided without a call
-                else:
-                    kind = classify(data)
-                if kind is Frame.EVENT:
-                    body = data.get("eventBody")
-                    # While one socket serves the shard, copies can only be byte-identical resends: hash the
-                    # frame. While two may deliver the same event (rotation overlap, paths), compare the
-                    # canonical key, which does not depend on how each channel serialised it.
-                    if multipath or open_by_shard[shard] > 1 or now < canonical_until.get(shard, 0.0):
-                        key = dedup_key(topic, body)
-                        first = dedup.first(key, now)
-                    else:
-                        key = ""
-                        meta = data.get("metadata")
-                        cid = meta.get("CorrelationId") if type(meta) is dict else None
-                        # a resend on the same socket repeats the event's CorrelationId (cheaper than hashing
-                        # the whole frame); without one, the frame itself is the key
-                        first = dedup.first(hash((topic, cid)) if cid else hash(raw), now)
-                    if not first:
+                topic = data.get("topicName") if type(data) is dict else None
+                if type(topic) is not str or topic == metadata_topic or topic.startswith(system_prefix):
+                    if self._other_frame(sock, data):
+                        reason = "channel_gone"
+                        break
+                    continue
+                body, meta = data.get("eventBody"), data.get("metadata")
+                if now < canonical[0]:
+                    # two sockets may deliver the same event, each serialised its own way: canonical key
+                    key = dedup_key(topic, body)
+                    if not first(key, now):
                         n.duplicates += 1
                         continue
-                    if topic not in where:
-                        n.unknown_topic += 1
-                        log.info("event for a topic not subscribed", topic=topic, channel_id=sock.channel_id)
-                    n.events += 1
-                    meta = data.get("metadata")
-                    event = make_event(
-                        topic,
-                        body if isinstance(body, dict) else {"value": body},
-                        data.get("version"),
-                        meta if isinstance(meta, dict) else {},
-                        time.time(),
-                        sock.channel_id,
-                        key,
-                    )
-                    queue.put(event)
-                    if queue.full():
-                        health.paused = True  # our consumer is slow; the server is not silent
-                        await queue.wait_for_space()
-                        health.paused = False
-                elif kind is Frame.PONG:
-                    health.pong(now)
-                elif kind is Frame.SYSTEM:
-                    self._system(sock, data, now)
-                elif kind is Frame.CHANNEL_GONE:
-                    sock.channel_gone = True
-                    reason = "channel_gone"
-                    log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
-                    break
-                elif kind is Frame.MALFORMED:
-                    self._malformed(sock, "not a notification object")
+                else:
+                    # one socket: a copy can only be a resend, which repeats the CorrelationId (cheaper than
+                    # hashing the whole frame); without one, the frame itself is the key
+                    key = ""
+                    cid = meta.get("CorrelationId") if type(meta) is dict else None
+                    if not first(hash((topic, cid)) if cid else hash(raw), now):
+                        n.duplicates += 1
+                        continue
+                if topic not in where:
+                    n.unknown_topic += 1
+                    log.info("event for a topic not subscribed", topic=topic, channel_id=channel_id)
+                n.events += 1
+                if type(body) is not dict:
+                    body = {"value": body}
+                if type(meta) is not dict:
+                    meta = {}
+                # make_event() inlined: one call less per event
+                items.append(make(Event, (topic, body, data.get("version"), meta, [key], wall(), channel_id)))
+                if queue._getter is not None:
+                    queue.wake_getter()
+                if len(items) >= limit:
+                    health.paused = True  # our consumer is slow; the server is not silent
+                    await queue.wait_for_space()
+                    health.paused = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one bad frame or socket error kill the client
             reason = f"read_error:{type(exc).__name__}"
-            log.warning("socket read failed", channel_id=sock.channel_id, error=str(exc))
+            log.warning("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
             open_by_shard[shard] -= 1
-            if open_by_shard[shard] == 1:
+            if open_by_shard[shard] == 1 and len(self._creds) == 1:
                 # copies of overlap events may still be in flight on the survivor: keep comparing canonically
-                canonical_until[shard] = loop.time() + max(5.0, 2 * self.options.drain_period)
+                canonical[0] = loop.time() + max(5.0, 2 * self.options.drain_period)
             self._sockets.pop(sock.conn, None)
             for t in sock.tasks:
                 if t is not asyncio.current_task():
@@ -702,6 +713,21 @@ class NotificationClient:
                         sock.channel_gone,
                     )
                 )
+
+    def _other_frame(self, sock: _Socket, data: Any) -> bool:
+        """Handle a frame that is not an event (rare); True when it says the channel is gone."""
+        kind = classify(data)
+        if kind is Frame.PONG:
+            sock.health.pong(sock.health.last_frame)
+        elif kind is Frame.SYSTEM:
+            self._system(sock, data, sock.health.last_frame)
+        elif kind is Frame.CHANNEL_GONE:
+            sock.channel_gone = True
+            log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
+            return True
+        elif kind is Frame.MALFORMED:
+            self._malformed(sock, "not a notification object")
+        return False
 
     def _close_reason_of(self, sock: _Socket, msg: aiohttp.WSMessage) -> str:
         if sock.close_reason:
