@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gcbridge.bridge import logging as bridge_logging
+from gcbridge.bridge import service as service_module
 from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.sim.servicenow.sim import ServiceNowSim
@@ -178,6 +180,38 @@ async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: Servic
         await wait_for(lambda: sink.delivered >= len(events), what="deliveries after recovery")
         async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
             assert r.status == 200
+    finally:
+        await service.stop()
+
+
+async def test_a_quiet_bridge_probes_servicenow_and_a_hibernating_instance_is_not_ready(
+    tmp_path: Path, sn: ServiceNowSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No events, so no deliveries to judge by: the service's own probe decides, and the 200 HTML page of a
+    hibernating instance is not an answer from ServiceNow."""
+    monkeypatch.setattr(service_module, "SERVICENOW_PROBE_INTERVAL", 0.3)
+    sn.hibernate(True)
+    client = ScriptedClient()
+    assert sn.base_url is not None
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        assert service.sink is not None
+        sink = service.sink
+        await wait_for(lambda: sink.reachable is False, what="the probe found the instance asleep")
+        async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
+            assert r.status == 503
+            assert "ServiceNow is not reachable" in (await r.json())["reasons"]
+        sn.hibernate(False)
+        await wait_for(lambda: sink.reachable is True, what="the probe found the instance awake")
+        async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
+            assert r.status == 200, await r.text()
+        probes = [r for r in sn.requests if r.path == "/api/now/table/sys_user"]
+        assert probes
+        assert all(r.user is None for r in probes)  # the probe sends no credentials
+        assert sink.delivered == 0
     finally:
         await service.stop()
 

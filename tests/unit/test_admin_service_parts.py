@@ -19,7 +19,7 @@ from gcbridge.bridge.gaps import GapJournal, LastRun, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
-from gcbridge.bridge.sink import MeasuredSink, answered
+from gcbridge.bridge.sink import MeasuredSink, answered, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStats, Outcome, Reject, Retry
@@ -100,6 +100,16 @@ def test_answered_tells_transport_trouble_from_answers() -> None:
     assert not answered(Retry("HTTP 503 with text/html (instance or load balancer unavailable)"))
     assert not answered(Retry("ClientConnectorError: Cannot connect to host"))
     assert not answered(Retry("timeout"))
+
+
+def test_probe_counts_only_api_answers() -> None:
+    json = "application/json;charset=UTF-8"
+    assert probe_answered(401, json)  # no credentials on the probe: the API answered all the same
+    assert probe_answered(200, json)
+    assert not probe_answered(200, "text/html;charset=UTF-8")  # a hibernating instance
+    assert not probe_answered(503, json)
+    assert not probe_answered(502, "text/html")
+    assert not probe_answered(404, "text/html")  # something in front of the instance
 
 
 class ScriptedSink:

@@ -34,7 +34,7 @@ from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
-from gcbridge.bridge.sink import MeasuredSink
+from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxStats
@@ -394,7 +394,7 @@ class BridgeService:
             async with self._session.get(
                 url, params={"sysparm_limit": "1"}, timeout=aiohttp.ClientTimeout(total=10)
             ) as r:
-                reachable = r.status not in (502, 503, 504)
+                reachable = probe_answered(r.status, r.headers.get("Content-Type", ""))
         except (aiohttp.ClientError, TimeoutError):
             reachable = False
         sink.note_reachable(reachable)

@@ -30,6 +30,13 @@ def answered(outcome: Outcome) -> bool:
     return not _UNREACHABLE.search(outcome.reason)
 
 
+def probe_answered(status: int, content_type: str) -> bool:
+    """Did a probe request reach ServiceNow's REST API (pure)? Any JSON answer does, a 401 included (the
+    probe sends no credentials). An HTML page does not, whatever its status: a hibernating instance answers
+    200 with one, a load balancer or proxy answers 502/503/504 or 404 with one."""
+    return status not in (502, 503, 504) and "json" in content_type.lower()
+
+
 class MeasuredSink:
     """Wraps the ServiceNow router; satisfies :class:`gcbridge.outbox.base.Sink`."""
 
