@@ -216,9 +216,9 @@ class Bridge:
             await asyncio.sleep(0.2)
         raise AssertionError(f"bridge not ready after 90 s:\n{self.tail()}")
 
-    async def terminate(self) -> int:
+    async def terminate(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         try:
             return await asyncio.wait_for(self.proc.wait(), 90)
         except TimeoutError:
@@ -436,7 +436,13 @@ async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
     await gsim.stop_traffic()
     final_seq = len(gsim.ledger)
     await bridge.wait_settled()
-    assert await bridge.terminate() == 0, bridge.tail()
+    assert await bridge.terminate(signal.SIGINT) == 0, bridge.tail()  # Ctrl-C drains like SIGTERM
     gaps = balance_books(tmp_path, gsim, snsim, final_seq)
     assert [g["reason"] for g in gaps].count("service_crashed") == 1, gaps
+    stopping = [
+        orjson.loads(line)
+        for line in bridge.log.read_text(errors="replace").splitlines()
+        if '"signal received; draining"' in line
+    ]
+    assert [e["signal"] for e in stopping] == ["SIGINT"], stopping
     assert "rows left in flight by the previous run are pending again" in bridge.log.read_text()
