@@ -109,3 +109,51 @@ async def test_official_sdk_against_the_simulator(genesys_sim: GenesysSim) -> No
     assert [c.id for c in channels.entities] == [channel.id]
     assert result["emptied"].entities == []
     assert [c.id for c in genesys_sim.channels] == [channel.id]
+
+
+_BODY_MODELS = {
+    "v2.users.{id}.presence": "PresenceEventUserPresence",
+    "v2.users.{id}.routingStatus": "UserRoutingStatusUserRoutingStatus",
+    "v2.users.{id}.conversations": "ConversationEventTopicConversation",
+    "v2.routing.queues.{id}.conversations": "QueueConversationEventTopicConversation",
+    "v2.detail.events.conversation.{id}.acd.start": "AcdStartDetailEventTopicAcdStartEvent",
+    "v2.detail.events.conversation.{id}.acd.end": "AcdEndDetailEventTopicAcdEndEvent",
+    "v2.detail.events.conversation.{id}.acw": "AcwDetailEventTopicAfterCallWorkEvent",
+    "v2.detail.events.conversation.{id}.customer.start": "CustomerStartDetailEventTopicCustomerStartEvent",
+    "v2.detail.events.conversation.{id}.customer.end": "CustomerEndDetailEventTopicCustomerEndEvent",
+    "v2.detail.events.conversation.{id}.user.start": "UserStartDetailEventTopicUserStartEvent",
+    "v2.detail.events.conversation.{id}.user.end": "UserEndDetailEventTopicUserEndEvent",
+}
+
+
+def _unknown_fields(sdk: Any, value: Any, type_name: str, where: str) -> list[str]:
+    """JSON keys of ``value`` that the SDK model ``type_name`` (recursively) does not define."""
+    if type_name.startswith("list[") and isinstance(value, list):
+        inner = type_name[5:-1]
+        return [p for i, item in enumerate(value) for p in _unknown_fields(sdk, item, inner, f"{where}[{i}]")]
+    model = getattr(sdk, type_name, None)
+    if model is None or not isinstance(value, dict):
+        return []  # a primitive (str, int, bool, datetime, object)
+    instance = model()
+    by_json = {json_name: attr for attr, json_name in instance.attribute_map.items()}
+    problems = []
+    for key, item in value.items():
+        if key not in by_json:
+            problems.append(f"{where}.{key}")
+            continue
+        problems += _unknown_fields(sdk, item, instance.swagger_types[by_json[key]], f"{where}.{key}")
+    return problems
+
+
+def test_generated_event_bodies_use_only_fields_of_the_sdk_event_models() -> None:
+    import PureCloudPlatformClientV2 as sdk
+
+    from gcbridge.sim.genesys.bodies import BodyGenerator
+
+    generator = BodyGenerator(seed=3)
+    for template, model in _BODY_MODELS.items():
+        topic = template.format(id="6f1c4b8e-1111-4222-8333-444455556666")
+        for _ in range(20):  # media types and optional parts vary between bodies
+            body = generator.body(topic)
+            assert body, topic
+            assert _unknown_fields(sdk, body, model, "eventBody") == [], (topic, model)

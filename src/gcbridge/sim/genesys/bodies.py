@@ -21,6 +21,20 @@ _PRESENCES = ["Available", "Busy", "Away", "Break", "Meal", "Meeting", "Training
 _ROUTING = ["OFF_QUEUE", "IDLE", "INTERACTING", "NOT_RESPONDING", "COMMUNICATING"]
 _STATES = ["alerting", "connected", "disconnected", "terminated"]
 _MEDIA = ["voice", "chat", "email", "message", "callback"]
+#: The participant field that lists a medium's sessions (``calls`` for voice, as in the SDK models).
+_MEDIA_FIELD = {
+    "voice": "calls",
+    "chat": "chats",
+    "email": "emails",
+    "message": "messages",
+    "callback": "callbacks",
+}
+#: Fields that the SDK model of a detail event family (``AcdStartDetailEventTopicAcdStartEvent``, ...) lacks.
+_DETAIL_FIELDS_ABSENT: dict[str, tuple[str, ...]] = {
+    "acd": ("userId",),
+    "acw": ("divisionId",),
+    "customer": ("queueId", "userId"),
+}
 _METRICS = ["oWaiting", "oInteracting", "oOnQueueUsers", "oOffQueueUsers", "oActiveUsers"]
 
 
@@ -67,7 +81,7 @@ class BodyGenerator:
         return {
             "source": "PURECLOUD",
             "presenceDefinition": {"id": self._uuid(), "systemPresence": presence},
-            "presenceMessage": "",
+            "message": "",
             "modifiedDate": iso(time.time()),
         }
 
@@ -82,7 +96,7 @@ class BodyGenerator:
             "purpose": "customer",
             "connectedTime": now,
             "address": "tel:+13175550" + str(self._rng.randint(100, 999)),
-            media + "s": [{"id": self._uuid(), "state": self._rng.choice(_STATES)}],
+            _MEDIA_FIELD[media]: [{"id": self._uuid(), "state": self._rng.choice(_STATES)}],
         }
         agent: Body = {
             "id": self._uuid(),
@@ -90,7 +104,7 @@ class BodyGenerator:
             "userId": user_id or self._uuid(),
             "queueId": queue_id or self._uuid(),
             "connectedTime": now,
-            media + "s": [{"id": self._uuid(), "state": self._rng.choice(_STATES)}],
+            _MEDIA_FIELD[media]: [{"id": self._uuid(), "state": self._rng.choice(_STATES)}],
             "wrapupRequired": self._rng.random() < 0.5,
         }
         return [customer, agent]
@@ -112,7 +126,7 @@ class BodyGenerator:
 
     def _detail_event(self, m: re.Match[str]) -> Body:
         now = time.time()
-        return {
+        body: Body = {
             "eventTime": int(now * 1000),
             "conversationId": m.group(1),
             "participantId": self._uuid(),
@@ -122,8 +136,10 @@ class BodyGenerator:
             "queueId": self._uuid(),
             "userId": self._uuid(),
             "divisionId": self._uuid(),
-            "eventType": m.group(2),
         }
+        for absent in _DETAIL_FIELDS_ABSENT.get(m.group(2).split(".")[0], ()):
+            del body[absent]
+        return body
 
     def _queue_observation(self, m: re.Match[str]) -> Body:
         return {
