@@ -157,3 +157,30 @@ def test_generated_event_bodies_use_only_fields_of_the_sdk_event_models() -> Non
             body = generator.body(topic)
             assert body, topic
             assert _unknown_fields(sdk, body, model, "eventBody") == [], (topic, model)
+
+
+def test_system_messages_match_the_sdk_system_message_model() -> None:
+    import PureCloudPlatformClientV2 as sdk
+
+    from gcbridge.sim.genesys import messages
+
+    for system_topic_type, reason in [
+        ("no_longer_subscribed", "another_channel_subscribed"),
+        ("token_revoked", "user_tokens_revoked"),
+    ]:
+        envelope = messages.system(
+            messages.NO_LONGER_SUBSCRIBED,
+            channel_id="streaming-0-" + "a" * 26,
+            oauth_client_id="sim-client",
+            organization_id="org",
+            message="m",
+            system_topic_type=system_topic_type,
+            reason=reason,
+            data={"topics": ["v2.users.u1.presence"]},
+        )
+        body = envelope["eventBody"]
+        assert _unknown_fields(sdk, body, "SystemMessageSystemMessage", "eventBody") == []
+        model = sdk.SystemMessageSystemMessage()
+        model.system_topic_type = body["systemTopicType"]  # the setter turns unknown values into
+        model.reason = body["reason"]  # "outdated_sdk_version"
+        assert (model.system_topic_type, model.reason) == (system_topic_type, reason)
