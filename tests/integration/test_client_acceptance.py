@@ -16,7 +16,7 @@ from gcbridge.genesys import ClientOptions, InvalidClientError
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import AuthFailure, TokenRecord
 
-from .client_harness import FAST, client_for, collect, other_tasks, publish_until_received, wait_until
+from .client_harness import FAST, audit, client_for, collect, other_tasks, publish_until_received, wait_until
 from .conftest import SimFactory
 
 Handler = Callable[[RestApi, web.Request], Awaitable[web.StreamResponse]]
@@ -320,3 +320,28 @@ async def test_distinct_events_with_identical_bodies_all_arrive_over_two_paths(
     assert marker in set(got.seqs())
     assert got.gaps == []
     assert received == published  # three events, each once (the second path's copies removed)
+
+
+async def test_a_drop_on_one_shard_reports_a_gap_for_that_shard_only(genesys_sim_factory: SimFactory) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    topics = [f"v2.users.{i:04d}ffff-0000-4000-8000-000000000000.presence" for i in range(2)]
+    options = dataclasses.replace(FAST, max_topics_per_channel=1, combine_topics=False)
+    async with client_for(sim, options) as client:
+        await client.subscribe(topics)
+        got = collect(client)
+        for topic in topics:
+            await publish_until_received(sim, got, topic)
+        (victim,) = [c for c in sim.channels if topics[0] in c.individual_topics]
+        sim.start_traffic(200, topics)
+        await asyncio.sleep(0.3)
+        await sim.drop_socket(victim.id)
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        await publish_until_received(sim, got, topics[0])
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, topics[1])
+    (gap,) = got.gaps
+    assert gap.topics == (topics[0],)
+    received, in_gap = audit(sim, got, set(topics))
+    other = {r.seq for r in sim.ledger if r.topic == topics[1]}
+    assert other <= received  # the other shard lost nothing
+    assert not in_gap & other
