@@ -8,12 +8,16 @@ service).
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import typer
 
 app = typer.Typer(
     name="gcbridge",
-    help="Genesys Cloud notifications into ServiceNow, without gaps or losses.",
+    help="Genesys Cloud notification events into ServiceNow: durable, in order per conversation, and every "
+    "possible loss reported as a gap.",
+    epilog="New here? `gcbridge demo` runs the whole flow on this machine, no credentials needed. "
+    "`gcbridge COMMAND --help` explains each command.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -22,8 +26,8 @@ sim_app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 
-# (module, attribute, registration) for each sub-command group. A module that is missing or broken is
-# reported by name instead of taking the whole CLI down.
+# The module of each sub-command group. A trimmed-down install may leave one out; anything else that fails to
+# import (a missing dependency inside it) must fail loudly instead of making the command silently disappear.
 _SIM_COMMANDS = {
     "genesys": "gcbridge.sim.genesys.cli",
     "servicenow": "gcbridge.sim.servicenow.cli",
@@ -32,16 +36,21 @@ _SIM_COMMANDS = {
 
 def _register() -> None:
     for name, module_name in _SIM_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        module.register(sim_app, name)
+        module = _import_if_present(module_name)
+        if module is not None:
+            module.register(sim_app, name)
+    service_cli = _import_if_present("gcbridge.bridge.cli")
+    if service_cli is not None:
+        service_cli.register(app)
+
+
+def _import_if_present(module_name: str) -> ModuleType | None:
     try:
-        service_cli = importlib.import_module("gcbridge.bridge.cli")
-    except ModuleNotFoundError:
-        return
-    service_cli.register(app)
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
 
 
 _register()

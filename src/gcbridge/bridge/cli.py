@@ -53,9 +53,11 @@ _out = Console(highlight=False)
 
 def register(app: typer.Typer) -> None:
     """Add the service's commands to the root ``gcbridge`` application."""
-    app.command("run", help="Run the bridge service (Genesys Cloud -> outbox -> ServiceNow) until SIGTERM.")(
-        run
-    )
+    app.command(
+        "run",
+        help="Run the bridge service (Genesys Cloud -> outbox -> ServiceNow) until SIGTERM or Ctrl-C, which "
+        "drain it; SIGHUP re-reads the topic list.",
+    )(run)
     app.command(
         "demo", help="Run the whole flow on this machine: both simulators, live view, no credentials."
     )(demo)
@@ -174,7 +176,8 @@ def status(
     url: Annotated[
         str | None,
         typer.Option(
-            help="Admin endpoint, e.g. http://127.0.0.1:9464 (default: from the config's [admin] section)."
+            help="Admin endpoint, e.g. http://127.0.0.1:9464 (default: host and port of the config's "
+            "\\[admin] section, or 127.0.0.1:9464 without a config file)."
         ),
     ] = None,
     config: ConfigOption = Path(DEFAULT_CONFIG),
