@@ -317,3 +317,13 @@ def test_revoking_one_token_does_not_hide_another_tokens_expiry() -> None:
     channel, _ = core.channels.create("sim-client", short.value, now=0.0)
     core.revoke(kept.value.reveal(), now=11.0)  # short has expired at 10 but no tick has run yet
     assert core.tick(11.0) == [ChannelEnded(channel.id, EndReason.TOKEN_EXPIRED, "sim-client")]
+
+
+def test_a_week_of_short_tokens_keeps_no_rate_limit_window_per_dead_token() -> None:
+    core = SimCore(SimConfig(token_ttl=3600.0))
+    for hour in range(7 * 24):
+        now = hour * 3600.0
+        core.tick(now)
+        token = core.tokens.issue("sim-client", now).value.reveal()
+        assert core.api_limiter.hit(token, now).allowed
+    assert len(core.api_limiter) == 1  # only the live token's window

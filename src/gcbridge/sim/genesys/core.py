@@ -39,6 +39,8 @@ class SimCore:
     def tick(self, now: float) -> list[Action]:
         """Expire what is due at ``now``: channels past their lifetime and, if bound, those of dead tokens."""
         dead = [t.value.reveal() for t in self.tokens.newly_dead(now)]
+        for token in dead:
+            self.api_limiter.forget(token)  # a months-long run must not keep a window per token ever issued
         return self.channels.expire(now, dead if self.config.channel_dies_with_token else ())
 
     def revoke(self, token: str | None, now: float) -> list[Action]:

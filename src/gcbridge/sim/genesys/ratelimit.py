@@ -43,3 +43,7 @@ class FixedWindowLimiter:
 
     def forget(self, key: str) -> None:
         self._windows.pop(key, None)
+
+    def __len__(self) -> int:
+        """Number of keys with a window (for tests of long runs)."""
+        return len(self._windows)
