@@ -9,6 +9,7 @@ import io
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -16,8 +17,10 @@ import pytest
 
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge import service as service_module
+from gcbridge.bridge.config import parse_config
 from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
+from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
 from .conftest import (
@@ -117,6 +120,65 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
     for text in (logs.getvalue(), status_text, metrics_text, page, journal, cli_status):
         assert GENESYS_SECRET not in text
         assert SN_PASSWORD not in text
+
+
+async def test_with_oauth_no_token_or_client_secret_leaks(tmp_path: Path) -> None:
+    """ServiceNow over OAuth (password grant): the tokens the instance issued, the client secret and the
+    password appear in none of the logs, /status, /metrics or the status page."""
+    client_secret, password = "SNCLIENT-9c1d-do-not-print", "SNOAUTHPW-4e7a-do-not-print"
+    issued: list[str] = []
+
+    def token() -> str:
+        issued.append(f"SNTOKEN-{len(issued)}-{uuid.uuid4().hex}")
+        return issued[-1]
+
+    sim = ServiceNowSim(
+        SnSimConfig(
+            users={"oauth-user": password},
+            oauth_clients={"bridge-client": client_secret},
+        )
+    )
+    sim.state.issuer._new_token = token  # recognisable tokens to search the outputs for
+    await sim.start("127.0.0.1", 0)
+    logs = io.StringIO()
+    bridge_logging.configure(level="debug", stream=logs)
+    client = ScriptedClient()
+    assert sim.base_url is not None
+    cfg = service_config(tmp_path, sim.base_url, TOPICS)
+    raw = cfg.model_dump(mode="python")
+    raw["genesys"]["client_secret"] = GENESYS_SECRET
+    raw["servicenow"]["auth"] = {
+        "kind": "oauth",
+        "grant": "password",
+        "client_id": "bridge-client",
+        "client_secret": client_secret,
+        "username": "oauth-user",
+        "password": password,
+    }
+    service = BridgeService(
+        parse_config(raw, base_dir=tmp_path), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        events = make_events(30)
+        for event in events:
+            client.queue.put_nowait(event)
+        assert service.sink is not None
+        sink = service.sink
+        await wait_for(lambda: sink.delivered >= len(events), what="all events delivered over OAuth")
+        outputs = [logs.getvalue()]
+        async with aiohttp.ClientSession() as http:
+            for path in ("/status", "/metrics", "/"):
+                async with http.get(f"{service.admin_url}{path}") as r:
+                    outputs.append(await r.text())
+    finally:
+        await service.stop()
+        await sim.stop()
+    assert issued, "no token was issued: the test did not exercise OAuth"
+    assert any(r.path == "/oauth_token.do" for r in sim.requests)
+    text = "\n".join(outputs)
+    for secret in (client_secret, password, GENESYS_SECRET, *issued):
+        assert secret not in text
 
 
 async def test_restart_journals_the_downtime_and_reload_applies_topic_changes(
