@@ -13,6 +13,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from gcbridge.genesys import ClientOptions, InvalidClientError
+from gcbridge.genesys.rest import NotificationsApi
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import AuthFailure, TokenRecord
 
@@ -345,3 +346,29 @@ async def test_a_drop_on_one_shard_reports_a_gap_for_that_shard_only(genesys_sim
     other = {r.seq for r in sim.ledger if r.topic == topics[1]}
     assert other <= received  # the other shard lost nothing
     assert not in_gap & other
+
+
+async def test_a_404_message_on_connect_replaces_the_channel(
+    genesys_sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The WebSocket of a dead channel is accepted, answers {"result":"404"} and closes (the switchable
+    # simulator mode); the HEAD that preceded it raced the expiry and still said the channel existed.
+    sim = await genesys_sim_factory(heartbeat_interval=0.5, missing_channel_ws="message")
+    topic = f"{USER}.presence"
+
+    async def stale_head(self: NotificationsApi, channel_id: str) -> bool:
+        return True
+
+    monkeypatch.setattr(NotificationsApi, "channel_exists", stale_head)
+    async with client_for(sim) as client:
+        await client.subscribe([topic])
+        got = collect(client)
+        await publish_until_received(sim, got, topic)
+        first = client.stats().paths[0].channel_id
+        assert sim.expire_channel(first)
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        await publish_until_received(sim, got, topic)
+        stats = client.stats()
+    assert stats.paths[0].channel_id != first
+    assert "channel_gone" in stats.reconnects_by_reason
+    audit(sim, got, {topic})
