@@ -372,3 +372,18 @@ async def test_a_404_message_on_connect_replaces_the_channel(
     assert stats.paths[0].channel_id != first
     assert "channel_gone" in stats.reconnects_by_reason
     audit(sim, got, {topic})
+
+
+async def test_a_combined_topic_rejected_as_a_whole_rejects_each_of_its_topics(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    other = "v2.users.8b2d5c9f-1111-4222-8333-444455556666"
+    sim.forbid_topic(f"{USER}.*")
+    async with client_for(sim) as client:
+        result = await client.subscribe([f"{USER}.presence", f"{USER}.station", f"{other}.presence"])
+        assert result.permitted == (f"{other}.presence",)
+        assert set(result.rejected) == {f"{USER}.presence", f"{USER}.station"}
+        assert client.topics == {f"{other}.presence"}
+        (channel,) = sim.channels
+        assert channel.individual_topics == {f"{other}.presence"}
