@@ -92,6 +92,10 @@ async def test_official_sdk_against_the_simulator(genesys_sim: GenesysSim) -> No
     assert result["strict_error"].status == 403
     assert "missing.permissions" in result["strict_error"].body
 
+    for name in ("partial", "replaced", "listed", "emptied"):  # every listing is the SDK's model
+        assert isinstance(result[name], sdk.ChannelTopicEntityListing), name
+        assert all(isinstance(t, sdk.ChannelTopic) for t in result[name].entities), name
+    assert all(isinstance(c, sdk.Channel) for c in result["channels"].entities)
     partial = {t.id: t for t in result["partial"].entities}
     rejected = partial["v2.detail.events.conversation.c1.acw"]
     assert rejected.state == "Rejected"
