@@ -188,3 +188,26 @@ def test_system_messages_match_the_sdk_system_message_model() -> None:
         model.system_topic_type = body["systemTopicType"]  # the setter turns unknown values into
         model.reason = body["reason"]  # "outdated_sdk_version"
         assert (model.system_topic_type, model.reason) == (system_topic_type, reason)
+
+
+def _sdk_lists_channels(base_url: str) -> Any:
+    import PureCloudPlatformClientV2 as sdk
+
+    previous_host = sdk.configuration.host
+    sdk.configuration.host = base_url
+    try:
+        api_client = sdk.api_client.ApiClient().get_client_credentials_token("sim-client", "sim-secret")
+        return sdk.NotificationsApi(api_client).get_notifications_channels()
+    finally:
+        sdk.configuration.host = previous_host
+
+
+async def test_sdk_retries_the_simulators_429_with_retry_after_transparently(genesys_sim: GenesysSim) -> None:
+    # Spec 1.6 [EXP]: urllib3's default Retry honours Retry-After on 429; our header must be one it accepts.
+    genesys_sim.fail_next_rest(2, status=429, retry_after=1)
+    listing = await asyncio.wait_for(asyncio.to_thread(_sdk_lists_channels, genesys_sim.base_url), 90)
+    import PureCloudPlatformClientV2 as sdk
+
+    assert isinstance(listing, sdk.ChannelEntityListing)
+    assert listing.entities == []
+    assert not genesys_sim.faults.api  # both injected 429s were consumed by the SDK's own retries
