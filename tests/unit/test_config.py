@@ -202,3 +202,17 @@ def test_client_options_documented_in_the_example_exist(
     cfg = load_config(path)
     assert len(cfg.genesys.client) >= 8
     assert cfg.genesys.client_options().heartbeat_timeout == 65.0
+
+
+def test_credentials_in_a_url_are_refused_without_echoing_them() -> None:
+    data = minimal(region=None, base_url="https://gc:GC-URL-PASS@api.mypurecloud.ie")
+    sn = data["servicenow"]
+    assert isinstance(sn, dict)
+    sn["instance_url"] = "https://admin:SN-URL-PASS@acme.service-now.com"
+    problems = problems_of(data)
+    assert problems == [
+        "genesys.base_url: must not carry credentials (user:password@host); give them as client_secret",
+        "servicenow.instance_url: must not carry credentials (user:password@host); "
+        "put them in [servicenow.auth]",
+    ]
+    assert "URL-PASS" not in repr(problems)

@@ -23,6 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -153,6 +154,8 @@ class GenesysConfig(Credentials):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if "@" in urlsplit(value.strip()).netloc:  # shown on /status and in logs: never echo credentials
+            raise ValueError("must not carry credentials (user:password@host); give them as client_secret")
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"'{value}' is not an http(s) URL (for example https://api.mypurecloud.ie)")
         return value.rstrip("/")

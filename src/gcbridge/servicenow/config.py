@@ -29,6 +29,7 @@ the rule and the field (see :mod:`gcbridge.servicenow.mapping` for the expressio
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -174,6 +175,9 @@ class ServiceNowConfig(_Model):
     @classmethod
     def _url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
+        # The URL is shown on /status and in logs: credentials in it would leak, and echoing them would too.
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("must not carry credentials (user:password@host); put them in [servicenow.auth]")
         if not value.startswith(("https://", "http://")):
             raise ValueError(f"servicenow.instance_url must start with https:// (got {value!r})")
         return value
