@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -242,6 +243,55 @@ async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: Servic
         await wait_for(lambda: sink.delivered >= len(events), what="deliveries after recovery")
         async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
             assert r.status == 200
+    finally:
+        await service.stop()
+
+
+class TwoShardClient(ScriptedClient):
+    """Two shards; the test sets the state of the second one's channel."""
+
+    second_state = "live"
+
+    def stats(self) -> dict[str, Any]:
+        doc = super().stats()
+        doc["channels"] = [
+            {**doc["channels"][0], "state": "live"},
+            {**doc["channels"][0], "id": "streaming-1-def", "shard": 1, "state": self.second_state},
+        ]
+        return doc
+
+
+async def test_readyz_needs_every_shard_live(tmp_path: Path, sn: ServiceNowSim) -> None:
+    client = TwoShardClient()
+    assert sn.base_url is not None
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        assert service.sink is not None
+        sink = service.sink
+        client.queue.put_nowait(make_events(1)[0])
+        await wait_for(lambda: sink.delivered >= 1, what="ServiceNow answered")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{service.admin_url}/readyz") as r:
+                assert r.status == 200, await r.text()
+            client.second_state = "backoff"  # its socket dropped; the client is waiting to reconnect
+            async with http.get(f"{service.admin_url}/readyz") as r:
+                assert r.status == 503
+                assert (await r.json())["reasons"] == ["shards without a live socket: 1"]
+            # the gauges follow within the snapshot interval
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:
+                async with http.get(f"{service.admin_url}/metrics") as r:
+                    text = await r.text()
+                if "gcbridge_shards_live 1.0" in text or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert "gcbridge_shards_live 1.0" in text
+        assert "gcbridge_shards 2.0" in text
+        assert "gcbridge_ready 0.0" in text
     finally:
         await service.stop()
 
