@@ -249,15 +249,21 @@ class World:
             per_channel[ch] = per_channel.get(ch, 0) + 1
         assert all(n <= 1 for n in per_channel.values()), per_channel
         # Seen from the fake server, not from the core's own books: the channels each credential is using
-        # (an open or opening socket not being closed, or a create in flight) never exceed its budget.
+        # (an open or opening socket not being closed, or a create in flight whose result the core still
+        # awaits) never exceed its budget. A create abandoned in flight (its shard was removed) is not
+        # counted: its channel is born unconnected, and Genesys evicts unconnected channels first.
         closing = {o.action.conn for o in self.ops if isinstance(o.action, CloseSocket)}
+        awaited = {c.id for p in self.core.all_paths() for _, c in p.conns()}
         for cred, budget in enumerate(self.core.budgets):
             in_use = {
                 ch
                 for conn, ch in [*self.opening.items(), *((c, s.channel) for c, s in self.sockets.items())]
                 if conn not in closing and self.channels[ch].credential == cred
             }
-            creating = sum(isinstance(o.action, CreateChannel) and o.path[1] == cred for o in self.ops)
+            creating = sum(
+                isinstance(o.action, CreateChannel) and o.path[1] == cred and o.action.conn in awaited
+                for o in self.ops
+            )
             assert len(in_use) + creating <= budget.limit, (cred, in_use, creating, budget.limit)
 
     def uncovered(self) -> list[tuple[float, int]]:
