@@ -279,7 +279,9 @@ class Router:
             outcome = await self.sinks[record.rule.sink].write(record)
         except Exception as exc:  # a bug must not stop delivery of everything else
             log.exception("servicenow.sink_error", rule=record.rule.name, row_id=row.id)
-            return Retry(f"internal error in sink {record.rule.sink!r}: {type(exc).__name__}: {exc}"[:500])
+            # The reason is stored with the row and shown on /status: the class name only, because an
+            # exception's text may quote a header or the payload (the log above has it, redacted).
+            return Retry(f"internal error in sink {record.rule.sink!r}: {type(exc).__name__} (see the log)")
         if isinstance(outcome, Delivered) and record.notes:
             notes = "; ".join(record.notes)
             return Delivered(f"{outcome.detail} ({notes})"[:1000] if outcome.detail else notes[:1000])
