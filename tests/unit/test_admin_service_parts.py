@@ -139,6 +139,19 @@ async def test_measured_sink_counts_outcomes_and_reachability() -> None:
     assert "gcbridge_servicenow_delivery_seconds_count 3.0" in text
 
 
+async def test_measured_sink_keeps_an_exceptions_text_off_the_status() -> None:
+    class Raising:
+        async def deliver(self, row: OutboxRow) -> Outcome:
+            raise ConnectionResetError("peer reset; request had Authorization: Bearer abc.def.ghi")
+
+    sink = MeasuredSink(Raising(), BridgeMetrics())
+    with pytest.raises(ConnectionResetError):  # the dispatcher turns it into a retry
+        await sink.deliver(OutboxRow(1, "k", "o", "t", b"{}", 0.0, 0))
+    assert sink.last_error == "ConnectionResetError"
+    assert sink.reachable is False  # a reset connection is transport trouble, not an answer
+    assert not answered(Retry("ServerDisconnectedError"))
+
+
 # -- status document ----------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from gcbridge.outbox.base import Delivered, OutboxRow, Outcome, Reject, Retry, S
 
 _UNREACHABLE: Final = re.compile(
     r"timeout|timed out|connect|refused|reset|unreachable|dns|resolve|cancel|\b50[234]\b|\b202\b|"
-    r"server disconnected|hibernat",
+    r"disconnect|hibernat",
     re.I,
 )
 
@@ -65,7 +65,8 @@ class MeasuredSink:
             outcome = await self._inner.deliver(row)
         except Exception as exc:
             # The dispatcher turns this into a retry as well; count it here so the page shows it.
-            self._observe(Retry(reason=f"{type(exc).__name__}: {exc}"), started)
+            # last_error is shown on /status: the class name only (an exception's text may quote a header)
+            self._observe(Retry(reason=type(exc).__name__), started)
             raise
         self._observe(outcome, started)
         return outcome
