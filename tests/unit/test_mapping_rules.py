@@ -422,3 +422,14 @@ def test_default_queue_stats_picks_metrics_by_name() -> None:
     assert record.fields["u_interacting"] == "2"
     assert "u_on_queue_users" not in record.fields
     assert record.fields["u_queue_id"] == "q-5"
+
+
+def test_default_presence_rule_fills_every_field_from_a_realistic_presence_body() -> None:
+    # The simulator's bodies follow the SDK's PresenceEventUserPresence model (message, not presenceMessage).
+    body = BodyGenerator(seed=7).body("v2.users.u-9.presence")
+    body["message"] = "back at 3"
+    record = compile_mapping().map_event(EventView("v2.users.u-9.presence", body, {}, "2", "d", 0.0))
+    assert isinstance(record, Record)
+    assert record.key == "u-9"
+    assert record.fields["u_presence_message"] == "back at 3"
+    assert record.fields["u_presence"] == body["presenceDefinition"]["systemPresence"]

@@ -523,7 +523,7 @@ def default_rules() -> list[MappingRule]:
         fields={
             "u_presence": "{body.presenceDefinition.systemPresence}",
             "u_presence_id": "{body.presenceDefinition.id}",
-            "u_presence_message": "{body.presenceMessage}",
+            "u_presence_message": "{body.message}",
             "u_routing_status": "{body.routingStatus.status}",
             "u_changed_at": FieldSpec(
                 value=["{body.modifiedDate|datetime}", "{body.routingStatus.startTime|datetime}"]
