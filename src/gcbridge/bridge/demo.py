@@ -295,6 +295,10 @@ async def _watch(
     pending = list(plan)
     last_line = 0.0
     live = Live(console=console, refresh_per_second=4, transient=False) if options.interactive else None
+    if live is None and service.admin_url:
+        console.print(
+            f"status page {service.admin_url}  (metrics at {service.admin_url}/metrics)", highlight=False
+        )
     with live if live is not None else contextlib.nullcontext():
         while not stop.is_set():
             elapsed = loop.time() - started
