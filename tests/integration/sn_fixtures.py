@@ -1,4 +1,5 @@
-"""Helpers for ServiceNow simulator tests: a running simulator and a thin raw HTTP client for it."""
+"""Helpers for ServiceNow simulator tests: a running simulator, a thin raw HTTP client for it, and the
+writer's session and configuration pointed at it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
+from gcbridge.servicenow import BasicAuthConfig, MappingConfig, MappingRule, ServiceNowConfig, create_session
 from gcbridge.sim.servicenow import ServiceNowSim, SnSimConfig
 
 USERS = {"admin": "admin-pass", "bridge": "bridge-pass"}
@@ -66,6 +69,44 @@ def sim_config(**overrides: Any) -> SnSimConfig:
 
 
 @asynccontextmanager
+async def started_sim(
+    config: SnSimConfig | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[ServiceNowSim]:
+    """A simulator on ``host`` and a free port, stopped on exit."""
+    sim = ServiceNowSim(config or sim_config())
+    await sim.start(host, 0)
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@asynccontextmanager
+async def writer_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The writer's own HTTP session (:func:`gcbridge.servicenow.create_session`), closed on exit."""
+    session = create_session()
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def localhost_url(sim: ServiceNowSim) -> str:
+    """The simulator's base URL by hostname (``localhost``), as a real instance URL would be named."""
+    assert sim.base_url is not None
+    return sim.base_url.replace("127.0.0.1", "localhost")
+
+
+def basic_writer_config(url: str, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
+    """The writer's configuration for ``url``: Basic auth as ``admin``, the given mapping ``rules``."""
+    return ServiceNowConfig(
+        instance_url=url,
+        auth=BasicAuthConfig(username="admin", password=SecretStr(USERS["admin"])),
+        mapping=MappingConfig(rules=rules),
+    )
+
+
+@asynccontextmanager
 async def running_sim(
     config: SnSimConfig | None = None,
     *,
@@ -73,15 +114,14 @@ async def running_sim(
     cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
 ) -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
     """A simulator on ``host`` and a free port, with a client that keeps no cookies unless given a jar."""
-    sim = ServiceNowSim(config or sim_config())
-    base_url = await sim.start(host, 0)
-    try:
-        async with aiohttp.ClientSession(
+    async with (
+        started_sim(config, host) as sim,
+        aiohttp.ClientSession(
             cookie_jar=cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar()
-        ) as session:
-            yield sim, SnClient(base_url, session)
-    finally:
-        await sim.stop()
+        ) as session,
+    ):
+        assert sim.base_url is not None
+        yield sim, SnClient(sim.base_url, session)
 
 
 async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:

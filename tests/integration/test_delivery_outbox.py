@@ -20,22 +20,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.events import Event
 from gcbridge.outbox import ALL, Dispatcher, OutboxItem, SqliteOutbox
 from gcbridge.servicenow import (
-    BasicAuthConfig,
-    MappingConfig,
     MappingRule,
     Router,
     ServiceNowConfig,
     build_router,
-    create_session,
     event_to_outbox_item,
 )
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, SnSimConfig, TransformMap
+
+from .sn_fixtures import basic_writer_config, localhost_url, started_sim, writer_session
 
 QUEUE_TOPIC = "v2.routing.queues.q-1.conversations"
 STATES = ("alerting", "connected", "disconnected")
@@ -58,30 +56,18 @@ def warp() -> WarpClock:
 
 @pytest.fixture
 async def sim(warp: WarpClock) -> AsyncIterator[ServiceNowSim]:
-    simulator = ServiceNowSim(SnSimConfig(users={"admin": "admin-pass"}, clock=warp))
-    await simulator.start("127.0.0.1", 0)
-    try:
+    async with started_sim(SnSimConfig(users={"admin": "admin-pass"}, clock=warp)) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = create_session()
-    try:
+    async with writer_session() as s:
         yield s
-    finally:
-        await s.close()
 
 
 def config(sim: ServiceNowSim, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
-    assert sim.base_url is not None
-    return ServiceNowConfig(
-        instance_url=sim.base_url.replace("127.0.0.1", "localhost"),
-        auth=BasicAuthConfig(username="admin", password=SecretStr("admin-pass")),
-        mapping=MappingConfig(rules=rules),
-    )
+    return basic_writer_config(localhost_url(sim), rules)
 
 
 def conversation(conv_id: str, state: str) -> dict[str, Any]:
@@ -278,7 +264,7 @@ async def test_sigkill_after_a_write_loses_nothing_and_duplicates_nothing(
         "-c",
         CHILD,
         str(db),
-        sim.base_url.replace("127.0.0.1", "localhost"),
+        localhost_url(sim),
         "10",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -465,9 +451,7 @@ async def deliver_burst(
     path: Path, warp: WarpClock, session: aiohttp.ClientSession, conversations: int, *, coalesce: bool
 ) -> tuple[dict[str, dict[str, str]], int]:
     """The whole burst stored first, then delivered into a fresh instance: (records, Import Set writes)."""
-    sim = ServiceNowSim(SnSimConfig(users={"admin": "admin-pass"}, clock=warp))
-    await sim.start("127.0.0.1", 0)
-    try:
+    async with started_sim(SnSimConfig(users={"admin": "admin-pass"}, clock=warp)) as sim:
         router = build_router(config(sim), session, wall_clock=warp)
         store = await SqliteOutbox.open(path)
         await store.put_many(burst(router, conversations))
@@ -476,8 +460,6 @@ async def deliver_burst(
         await store.close()
         writes = [r for r in sim.requests if r.path == "/api/now/import/u_genesys_interaction_import"]
         records = business_fields(sim)
-    finally:
-        await sim.stop()
     assert (stats.delivered, stats.dead, stats.pending) == (conversations * len(BURST_STATES), 0, 0)
     return records, len(writes)
 

@@ -14,54 +14,31 @@ from gcbridge import _json
 from gcbridge.genesys.events import Event
 from gcbridge.outbox.base import Delivered, OutboxRow, Reject, Retry
 from gcbridge.servicenow import (
-    BasicAuthConfig,
-    MappingConfig,
     MappingRule,
     OAuthConfig,
     Router,
     ServiceNowConfig,
     build_router,
     compile_mapping,
-    create_session,
     event_to_outbox_item,
 )
-from gcbridge.sim.servicenow import ServiceNowSim, SnSimConfig
+from gcbridge.sim.servicenow import ServiceNowSim
+
+from .sn_fixtures import basic_writer_config, localhost_url, started_sim, writer_session
 
 QUEUE_TOPIC = "v2.routing.queues.q-1.conversations"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[ServiceNowSim]:
-    simulator = ServiceNowSim(
-        SnSimConfig(users={"admin": "admin-pass", "bridge": "bridge-pass"}, oauth_clients={"cid": "csecret"})
-    )
-    await simulator.start("127.0.0.1", 0)
-    try:
+    async with started_sim() as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = create_session()
-    try:
+    async with writer_session() as s:
         yield s
-    finally:
-        await s.close()
-
-
-def localhost(sim: ServiceNowSim) -> str:
-    assert sim.base_url is not None
-    return sim.base_url.replace("127.0.0.1", "localhost")
-
-
-def basic_config(url: str, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
-    return ServiceNowConfig(
-        instance_url=url,
-        auth=BasicAuthConfig(username="admin", password=SecretStr("admin-pass")),
-        mapping=MappingConfig(rules=rules),
-    )
 
 
 _seq = iter(range(1, 10**9))
@@ -93,7 +70,7 @@ def to_row(topic: str, body: dict[str, Any], router: Router) -> OutboxRow:
 async def test_conversation_updates_coalesce_into_one_interaction(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
-    router = build_router(basic_config(localhost(sim)), session)
+    router = build_router(basic_writer_config(localhost_url(sim)), session)
     outcomes = [
         await router.deliver(to_row(QUEUE_TOPIC, conversation("c-1", "alerting"), router)),
         await router.deliver(to_row(QUEUE_TOPIC, conversation("c-1", "connected"), router)),
@@ -125,7 +102,7 @@ async def test_conversation_updates_coalesce_into_one_interaction(
 async def test_presence_and_queue_statistics_defaults(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
-    router = build_router(basic_config(localhost(sim)), session)
+    router = build_router(basic_writer_config(localhost_url(sim)), session)
     presence = {
         "presenceDefinition": {"id": "p", "systemPresence": "Busy"},
         "modifiedDate": "2024-03-01T10:00:00Z",
@@ -172,7 +149,7 @@ async def test_table_upsert_and_event_management(sim: ServiceNowSim, session: ai
             },
         ),
     ]
-    router = build_router(basic_config(localhost(sim), rules), session)
+    router = build_router(basic_writer_config(localhost_url(sim), rules), session)
     for state in ("alerting", "connected", "disconnected"):
         assert isinstance(
             await router.deliver(to_row(QUEUE_TOPIC, conversation("c-5", state), router)), Delivered
@@ -195,7 +172,9 @@ async def test_no_cookie_ever_reaches_the_instance_and_no_202(
     """Against ``localhost`` (a hostname: aiohttp's default jar would keep the session cookie) with slow
     answers and more concurrency than a session may queue, our writer never sends a session cookie."""
     sim.set_delay(0.05)
-    router = build_router(basic_config(localhost(sim)).model_copy(update={"concurrency": 16}), session)
+    router = build_router(
+        basic_writer_config(localhost_url(sim)).model_copy(update={"concurrency": 16}), session
+    )
     rows = [to_row(QUEUE_TOPIC, conversation(f"c-{i}", "connected"), router) for i in range(40)]
     outcomes = await asyncio.gather(*(router.deliver(r) for r in rows))
     assert all(isinstance(o, Delivered) for o in outcomes)
@@ -209,7 +188,7 @@ async def test_no_cookie_ever_reaches_the_instance_and_no_202(
 async def test_the_cookie_trap_is_real_for_a_client_that_keeps_cookies(sim: ServiceNowSim) -> None:
     """The control experiment: aiohttp's default jar on ``localhost`` keeps JSESSIONID and gets 202s."""
     sim.set_delay(0.05)
-    url = localhost(sim) + "/api/now/table/incident"
+    url = localhost_url(sim) + "/api/now/table/incident"
     auth = {"Authorization": aiohttp.encode_basic_auth("admin", "admin-pass")}
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar()) as leaky:
         async with leaky.get(url, headers=auth) as first:
@@ -224,7 +203,7 @@ async def test_the_cookie_trap_is_real_for_a_client_that_keeps_cookies(sim: Serv
 
 
 async def test_faults_are_classified(sim: ServiceNowSim, session: aiohttp.ClientSession) -> None:
-    router = build_router(basic_config(localhost(sim)), session)
+    router = build_router(basic_writer_config(localhost_url(sim)), session)
     row = to_row(QUEUE_TOPIC, conversation("c-1", "connected"), router)
     sim.hibernate(True)
     hibernating = await router.deliver(row)
@@ -275,7 +254,7 @@ async def test_acl_denial_and_unknown_staging_table_are_rejected(
             key_field="u_user_id",
         ),
     ]
-    router = build_router(basic_config(localhost(sim), rules), session)
+    router = build_router(basic_writer_config(localhost_url(sim), rules), session)
     sim.deny("incident", "write")
     denied = await router.deliver(to_row(QUEUE_TOPIC, conversation("c-1", "connected"), router))
     assert isinstance(denied, Reject)
@@ -289,7 +268,7 @@ async def test_oauth_password_grant_survives_token_revocation(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
     config = ServiceNowConfig(
-        instance_url=localhost(sim),
+        instance_url=localhost_url(sim),
         auth=OAuthConfig(
             client_id="cid",
             client_secret=SecretStr("csecret"),
@@ -318,7 +297,7 @@ async def test_client_credentials_disabled_is_a_clear_retry(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
     config = ServiceNowConfig(
-        instance_url=localhost(sim),
+        instance_url=localhost_url(sim),
         auth=OAuthConfig(client_id="cid", client_secret=SecretStr("csecret"), grant="client_credentials"),
     )
     router = build_router(config, session)
@@ -341,7 +320,7 @@ async def test_oversize_row_is_truncated_not_lost(sim: ServiceNowSim, session: a
         key_field="u_conversation_id",
         fields={"u_description": "{body.notes}", "u_short_description": "call {body.id}"},
     )
-    router = build_router(basic_config(localhost(sim), [rule]), session)
+    router = build_router(basic_writer_config(localhost_url(sim), [rule]), session)
     outcome = await router.deliver(to_row(QUEUE_TOPIC, {"id": "c-big", "notes": "n" * 20000}, router))
     assert isinstance(outcome, Delivered)
     assert "u_description: truncated to fit 8126 bytes" in outcome.detail
@@ -364,7 +343,7 @@ async def test_a_later_event_without_a_field_does_not_blank_it(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
     """The wrap-up detail event sets the wrap-up code; a later conversation update without one leaves it."""
-    router = build_router(basic_config(localhost(sim)), session)
+    router = build_router(basic_writer_config(localhost_url(sim)), session)
     wrapup = {
         "conversationId": "c-8",
         "wrapupCode": "Refund",

@@ -28,6 +28,7 @@ from gcbridge.servicenow.config import (
 from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import Ok, ServiceNowRest, create_session
 from gcbridge.servicenow.sinks import KeyLocks, build_router
+from tests.integration.sn_fixtures import writer_session
 
 SECRET_WORDS = ("csecret-XYZ", "admin-pass-XYZ", "AT-1", "AT-2", "RT-1")
 
@@ -153,11 +154,8 @@ async def stub() -> AsyncIterator[tuple[Stub, str]]:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = create_session()
-    try:
+    async with writer_session() as s:
         yield s
-    finally:
-        await s.close()
 
 
 class FakeClock:
