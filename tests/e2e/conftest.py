@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,6 +54,27 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {limit} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def run_gcbridge(
+    *args: str, env: dict[str, str] | None = None, within: float = 120
+) -> tuple[int, str, str]:
+    """``python -m gcbridge *args`` to its end, without blocking this event loop: (exit code, stdout, stderr).
+
+    ``env`` is laid over this process's environment; the terminal is 160 columns wide so tables do not wrap.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gcbridge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def expected_interactions(events: list[Event]) -> dict[str, dict[str, str]]:

@@ -15,7 +15,7 @@ from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.config import DEFAULT_TABLES, SnSimConfig, default_transform_maps
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
-from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
+from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER, run_gcbridge
 
 TOPICS = ["v2.users.a1.presence", "v2.routing.queues.q1.conversations"]
 
@@ -61,6 +61,25 @@ def config(
         },
         base_dir=tmp_path,
     )
+
+
+async def run_check_command(
+    gsim: GenesysSim, snsim: ServiceNowSim, tmp_path: Path, *, sn_password: str
+) -> tuple[int, str, str]:
+    """``gcbridge check`` on a TOML config file, secrets in the environment: (exit code, stdout, stderr)."""
+    assert snsim.base_url is not None
+    config_file = tmp_path / "gcbridge.toml"
+    topics = ", ".join(f'"{t}"' for t in TOPICS)
+    config_file.write_text(
+        f'[genesys]\nbase_url = "{gsim.base_url}"\nclient_id = "check-client"\ntopics = [{topics}]\n'
+        f'[servicenow]\ninstance_url = "{snsim.base_url}"\n'
+        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\n'
+    )
+    env = {
+        "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET,
+        "GCBRIDGE_SERVICENOW__AUTH__PASSWORD": sn_password,
+    }
+    return await run_gcbridge("check", "--config", str(config_file), env=env)
 
 
 async def test_check_passes_with_good_credentials(
@@ -109,42 +128,11 @@ async def test_check_reports_servicenow_login_failure(
 
 
 async def test_check_command_prints_verdicts(sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path) -> None:
-    import asyncio
-    import os
-    import sys
-
-    gsim, snsim = sims
-    assert snsim.base_url is not None
-    config_file = tmp_path / "gcbridge.toml"
-    topics = ", ".join(f'"{t}"' for t in TOPICS)
-    config_file.write_text(
-        f'[genesys]\nbase_url = "{gsim.base_url}"\nclient_id = "check-client"\ntopics = [{topics}]\n'
-        f'[servicenow]\ninstance_url = "{snsim.base_url}"\n'
-        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\n'
-    )
-    env = {
-        **os.environ,
-        "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET,
-        "GCBRIDGE_SERVICENOW__AUTH__PASSWORD": SN_PASSWORD,
-        "COLUMNS": "160",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "check",
-        "--config",
-        str(config_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 0, text + err.decode()
+    code, text, err = await run_check_command(*sims, tmp_path, sn_password=SN_PASSWORD)
+    assert code == 0, text + err
     assert "ok    genesys topics" in text
     assert " 0 failed" in text
-    assert GENESYS_SECRET not in text + err.decode()
+    assert GENESYS_SECRET not in text + err
 
 
 async def test_check_fails_a_target_table_the_instance_does_not_have(
@@ -175,41 +163,10 @@ async def test_check_fails_a_target_table_the_instance_does_not_have(
 async def test_check_command_exits_1_on_a_failed_item(
     sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
 ) -> None:
-    import asyncio
-    import os
-    import sys
-
-    gsim, snsim = sims
-    assert snsim.base_url is not None
-    config_file = tmp_path / "gcbridge.toml"
-    topics = ", ".join(f'"{t}"' for t in TOPICS)
-    config_file.write_text(
-        f'[genesys]\nbase_url = "{gsim.base_url}"\nclient_id = "check-client"\ntopics = [{topics}]\n'
-        f'[servicenow]\ninstance_url = "{snsim.base_url}"\n'
-        f'[servicenow.auth]\nkind = "basic"\nusername = "{SN_USER}"\n'
-    )
-    env = {
-        **os.environ,
-        "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET,
-        "GCBRIDGE_SERVICENOW__AUTH__PASSWORD": "WRONG-SN-PASSWORD",
-        "COLUMNS": "160",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "check",
-        "--config",
-        str(config_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 1, text + err.decode()
+    code, text, err = await run_check_command(*sims, tmp_path, sn_password="WRONG-SN-PASSWORD")
+    assert code == 1, text + err
     assert "ok    genesys token" in text
     assert "fail  servicenow auth" in text
     assert "User Not Authenticated" in text
     assert " 1 failed" in text
-    assert "WRONG-SN-PASSWORD" not in text + err.decode()
+    assert "WRONG-SN-PASSWORD" not in text + err

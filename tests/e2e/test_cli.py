@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -17,6 +16,8 @@ from gcbridge.bridge.admin import AdminServer
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.sqlite import SqliteOutbox
+
+from .conftest import run_gcbridge
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,15 +87,7 @@ def test_config_example_is_valid_once_secrets_are_given(tmp_path: Path) -> None:
 
 
 async def test_outbox_list_inspect_replay_purge(tmp_path: Path) -> None:
-    (tmp_path / "s").write_text("x")
-    config = tmp_path / "gcbridge.toml"
-    config.write_text(
-        '[genesys]\nbase_url = "http://127.0.0.1:9"\nclient_id = "x"\nclient_secret_file = "s"\n'
-        'topics = ["v2.users.u1.presence"]\n'
-        '[servicenow]\ninstance_url = "http://127.0.0.1:9"\n'
-        '[servicenow.auth]\nkind = "basic"\nusername = "u"\npassword_file = "s"\n'
-        '[outbox]\npath = "outbox.db"\n'
-    )
+    config = outbox_config(tmp_path)
     store = await SqliteOutbox.open(tmp_path / "outbox.db")
     await store.put_many(
         [
@@ -203,22 +196,6 @@ class _Source:
         return True
 
 
-async def gcbridge_async(*args: str) -> tuple[int, str, str]:
-    """``gcbridge`` as a subprocess without blocking this event loop (which serves the admin endpoint)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "160"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_path: Path) -> None:
     doc: dict[str, object] = {
         "state": "running",
@@ -229,13 +206,13 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
     server = AdminServer(_Source(doc), BridgeMetrics(), host="127.0.0.1", port=0)
     await server.start()
     try:
-        code, out, _ = await gcbridge_async("status", "--url", server.url)
+        code, out, _ = await run_gcbridge("status", "--url", server.url)
         assert code == 1
         assert "ready False" in out
         assert "not ready: ServiceNow is not reachable" in out
         assert "events in 7" in out
         assert "outbox pending 3" in out
-        code, out, _ = await gcbridge_async("status", "--url", server.url, "--json")
+        code, out, _ = await run_gcbridge("status", "--url", server.url, "--json")
         assert code == 0
         assert orjson.loads(out) == doc
     finally:
@@ -243,7 +220,7 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, _, err = await gcbridge_async("status", "--url", f"http://127.0.0.1:{port}")
+    code, _, err = await run_gcbridge("status", "--url", f"http://127.0.0.1:{port}")
     assert code == 1
     assert f"cannot reach the service at http://127.0.0.1:{port}" in err
 

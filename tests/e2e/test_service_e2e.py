@@ -39,6 +39,7 @@ from .conftest import (
     SN_USER,
     check_interactions,
     expected_interactions,
+    run_gcbridge,
     wait_for,
 )
 
@@ -368,21 +369,10 @@ async def test_wrong_secret_exits_with_a_clear_message(
     assert snsim.base_url is not None
     port = free_port()
     config = write_config(tmp_path, gsim.base_url, snsim.base_url, port)
-    env = {**os.environ, "GCBRIDGE_GENESYS__CLIENT_SECRET": "WRONG-SECRET-e2e"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    logs = (out + err).decode(errors="replace")
-    assert proc.returncode == 1, logs[-3000:]
+    env = {"GCBRIDGE_GENESYS__CLIENT_SECRET": "WRONG-SECRET-e2e"}
+    code, out, err = await run_gcbridge("run", "--config", str(config), env=env, within=90)
+    logs = out + err
+    assert code == 1, logs[-3000:]
     assert "invalid_client" in logs
     assert "WRONG-SECRET-e2e" not in logs
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +31,7 @@ from .conftest import (
     check_interactions,
     expected_interactions,
     make_events,
+    run_gcbridge,
     service_config,
     wait_for,
 )
@@ -97,20 +96,8 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
         assert 'gcbridge_gaps_total{reason="socket_dropped"} 1.0' in metrics_text
         journal = service.config.outbox.gap_log_path.read_text()
         # `gcbridge status` asks the same endpoint from a shell.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gcbridge",
-            "status",
-            "--url",
-            service.admin_url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "COLUMNS": "160"},
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        cli_status = out.decode()
-        assert proc.returncode == 0, cli_status
+        code, cli_status, _ = await run_gcbridge("status", "--url", service.admin_url)
+        assert code == 0, cli_status
         assert "state running  ready True" in cli_status
         assert f"events in {len(events)}" in cli_status
         assert '"reason":"socket_dropped"' in journal
