@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import structlog
 
 from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.servicenow.mapping import compile_mapping, event_view
 from gcbridge.sim.genesys.bodies import BodyGenerator
@@ -217,3 +219,20 @@ async def sn() -> AsyncIterator[ServiceNowSim]:
         yield sim
     finally:
         await sim.stop()
+
+
+@asynccontextmanager
+async def running_service(
+    tmp_path: Path, sn: ServiceNowSim, client: ScriptedClient
+) -> AsyncIterator[BridgeService]:
+    """The service in this process, fed by ``client``, writing to ``sn`` (``service_config`` over ``TOPICS``,
+    no signal handlers); stopped on exit."""
+    assert sn.base_url is not None
+    service = BridgeService(
+        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
+    )
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()

@@ -32,6 +32,7 @@ from .conftest import (
     expected_interactions,
     make_events,
     run_gcbridge,
+    running_service,
     service_config,
     wait_for,
 )
@@ -43,14 +44,7 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
     logs = io.StringIO()
     bridge_logging.configure(level="debug", stream=logs)
     client = ScriptedClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS),
-        install_signals=False,
-        client_factory=lambda _cfg: client,
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         assert client.subscribed == TOPICS
         events = make_events(120)
         sn.inject(503, count=5, path_prefix="/api/now/import/")
@@ -101,8 +95,6 @@ async def test_events_reach_servicenow_with_gaps_status_and_no_secrets(
         assert "state running  ready True" in cli_status
         assert f"events in {len(events)}" in cli_status
         assert '"reason":"socket_dropped"' in journal
-    finally:
-        await service.stop()
     assert client.closed
     assert service.lifecycle.state == "stopped"
     for text in (logs.getvalue(), status_text, metrics_text, page, journal, cli_status):
@@ -208,12 +200,7 @@ async def test_restart_journals_the_downtime_and_reload_applies_topic_changes(
 
 async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: ServiceNowSim) -> None:
     client = ScriptedClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         assert service.sink is not None
         sink = service.sink
         events = make_events(6)
@@ -230,8 +217,6 @@ async def test_readyz_follows_servicenow_availability(tmp_path: Path, sn: Servic
         await wait_for(lambda: sink.delivered >= len(events), what="deliveries after recovery")
         async with aiohttp.ClientSession() as http, http.get(f"{service.admin_url}/readyz") as r:
             assert r.status == 200
-    finally:
-        await service.stop()
 
 
 class TwoShardClient(ScriptedClient):
@@ -250,12 +235,7 @@ class TwoShardClient(ScriptedClient):
 
 async def test_readyz_needs_every_shard_live(tmp_path: Path, sn: ServiceNowSim) -> None:
     client = TwoShardClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         assert service.sink is not None
         sink = service.sink
         client.queue.put_nowait(make_events(1)[0])
@@ -279,8 +259,6 @@ async def test_readyz_needs_every_shard_live(tmp_path: Path, sn: ServiceNowSim) 
         assert "gcbridge_shards_live 1.0" in text
         assert "gcbridge_shards 2.0" in text
         assert "gcbridge_ready 0.0" in text
-    finally:
-        await service.stop()
 
 
 async def test_a_quiet_bridge_probes_servicenow_and_a_hibernating_instance_is_not_ready(
@@ -291,12 +269,7 @@ async def test_a_quiet_bridge_probes_servicenow_and_a_hibernating_instance_is_no
     monkeypatch.setattr(service_module, "SERVICENOW_PROBE_INTERVAL", 0.3)
     sn.hibernate(True)
     client = ScriptedClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         assert service.sink is not None
         sink = service.sink
         await wait_for(lambda: sink.reachable is False, what="the probe found the instance asleep")
@@ -311,20 +284,13 @@ async def test_a_quiet_bridge_probes_servicenow_and_a_hibernating_instance_is_no
         assert probes
         assert all(r.user is None for r in probes)  # the probe sends no credentials
         assert sink.delivered == 0
-    finally:
-        await service.stop()
 
 
 async def test_an_event_the_mapping_cannot_encode_is_still_stored_and_delivered(
     tmp_path: Path, sn: ServiceNowSim
 ) -> None:
     client = ScriptedClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         presence = TOPICS[1]
         body = {"presenceDefinition": {"systemPresence": "Available"}, "huge": 2**70}  # beyond orjson
         client.queue.put_nowait(Event(presence, body, "2", {}, "k-huge", time.time()))
@@ -333,5 +299,3 @@ async def test_an_event_the_mapping_cannot_encode_is_still_stored_and_delivered(
         await wait_for(lambda: sink.delivered + sink.rejected >= 1, what="the odd event handled")
         assert (sink.delivered, sink.rejected) == (1, 0), sink.last_error
         assert len(sn.records("u_genesys_presence")) == 1
-    finally:
-        await service.stop()

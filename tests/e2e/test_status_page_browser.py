@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gcbridge.bridge.service import BridgeService
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
 from .conftest import (
     GENESYS_SECRET,
     SN_PASSWORD,
-    TOPICS,
     ScriptedClient,
     make_events,
-    service_config,
+    running_service,
     wait_for,
 )
 
@@ -46,12 +44,7 @@ async def test_status_page_shows_live_state(tmp_path: Path, sn: ServiceNowSim) -
     from playwright.async_api import async_playwright, expect
 
     client = ScriptedClient()
-    assert sn.base_url is not None
-    service = BridgeService(
-        service_config(tmp_path, sn.base_url, TOPICS), install_signals=False, client_factory=lambda _c: client
-    )
-    await service.start()
-    try:
+    async with running_service(tmp_path, sn, client) as service:
         events = make_events(40)
         for event in events[:20]:
             client.queue.put_nowait(event)
@@ -91,5 +84,3 @@ async def test_status_page_shows_live_state(tmp_path: Path, sn: ServiceNowSim) -
         assert GENESYS_SECRET not in html
         assert SN_PASSWORD not in html
         assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
-    finally:
-        await service.stop()
