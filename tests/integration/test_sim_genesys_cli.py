@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
 import sys
 
 import aiohttp
 
+from .sim_cli import sim_command
+
 
 async def test_cli_serves_and_stops_on_ctrl_c() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "from gcbridge.cli import main; main()",
-        "sim",
+    async with sim_command(
         "genesys",
         "--port",
         "0",
@@ -27,17 +23,9 @@ async def test_cli_serves_and_stops_on_ctrl_c() -> None:
         "10",
         "--traffic",
         "50",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        match = re.search(r"(http://127\.0\.0\.1:\d+)", first)
-        assert match, first
-        base_url = match.group(1)
-        banner = first + (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
-        banner += (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    ) as command:
+        base_url = command.base_url
+        banner = command.first_line + await command.readline() + await command.readline()
         assert "cli-client" in banner
         assert "cli-secret" in banner
         async with aiohttp.ClientSession() as session:
@@ -51,10 +39,7 @@ async def test_cli_serves_and_stops_on_ctrl_c() -> None:
                 assert (await resp.json())["expires_in"] == 8640  # 86399 / 10, rounded
             async with session.get(base_url + "/_sim/state") as resp:
                 assert (await resp.json())["baseUrl"] == base_url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), 30)
-    assert code == 0, (await proc.stderr.read()).decode() if proc.stderr else code
+    assert command.returncode == 0, command.stderr
 
 
 async def test_cli_rejects_bad_options() -> None:

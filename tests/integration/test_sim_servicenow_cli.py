@@ -3,38 +3,17 @@ stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import signal
-import sys
-
 import aiohttp
+
+from .sim_cli import sim_command
 
 
 async def test_the_command_serves_its_users_and_stops_on_ctrl_c() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "sim",
-        "servicenow",
-        "--port",
-        "0",
-        "--user",
-        "bob:bob-pass",
-        "--inject",
-        "503:1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert proc.stdout is not None
-    try:
-        first = await asyncio.wait_for(proc.stdout.readline(), 60)
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first.decode())
-        assert match, first
-        url = match.group(1)
+    async with sim_command(
+        "servicenow", "--port", "0", "--user", "bob:bob-pass", "--inject", "503:1"
+    ) as command:
+        assert "listening on " + command.base_url in command.first_line
+        url = command.base_url
         bob = {"Authorization": aiohttp.encode_basic_auth("bob", "bob-pass")}
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/api/now/table/incident", headers=bob) as r:
@@ -49,8 +28,5 @@ async def test_the_command_serves_its_users_and_stops_on_ctrl_c() -> None:
                 headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
             ) as r:
                 assert r.status == 401  # only the users given on the command line exist
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    assert "Traceback" not in err.decode()
+    assert command.returncode == 0, command.stderr[-2000:]
+    assert "Traceback" not in command.stderr
