@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.bridge.service import BridgeService
@@ -23,6 +21,7 @@ from gcbridge.servicenow.mapping import compile_mapping, event_view
 from gcbridge.sim.genesys.bodies import BodyGenerator
 from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
+from tests.logging_state import restored_logging
 
 SN_USER = "bridge-user"
 # Distinctive strings: a test greps every output of the service for them.
@@ -35,12 +34,8 @@ _MAPPING = compile_mapping(None)
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """These tests configure the process-wide logging; leave it as other tests expect it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 async def wait_for(

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-import structlog
 from aiohttp import ClientSession
 
 from gcbridge.bridge import logging as bridge_logging
@@ -18,17 +17,14 @@ from gcbridge.bridge.admin import AdminServer, readiness
 from gcbridge.bridge.metrics import MAX_FAMILIES, BridgeMetrics, topic_family
 from gcbridge.outbox.base import OutboxStats
 from gcbridge.secrets import Secret
+from tests.logging_state import restored_logging
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """These tests configure the process-wide logging; leave it as other tests expect it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 class FakeSource:
@@ -162,7 +158,6 @@ def test_redaction_masks_sensitive_keys_and_inline_credentials() -> None:
         token_refreshes=3,
         channel="ch-1",
     )
-    import logging
 
     logging.getLogger("aiohttp.client").warning("retry with access_token=S3CRET-F&x=1")
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]

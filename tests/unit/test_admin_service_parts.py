@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import orjson
 import pytest
-import structlog
 
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.gaps import GapJournal, LastRun, downtime_gap
@@ -24,17 +22,14 @@ from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStats, Outcome, Reject, Retry
 from gcbridge.servicenow.mapping import compile_mapping
+from tests.logging_state import restored_logging
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """These tests configure the process-wide logging; leave it as other tests expect it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 # -- lifecycle ----------------------------------------------------------------------------------------------
