@@ -3,9 +3,8 @@ writer's session and configuration pointed at it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -122,16 +121,6 @@ async def running_sim(
     ):
         assert sim.base_url is not None
         yield sim, SnClient(sim.base_url, session)
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``predicate`` until true (generous timeout: the machine is shared)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 class FakeClock:

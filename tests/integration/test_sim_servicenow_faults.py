@@ -13,7 +13,8 @@ import pytest_asyncio
 from gcbridge import _json
 from gcbridge.sim.servicenow import ServiceNowSim
 
-from .sn_fixtures import Answer, FakeClock, SnClient, running_sim, sim_config, wait_for
+from .conftest import wait_for
+from .sn_fixtures import Answer, FakeClock, SnClient, running_sim, sim_config
 
 INCIDENTS = "/api/now/table/incident"
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Reset", "X-RateLimit-Rule")

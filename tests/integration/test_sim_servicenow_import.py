@@ -9,7 +9,8 @@ import pytest_asyncio
 
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, TransformMap
 
-from .sn_fixtures import SnClient, running_sim, wait_for
+from .conftest import wait_for
+from .sn_fixtures import SnClient, running_sim
 
 STAGE = "/api/now/import/u_genesys_interaction_import"
 
