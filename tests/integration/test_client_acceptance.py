@@ -398,12 +398,6 @@ async def test_a_combined_topic_rejected_as_a_whole_rejects_each_of_its_topics(
         assert channel.individual_topics == {f"{other}.presence"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (client.py _read / core/health.py): a Gap starts at the last frame *read* minus gap_margin; "
-    "when a slow consumer holds the reader back (queue full), events sent long before that read can be lost "
-    "in the drop, and they fall before the gap's start: silent loss",
-)
 async def test_a_drop_while_a_slow_consumer_holds_the_reader_back_loses_nothing_silently(
     genesys_sim_factory: SimFactory,
 ) -> None:

@@ -4,6 +4,11 @@ A socket is dead when nothing arrived for ``heartbeat_timeout`` seconds (Genesys
 every 30 s), or when a ``{"message":"ping"}`` sent after ``ping_interval`` seconds of silence got no pong
 within ``pong_timeout``. Either way a stall is detected within
 ``min(heartbeat_timeout, ping_interval + pong_timeout)``.
+
+A slow consumer makes the reader wait (back-pressure): frames then pile up unread in the socket and on the
+server, and a drop loses frames sent long before the last one read. So the monitor also tracks a *backlog*:
+it opens when back-pressure first begins and closes only when the reader has caught up with the socket;
+while it is open, the socket's last good moment (:attr:`HealthMonitor.last_good`) is the backlog's start.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ class HealthDecision:
 
 
 class HealthMonitor:
-    __slots__ = ("heartbeat_timeout", "last_frame", "paused", "ping_interval", "ping_sent_at", "pong_timeout")
+    __slots__ = (
+        "backlog_since",
+        "heartbeat_timeout",
+        "last_frame",
+        "paused",
+        "ping_interval",
+        "ping_sent_at",
+        "pong_timeout",
+    )
 
     def __init__(
         self, now: float, *, heartbeat_timeout: float, ping_interval: float, pong_timeout: float
@@ -38,9 +51,10 @@ class HealthMonitor:
         self.pong_timeout = pong_timeout
         self.last_frame = now
         self.ping_sent_at: float | None = None
-        self.paused = (
-            False  # the consumer is slow and the reader is waiting: silence is ours, not the server's
-        )
+        # the consumer is slow and the reader is waiting: silence is ours, not the server's
+        self.paused = False
+        # when back-pressure began, while frames may wait unread (None: the reader is caught up)
+        self.backlog_since: float | None = None
 
     @property
     def detection_bound(self) -> float:
@@ -48,6 +62,27 @@ class HealthMonitor:
 
     def frame(self, now: float) -> None:
         self.last_frame = now
+
+    def hold(self, now: float) -> None:
+        """The reader must wait for the consumer (back-pressure): opens a backlog unless one is open."""
+        self.paused = True
+        if self.backlog_since is None:
+            self.backlog_since = now
+
+    def resume(self) -> None:
+        """The consumer made room; the backlog stays open until :meth:`caught_up`."""
+        self.paused = False
+
+    def caught_up(self) -> None:
+        """The reader has read everything the socket held: nothing old is left to lose."""
+        self.backlog_since = None
+
+    @property
+    def last_good(self) -> float:
+        """Up to when everything sent on the socket is known to have been read: the last frame read, or the
+        start of an open backlog if earlier. A gap after a failure starts here (minus ``gap_margin``)."""
+        since = self.backlog_since
+        return self.last_frame if since is None or since > self.last_frame else since
 
     def pong(self, now: float) -> None:
         self.last_frame = now

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import inspect
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -77,6 +78,14 @@ from gcbridge.genesys.socket import (
 from gcbridge.secrets import Secret
 
 log = structlog.get_logger("gcbridge.genesys.client")
+
+try:  # how many bytes the kernel holds unread on a socket (POSIX); elsewhere only aiohttp's queue is seen
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # pragma: no cover - Windows
+    _FIONREAD = None
 
 _NOTICES = {
     "socket_closing": Notice.SOCKET_CLOSING,
@@ -637,8 +646,14 @@ class NotificationClient:
         system_prefix, metadata_topic = SYSTEM_PREFIX, METADATA_TOPIC
         make = tuple.__new__
         reason = "closed"
+        # back-pressure leaves a backlog of unread frames: ``backlog`` while it may (see HealthMonitor.hold)
+        backlog = False
+        unread = _unread_of(ws)  # aiohttp's queue of received, unread messages (a stand-in: never empty)
         try:
             while True:
+                if backlog and not unread and _caught_up(ws):
+                    backlog = False
+                    health.caught_up()
                 msg = await receive()
                 mtype, raw = msg[0], msg[1]
                 if mtype is not text and mtype is not binary:
@@ -684,9 +699,11 @@ class NotificationClient:
                 if queue._getter is not None:
                     queue.wake_getter()
                 if len(items) >= limit:
-                    health.paused = True  # our consumer is slow; the server is not silent
+                    # our consumer is slow; the server is not silent, but what it sends now waits unread
+                    health.hold(now)
+                    backlog = True
                     await queue.wait_for_space()
-                    health.paused = False
+                    health.resume()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one bad frame or socket error kill the client
@@ -709,7 +726,7 @@ class NotificationClient:
                         loop.time(),
                         sock.conn,
                         sock.close_reason or reason,
-                        health.last_frame,
+                        health.last_good,
                         sock.channel_gone,
                     )
                 )
@@ -817,6 +834,31 @@ class NotificationClient:
                     await self._changed.wait()
         if self._fatal is not None:
             raise self._fatal
+
+
+def _unread_of(ws: Any) -> Any:
+    reader = getattr(ws, "_reader", None)
+    buffer = getattr(reader, "_buffer", None)
+    return buffer if buffer is not None else (None,)
+
+
+def _caught_up(ws: Any) -> bool:
+    """Whether nothing the server sent waits unread: aiohttp holds no message and reads on, and the kernel
+    holds no unread byte (where the OS says; on loopback the rest is in flight, which ``gap_margin`` covers).
+    Called only while a backlog is open and aiohttp's queue is empty, so the system call is rare."""
+    reader = getattr(ws, "_reader", None)
+    if reader is None or reader.is_eof() or getattr(reader._protocol, "_reading_paused", True):
+        return False
+    if _FIONREAD is None:
+        return True
+    raw = ws.get_extra_info("socket")
+    fd = raw.fileno() if raw is not None else -1
+    if fd < 0:
+        return False
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _FIONREAD, b"\0\0\0\0"), sys.byteorder) == 0
+    except OSError:
+        return False
 
 
 def _describe(exc: BaseException) -> str:

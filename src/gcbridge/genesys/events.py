@@ -103,9 +103,12 @@ def make_event(
 class Gap:
     """A period in which events on ``topics`` may have been missed.
 
-    ``start``/``end`` are wall-clock UNIX seconds: ``start`` is the last moment the topics were known to be
-    delivered (the last inbound frame on the failed socket), ``end`` the moment the replacement subscription
-    was live. A consumer back-fills the interval through the REST APIs (for example analytics queries).
+    ``start``/``end`` are wall-clock UNIX seconds: ``start`` is the failed socket's last good moment minus
+    ``gap_margin`` (events in flight). The last good moment is the last frame read from it, or, if a slow
+    consumer had held the reader back and it had not caught up since, the moment that back-pressure began
+    (frames sent after it may have waited unread and been lost with the socket). ``end`` is the moment the
+    replacement subscription was live. A consumer back-fills the interval through the REST APIs (for example
+    analytics queries).
     """
 
     start: float
