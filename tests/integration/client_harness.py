@@ -103,6 +103,14 @@ async def publish_until_received(sim: GenesysSim, got: Collected, topic: str, wi
     raise AssertionError(f"no event on {topic} arrived within {within}s")
 
 
+async def receiving(sim: GenesysSim, client: NotificationClient, topics: list[str]) -> Collected:
+    """Subscribe ``client`` to ``topics`` and collect its stream, once an event on the first topic arrives."""
+    await client.subscribe(topics)
+    got = collect(client)
+    await publish_until_received(sim, got, topics[0])
+    return got
+
+
 def other_tasks(sim: GenesysSim | None = None) -> set[asyncio.Task[Any]]:
     """Running tasks other than this one (and the simulator's own timer waits, which come and go)."""
 

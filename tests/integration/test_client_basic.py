@@ -12,7 +12,16 @@ from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.errors import InvalidClientError
 from gcbridge.genesys.rest import NotificationsApi, new_session
 
-from .client_harness import FAST, audit, client_for, collect, other_tasks, publish_until_received, wait_until
+from .client_harness import (
+    FAST,
+    audit,
+    client_for,
+    collect,
+    other_tasks,
+    publish_until_received,
+    receiving,
+    wait_until,
+)
 from .conftest import SimFactory
 
 TOPICS = [f"v2.users.{i:04d}aaaa-0000-4000-8000-00000000{i:04d}.presence" for i in range(8)]
@@ -53,9 +62,7 @@ async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_eve
 ) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS[:2])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:2])
         sim.start_traffic(200, TOPICS[:2])
         await asyncio.sleep(0.3)
         if fault == "drop":
@@ -94,9 +101,7 @@ async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_eve
 async def test_channel_gone_during_outage_is_replaced(genesys_sim_factory: SimFactory) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS[:1])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:1])
         first = client.stats().paths[0].channel_id
         assert sim.expire_channel(first)
         await wait_until(lambda: bool(got.gaps), what="a gap")
@@ -158,9 +163,7 @@ async def test_twenty_first_channel_pressure_does_not_evict_live_channels(
 ) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS[:2])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:2])
         ours = client.stats().paths[0].channel_id
         async with new_session() as session:
             tm = TokenManager(
@@ -180,9 +183,7 @@ async def test_twenty_first_channel_pressure_does_not_evict_live_channels(
 async def test_gap_marks_what_to_back_fill(genesys_sim_factory: SimFactory) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS[:1])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:1])
         await sim.drop_socket()
         await wait_until(lambda: bool(got.gaps), what="a gap")
         stats = client.stats()

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from .client_harness import audit, client_for, collect, publish_until_received, wait_until
+from .client_harness import audit, client_for, publish_until_received, receiving, wait_until
 from .conftest import SimFactory
 
 TOPICS = [f"v2.users.{i:04d}dddd-0000-4000-8000-00000000{i:04d}.presence" for i in range(6)]
@@ -19,9 +19,7 @@ async def test_fault_storm_loses_nothing_silently(genesys_sim_factory: SimFactor
     sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=exclusive)
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "20261129")))  # try others with CHAOS_SEED
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS)
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS)
         sim.start_traffic(200, TOPICS)
         for _ in range(25):
             await asyncio.sleep(rng.uniform(0.05, 0.4))

@@ -6,7 +6,7 @@ import dataclasses
 
 from gcbridge.genesys.socket import Frame, classify
 
-from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
+from .client_harness import FAST, audit, client_for, publish_until_received, receiving, wait_until
 from .conftest import SimFactory
 
 TOPIC = "v2.users.0000cccc-0000-4000-8000-000000000001.presence"
@@ -28,9 +28,7 @@ def test_classify_never_raises() -> None:
 async def test_malformed_frames_and_unknown_topics_do_not_hurt(genesys_sim_factory: SimFactory) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe([TOPIC])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPIC)
+        got = await receiving(sim, client, [TOPIC])
         conn = sim._connections[client.stats().paths[0].channel_id]
         for junk in (b"not json", b"[1,2]", b'{"topicName": 5}'):
             conn.send_payload(junk)
@@ -51,9 +49,7 @@ async def test_oversize_message_is_reported_and_survived(genesys_sim_factory: Si
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     opts = dataclasses.replace(FAST, max_message_size=4096)
     async with client_for(sim, opts) as client:
-        await client.subscribe([TOPIC])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPIC)
+        got = await receiving(sim, client, [TOPIC])
         sim.publish(TOPIC, {"big": "x" * 10_000})
         await wait_until(lambda: client.stats().malformed_frames >= 1, what="oversize counted")
         await publish_until_received(sim, got, TOPIC)

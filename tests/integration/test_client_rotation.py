@@ -10,7 +10,7 @@ import pytest
 from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.rest import NotificationsApi, new_session
 
-from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
+from .client_harness import FAST, audit, client_for, collect, publish_until_received, receiving, wait_until
 from .conftest import SimFactory
 
 TOPICS = [f"v2.users.{i:04d}bbbb-0000-4000-8000-00000000{i:04d}.presence" for i in range(6)]
@@ -20,9 +20,7 @@ TOPICS = [f"v2.users.{i:04d}bbbb-0000-4000-8000-00000000{i:04d}.presence" for i 
 async def test_socket_closing_rotates_without_a_gap(genesys_sim_factory: SimFactory, exclusive: bool) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=exclusive)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS)
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS)
         sim.start_traffic(300, TOPICS)
         for _ in range(5):
             before = client.stats().paths[0].channel_id
@@ -48,9 +46,7 @@ async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(
     scale = 7200.0
     sim = await genesys_sim_factory(time_scale=scale, heartbeat_interval=30.0, exclusive_topics=True)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS)
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS)
         sim.start_traffic(150, TOPICS)
         loop = asyncio.get_running_loop()
         end = loop.time() + 48 * 3600 / scale
@@ -137,9 +133,7 @@ async def test_another_process_taking_the_topics_causes_no_ping_pong(genesys_sim
     sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=True)
     opts = dataclasses.replace(FAST)
     async with client_for(sim, opts) as client:
-        await client.subscribe(TOPICS[:1])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:1])
         async with new_session() as session:
             tm = TokenManager(
                 session, sim.base_url + "/oauth/token", sim.config.client_id, sim.config.client_secret
@@ -161,9 +155,7 @@ async def test_another_process_taking_the_topics_causes_no_ping_pong(genesys_sim
 async def test_revoked_token_recovers_on_a_new_token_and_channel(genesys_sim_factory: SimFactory) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        await client.subscribe(TOPICS[:1])
-        got = collect(client)
-        await publish_until_received(sim, got, TOPICS[0])
+        got = await receiving(sim, client, TOPICS[:1])
         first = client.stats().paths[0].channel_id
         assert sim.revoke_token() >= 1
         await wait_until(lambda: bool(got.gaps), what="a gap")
