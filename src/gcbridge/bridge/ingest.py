@@ -21,7 +21,7 @@ from gcbridge.bridge.gaps import GapJournal
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import OutboxItem
-from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item
+from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item, wire_fields
 
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000
@@ -32,16 +32,7 @@ _END: Final = object()
 def raw_item(event: Event, problem: str) -> OutboxItem:
     """An outbox row for an event the mapping could not turn into one (plain ``json``, which takes any
     integer; the payload keeps the wire shape plus ``mappingError``)."""
-    payload = {
-        "topicName": event.topic,
-        "version": event.version,
-        "eventBody": event.body,
-        "metadata": event.metadata,
-        "dedupKey": event.dedup_key,
-        "receivedAt": event.received_at,
-        "channelId": event.channel_id,
-        "mappingError": problem,
-    }
+    payload = {**wire_fields(event), "mappingError": problem}
     return OutboxItem(
         dedup_key=event.dedup_key,
         order_key=f"unmappable:{event.topic}",

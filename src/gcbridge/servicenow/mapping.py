@@ -52,6 +52,7 @@ __all__ = [
     "event_view",
     "fit_row",
     "view_from_payload",
+    "wire_fields",
 ]
 
 SINKS: Final = ("import_set", "table", "event")
@@ -348,19 +349,22 @@ def event_view(event: Event) -> EventView:
     )
 
 
+def wire_fields(event: Event) -> dict[str, Any]:
+    """What an outbox payload holds of ``event``: the Genesys wire shape plus the bridge's own fields."""
+    return {
+        "topicName": event.topic,
+        "version": event.version,
+        "eventBody": event.body,
+        "metadata": event.metadata,
+        "dedupKey": event.dedup_key,
+        "receivedAt": event.received_at,
+        "channelId": event.channel_id,
+    }
+
+
 def payload_of(event: Event) -> bytes:
-    """The outbox payload: the Genesys wire shape plus the bridge's own fields."""
-    return _json.dumps(
-        {
-            "topicName": event.topic,
-            "version": event.version,
-            "eventBody": event.body,
-            "metadata": event.metadata,
-            "dedupKey": event.dedup_key,
-            "receivedAt": event.received_at,
-            "channelId": event.channel_id,
-        }
-    )
+    """The outbox payload: :func:`wire_fields` as JSON."""
+    return _json.dumps(wire_fields(event))
 
 
 def view_from_payload(
