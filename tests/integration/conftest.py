@@ -1,4 +1,5 @@
-"""Shared fixtures for integration tests: a running Genesys Cloud simulator and a small raw client for it."""
+"""Shared fixtures for integration tests: a running Genesys Cloud simulator and a small raw client for it; a
+running ServiceNow simulator with its raw client (``sn``, from :mod:`sn_fixtures`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import aiohttp
 import pytest_asyncio
 
 from gcbridge.sim.genesys import GenesysSim, SimConfig
+from gcbridge.sim.servicenow import ServiceNowSim
+
+from .sn_fixtures import SnClient, running_sim
 
 SimFactory = Callable[..., Awaitable[GenesysSim]]
 
@@ -150,3 +154,10 @@ async def client_factory() -> AsyncIterator[Callable[[GenesysSim], SimClient]]:
     """Raw clients for simulators made by ``genesys_sim_factory`` (one shared session)."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         yield lambda sim: SimClient(sim, session)
+
+
+@pytest_asyncio.fixture
+async def sn() -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
+    """A ServiceNow simulator with the default users and OAuth client, and a raw client for it."""
+    async with running_sim() as pair:
+        yield pair

@@ -4,11 +4,9 @@ transaction quota, hibernation, the session-cookie 202 trap, bad input, and the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from gcbridge import _json
 from gcbridge.sim.servicenow import ServiceNowSim
@@ -18,12 +16,6 @@ from .sn_fixtures import Answer, FakeClock, SnClient, running_sim, sim_config
 
 INCIDENTS = "/api/now/table/incident"
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Reset", "X-RateLimit-Rule")
-
-
-@pytest_asyncio.fixture
-async def sn() -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
-    async with running_sim() as pair:
-        yield pair
 
 
 async def test_injected_500_has_the_exception_envelope_and_no_effect(

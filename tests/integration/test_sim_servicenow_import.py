@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
 
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, TransformMap
 
 from .conftest import wait_for
-from .sn_fixtures import SnClient, running_sim
+from .sn_fixtures import SnClient
 
 STAGE = "/api/now/import/u_genesys_interaction_import"
-
-
-@pytest_asyncio.fixture
-async def sn() -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
-    async with running_sim() as pair:
-        yield pair
 
 
 async def test_single_row_import_inserts_then_updates_then_ignores(

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from gcbridge.sim.servicenow import ServiceNowSim
 
 from .sn_fixtures import SnClient, basic, running_sim, sim_config
 
 INCIDENTS = "/api/now/table/incident"
-
-
-@pytest_asyncio.fixture
-async def sn() -> AsyncIterator[tuple[ServiceNowSim, SnClient]]:
-    async with running_sim() as pair:
-        yield pair
 
 
 async def create(client: SnClient, path: str = INCIDENTS, **fields: object) -> dict[str, str]:
