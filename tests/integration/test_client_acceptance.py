@@ -305,12 +305,6 @@ async def test_secret_revoked_while_running_is_fatal_and_ends_the_stream_with_a_
     await wait_until(lambda: not other_tasks(sim) - before, within=10, what="no client task left")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (client.py _read / core/dedup.py): while two sockets may deliver a shard (two credentials, "
-    "rotation overlap, canonical_until after it) the dedup key is topic + canonical body only, so distinct "
-    "events with identical bodies on one topic within dedup_window are dropped silently, with no Gap",
-)
 async def test_distinct_events_with_identical_bodies_all_arrive_over_two_paths(
     genesys_sim_factory: SimFactory,
 ) -> None:

@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from gcbridge.core.backoff import Backoff
-from gcbridge.core.dedup import DedupWindow, dedup_key
+from gcbridge.core.dedup import CopyMatcher, DedupWindow, dedup_key
 from gcbridge.core.health import HealthMonitor, Verdict
 from gcbridge.core.path import (
     ChannelChecked,
@@ -223,7 +223,8 @@ class NotificationClient:
         self._queue = _Buffer(o.queue_size)
         self._open_by_shard: dict[int, int] = {}
         self._canonical: dict[int, list[float]] = {}
-        self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)
+        self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)  # resends on one socket
+        self._copies = CopyMatcher(o.dedup_window, o.dedup_max_entries)  # copies across sockets
         self._sockets: dict[int, _Socket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -632,6 +633,8 @@ class NotificationClient:
         wall = time.time
         ws, health, queue, n = sock.ws, sock.health, self._queue, self._n
         receive, loads, first = ws.receive, orjson.loads, self._dedup.first
+        copies, conn = self._copies, sock.conn
+        copies.joined(conn, clock())
         items, limit = queue.items, queue.limit
         where = self.core.planner._where  # topic -> shard; read per event, so no method call
         shard, channel_id = sock.key[0], sock.channel_id
@@ -673,9 +676,12 @@ class NotificationClient:
                     continue
                 body, meta = data.get("eventBody"), data.get("metadata")
                 if now < canonical[0]:
-                    # two sockets may deliver the same event, each serialised its own way: canonical key
+                    # two sockets may deliver the same event, each serialised its own way: first drop a
+                    # resend on this socket (same CorrelationId), then match copies by canonical key, counted
+                    # per socket, so that distinct events with identical bodies all get through
+                    cid = meta.get("CorrelationId") if type(meta) is dict else None
                     key = dedup_key(topic, body)
-                    if not first(key, now):
+                    if (cid and not first(hash((conn, topic, cid)), now)) or not copies.first(key, conn, now):
                         n.duplicates += 1
                         continue
                 else:
@@ -710,6 +716,7 @@ class NotificationClient:
             reason = f"read_error:{type(exc).__name__}"
             log.warning("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
+            copies.left(conn)
             open_by_shard[shard] -= 1
             if open_by_shard[shard] == 1 and len(self._creds) == 1:
                 # copies of overlap events may still be in flight on the survivor: keep comparing canonically

@@ -22,7 +22,9 @@ class Event(tuple):  # type: ignore[type-arg]  # a tuple: immutable, and the che
     ``dedup_key`` identifies the notification across channels and paths (the same event received on the old
     and the new channel during a rotation has the same key); downstream stores use it for idempotency. It is
     the blake2b hash of the topic and the canonical (key-sorted) body, computed on first access when the
-    client did not need it already.
+    client did not need it already. Two *distinct* notifications with the same topic and the same body (a
+    status set to the same value twice) are both delivered, but share this key: a store that is idempotent
+    on it keeps one of them.
     """
 
     __slots__ = ()
