@@ -59,7 +59,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp_path: Path, genesys_url: str, sn_url: str, admin_port: int) -> Path:
+def write_config(tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]) -> tuple[Path, int]:
+    """A config file for both simulators with the admin endpoint on a free port: (its path, that port)."""
+    gsim, snsim = sims
+    assert snsim.base_url is not None
+    genesys_url, sn_url, admin_port = gsim.base_url, snsim.base_url, free_port()
     (tmp_path / "sn_password").write_text(SN_PASSWORD + "\n")
     path = tmp_path / "gcbridge.toml"
     topics = ", ".join(f'"{t}"' for t in TOPICS)
@@ -90,7 +94,7 @@ port = {admin_port}
 [logging]
 level = "debug"
 """)
-    return path
+    return path, admin_port
 
 
 def balance_books(
@@ -302,9 +306,7 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
     gsim, snsim = sims
-    assert snsim.base_url is not None
-    port = free_port()
-    config = write_config(tmp_path, gsim.base_url, snsim.base_url, port)
+    config, port = write_config(tmp_path, sims)
     bridge = Bridge(config, tmp_path / "bridge.log", port)
 
     await bridge.start()
@@ -365,10 +367,7 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
 async def test_wrong_secret_exits_with_a_clear_message(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
-    gsim, snsim = sims
-    assert snsim.base_url is not None
-    port = free_port()
-    config = write_config(tmp_path, gsim.base_url, snsim.base_url, port)
+    config, _ = write_config(tmp_path, sims)
     env = {"GCBRIDGE_GENESYS__CLIENT_SECRET": "WRONG-SECRET-e2e"}
     code, out, err = await run_gcbridge("run", "--config", str(config), env=env, within=90)
     logs = out + err
@@ -380,11 +379,10 @@ async def test_wrong_secret_exits_with_a_clear_message(
 async def test_sigterm_interrupts_a_start_that_cannot_finish(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
-    gsim, snsim = sims
-    assert snsim.base_url is not None
+    gsim, _ = sims
     gsim.fail_next_token(n=10_000, status=503)  # the token endpoint keeps failing: start() keeps retrying
-    port = free_port()
-    bridge = Bridge(write_config(tmp_path, gsim.base_url, snsim.base_url, port), tmp_path / "b.log", port)
+    config, port = write_config(tmp_path, sims)
+    bridge = Bridge(config, tmp_path / "b.log", port)
     await bridge.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
@@ -405,11 +403,8 @@ async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
     gsim, snsim = sims
-    assert snsim.base_url is not None
-    port = free_port()
-    bridge = Bridge(
-        write_config(tmp_path, gsim.base_url, snsim.base_url, port), tmp_path / "bridge.log", port
-    )
+    config, port = write_config(tmp_path, sims)
+    bridge = Bridge(config, tmp_path / "bridge.log", port)
     await bridge.start()
     await bridge.wait_ready()
     snsim.set_delay(0.2)  # deliveries lag behind, so the kill leaves rows pending and in flight
