@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -419,3 +420,41 @@ async def test_a_drop_while_a_slow_consumer_holds_the_reader_back_loses_nothing_
         await publish_until_received(sim, got, topic)
     assert len(got.events) < len(sim.ledger)  # events were lost ...
     audit(sim, got, {topic})  # ... and every one of them must be inside a reported gap
+
+
+async def test_once_the_reader_caught_up_a_later_drop_starts_its_gap_at_the_last_frame(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    # the other side of the test above: the backlog that back-pressure opened closes when the reader has
+    # caught up, so that a later gap does not reach back to the time the consumer was slow
+    sim = await genesys_sim_factory(heartbeat_interval=0.2)
+    topic = f"{USER}.presence"
+    got = Collected()
+    slow = True
+    async with client_for(sim, dataclasses.replace(FAST, queue_size=1)) as client:
+        await client.subscribe([topic])
+
+        async def consume() -> None:
+            async for item in client:
+                (got.gaps if isinstance(item, Gap) else got.events).append(item)  # type: ignore[arg-type]
+                if slow:
+                    await asyncio.sleep(0.01)
+
+        got.task = asyncio.get_running_loop().create_task(consume())
+        await publish_until_received(sim, got, topic)
+
+        def backlogs() -> list[float | None]:
+            return [s.health.backlog_since for s in client._sockets.values()]
+
+        for i in range(300):
+            sim.publish(topic, {"i": i})
+        await wait_until(lambda: any(b is not None for b in backlogs()), what="back-pressure")
+        slow, fast_since = False, time.time()  # the backlog opened before this moment
+        await publish_until_received(sim, got, topic)
+        await wait_until(lambda: backlogs() == [None], what="the reader caught up")
+        await sim.drop_socket()
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+        await publish_until_received(sim, got, topic)
+    (gap,) = got.gaps
+    assert gap.start > fast_since - FAST.gap_margin  # from the last frame read, not the backlog's start
+    audit(sim, got, {topic})

@@ -650,13 +650,18 @@ class NotificationClient:
         make = tuple.__new__
         reason = "closed"
         # back-pressure leaves a backlog of unread frames: ``backlog`` while it may (see HealthMonitor.hold)
-        backlog = False
+        backlog = settled = False
         unread = _unread_of(ws)  # aiohttp's queue of received, unread messages (a stand-in: never empty)
         try:
             while True:
                 if backlog and not unread and _caught_up(ws):
-                    backlog = False
-                    health.caught_up()
+                    # caught up twice, with a wait on the loop between (the receive after the first found
+                    # nothing queued): a layer below aiohttp (TLS) has handed over what it still held too
+                    if settled:
+                        backlog = settled = False
+                        health.caught_up()
+                    else:
+                        settled = True
                 msg = await receive()
                 mtype, raw = msg[0], msg[1]
                 if mtype is not text and mtype is not binary:
@@ -707,7 +712,7 @@ class NotificationClient:
                 if len(items) >= limit:
                     # our consumer is slow; the server is not silent, but what it sends now waits unread
                     health.hold(now)
-                    backlog = True
+                    backlog, settled = True, False
                     await queue.wait_for_space()
                     health.resume()
         except asyncio.CancelledError:
