@@ -102,11 +102,61 @@ def test_every_event_is_delivered_once_however_three_sockets_interleave(
     steps = iter(order)
     now = 0.0
     while min(pos) < len(events):
-        src = next(steps, None)
-        if src is None or pos[src] >= len(events):
+        src = next(steps, -1)
+        if src < 0 or pos[src] >= len(events):
             src = min(range(3), key=lambda s: pos[s])
         now += 0.001
         if m.first(events[pos[src]], src, now):
             delivered.append(events[pos[src]])
         pos[src] += 1
     assert sorted(delivered) == sorted(events)
+
+
+class _Reference:
+    """The matching rule of CopyMatcher written plainly (every delivered copy kept, no fast paths)."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.delivered: dict[str, list[float]] = {}
+        self.matched: dict[tuple[str, int], int] = {}
+        self.joined: dict[int, float] = {}
+
+    def first(self, key: str, source: int, now: float) -> bool:
+        times = self.delivered.setdefault(key, [])
+        horizon = now - self.window
+        live = [i for i, t in enumerate(times) if t >= horizon]
+        start = live[0] if live else len(times)
+        if (key, source) not in self.matched:
+            since = self.joined.get(source, horizon)
+            start = next((i for i in range(start, len(times)) if times[i] >= since), len(times))
+        done = max(self.matched.get((key, source), 0), start)
+        if done < len(times):
+            self.matched[key, source] = done + 1
+            return False
+        times.append(now)
+        self.matched[key, source] = len(times)
+        return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["copy", "copy", "copy", "join"]),
+            st.sampled_from("ab"),
+            st.integers(0, 2),
+            st.sampled_from([0.0, 0.1, 1.0, 4.0]),
+        ),
+        max_size=60,
+    )
+)
+def test_copy_matcher_decides_as_the_plain_rule_does(steps: list[tuple[str, str, int, float]]) -> None:
+    m, ref = CopyMatcher(window=5.0), _Reference(window=5.0)
+    now = 0.0
+    for action, key, source, dt in steps:
+        now += dt
+        if action == "join":
+            m.joined(source, now)
+            ref.joined[source] = now
+        else:
+            assert m.first(key, source, now) == ref.first(key, source, now), (key, source, now)

@@ -78,11 +78,17 @@ class _Copies:
 
     __slots__ = ("base", "last", "matched", "times")
 
-    def __init__(self, source: int, now: float) -> None:
-        self.times = [now]
+    def __init__(self, last: float, times: list[float], matched: dict[int, int]) -> None:
+        self.times = times
         self.base = 0
-        self.matched = {source: 1}
-        self.last = now
+        self.matched = matched
+        self.last = last
+
+
+# The commonest histories as tuples (cheaper than a _Copies): (last, delivered_at, by) after one copy,
+# (last, delivered_at, by, matched_by) after its copy from another source.
+_One = tuple[float, float, int]
+_Pair = tuple[float, float, int, int]
 
 
 class CopyMatcher:
@@ -113,7 +119,7 @@ class CopyMatcher:
             raise ValueError("window must be > 0 and max_entries >= 1")
         self.window = window
         self.max_entries = max_entries
-        self._keys: OrderedDict[str, _Copies] = OrderedDict()
+        self._keys: OrderedDict[str, _Copies | _One | _Pair] = OrderedDict()
         self._joined: dict[int, float] = {}
         self._since_expiry = 0
         self.evicted_early = 0  # keys dropped by the size bound before their time was up
@@ -137,7 +143,7 @@ class CopyMatcher:
         keys = self._keys
         entry = keys.get(key)
         if entry is None:
-            keys[key] = _Copies(source, now)
+            keys[key] = (now, now, source)
             if len(keys) > self.max_entries:
                 keys.popitem(last=False)
                 self.evicted_early += 1
@@ -148,9 +154,17 @@ class CopyMatcher:
                     self.expire(now)
             return True
         keys.move_to_end(key)
+        horizon = now - self.window
+        if type(entry) is tuple:
+            if len(entry) == 3:
+                at, by = entry[1], entry[2]
+                if source != by and at >= horizon and self._joined.get(source, horizon) <= at:
+                    keys[key] = (now, at, by, source)  # the copy from a second source: the usual case
+                    return False
+            entry = keys[key] = _expand(entry)
+        assert type(entry) is _Copies
         entry.last = now
         times = entry.times
-        horizon = now - self.window
         if times and times[0] < horizon:  # no copy is this late: forget the delivered copies that old
             stale = bisect_left(times, horizon)
             del times[:stale]
@@ -174,6 +188,11 @@ class CopyMatcher:
         horizon = now - self.window
         while keys:
             entry = next(iter(keys.values()))
-            if entry.last > horizon:
+            if (entry[0] if type(entry) is tuple else entry.last) > horizon:  # type: ignore[union-attr]
                 return
             keys.popitem(last=False)
+
+
+def _expand(entry: _One | _Pair) -> _Copies:
+    matched = {source: 1 for source in entry[2:]}
+    return _Copies(entry[0], [entry[1]], matched)
