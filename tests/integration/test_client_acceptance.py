@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gcbridge.genesys import ClientOptions, Gap, InvalidClientError
+from gcbridge.genesys import ClientOptions, Gap, InvalidClientError, NotificationClient
 from gcbridge.genesys.rest import NotificationsApi
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import AuthFailure, TokenRecord
@@ -393,29 +393,43 @@ async def test_a_combined_topic_rejected_as_a_whole_rejects_each_of_its_topics(
         assert channel.individual_topics == {f"{other}.presence"}
 
 
+@dataclasses.dataclass
+class SlowConsumer:
+    """Collects the client's items, sleeping after each while ``slow`` is set (about 100 items/s), so that
+    the client's buffer fills and its reader is held back."""
+
+    got: Collected = dataclasses.field(default_factory=Collected)
+    slow: bool = True
+
+
+def consume_slowly(client: NotificationClient) -> SlowConsumer:
+    consumer = SlowConsumer()
+
+    async def consume() -> None:
+        async for item in client:
+            (consumer.got.gaps if isinstance(item, Gap) else consumer.got.events).append(item)  # type: ignore[arg-type]
+            if consumer.slow:
+                await asyncio.sleep(0.01)
+
+    consumer.got.task = asyncio.get_running_loop().create_task(consume())
+    return consumer
+
+
 async def test_a_drop_while_a_slow_consumer_holds_the_reader_back_loses_nothing_silently(
     genesys_sim_factory: SimFactory,
 ) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     topic = f"{USER}.presence"
-    got = Collected()
-    slow = True
     async with client_for(sim, dataclasses.replace(FAST, queue_size=1)) as client:
         await client.subscribe([topic])
-
-        async def consume() -> None:
-            async for item in client:
-                (got.gaps if isinstance(item, Gap) else got.events).append(item)  # type: ignore[arg-type]
-                if slow:
-                    await asyncio.sleep(0.01)  # about 100 events/s
-
-        got.task = asyncio.get_running_loop().create_task(consume())
+        consumer = consume_slowly(client)
+        got = consumer.got
         await publish_until_received(sim, got, topic)
         for i in range(6000):  # ~24 MB: far more than the socket buffers hold
             sim.publish(topic, {"i": i, "pad": "x" * 4000})
         await asyncio.sleep(1.0)  # the consumer has taken ~100; the rest waits, much of it on the server
         await sim.drop_socket()  # what the server had not written yet is lost
-        slow = False
+        consumer.slow = False
         await wait_until(lambda: bool(got.gaps), what="a gap")
         await publish_until_received(sim, got, topic)
     assert len(got.events) < len(sim.ledger)  # events were lost ...
@@ -429,18 +443,10 @@ async def test_once_the_reader_caught_up_a_later_drop_starts_its_gap_at_the_last
     # caught up, so that a later gap does not reach back to the time the consumer was slow
     sim = await genesys_sim_factory(heartbeat_interval=0.2)
     topic = f"{USER}.presence"
-    got = Collected()
-    slow = True
     async with client_for(sim, dataclasses.replace(FAST, queue_size=1)) as client:
         await client.subscribe([topic])
-
-        async def consume() -> None:
-            async for item in client:
-                (got.gaps if isinstance(item, Gap) else got.events).append(item)  # type: ignore[arg-type]
-                if slow:
-                    await asyncio.sleep(0.01)
-
-        got.task = asyncio.get_running_loop().create_task(consume())
+        consumer = consume_slowly(client)
+        got = consumer.got
         await publish_until_received(sim, got, topic)
 
         def backlogs() -> list[float | None]:
@@ -449,7 +455,7 @@ async def test_once_the_reader_caught_up_a_later_drop_starts_its_gap_at_the_last
         for i in range(300):
             sim.publish(topic, {"i": i})
         await wait_until(lambda: any(b is not None for b in backlogs()), what="back-pressure")
-        slow, fast_since = False, time.time()  # the backlog opened before this moment
+        consumer.slow, fast_since = False, time.time()  # the backlog opened before this moment
         await publish_until_received(sim, got, topic)
         await wait_until(lambda: backlogs() == [None], what="the reader caught up")
         await sim.drop_socket()
