@@ -88,6 +88,17 @@ def test_capacity_error_is_all_or_nothing() -> None:
     assert p.entries(0) + p.entries(1) == 15
 
 
+def test_a_refused_add_keeps_the_topic_index_object() -> None:
+    # the client's frame intake holds the planner's topic -> shard dict; a rollback must not swap it out
+    p = TopicPlanner(max_shards=1, max_topics_per_shard=10, combine=False)
+    p.add(users(5))
+    index = p._where
+    with pytest.raises(TopicCapacityError):
+        p.add(users(20)[5:])
+    assert p._where is index
+    assert set(index) == set(users(5))
+
+
 def test_removing_empties_a_shard() -> None:
     p = TopicPlanner(max_shards=2, max_topics_per_shard=10, combine=False)
     p.add(users(12))

@@ -186,7 +186,10 @@ class TopicPlanner:
             else:
                 changed.add(idx)
         if overflow:
-            self._shards, self._where = snapshot, where_before
+            # restored in place: readers hold this dict (the client's frame intake looks topics up in it)
+            self._shards = snapshot
+            self._where.clear()
+            self._where.update(where_before)
             raise TopicCapacityError(tuple(overflow), self.max_shards * self.max_topics_per_shard)
         return PlanChange({i: self.topics(i) for i in sorted(changed)}, tuple(new), ())
 
