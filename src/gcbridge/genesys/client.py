@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from gcbridge.core.backoff import Backoff
-from gcbridge.core.dedup import CopyMatcher, DedupWindow, dedup_key
+from gcbridge.core.dedup import CopyMatcher, dedup_key
 from gcbridge.core.health import HealthMonitor, Verdict
 from gcbridge.core.path import (
     ChannelChecked,
@@ -63,7 +63,19 @@ from gcbridge.genesys.client_types import (
     SubscriptionRejectedError,
 )
 from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
-from gcbridge.genesys.events import Event, Gap, Item
+from gcbridge.genesys.events import Event, Gap, Item, make_event
+from gcbridge.genesys.intake import (
+    CLOSED,
+    DUPLICATE,
+    EVENT,
+    MALFORMED,
+    OTHER,
+    SHARED,
+    TAKEN,
+    UNKNOWN_TOPIC,
+    DedupWindow,
+    Intake,
+)
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
 from gcbridge.genesys.socket import (
@@ -107,11 +119,12 @@ class _Buffer:
     """The items waiting for the consumer: a deque with one waiting getter and one waiting putter (cheaper per
     item than asyncio.Queue, which matters at 100k events/s)."""
 
-    __slots__ = ("_getter", "_putter", "items", "limit")
+    __slots__ = ("_getter", "_putter", "ended", "items", "limit")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[Any] = deque()
         self.limit = limit
+        self.ended = False  # the end marker is in (or was taken from) ``items``
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
 
@@ -139,12 +152,26 @@ class _Buffer:
             self._getter = asyncio.get_running_loop().create_future()
             await self._getter
         item = items.popleft()
-        putter = self._putter
-        if putter is not None and len(items) <= self.limit // 2:
-            self._putter = None
-            if not putter.done():
-                putter.set_result(None)
+        if self._putter is not None and len(items) <= self.limit // 2:
+            self._wake_putter()
         return item
+
+    async def get_all(self) -> list[Any]:
+        """Everything buffered (waits for at least one item)."""
+        items = self.items
+        while not items:
+            self._getter = asyncio.get_running_loop().create_future()
+            await self._getter
+        batch = list(items)
+        items.clear()
+        if self._putter is not None:
+            self._wake_putter()
+        return batch
+
+    def _wake_putter(self) -> None:
+        putter, self._putter = self._putter, None
+        if putter is not None and not putter.done():
+            putter.set_result(None)
 
 
 @dataclass
@@ -161,14 +188,11 @@ class _Socket:
 
 
 @dataclass
-class _Counters:
-    events: int = 0
-    duplicates: int = 0
+class _Counters:  # events, duplicates and unknown-topic events are counted by the Intake
     gaps: int = 0
     gap_seconds: float = 0.0
     token_refreshes: int = 0
     malformed: int = 0
-    unknown_topic: int = 0
 
 
 class NotificationClient:
@@ -223,7 +247,10 @@ class NotificationClient:
         self._queue = _Buffer(o.queue_size)
         self._open_by_shard: dict[int, int] = {}
         self._canonical: dict[int, list[float]] = {}
-        self._dedup = DedupWindow(o.dedup_window, o.dedup_max_entries)  # resends on one socket
+        # the per-frame work of the readers; resends on one socket are caught by its DedupWindow
+        self._intake = Intake(
+            self._queue.items, self.core.planner._where, DedupWindow(o.dedup_window, o.dedup_max_entries)
+        )
         self._copies = CopyMatcher(o.dedup_window, o.dedup_max_entries)  # copies across sockets
         self._sockets: dict[int, _Socket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -352,6 +379,26 @@ class NotificationClient:
     def __aiter__(self) -> AsyncIterator[Item]:
         return self._iterate()
 
+    def batches(self) -> AsyncIterator[list[Item]]:
+        """The same stream as ``async for item in client``, in lists: each holds everything that arrived
+        since the previous one (never empty), in arrival order. The cheapest way to consume at high rates,
+        and a natural unit for writing to a store; use one way of consuming per client, not both."""
+        return self._iterate_batches()
+
+    async def _iterate_batches(self) -> AsyncIterator[list[Item]]:
+        queue = self._queue
+        while True:
+            batch = await queue.get_all()
+            if queue.ended:
+                cut = next((i for i, item in enumerate(batch) if item is _END), len(batch))
+                if cut:
+                    yield batch[:cut]
+                self._put_nowait(_END)
+                if self._fatal is not None:
+                    raise self._fatal
+                return
+            yield batch
+
     async def _iterate(self) -> AsyncIterator[Item]:
         queue = self._queue
         items = queue.items
@@ -395,12 +442,12 @@ class NotificationClient:
             for k, v in p.counters.rotations.items():
                 rotations[k] = rotations.get(k, 0) + v
             created += p.counters.channels_created
-        n = self._n
+        n, intake = self._n, self._intake
         return ClientStats(
             paths=tuple(paths),
             topics=len(self.core.planner),
-            events_received=n.events,
-            duplicates_dropped=n.duplicates,
+            events_received=intake.events,
+            duplicates_dropped=intake.duplicates,
             gaps=n.gaps,
             gap_seconds=n.gap_seconds,
             reconnects_by_reason=reconnects,
@@ -409,7 +456,7 @@ class NotificationClient:
             channels_created=created,
             rejected_topics=dict(self.core.rejected),
             malformed_frames=n.malformed,
-            unknown_topic_events=n.unknown_topic,
+            unknown_topic_events=intake.unknown_topic,
             channels_held=sum(b.held for b in self.core.budgets),
         )
 
@@ -625,18 +672,15 @@ class NotificationClient:
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
 
     async def _read(self, sock: _Socket) -> None:
-        # The hot path: everything per frame is a local name, the common frame (an event on a subscribed
-        # topic, one socket per shard) is decided inline without a call, and everything rare goes out to a
+        # The hot path. The common frame (one socket per shard) goes through the Intake (compiled when built:
+        # parse, classify, de-duplicate, build the Event into the buffer); everything rare goes out to a
         # method. Measured in bench/bench_receive.py.
         loop = asyncio.get_running_loop()
         clock = _clock_of(loop)
-        wall = time.time
-        ws, health, queue, n = sock.ws, sock.health, self._queue, self._n
-        receive, loads, first = ws.receive, orjson.loads, self._dedup.first
-        copies, conn = self._copies, sock.conn
-        copies.joined(conn, clock())
+        ws, health, queue = sock.ws, sock.health, self._queue
+        receive, intake, take_shared = ws.receive, self._intake, self._take_shared
+        self._copies.joined(sock.conn, clock())
         items, limit = queue.items, queue.limit
-        where = self.core.planner._where  # topic -> shard; read per event, so no method call
         shard, channel_id = sock.key[0], sock.channel_id
         open_by_shard = self._open_by_shard
         open_by_shard[shard] = open_by_shard.get(shard, 0) + 1
@@ -645,9 +689,8 @@ class NotificationClient:
         canonical = self._canonical.setdefault(shard, [0.0])
         if len(self._creds) > 1 or open_by_shard[shard] > 1:
             canonical[0] = _FOREVER
-        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
-        system_prefix, metadata_topic = SYSTEM_PREFIX, METADATA_TOPIC
-        make = tuple.__new__
+        reader = intake.reader(health, queue, canonical, channel_id, clock)
+        step = reader.step
         reason = "closed"
         # back-pressure leaves a backlog of unread frames: ``backlog`` while it may (see HealthMonitor.hold)
         backlog = settled = False
@@ -662,51 +705,33 @@ class NotificationClient:
                         health.caught_up()
                     else:
                         settled = True
-                msg = await receive()
-                mtype, raw = msg[0], msg[1]
-                if mtype is not text and mtype is not binary:
-                    reason = self._close_reason_of(sock, msg)
-                    break
-                health.last_frame = now = clock()
-                try:
-                    data = loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    self._malformed(sock, f"not JSON: {exc}")
+                why = step(await receive())
+                if why == TAKEN:
                     continue
-                topic = data.get("topicName") if type(data) is dict else None
-                if type(topic) is not str or topic == metadata_topic or topic.startswith(system_prefix):
-                    if self._other_frame(sock, data):
+                payload, now = reader.payload, reader.now
+                if why == CLOSED:
+                    reason = self._close_reason_of(sock, payload)
+                    break
+                if why == SHARED:
+                    try:
+                        why = take_shared(sock, payload, now)
+                    except orjson.JSONDecodeError as exc:
+                        why, payload = MALFORMED, exc
+                    else:
+                        payload = intake.other
+                    if why == DUPLICATE:
+                        continue
+                if why == MALFORMED:
+                    self._malformed(sock, f"not JSON: {payload}")
+                    continue
+                if why == OTHER:
+                    if self._other_frame(sock, payload):
                         reason = "channel_gone"
                         break
                     continue
-                body, meta = data.get("eventBody"), data.get("metadata")
-                if now < canonical[0]:
-                    # two sockets may deliver the same event, each serialised its own way: first drop a
-                    # resend on this socket (same CorrelationId), then match copies by canonical key, counted
-                    # per socket, so that distinct events with identical bodies all get through
-                    cid = meta.get("CorrelationId") if type(meta) is dict else None
-                    key = dedup_key(topic, body)
-                    if (cid and not first(hash((conn, topic, cid)), now)) or not copies.first(key, conn, now):
-                        n.duplicates += 1
-                        continue
-                else:
-                    # one socket: a copy can only be a resend, which repeats the CorrelationId (cheaper than
-                    # hashing the whole frame); without one, the frame itself is the key
-                    key = ""
-                    cid = meta.get("CorrelationId") if type(meta) is dict else None
-                    if not first(hash((topic, cid)) if cid else hash(raw), now):
-                        n.duplicates += 1
-                        continue
-                if topic not in where:
-                    n.unknown_topic += 1
-                    log.info("event for a topic not subscribed", topic=topic, channel_id=channel_id)
-                n.events += 1
-                if type(body) is not dict:
-                    body = {"value": body}
-                if type(meta) is not dict:
-                    meta = {}
-                # make_event() inlined: one call less per event
-                items.append(make(Event, (topic, body, data.get("version"), meta, [key], wall(), channel_id)))
+                # an Event is in the buffer (FULL, UNKNOWN_TOPIC, or taken above)
+                if why == UNKNOWN_TOPIC:
+                    log.info("event for a topic not subscribed", topic=items[-1][0], channel_id=channel_id)
                 if queue._getter is not None:
                     queue.wake_getter()
                 if len(items) >= limit:
@@ -721,7 +746,7 @@ class NotificationClient:
             reason = f"read_error:{type(exc).__name__}"
             log.warning("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
-            copies.left(conn)
+            self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
             if open_by_shard[shard] == 1 and len(self._creds) == 1:
                 # copies of overlap events may still be in flight on the survivor: keep comparing canonically
@@ -742,6 +767,43 @@ class NotificationClient:
                         sock.channel_gone,
                     )
                 )
+
+    def _take_shared(self, sock: _Socket, raw: str | bytes, now: float) -> int:
+        """``Intake.take`` for a shard that more than one socket serves (a rotation's overlap, redundant
+        paths): each may deliver the same event, serialised its own way. First drop a resend on this socket
+        (same CorrelationId), then match copies by canonical key, counted per socket, so that distinct events
+        with identical bodies all get through. Rare: not compiled."""
+        intake = self._intake
+        data = orjson.loads(raw)
+        topic = data.get("topicName") if type(data) is dict else None
+        if type(topic) is not str or topic == METADATA_TOPIC or topic.startswith(SYSTEM_PREFIX):
+            intake.other = data
+            return OTHER
+        body, meta = data.get("eventBody"), data.get("metadata")
+        cid = meta.get("CorrelationId") if type(meta) is dict else None
+        key = dedup_key(topic, body)
+        if (type(cid) is str and cid and not intake.resends.first(hash((sock.conn, topic, cid)), now)) or (
+            not self._copies.first(key, sock.conn, now)
+        ):
+            intake.duplicates += 1
+            return DUPLICATE
+        status = EVENT
+        if topic not in self.core.planner._where:
+            intake.unknown_topic += 1
+            status = UNKNOWN_TOPIC
+        intake.events += 1
+        intake.items.append(
+            make_event(
+                topic,
+                body if type(body) is dict else {"value": body},
+                data.get("version"),
+                meta if type(meta) is dict else {},
+                time.time(),
+                sock.channel_id,
+                key,
+            )
+        )
+        return status
 
     def _other_frame(self, sock: _Socket, data: Any) -> bool:
         """Handle a frame that is not an event (rare); True when it says the channel is gone."""
@@ -807,6 +869,8 @@ class NotificationClient:
 
     def _put_nowait(self, item: Any) -> None:
         self._queue.put(item)  # gaps and the end marker are never held back by the size bound
+        if item is _END:
+            self._queue.ended = True
 
     def _go_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
