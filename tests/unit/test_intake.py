@@ -108,7 +108,9 @@ def test_a_resend_with_the_same_correlation_id_is_dropped(mod: ModuleType) -> No
 
 
 @pytest.mark.parametrize("mod", IMPLEMENTATIONS)
-@pytest.mark.parametrize("cid", [None, "", 7, {"x": 1}, ["a"]], ids=["missing", "empty", "int", "dict", "list"])
+@pytest.mark.parametrize(
+    "cid", [None, "", 7, {"x": 1}, ["a"]], ids=["missing", "empty", "int", "dict", "list"]
+)
 def test_without_a_usable_correlation_id_the_frame_itself_is_the_key(mod: ModuleType, cid: Any) -> None:
     # an unhashable CorrelationId must not break the reader (it used to raise TypeError)
     it, buf = make(mod)
@@ -122,7 +124,8 @@ def test_without_a_usable_correlation_id_the_frame_itself_is_the_key(mod: Module
 @pytest.mark.parametrize("mod", IMPLEMENTATIONS)
 def test_odd_bodies_and_metadata_are_normalised(mod: ModuleType) -> None:
     it, buf = make(mod)
-    assert it.take(orjson.dumps({"topicName": TOPIC, "eventBody": [1, 2], "metadata": "x"}), 1.0, CHANNEL) == mod.EVENT
+    odd = orjson.dumps({"topicName": TOPIC, "eventBody": [1, 2], "metadata": "x"})
+    assert it.take(odd, 1.0, CHANNEL) == mod.EVENT
     assert it.take(orjson.dumps({"topicName": TOPIC}), 2.0, CHANNEL) == mod.EVENT
     first, second = buf.items
     assert (first.body, first.metadata, first.version) == ({"value": [1, 2]}, {}, None)
@@ -321,7 +324,7 @@ def test_the_compiled_window_answers_like_the_python_one(
     ops: list[tuple[str, int, float]], window: float, max_entries: int, crowded: bool
 ) -> None:
     py, c = _intake_py.DedupWindow(window, max_entries), _intake_c.DedupWindow(window, max_entries)
-    keys = CROWDED + [0] if crowded else list(range(41))
+    keys = [*CROWDED, 0] if crowded else list(range(41))
     now = 0.0
     for op, index, step in ops:
         key = keys[index]
