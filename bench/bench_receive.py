@@ -126,6 +126,8 @@ def _bare_drain(ws: aiohttp.ClientWebSocketResponse) -> Drain:
 
 
 def _client_drain(client: NotificationClient) -> Drain:
+    """``async for item in client``: one item at a time."""
+
     async def drain(n: int) -> None:
         got = 0
         async for item in client:
@@ -137,13 +139,29 @@ def _client_drain(client: NotificationClient) -> Drain:
     return drain
 
 
+def _batch_drain(client: NotificationClient) -> Drain:
+    """``async for batch in client.batches()``: everything that arrived since the previous batch."""
+
+    async def drain(n: int) -> None:
+        got = 0
+        async for batch in client.batches():
+            for item in batch:
+                if type(item) is Event:
+                    got += 1
+            if got >= n:
+                break
+
+    return drain
+
+
 async def main(events: int, rounds: int) -> None:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_serve, args=(child,), daemon=True)
     proc.start()
     base_url, control = parent.recv()
-    rows: list[tuple[float, float, float, float]] = []  # bare wall, client wall, bare cpu, client cpu
+    # per round and side: (wall seconds, CPU seconds)
+    rows: list[dict[str, tuple[float, float]]] = []
     base = 0
 
     def burst(topic: str) -> Callable[[], None]:
@@ -173,19 +191,22 @@ async def main(events: int, rounds: int) -> None:
             await client.subscribe([CLIENT_TOPIC])
             sides = {
                 "bare": (burst(BARE_TOPIC), _bare_drain(ws)),
-                "client": (burst(CLIENT_TOPIC), _client_drain(client)),
+                "items": (burst(CLIENT_TOPIC), _client_drain(client)),
+                "batches": (burst(CLIENT_TOPIC), _batch_drain(client)),
             }
             for r in range(rounds):
                 got: dict[str, tuple[float, float]] = {}
-                for name in ("bare", "client") if r % 2 == 0 else ("client", "bare"):
+                for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                     got[name] = await _timed(*sides[name], events)
-                (bw, bc), (cw, cc) = got["bare"], got["client"]
-                row = (events / bw, events / cw, events / bc, events / cc)
-                rows.append(row)
+                rows.append(got)
+                rate = {name: (events / w, events / c) for name, (w, c) in got.items()}
                 print(
-                    f"round {r + 1}: wall msg/s bare {row[0]:,.0f} client {row[1]:,.0f} "
-                    f"ratio {row[1] / row[0]:.2f}"
-                    f"   |   cpu msg/s bare {row[2]:,.0f} client {row[3]:,.0f} ratio {row[3] / row[2]:.2f}",
+                    f"round {r + 1}: msg/s (wall, cpu) bare {rate['bare'][0]:,.0f} {rate['bare'][1]:,.0f}"
+                    + "".join(
+                        f" | {name} {rate[name][0]:,.0f} {rate[name][1]:,.0f}"
+                        f" ratio {rate[name][0] / rate['bare'][0]:.2f} {rate[name][1] / rate['bare'][1]:.2f}"
+                        for name in ("items", "batches")
+                    ),
                     flush=True,
                 )
             await ws.close()
@@ -193,14 +214,25 @@ async def main(events: int, rounds: int) -> None:
     finally:
         _post(control, "/quit")
         proc.join(10)
-    wall = [c / b for b, c, _, _ in rows]
-    cpu = [c / b for _, _, b, c in rows]
+
+    def median_ratio(name: str, which: int) -> float:
+        return statistics.median(row["bare"][which] / row[name][which] for row in rows)
+
+    def best(name: str) -> float:
+        return max(events / row[name][0] for row in rows)
+
     print(
-        f"{rounds} rounds of {events:,} events: best wall msg/s bare {max(r[0] for r in rows):,.0f} "
-        f"client {max(r[1] for r in rows):,.0f}; "
-        f"median per-round ratio wall {statistics.median(wall):.2f}, cpu {statistics.median(cpu):.2f} "
-        "(target >= 0.80)"
+        f"{rounds} rounds of {events:,} events: best wall msg/s bare {best('bare'):,.0f}, "
+        f"client (async for item) {best('items'):,.0f}, client (async for batch) {best('batches'):,.0f}"
     )
+    for name, label in (
+        ("items", "async for item in client"),
+        ("batches", "async for batch in client.batches()"),
+    ):
+        print(
+            f"  {label}: median per-round client/bare ratio wall {median_ratio(name, 0):.2f}, "
+            f"cpu {median_ratio(name, 1):.2f} (target >= 0.80)"
+        )
 
 
 # == --in-memory: per-event cost without sockets ======================================================
@@ -241,7 +273,7 @@ def _memory_frames(topic: str, n: int) -> list[aiohttp.WSMessage]:
     return frames
 
 
-async def _memory_client(frames: list[aiohttp.WSMessage], n: int) -> float:
+async def _memory_client(frames: list[aiohttp.WSMessage], n: int, batches: bool = False) -> float:
     # Private parts on purpose: this drives the client's real per-frame loop (``_read``) without a socket.
     from gcbridge.core.health import HealthMonitor
     from gcbridge.genesys.client import _Socket
@@ -255,7 +287,7 @@ async def _memory_client(frames: list[aiohttp.WSMessage], n: int) -> float:
     sock = _Socket(1, (0, 0), "memory", _MemorySocket(frames), health, now)  # type: ignore[arg-type]
     c0 = time.process_time()
     reader = asyncio.get_running_loop().create_task(client._read(sock))
-    await _client_drain(client)(n)
+    await (_batch_drain if batches else _client_drain)(client)(n)
     elapsed = time.process_time() - c0
     client._closed = True
     reader.cancel()
@@ -269,22 +301,27 @@ async def _memory_bare(frames: list[aiohttp.WSMessage], n: int) -> float:
     return time.process_time() - c0
 
 
+async def _memory_batches(frames: list[aiohttp.WSMessage], n: int) -> float:
+    return await _memory_client(frames, n, batches=True)
+
+
 async def in_memory(events: int, rounds: int) -> None:
-    """CPU nanoseconds per event of both loops on prepared frames: no kernel, no simulator, little noise."""
-    bare_ns: list[float] = []
-    client_ns: list[float] = []
+    """CPU nanoseconds per event of the loops on prepared frames: no kernel, no simulator, little noise."""
+    runs = {"bare": _memory_bare, "client": _memory_client, "batches": _memory_batches}
+    ns: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(rounds):
-        sides = [(_memory_bare, BARE_TOPIC, bare_ns), (_memory_client, CLIENT_TOPIC, client_ns)]
-        for run, topic, out in sides if r % 2 == 0 else sides[::-1]:
-            frames = _memory_frames(topic, events)
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            frames = _memory_frames(BARE_TOPIC if name == "bare" else CLIENT_TOPIC, events)
             gc.collect()
             gc.freeze()
-            out.append(await run(frames, events) / events * 1e9)
+            ns[name].append(await runs[name](frames, events) / events * 1e9)
             gc.unfreeze()
-    b, c = min(bare_ns), min(client_ns)
+    b, c, cb = (min(ns[name]) for name in runs)
     print(
-        f"in memory, best of {rounds} rounds of {events:,} events: bare {b:,.0f} ns/event, client {c:,.0f} "
-        f"ns/event (client adds {c - b:,.0f} ns); client/bare rate {b / c:.2f}"
+        f"in memory, best of {rounds} rounds of {events:,} events: bare {b:,.0f} ns/event; "
+        f"client, async for item: {c:,.0f} ns/event (adds {c - b:,.0f} ns, rate ratio {b / c:.2f}); "
+        f"client, async for batch: {cb:,.0f} ns/event (adds {cb - b:,.0f} ns, rate ratio {b / cb:.2f})"
     )
 
 
