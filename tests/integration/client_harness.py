@@ -44,13 +44,23 @@ def client_for(sim: GenesysSim, options: ClientOptions = FAST, **kw: Any) -> Not
     )
 
 
-def collect(client: NotificationClient) -> Collected:
+def collect(client: NotificationClient, batches: bool = False) -> Collected:
+    """Consume the client's stream in a task: ``async for item in client``, or ``client.batches()``."""
     out = Collected()
     client.on_lifecycle(out.lifecycle.append)
 
+    def keep(item: Event | Gap) -> None:
+        (out.gaps if isinstance(item, Gap) else out.events).append(item)  # type: ignore[arg-type]
+
     async def run() -> None:
-        async for item in client:
-            (out.gaps if isinstance(item, Gap) else out.events).append(item)  # type: ignore[arg-type]
+        if batches:
+            async for batch in client.batches():
+                assert batch, "a batch is never empty"
+                for item in batch:
+                    keep(item)
+        else:
+            async for item in client:
+                keep(item)
 
     out.task = asyncio.get_running_loop().create_task(run())
     return out
@@ -103,10 +113,12 @@ async def publish_until_received(sim: GenesysSim, got: Collected, topic: str, wi
     raise AssertionError(f"no event on {topic} arrived within {within}s")
 
 
-async def receiving(sim: GenesysSim, client: NotificationClient, topics: list[str]) -> Collected:
+async def receiving(
+    sim: GenesysSim, client: NotificationClient, topics: list[str], batches: bool = False
+) -> Collected:
     """Subscribe ``client`` to ``topics`` and collect its stream, once an event on the first topic arrives."""
     await client.subscribe(topics)
-    got = collect(client)
+    got = collect(client, batches)
     await publish_until_received(sim, got, topics[0])
     return got
 

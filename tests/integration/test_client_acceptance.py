@@ -276,15 +276,16 @@ async def test_thousands_of_topics_are_sharded_under_the_limit_and_stay_put(
         assert client.stats().channels_held == 3
 
 
+@pytest.mark.parametrize("batches", [False, True], ids=["items", "batches"])
 async def test_secret_revoked_while_running_is_fatal_and_ends_the_stream_with_a_clear_error(
-    genesys_sim_factory: SimFactory,
+    genesys_sim_factory: SimFactory, batches: bool
 ) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     topic = f"{USER}.presence"
     before = other_tasks(sim)
     async with client_for(sim) as client:
         await client.subscribe([topic])
-        got = collect(client)
+        got = collect(client, batches)
         await publish_until_received(sim, got, topic)
         sim.add_oauth_client(sim.config.client_id, "a-rotated-secret")  # an admin rotated the secret
         attempts: list[str] = []

@@ -27,14 +27,17 @@ from .conftest import SimFactory
 TOPICS = [f"v2.users.{i:04d}aaaa-0000-4000-8000-00000000{i:04d}.presence" for i in range(8)]
 
 
-async def test_delivers_every_event_once_and_closes_cleanly(genesys_sim_factory: SimFactory) -> None:
+@pytest.mark.parametrize("batches", [False, True], ids=["items", "batches"])
+async def test_delivers_every_event_once_and_closes_cleanly(
+    genesys_sim_factory: SimFactory, batches: bool
+) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=1.0)
     before = other_tasks(sim)
     client = client_for(sim)
     async with client:
         result = await client.subscribe(TOPICS)
         assert set(result.permitted) == set(TOPICS)
-        got = collect(client)
+        got = collect(client, batches)
         seqs = [sim.publish(TOPICS[i % len(TOPICS)]) for i in range(300)]
         await wait_until(lambda: len(got.events) >= 300, what="300 events")
         sim.duplicate_next(5)  # the server itself sends copies: de-duplication removes them
@@ -44,7 +47,7 @@ async def test_delivers_every_event_once_and_closes_cleanly(genesys_sim_factory:
         stats = client.stats()
     assert got.task is not None
     await asyncio.wait_for(got.task, 5)
-    assert sorted(got.seqs()) == sorted(seqs)
+    assert got.seqs() == seqs  # one socket: in publishing order
     assert got.gaps == []
     assert stats.events_received == 305
     assert stats.duplicates_dropped >= 5
@@ -56,13 +59,16 @@ async def test_delivers_every_event_once_and_closes_cleanly(genesys_sim_factory:
     assert sim.connected_channel_ids == []
 
 
-@pytest.mark.parametrize("fault", ["drop", "close_1001", "close_1011", "stall"])
+@pytest.mark.parametrize(
+    ("fault", "batches"),
+    [("drop", False), ("close_1001", False), ("close_1011", False), ("stall", False), ("drop", True)],
+)
 async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_events(
-    genesys_sim_factory: SimFactory, fault: str
+    genesys_sim_factory: SimFactory, fault: str, batches: bool
 ) -> None:
     sim = await genesys_sim_factory(heartbeat_interval=0.5)
     async with client_for(sim) as client:
-        got = await receiving(sim, client, TOPICS[:2])
+        got = await receiving(sim, client, TOPICS[:2], batches)
         sim.start_traffic(200, TOPICS[:2])
         await asyncio.sleep(0.3)
         if fault == "drop":
