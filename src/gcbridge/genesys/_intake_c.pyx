@@ -28,6 +28,9 @@ from gcbridge.genesys.socket import METADATA_TOPIC, SYSTEM_PREFIX
 cdef extern from "Python.h":
     object PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n)
 
+cdef extern from *:
+    void __builtin_prefetch(const void* address) noexcept nogil
+
 cdef enum:
     _EVENT = 0
     _DUPLICATE = 1
@@ -229,7 +232,14 @@ cdef class DedupWindow:
             self.evicted_early += 1
         elif not self.count & 63:
             self.expire(now)  # every 64 inserts: keys live at least ``window`` seconds, a little longer at most
+        if <Py_ssize_t>self.count >= self.max_entries:
+            # full: the next insert removes the oldest key; fetch its slot now, while the caller works
+            __builtin_prefetch(&self.keys[self._slot(self.ring_keys[self.head])])
         return 1
+
+    cdef inline void prefetch(self, uint64_t h) noexcept:
+        """Start loading the slot ``first_hash(h)`` will probe (a big window does not fit the CPU cache)."""
+        __builtin_prefetch(&self.keys[self._slot(h)])
 
     def first(self, key, double now):
         return self.first_hash(_nonzero(<uint64_t>PyObject_Hash(key)), now) == 1
@@ -305,13 +315,11 @@ cdef class Intake:
             key = _combine(<uint64_t>PyObject_Hash(topic), <uint64_t>PyObject_Hash(cid))
         else:
             key = _nonzero(<uint64_t>PyObject_Hash(raw))
-        if not self.resends.first_hash(key, now):
-            self.duplicates += 1
-            return _DUPLICATE
+        # the window's slot for this key is likely not in the CPU cache: ask for it, then build the Event
+        # (thrown away in the rare case of a resend) while it comes
+        self.resends.prefetch(key)
         if not PyDict_Contains(self.where, topic):
-            self.unknown_topic += 1
             status = _UNKNOWN_TOPIC
-        self.events += 1
         if type(body) is not dict:
             body = {_VALUE: body}
         if type(meta) is not dict:
@@ -327,6 +335,12 @@ cdef class Intake:
         _set(event, 4, [_EMPTY])
         _set(event, 5, _wall())
         _set(event, 6, channel_id)
+        if not self.resends.first_hash(key, now):
+            self.duplicates += 1
+            return _DUPLICATE
+        if status == _UNKNOWN_TOPIC:
+            self.unknown_topic += 1
+        self.events += 1
         self._append(event)
         return status
 
