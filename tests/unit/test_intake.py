@@ -337,3 +337,14 @@ def test_the_compiled_window_answers_like_the_python_one(
         assert len(c) == len(py)
         assert c.evicted_early == py.evicted_early
     assert all((k in c) == (k in py) for k in keys)
+
+
+@pytest.mark.parametrize("mod", IMPLEMENTATIONS)
+def test_a_step_reads_any_message_shaped_like_aiohttps(mod: ModuleType) -> None:
+    # aiohttp's WSMessage is a NamedTuple today; a plain sequence of (type, data, extra) works too
+    it, r, buf, _ = reader(mod)
+    text = aiohttp.WSMsgType.TEXT
+    assert r.step((text, event(1, "c1"), None)) == mod.TAKEN
+    assert r.step([text, event(2, "c2"), None]) == mod.TAKEN
+    assert r.step([aiohttp.WSMsgType.CLOSED, None, None]) == mod.CLOSED
+    assert [e.body["id"] for e in buf.items] == [1, 2]

@@ -12,7 +12,8 @@ backward-shift deletion) and their arrival order in a ring, so expiry pops from 
 from cpython.dict cimport PyDict_GetItem, PyDict_Contains
 from cpython.object cimport PyObject, PyObject_Hash, PyTypeObject
 from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -311,7 +312,7 @@ cdef class Intake:
             if p is not NULL:
                 cid = <object>p
         # a resend repeats the CorrelationId (cheaper than hashing the frame); without one, the frame is the key
-        if type(cid) is str and cid:
+        if type(cid) is str and PyUnicode_GET_LENGTH(cid):
             key = _combine(<uint64_t>PyObject_Hash(topic), <uint64_t>PyObject_Hash(cid))
         else:
             key = _nonzero(<uint64_t>PyObject_Hash(raw))
@@ -372,9 +373,14 @@ cdef class Reader:
         self.now = 0.0
 
     cpdef int step(self, object msg) except -1:
-        cdef object mtype = msg[0]
+        cdef object mtype, data
         cdef double now
         cdef int status
+        if PyTuple_Check(msg) and PyTuple_GET_SIZE(msg) >= 2:  # aiohttp's WSMessage is a NamedTuple
+            mtype = <object>PyTuple_GET_ITEM(msg, 0)
+            data = <object>PyTuple_GET_ITEM(msg, 1)
+        else:
+            mtype, data = msg[0], msg[1]
         if mtype is not _TEXT and mtype is not _BINARY:
             self.payload = msg
             return _CLOSED
@@ -382,10 +388,10 @@ cdef class Reader:
         self.now = now
         self.health.last_frame = now
         if now < <double>self.shared_until[0]:
-            self.payload = msg[1]
+            self.payload = data
             return _SHARED
         try:
-            status = self.intake.take(msg[1], now, self.channel_id)
+            status = self.intake.take(data, now, self.channel_id)
         except _JSONDecodeError as exc:
             self.payload = exc
             return _MALFORMED
