@@ -342,7 +342,7 @@ def test_the_compiled_window_answers_like_the_python_one(
 @pytest.mark.parametrize("mod", IMPLEMENTATIONS)
 def test_a_step_reads_any_message_shaped_like_aiohttps(mod: ModuleType) -> None:
     # aiohttp's WSMessage is a NamedTuple today; a plain sequence of (type, data, extra) works too
-    it, r, buf, _ = reader(mod)
+    _, r, buf, _ = reader(mod)
     text = aiohttp.WSMsgType.TEXT
     assert r.step((text, event(1, "c1"), None)) == mod.TAKEN
     assert r.step([text, event(2, "c2"), None]) == mod.TAKEN
