@@ -39,12 +39,12 @@ class Buffer:
     def __init__(self, limit: int = 1000) -> None:
         self.items: deque[Any] = deque()
         self.limit = limit
-        self._getter: Any = None
+        self.waiting: list[Any] = [None]
         self.woken = 0
 
     def wake_getter(self) -> None:
         self.woken += 1
-        self._getter = None
+        self.waiting[0] = None
 
 
 def make(mod: ModuleType, where: dict[str, int] | None = None, limit: int = 1000) -> tuple[Any, Buffer]:
@@ -206,7 +206,7 @@ def test_a_step_takes_an_event_stamps_health_and_wakes_the_consumer(mod: ModuleT
     assert r.step(msg(event(1, "c1"))) == mod.TAKEN
     assert health.last_frame == r.now == 101.0
     assert buf.woken == 0  # nobody waiting
-    buf._getter = object()
+    buf.waiting[0] = object()
     assert r.step(msg(event(2, "c2"))) == mod.TAKEN
     assert buf.woken == 1
     assert r.step(msg(event(2, "c2"))) == mod.TAKEN  # a resend: dropped, nothing to do
@@ -246,9 +246,12 @@ def test_the_standard_clock_is_read_directly(mod: ModuleType) -> None:
     it, buf = make(mod)
     health = HealthMonitor(0.0, heartbeat_timeout=60.0, ping_interval=30.0, pong_timeout=10.0)
     r = it.reader(health, buf, [0.0], CHANNEL, time.monotonic)
-    before = time.monotonic()
-    assert r.step(msg(event(1, "c1"))) == mod.TAKEN
+    before, wall_before = time.monotonic(), time.time()
+    for i in range(200):  # the compiled reader re-anchors received_at to the system clock every 64 frames
+        assert r.step(msg(event(i, f"c{i}"))) == mod.TAKEN
     assert before <= health.last_frame <= time.monotonic()
+    wall_after = time.time()
+    assert all(wall_before - 0.01 <= e.received_at <= wall_after + 0.01 for e in buf.items)
 
 
 # == DedupWindow ==========================================================================================

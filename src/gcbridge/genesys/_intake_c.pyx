@@ -10,6 +10,7 @@ backward-shift deletion) and their arrival order in a ring, so expiry pops from 
 """
 
 from cpython.dict cimport PyDict_GetItem, PyDict_Contains
+from cpython.list cimport PyList_GET_ITEM
 from cpython.object cimport PyObject, PyObject_Hash, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_SET_ITEM
@@ -289,6 +290,9 @@ cdef class Intake:
     cpdef int take(self, object raw, double now, str channel_id) except -1:
         """Parse one frame received at ``now`` (monotonic seconds) on ``channel_id``; returns EVENT,
         DUPLICATE, UNKNOWN_TOPIC or OTHER. Raises ``orjson.JSONDecodeError`` when it is not JSON."""
+        return self._take(raw, now, channel_id, _wall())
+
+    cdef int _take(self, object raw, double now, str channel_id, double wall) except -1:
         cdef object data = _loads(raw)
         cdef PyObject* p
         cdef object topic, body, meta, cid, event
@@ -334,7 +338,7 @@ cdef class Intake:
         _set(event, 2, version)
         _set(event, 3, meta)
         _set(event, 4, [_EMPTY])
-        _set(event, 5, _wall())
+        _set(event, 5, wall)
         _set(event, 6, channel_id)
         if not self.resends.first_hash(key, now):
             self.duplicates += 1
@@ -356,11 +360,16 @@ cdef class Reader:
     cdef Intake intake
     cdef object health
     cdef object buffer
+    cdef list waiting
     cdef list shared_until
     cdef str channel_id
     cdef object clock
     cdef bint c_clock
     cdef Py_ssize_t limit
+    # received_at = the monotonic reading + this offset, re-anchored to the system clock every 64 frames
+    # (one clock read per frame instead of two)
+    cdef double wall_offset
+    cdef int until_anchor
     cdef readonly object payload
     cdef readonly double now
 
@@ -369,12 +378,14 @@ cdef class Reader:
         self.shared_until, self.channel_id, self.clock = shared_until, channel_id, clock
         self.c_clock = clock is _MONOTONIC
         self.limit = buffer.limit
+        self.waiting = buffer.waiting
+        self.until_anchor = 0
         self.payload = None
         self.now = 0.0
 
     cpdef int step(self, object msg) except -1:
         cdef object mtype, data
-        cdef double now
+        cdef double now, wall
         cdef int status
         if PyTuple_Check(msg) and PyTuple_GET_SIZE(msg) >= 2:  # aiohttp's WSMessage is a NamedTuple
             mtype = <object>PyTuple_GET_ITEM(msg, 0)
@@ -390,13 +401,21 @@ cdef class Reader:
         if now < <double>self.shared_until[0]:
             self.payload = data
             return _SHARED
+        if not self.c_clock:
+            wall = _wall()
+        else:
+            if self.until_anchor == 0:
+                self.wall_offset = _wall() - now
+                self.until_anchor = 64
+            self.until_anchor -= 1
+            wall = now + self.wall_offset
         try:
-            status = self.intake.take(data, now, self.channel_id)
+            status = self.intake._take(data, now, self.channel_id, wall)
         except _JSONDecodeError as exc:
             self.payload = exc
             return _MALFORMED
         if status == _EVENT:
-            if self.buffer._getter is not None:
+            if <object>PyList_GET_ITEM(self.waiting, 0) is not None:
                 self.buffer.wake_getter()
             return _FULL if len(self.intake.items) >= self.limit else _TAKEN
         if status == _DUPLICATE:

@@ -37,9 +37,9 @@ _new = tuple.__new__
 
 
 class Buffer(Protocol):
-    """What the pump needs of the client's buffer: ``_getter`` is set while the consumer waits for items."""
+    """What a Reader needs of the client's buffer: ``waiting[0]`` is set while the consumer waits."""
 
-    _getter: Any
+    waiting: list[Any]
     limit: int
 
     def wake_getter(self) -> None: ...
@@ -160,7 +160,7 @@ class Reader:
             self.payload = exc
             return MALFORMED
         if status == EVENT:
-            if self.buffer._getter is not None:
+            if self.buffer.waiting[0] is not None:
                 self.buffer.wake_getter()
             return FULL if len(intake.items) >= self.limit else TAKEN
         if status == DUPLICATE:

@@ -119,22 +119,24 @@ class _Buffer:
     """The items waiting for the consumer: a deque with one waiting getter and one waiting putter (cheaper per
     item than asyncio.Queue, which matters at 100k events/s)."""
 
-    __slots__ = ("_getter", "_putter", "ended", "items", "limit")
+    __slots__ = ("_putter", "ended", "items", "limit", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[Any] = deque()
         self.limit = limit
         self.ended = False  # the end marker is in (or was taken from) ``items``
-        self._getter: asyncio.Future[None] | None = None
+        # the getter's future while the consumer waits for items: a cell, read per event by compiled code
+        self.waiting: list[asyncio.Future[None] | None] = [None]
         self._putter: asyncio.Future[None] | None = None
 
     def put(self, item: Any) -> None:
         self.items.append(item)
-        if self._getter is not None:
+        if self.waiting[0] is not None:
             self.wake_getter()
 
     def wake_getter(self) -> None:
-        getter, self._getter = self._getter, None
+        waiting = self.waiting
+        getter, waiting[0] = waiting[0], None
         if getter is not None and not getter.done():
             getter.set_result(None)
 
@@ -149,8 +151,8 @@ class _Buffer:
     async def get(self) -> Any:
         items = self.items
         while not items:
-            self._getter = asyncio.get_running_loop().create_future()
-            await self._getter
+            getter = self.waiting[0] = asyncio.get_running_loop().create_future()
+            await getter
         item = items.popleft()
         if self._putter is not None and len(items) <= self.limit // 2:
             self._wake_putter()
@@ -160,8 +162,8 @@ class _Buffer:
         """Everything buffered (waits for at least one item)."""
         items = self.items
         while not items:
-            self._getter = asyncio.get_running_loop().create_future()
-            await self._getter
+            getter = self.waiting[0] = asyncio.get_running_loop().create_future()
+            await getter
         batch = list(items)
         items.clear()
         if self._putter is not None:
@@ -732,7 +734,7 @@ class NotificationClient:
                 # an Event is in the buffer (FULL, UNKNOWN_TOPIC, or taken above)
                 if why == UNKNOWN_TOPIC:
                     log.info("event for a topic not subscribed", topic=items[-1][0], channel_id=channel_id)
-                if queue._getter is not None:
+                if queue.waiting[0] is not None:
                     queue.wake_getter()
                 if len(items) >= limit:
                     # our consumer is slow; the server is not silent, but what it sends now waits unread
