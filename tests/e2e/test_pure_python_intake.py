@@ -1,5 +1,6 @@
-"""Where no C compiler was available, the client runs its Python intake: the client's delivery, de-duplication,
-gap and rotation tests must pass on that path too (the rest of the suite runs the compiled one)."""
+"""Where no C compiler was available, the client runs its Python intake: the client's delivery,
+de-duplication, gap and rotation tests must pass on that path too (the rest of the suite runs the compiled
+one)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(600)
 def test_the_client_tests_pass_with_the_python_intake() -> None:
     env = {**os.environ, "GCBRIDGE_PURE_PYTHON": "1"}
-    run = subprocess.run(  # noqa: S603 - our own interpreter and test files
+    run = subprocess.run(
         [
             sys.executable,
             "-m",
