@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gcbridge.core.dedup import CopyMatcher, dedup_key
 from gcbridge.core.health import HealthMonitor
 from gcbridge.genesys import _intake_c, _intake_py, intake
+from gcbridge.genesys._intake_py import take_shared
 from gcbridge.genesys.events import Event
 
 IMPLEMENTATIONS = [pytest.param(_intake_py, id="python"), pytest.param(_intake_c, id="compiled")]
@@ -351,3 +353,42 @@ def test_a_step_reads_any_message_shaped_like_aiohttps(mod: ModuleType) -> None:
     assert r.step([text, event(2, "c2"), None]) == mod.TAKEN
     assert r.step([aiohttp.WSMsgType.CLOSED, None, None]) == mod.CLOSED
     assert [e.body["id"] for e in buf.items] == [1, 2]
+
+
+# == take_shared: a shard served by more than one socket =================================================
+@pytest.mark.parametrize("mod", IMPLEMENTATIONS)
+def test_while_shared_copies_from_other_sockets_are_matched_and_resends_dropped(mod: ModuleType) -> None:
+    it, buf = make(mod)
+    copies = CopyMatcher(window=60.0)
+    copies.joined(1, 0.0)
+    copies.joined(2, 0.0)
+    same = {"routingStatus": {"status": "IDLE"}}
+    # socket 1 delivers two distinct events with the same body, socket 2 the same two (its own serialisation)
+    assert (
+        take_shared(it, copies, 1, frame(body=same, metadata={"CorrelationId": "a"}), 1.0, "ch1") == mod.EVENT
+    )
+    resend = frame(body=same, metadata={"CorrelationId": "a"})
+    assert take_shared(it, copies, 1, resend, 1.1, "ch1") == mod.DUPLICATE
+    assert take_shared(it, copies, 1, frame(body=same, metadata={"CorrelationId": "b"}), 1.2, "ch1") == 0
+    copy = orjson.dumps({"metadata": {"CorrelationId": "x"}, "eventBody": same, "topicName": TOPIC})
+    assert take_shared(it, copies, 2, copy, 1.3, "ch2") == mod.DUPLICATE
+    assert take_shared(it, copies, 2, copy.replace(b'"x"', b'"y"'), 1.4, "ch2") == mod.DUPLICATE
+    assert take_shared(it, copies, 2, copy.replace(b'"x"', b'"z"'), 1.5, "ch2") == mod.EVENT  # a third one
+    assert [e.channel_id for e in buf.items] == ["ch1", "ch1", "ch2"]
+    assert buf.items[0].dedup_key == buf.items[2].dedup_key == dedup_key(TOPIC, same)
+    assert (it.events, it.duplicates) == (3, 3)
+
+
+@pytest.mark.parametrize("mod", IMPLEMENTATIONS)
+def test_while_shared_other_frames_and_unknown_topics_are_reported(mod: ModuleType) -> None:
+    it, _ = make(mod)
+    copies = CopyMatcher(window=60.0)
+    assert take_shared(it, copies, 1, '{"message":"pong"}', 1.0, "ch") == mod.OTHER
+    assert it.other == {"message": "pong"}
+    assert (
+        take_shared(it, copies, 1, event(1, "c", topic="v2.users.zz.presence"), 1.0, "ch")
+        == mod.UNKNOWN_TOPIC
+    )
+    assert it.unknown_topic == 1
+    with pytest.raises(orjson.JSONDecodeError):
+        take_shared(it, copies, 1, "{", 1.0, "ch")

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from gcbridge.core.dedup import DedupWindow
+from gcbridge.core.dedup import CopyMatcher, DedupWindow, dedup_key
 from gcbridge.genesys.events import Event
 from gcbridge.genesys.socket import METADATA_TOPIC, SYSTEM_PREFIX
 
@@ -73,29 +73,17 @@ class Intake:
     def take(self, raw: str | bytes, now: float, channel_id: str) -> int:
         """Parse one frame received at ``now`` (monotonic seconds) on ``channel_id``; returns EVENT,
         DUPLICATE, UNKNOWN_TOPIC or OTHER. Raises ``orjson.JSONDecodeError`` when it is not JSON."""
-        data = orjson.loads(raw)
-        topic = data.get("topicName") if type(data) is dict else None
-        if type(topic) is not str or topic == METADATA_TOPIC or topic.startswith(SYSTEM_PREFIX):
+        data, topic = parse(raw)
+        if topic is None:
             self.other = data
             return OTHER
-        body, meta = data.get("eventBody"), data.get("metadata")
+        meta = data.get("metadata")
         cid = meta.get("CorrelationId") if type(meta) is dict else None
         # a resend repeats the CorrelationId (cheaper than hashing the frame); else the frame is the key
         if not self.resends.first(hash((topic, cid)) if type(cid) is str and cid else hash(raw), now):
             self.duplicates += 1
             return DUPLICATE
-        status = EVENT
-        if topic not in self.where:
-            self.unknown_topic += 1
-            status = UNKNOWN_TOPIC
-        self.events += 1
-        if type(body) is not dict:
-            body = {"value": body}
-        if type(meta) is not dict:
-            meta = {}
-        # make_event() inlined: one call less per event
-        self._append(_new(Event, (topic, body, data.get("version"), meta, [""], time.time(), channel_id)))
-        return status
+        return deliver(self, data, topic, "", channel_id)
 
     def reader(
         self,
@@ -107,6 +95,55 @@ class Intake:
     ) -> Reader:
         """One socket's side of the intake (see :class:`Reader`)."""
         return Reader(self, health, buffer, shared_until, channel_id, clock)
+
+
+def parse(raw: str | bytes) -> tuple[Any, str | None]:
+    """The parsed frame, and its topic when it is an event (None for heartbeats, system messages, replies and
+    anything that is not a notification object). Raises ``orjson.JSONDecodeError``."""
+    data = orjson.loads(raw)
+    topic = data.get("topicName") if type(data) is dict else None
+    if type(topic) is not str or topic == METADATA_TOPIC or topic.startswith(SYSTEM_PREFIX):
+        return data, None
+    return data, topic
+
+
+def deliver(intake: Any, data: dict[str, Any], topic: str, key: str, channel_id: str) -> int:
+    """Count an event that is not a copy and put it in the intake's buffer: EVENT or UNKNOWN_TOPIC."""
+    status = EVENT
+    if topic not in intake.where:
+        intake.unknown_topic += 1
+        status = UNKNOWN_TOPIC
+    intake.events += 1
+    body, meta = data.get("eventBody"), data.get("metadata")
+    if type(body) is not dict:
+        body = {"value": body}
+    if type(meta) is not dict:
+        meta = {}
+    # make_event() inlined: one call less per event
+    intake.items.append(_new(Event, (topic, body, data.get("version"), meta, [key], time.time(), channel_id)))
+    return status
+
+
+def take_shared(
+    intake: Any, copies: CopyMatcher, conn: int, raw: str | bytes, now: float, channel_id: str
+) -> int:
+    """``Intake.take`` (of either implementation) for a shard that more than one socket serves (a rotation's
+    overlap, redundant paths): each may deliver the same event, serialised its own way. First drop a resend
+    on this socket ``conn`` (same CorrelationId), then match copies by canonical key, counted per socket, so
+    that distinct events with identical bodies all get through. Rare, so never compiled."""
+    data, topic = parse(raw)
+    if topic is None:
+        intake.other = data
+        return OTHER
+    meta = data.get("metadata")
+    cid = meta.get("CorrelationId") if type(meta) is dict else None
+    key = dedup_key(topic, data.get("eventBody"))
+    if (type(cid) is str and cid and not intake.resends.first(hash((conn, topic, cid)), now)) or (
+        not copies.first(key, conn, now)
+    ):
+        intake.duplicates += 1
+        return DUPLICATE
+    return deliver(intake, data, topic, key, channel_id)
 
 
 class Reader:

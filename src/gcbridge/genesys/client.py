@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from gcbridge.core.backoff import Backoff
-from gcbridge.core.dedup import CopyMatcher, dedup_key
+from gcbridge.core.dedup import CopyMatcher
 from gcbridge.core.health import HealthMonitor, Verdict
 from gcbridge.core.path import (
     ChannelChecked,
@@ -52,6 +52,7 @@ from gcbridge.core.path import (
 )
 from gcbridge.core.supervisor import ClientCore, GapFound, Output, PathKey, Routed, TopicsRejected
 from gcbridge.core.topics import normalise_topics, topic_matches
+from gcbridge.genesys._intake_py import take_shared
 from gcbridge.genesys.auth import AccessToken, TokenManager
 from gcbridge.genesys.client_types import (
     ClientClosedError,
@@ -63,11 +64,10 @@ from gcbridge.genesys.client_types import (
     SubscriptionRejectedError,
 )
 from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
-from gcbridge.genesys.events import Event, Gap, Item, make_event
+from gcbridge.genesys.events import Event, Gap, Item
 from gcbridge.genesys.intake import (
     CLOSED,
     DUPLICATE,
-    EVENT,
     MALFORMED,
     OTHER,
     SHARED,
@@ -79,9 +79,7 @@ from gcbridge.genesys.intake import (
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
 from gcbridge.genesys.socket import (
-    METADATA_TOPIC,
     PING_MESSAGE,
-    SYSTEM_PREFIX,
     Frame,
     SocketOpenError,
     classify,
@@ -680,7 +678,7 @@ class NotificationClient:
         loop = asyncio.get_running_loop()
         clock = _clock_of(loop)
         ws, health, queue = sock.ws, sock.health, self._queue
-        receive, intake, take_shared = ws.receive, self._intake, self._take_shared
+        receive, intake, copies = ws.receive, self._intake, self._copies
         self._copies.joined(sock.conn, clock())
         items, limit = queue.items, queue.limit
         shard, channel_id = sock.key[0], sock.channel_id
@@ -716,7 +714,7 @@ class NotificationClient:
                     break
                 if why == SHARED:
                     try:
-                        why = take_shared(sock, payload, now)
+                        why = take_shared(intake, copies, sock.conn, payload, now, channel_id)
                     except orjson.JSONDecodeError as exc:
                         why, payload = MALFORMED, exc
                     else:
@@ -769,43 +767,6 @@ class NotificationClient:
                         sock.channel_gone,
                     )
                 )
-
-    def _take_shared(self, sock: _Socket, raw: str | bytes, now: float) -> int:
-        """``Intake.take`` for a shard that more than one socket serves (a rotation's overlap, redundant
-        paths): each may deliver the same event, serialised its own way. First drop a resend on this socket
-        (same CorrelationId), then match copies by canonical key, counted per socket, so that distinct events
-        with identical bodies all get through. Rare: not compiled."""
-        intake = self._intake
-        data = orjson.loads(raw)
-        topic = data.get("topicName") if type(data) is dict else None
-        if type(topic) is not str or topic == METADATA_TOPIC or topic.startswith(SYSTEM_PREFIX):
-            intake.other = data
-            return OTHER
-        body, meta = data.get("eventBody"), data.get("metadata")
-        cid = meta.get("CorrelationId") if type(meta) is dict else None
-        key = dedup_key(topic, body)
-        if (type(cid) is str and cid and not intake.resends.first(hash((sock.conn, topic, cid)), now)) or (
-            not self._copies.first(key, sock.conn, now)
-        ):
-            intake.duplicates += 1
-            return DUPLICATE
-        status = EVENT
-        if topic not in self.core.planner._where:
-            intake.unknown_topic += 1
-            status = UNKNOWN_TOPIC
-        intake.events += 1
-        intake.items.append(
-            make_event(
-                topic,
-                body if type(body) is dict else {"value": body},
-                data.get("version"),
-                meta if type(meta) is dict else {},
-                time.time(),
-                sock.channel_id,
-                key,
-            )
-        )
-        return status
 
     def _other_frame(self, sock: _Socket, data: Any) -> bool:
         """Handle a frame that is not an event (rare); True when it says the channel is gone."""
