@@ -8,8 +8,12 @@ try:
 except ImportError:  # pragma: no cover - Cython is a build requirement; this is the offline fallback
     cythonize = None
 
-extensions = [
-    Extension("gcbridge.genesys._intake_c", ["src/gcbridge/genesys/_intake_c.pyx"], optional=True),
-]
+extensions = [Extension("gcbridge.genesys._intake_c", ["src/gcbridge/genesys/_intake_c.pyx"])]
+if cythonize is not None:
+    extensions = cythonize(extensions, language_level=3)
+    for ext in extensions:  # cythonize drops the flag: a failed C build must leave the Python twin
+        ext.optional = True
+else:
+    extensions = []
 
-setup(ext_modules=cythonize(extensions, language_level=3) if cythonize is not None else [])
+setup(ext_modules=extensions)

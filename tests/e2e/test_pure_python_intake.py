@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,24 @@ def test_the_client_tests_pass_with_the_python_intake() -> None:
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_without_a_c_compiler_the_package_still_builds_without_the_extension(tmp_path: Path) -> None:
+    env = {**os.environ, "CC": "/bin/false"}  # every compile fails
+    run = subprocess.run(  # noqa: S603 - pip, on this repository
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (wheel,) = tmp_path.glob("gcbridge-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "gcbridge/genesys/_intake_py.py" in names
+    assert "gcbridge/genesys/_intake_c.pyi" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd"))]
