@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The per-frame work of a socket reader, compiled: the twin of ``_intake_py.py``, which documents the
-behaviour. Same classes, same results; ``tests/unit/test_intake.py`` runs the same cases against both.
+behaviour. Same classes (``Intake``, ``Reader``, ``DedupWindow``), same results; ``tests/unit/test_intake.py``
+runs the same cases against both. The rare path (``_intake_py.take_shared``) is Python for both.
 
 Why it exists: at 200k+ events/s the reader's own work per frame (classify, de-duplicate, build the Event)
-cost more than aiohttp and orjson together when written in Python (bench/bench_receive.py).
+cost as much as aiohttp and orjson together when written in Python (bench/bench_receive.py).
 
 ``DedupWindow`` here keeps 64-bit hashes of its keys in an open-addressing table (linear probing,
 backward-shift deletion) and their arrival order in a ring, so expiry pops from the front in O(1).
