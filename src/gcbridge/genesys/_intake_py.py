@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 
 from gcbridge.core.dedup import CopyMatcher, DedupWindow, dedup_key
-from gcbridge.genesys.events import Event
+from gcbridge.genesys.events import make_event
 from gcbridge.genesys.socket import METADATA_TOPIC, SYSTEM_PREFIX
 
 # what Intake.take did with a frame
@@ -32,8 +32,6 @@ FULL = 7  # an Event is in the buffer, which has reached its limit
 TAKEN = 8  # nothing: an Event is buffered and the consumer woken, or a duplicate was dropped
 
 _DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
-
-_new = tuple.__new__
 
 
 class Buffer(Protocol):
@@ -115,12 +113,17 @@ def deliver(intake: Any, data: dict[str, Any], topic: str, key: str, channel_id:
         status = UNKNOWN_TOPIC
     intake.events += 1
     body, meta = data.get("eventBody"), data.get("metadata")
-    if type(body) is not dict:
-        body = {"value": body}
-    if type(meta) is not dict:
-        meta = {}
-    # make_event() inlined: one call less per event
-    intake.items.append(_new(Event, (topic, body, data.get("version"), meta, [key], time.time(), channel_id)))
+    intake.items.append(
+        make_event(
+            topic,
+            body if type(body) is dict else {"value": body},
+            data.get("version"),
+            meta if type(meta) is dict else {},
+            time.time(),
+            channel_id,
+            key,
+        )
+    )
     return status
 
 

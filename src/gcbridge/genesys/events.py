@@ -96,8 +96,8 @@ def make_event(
 ) -> Event:
     """Build an Event; an empty ``dedup_key`` is computed on first access.
 
-    The socket readers' intake (``_intake_py.Intake.take``, and ``_intake_c.pyx`` in C) builds the same tuple
-    in place: keep them in step (``tests/unit/test_intake.py`` checks the Events they build).
+    The Python intake builds Events with it; the compiled one (``_intake_c.pyx``) builds the same tuple in
+    place: keep them in step (``tests/unit/test_intake.py`` checks the Events both build).
     """
     return _new(Event, (topic, body, version, metadata, [dedup_key], received_at, channel_id))
 
