@@ -146,11 +146,15 @@ class _Buffer:
             self._putter = asyncio.get_running_loop().create_future()
             await self._putter
 
-    async def get(self) -> Any:
-        items = self.items
-        while not items:
+    async def _wait_for_items(self) -> None:
+        while not self.items:
             getter = self.waiting[0] = asyncio.get_running_loop().create_future()
             await getter
+
+    async def get(self) -> Any:
+        items = self.items
+        if not items:
+            await self._wait_for_items()
         item = items.popleft()
         if self._putter is not None and len(items) <= self.limit // 2:
             self._wake_putter()
@@ -159,9 +163,8 @@ class _Buffer:
     async def get_all(self) -> list[Any]:
         """Everything buffered (waits for at least one item)."""
         items = self.items
-        while not items:
-            getter = self.waiting[0] = asyncio.get_running_loop().create_future()
-            await getter
+        if not items:
+            await self._wait_for_items()
         batch = list(items)
         items.clear()
         if self._putter is not None:
