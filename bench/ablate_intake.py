@@ -24,18 +24,15 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import multiprocessing
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench_receive import BARE_TOPIC, CLIENT_ID, CLIENT_SECRET, Drain, _bare_drain, _post, _serve, _timed
+from bench_receive import BARE_TOPIC, CLIENT_ID, CLIENT_SECRET, Drain, _bare_drain, _timed, simulator
 
 from gcbridge.genesys import ClientOptions, NotificationClient
 from gcbridge.genesys import client as client_module
@@ -116,25 +113,10 @@ def _client_with(module: ModuleType, base_url: str, options: ClientOptions) -> N
 
 
 async def main(events: int, rounds: int, modules: dict[str, ModuleType]) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-    proc.start()
-    base_url, control = parent.recv()
-    base = 0
-
-    def burst(topic: str) -> Callable[[], None]:
-        def run() -> None:
-            nonlocal base
-            _post(control, "/burst?" + urllib.parse.urlencode({"topic": topic, "n": events, "base": base}))
-            base += events
-
-        return run
-
     options = ClientOptions(queue_size=events + 10)
     rows: list[dict[str, tuple[float, float]]] = []
-    clients = {name: _client_with(module, base_url, options) for name, module in modules.items()}
-    try:
+    with simulator(events) as (base_url, burst):
+        clients = {name: _client_with(module, base_url, options) for name, module in modules.items()}
         async with contextlib.AsyncExitStack() as stack:
             session = await stack.enter_async_context(new_session())
             tm = TokenManager(session, base_url + "/oauth/token", CLIENT_ID, CLIENT_SECRET)
@@ -158,9 +140,6 @@ async def main(events: int, rounds: int, modules: dict[str, ModuleType]) -> None
                     rows.append(got)
             await ws.close()
             await tm.aclose()
-    finally:
-        _post(control, "/quit")
-        proc.join(10)
 
     print(f"{rounds} rounds of {events:,} events, median per-round ratios (CPU time of this process):")
     for name in modules:

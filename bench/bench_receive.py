@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import http.client
 import itertools
@@ -29,7 +30,7 @@ import statistics
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -195,14 +196,18 @@ def _batch_drain(client: NotificationClient) -> Drain:
     return drain
 
 
-async def main(events: int, rounds: int, verbose: bool = False) -> None:
+Burst = Callable[[str], Callable[[], None]]
+
+
+@contextlib.contextmanager
+def simulator(events: int) -> Iterator[tuple[str, Burst]]:
+    """The simulator in a child process. Yields its base URL and ``burst``: ``burst(topic)`` is a function
+    that has it write ``events`` new events on ``topic`` (blocking the loop on purpose: see ``_timed``)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_serve, args=(child,), daemon=True)
     proc.start()
     base_url, control = parent.recv()
-    # per round and side: (wall seconds, CPU seconds)
-    rows: list[dict[str, tuple[float, float]]] = []
     base = 0
 
     def burst(topic: str) -> Callable[[], None]:
@@ -213,8 +218,18 @@ async def main(events: int, rounds: int, verbose: bool = False) -> None:
 
         return run
 
-    opts = ClientOptions(queue_size=events + 10)
     try:
+        yield base_url, burst
+    finally:
+        _post(control, "/quit")
+        proc.join(10)
+
+
+async def main(events: int, rounds: int, verbose: bool = False) -> None:
+    # per round and side: (wall seconds, CPU seconds)
+    rows: list[dict[str, tuple[float, float]]] = []
+    opts = ClientOptions(queue_size=events + 10)
+    with simulator(events) as (base_url, burst):
         async with (
             new_session() as session,
             NotificationClient(
@@ -266,9 +281,6 @@ async def main(events: int, rounds: int, verbose: bool = False) -> None:
             await ws.close()
             await ws2.close()
             await tm.aclose()
-    finally:
-        _post(control, "/quit")
-        proc.join(10)
     _report(rows, events)
 
 
