@@ -290,7 +290,9 @@ def _report(rows: list[dict[str, tuple[float, float]]], events: int) -> None:
     each side spends above bare."""
 
     def quartiles(values: list[float]) -> tuple[float, float, float]:
-        q1, q2, q3 = statistics.quantiles(values, n=4)
+        if len(values) < 2:  # --rounds 1
+            return values[0], values[0], values[0]
+        q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
         return q1, q2, q3
 
     def best(name: str) -> float:
