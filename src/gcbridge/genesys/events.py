@@ -17,7 +17,8 @@ class Event(tuple):  # type: ignore[type-arg]  # a tuple: immutable, and the che
     """One notification from Genesys Cloud, delivered once even if several channels received it.
 
     Fields: ``topic``, ``body`` (the ``eventBody``), ``version``, ``metadata``, ``dedup_key``, ``received_at``
-    (wall-clock UNIX seconds when the first copy arrived) and ``channel_id``. Immutable.
+    (wall-clock UNIX seconds when the first copy arrived) and ``channel_id``. Immutable. Read the fields by
+    name: the tuple's items are internal (item 4 holds the lazily computed ``dedup_key``, not the key).
 
     ``dedup_key`` identifies the notification across channels and paths (the same event received on the old
     and the new channel during a rotation has the same key); downstream stores use it for idempotency. It is
