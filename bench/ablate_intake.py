@@ -32,13 +32,21 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from bench_receive import BARE_TOPIC, CLIENT_ID, CLIENT_SECRET, Drain, _bare_drain, _timed, simulator
+from bench_receive import (
+    BARE_TOPIC,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    Drain,
+    _bare_drain,
+    _timed,
+    simulator,
+    subscribed_socket,
+)
 
 from gcbridge.genesys import ClientOptions, NotificationClient
 from gcbridge.genesys import client as client_module
 from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.rest import NotificationsApi, new_session
-from gcbridge.genesys.socket import open_socket
 
 PYX = Path(__file__).resolve().parent.parent / "src" / "gcbridge" / "genesys" / "_intake_c.pyx"
 
@@ -121,11 +129,7 @@ async def main(events: int, rounds: int, modules: dict[str, ModuleType]) -> None
             session = await stack.enter_async_context(new_session())
             tm = TokenManager(session, base_url + "/oauth/token", CLIENT_ID, CLIENT_SECRET)
             api = NotificationsApi(session, base_url, tm)
-            channel = await api.create_channel()
-            ws = await open_socket(
-                session, channel.connect_uri, connect_timeout=10.0, close_timeout=10.0, max_size=16 << 20
-            )
-            await api.put_subscriptions(channel.id, [BARE_TOPIC])
+            ws = await subscribed_socket(session, api, BARE_TOPIC)
             sides = {"bare": (burst(BARE_TOPIC), _bare_drain(ws))}
             for i, (name, client) in enumerate(clients.items()):
                 await stack.enter_async_context(client)

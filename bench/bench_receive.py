@@ -196,6 +196,19 @@ def _batch_drain(client: NotificationClient) -> Drain:
     return drain
 
 
+async def subscribed_socket(
+    session: aiohttp.ClientSession, api: NotificationsApi, topic: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A new channel subscribed to ``topic`` and a socket on it, opened with the client's socket options (so
+    every receiver reads the same frames the same way)."""
+    channel = await api.create_channel()
+    ws = await open_socket(
+        session, channel.connect_uri, connect_timeout=10.0, close_timeout=10.0, max_size=16 << 20
+    )
+    await api.put_subscriptions(channel.id, [topic])
+    return ws
+
+
 Burst = Callable[[str], Callable[[], None]]
 
 
@@ -238,17 +251,8 @@ async def main(events: int, rounds: int, verbose: bool = False) -> None:
         ):
             tm = TokenManager(session, base_url + "/oauth/token", CLIENT_ID, CLIENT_SECRET)
             api = NotificationsApi(session, base_url, tm)
-            ch = await api.create_channel()
-            # the client's socket options, so both sides read the same frames the same way
-            ws = await open_socket(
-                session, ch.connect_uri, connect_timeout=10.0, close_timeout=10.0, max_size=16 << 20
-            )
-            await api.put_subscriptions(ch.id, [BARE_TOPIC])
-            ch2 = await api.create_channel()
-            ws2 = await open_socket(
-                session, ch2.connect_uri, connect_timeout=10.0, close_timeout=10.0, max_size=16 << 20
-            )
-            await api.put_subscriptions(ch2.id, [HANDOVER_TOPIC])
+            ws = await subscribed_socket(session, api, BARE_TOPIC)
+            ws2 = await subscribed_socket(session, api, HANDOVER_TOPIC)
             await client.subscribe([CLIENT_TOPIC])
             sides = {
                 "bare": (burst(BARE_TOPIC), _bare_drain(ws)),
