@@ -7,8 +7,9 @@ directory, runs one NotificationClient per variant and the bare loop of ``bench_
 simulator, and prints each one's median per-round rate ratio to bare and to the shipped intake. The variants
 are not products: they drop work the client must do, to show what each part costs.
 
-- ``plumbing``: the reader parses each frame and hands the parsed dict on; no clock, health stamp,
-  classification, Event or de-duplication. What the client's task, buffer and ``batches()`` cost alone;
+- ``plumbing``: the reader parses each frame, tells event frames from the rest (heartbeats, system
+  messages) by their topic, and hands the parsed dict on; no clock, health stamp, look-ups, key, Event or
+  de-duplication. What the client's task, buffer and ``batches()`` cost alone;
 - ``+stamp``: also reads the clock and stamps socket health;
 - ``+classify``: also finds topic, body, metadata and CorrelationId, hashes the key, checks the topic;
 - ``+event``: also builds the Event (everything but the de-duplication window);
