@@ -284,6 +284,8 @@ def check_metrics_of_the_second_run(text: str) -> None:
     assert value("gcbridge_servicenow_delivery_seconds_count") >= value(
         "gcbridge_deliveries_total", result="delivered"
     )
+    requests = sum(v for (name, _), v in got.items() if name == "gcbridge_servicenow_request_seconds_count")
+    assert requests >= value("gcbridge_deliveries_total", result="delivered")  # one or more per delivery
     # Declared even when this run had none (the first run's rotation and reconnect are checked above).
     for family in ("gcbridge_reconnects", "gcbridge_rotations"):
         assert f"# TYPE {family}_total counter" in text

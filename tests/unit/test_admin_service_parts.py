@@ -134,6 +134,17 @@ async def test_measured_sink_counts_outcomes_and_reachability() -> None:
     assert "gcbridge_servicenow_delivery_seconds_count 3.0" in text
 
 
+def test_servicenow_requests_are_timed_by_method() -> None:
+    metrics = BridgeMetrics()
+    metrics.record_servicenow_request("POST", 0.2)
+    metrics.record_servicenow_request("POST", 0.4)
+    metrics.record_servicenow_request("GET", 0.1)
+    text = metrics.render().decode()
+    assert 'gcbridge_servicenow_request_seconds_count{method="POST"} 2.0' in text
+    assert 'gcbridge_servicenow_request_seconds_sum{method="POST"} 0.6' in text
+    assert 'gcbridge_servicenow_request_seconds_count{method="GET"} 1.0' in text
+
+
 async def test_measured_sink_keeps_an_exceptions_text_off_the_status() -> None:
     class Raising:
         async def deliver(self, row: OutboxRow) -> Outcome:

@@ -389,6 +389,43 @@ async def test_timeout_and_connection_refused_are_retried(
     assert isinstance(refused, Retry)
 
 
+async def test_on_request_times_each_request_without_its_wait_for_a_slot(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, url = stub
+    state.delay = 0.05  # the three requests overlap: two wait for the one slot
+    calls = [0.0]
+
+    def timer() -> float:  # every reading is one tick later: a duration counts the readings in between
+        calls[0] += 1.0
+        return calls[0]
+
+    seen: list[tuple[str, float]] = []
+    rest = ServiceNowRest(
+        session,
+        url,
+        BasicAuth("a", Secret("b")),
+        concurrency=1,
+        on_request=lambda method, seconds: seen.append((method, seconds)),
+        timer=timer,
+    )
+    results = await asyncio.gather(*(rest.table_query("incident", "active=true") for _ in range(3)))
+    assert all(isinstance(r, Ok) for r in results)
+    # started inside the slot: no other request's readings fall between a request's two
+    assert seen == [("GET", 1.0)] * 3
+
+    dead = ServiceNowRest(
+        session,
+        "http://127.0.0.1:9",
+        BasicAuth("a", Secret("b")),
+        on_request=lambda method, seconds: seen.append((method, seconds)),
+    )
+    assert isinstance(await dead.table_create("incident", {"a": "b"}), Retry)
+    assert len(seen) == 4  # a request that failed is timed too
+    assert seen[-1][0] == "POST"
+    assert seen[-1][1] >= 0.0
+
+
 # ---- sinks through the router --------------------------------------------------------------------------
 
 

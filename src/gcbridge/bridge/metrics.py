@@ -110,7 +110,15 @@ class BridgeMetrics:
         )
         self.servicenow_latency = Histogram(
             "gcbridge_servicenow_delivery_seconds",
-            "Time to deliver one outbox row to ServiceNow (all requests it needs).",
+            "Time to deliver one outbox row to ServiceNow: all requests it needs, and the waits for its "
+            "key's earlier rows and for a request slot.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.servicenow_request = Histogram(
+            "gcbridge_servicenow_request_seconds",
+            "One HTTP request to ServiceNow, from sending it to the whole answer (no wait for a slot).",
+            ["method"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -150,6 +158,10 @@ class BridgeMetrics:
         name, by_reason = entry
         counter: Counter = getattr(self, name)
         (counter.labels(reason=reason) if by_reason else counter).inc()
+
+    def record_servicenow_request(self, method: str, seconds: float) -> None:
+        """One HTTP request to ServiceNow took ``seconds`` (``ServiceNowRest``'s ``on_request``)."""
+        self.servicenow_request.labels(method=method).observe(max(0.0, seconds))
 
     def set_outbox(self, stats: OutboxStats) -> None:
         self.outbox_depth.labels(state="pending").set(stats.pending)

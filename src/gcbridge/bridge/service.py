@@ -169,7 +169,9 @@ class BridgeService:
             limit=max(sn.concurrency, 4),
             verify_tls=sn.verify_tls,
         )
-        self._router = build_router(sn, self._session, mapping=mapping)
+        self._router = build_router(
+            sn, self._session, mapping=mapping, on_request=self.metrics.record_servicenow_request
+        )
         self.sink = MeasuredSink(self._router, self.metrics, clock=self._clock)
         d = cfg.outbox.dispatcher
         self.dispatcher = Dispatcher(

@@ -170,7 +170,9 @@ class ServiceNowRest:
     an HTTP, network, timeout or authentication problem.
 
     ``concurrency`` bounds requests in flight; ``wall_clock`` (UNIX seconds) turns ``X-RateLimit-Reset``
-    into a delay.
+    into a delay. ``on_request(method, seconds)``, if given, is called after every HTTP request with the
+    time from sending it to having read the whole answer (or given up): ServiceNow's own latency, without
+    the wait for a request slot. ``timer`` measures it (monotonic seconds; for tests).
     """
 
     def __init__(
@@ -182,6 +184,8 @@ class ServiceNowRest:
         concurrency: int = 8,
         timeout: float = 50.0,
         wall_clock: Callable[[], float] = time.time,
+        on_request: Callable[[str, float], None] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
             raise ValueError(
@@ -194,6 +198,8 @@ class ServiceNowRest:
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._wall_clock = wall_clock
+        self._on_request = on_request
+        self._timer = timer
         self.requests = 0
 
     # ---- Table API -----------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ class ServiceNowRest:
             data = _json.dumps(json)
         async with self._slots:
             self.requests += 1
+            started = self._timer()
             try:
                 async with self._session.request(
                     method,
@@ -301,3 +308,6 @@ class ServiceNowRest:
                 return Retry(f"{method} {path}: no answer within {self._timeout.total} s")
             except aiohttp.ClientError as exc:
                 return Retry(f"{method} {path}: {type(exc).__name__}: {_clip(str(exc))}")
+            finally:
+                if self._on_request is not None:
+                    self._on_request(method, self._timer() - started)

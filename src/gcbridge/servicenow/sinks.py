@@ -299,6 +299,7 @@ def build_router(
     mapping: EventMapping | None = None,
     wall_clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    on_request: Callable[[str, float], None] | None = None,
 ) -> Router:
     """The writer for ``config``: authentication, REST client, the three sinks and the compiled mapping.
 
@@ -332,6 +333,7 @@ def build_router(
         concurrency=config.concurrency,
         timeout=config.timeouts.total,
         wall_clock=wall_clock,
+        on_request=on_request,
     )
     sinks: dict[str, RecordSink] = {
         "import_set": ImportSetSink(rest),
