@@ -305,7 +305,8 @@ def build_router(
 
     ``session`` must use ``aiohttp.DummyCookieJar()`` (see :func:`gcbridge.servicenow.rest.create_session`);
     the caller owns and closes it. Call :meth:`Router.close` at shutdown. ``wall_clock`` (UNIX seconds,
-    turns ``X-RateLimit-Reset`` into a delay) and ``monotonic`` (token lifetimes) are for tests.
+    turns ``X-RateLimit-Reset`` into a delay) and ``monotonic`` (token lifetimes) are for tests;
+    ``on_request`` times each HTTP request (see :class:`gcbridge.servicenow.rest.ServiceNowRest`).
     """
     auth_config = config.auth
     auth: Authenticator
