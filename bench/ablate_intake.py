@@ -7,13 +7,15 @@ directory, runs one NotificationClient per variant and the bare loop of ``bench_
 simulator, and prints each one's median per-round rate ratio to bare and to the shipped intake. The variants
 are not products: they drop work the client must do, to show what each part costs.
 
-- ``plumbing``: the reader parses each frame, tells event frames from the rest (heartbeats, system
-  messages) by their topic, and hands the parsed dict on; no clock, health stamp, look-ups, key, Event or
+- ``plumbing``: the reader tells event frames from the rest by their first characters and defers them; the
+  consumer parses each one and takes the parsed dict; no clock, health stamp, look-ups, key, Event or
   de-duplication. What the client's task, buffer and ``batches()`` cost alone;
 - ``+stamp``: also reads the clock and stamps socket health;
 - ``+classify``: also finds topic, body, metadata and CorrelationId, hashes the key, checks the topic;
 - ``+event``: also builds the Event (everything but the de-duplication window);
-- ``shipped``: the intake as shipped, built the same way.
+- ``shipped``: the intake as shipped, built the same way;
+- ``reader-parses``: the shipped intake without deferral: the reader parses every frame and hands the
+  Events over (the design before 2026-11-30).
 
 Each variant is made by replacing exact lines of the .pyx; when the source changes, a replacement that no
 longer matches stops the script with the line it looked for.
@@ -51,7 +53,7 @@ from gcbridge.genesys.rest import NotificationsApi, new_session
 
 PYX = Path(__file__).resolve().parent.parent / "src" / "gcbridge" / "genesys" / "_intake_c.pyx"
 
-_HAND_ON = "        self._append(data)\n        self.events += 1\n        return _EVENT\n"
+_HAND_ON = "        self.made = data\n        self.events += 1\n        return _EVENT\n"
 _BODY_LOOKUP = "        p = PyDict_GetItem(data, _EVENT_BODY)\n"
 _AFTER_OTHER = "            self.other = data\n            return _OTHER\n" + _BODY_LOOKUP
 _AFTER_CLASSIFY = "        if type(body) is not dict:\n            body = {_VALUE: body}\n"
@@ -62,6 +64,7 @@ _STAMP = (
 )
 _SHARED = "        if now < <double>self.shared_until[0]:"
 _DEDUP = "        if not self.resends.first_hash(key, now):"
+_DEFER = "        if self.defer and type(data) is str and _starts_as_event(<str>data):"
 
 _hand_on_after_other = (_AFTER_OTHER, _AFTER_OTHER.replace(_BODY_LOOKUP, _HAND_ON + _BODY_LOOKUP))
 VARIANTS: dict[str, list[tuple[str, str]]] = {
@@ -70,6 +73,7 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
     "+classify": [(_AFTER_CLASSIFY, _HAND_ON + _AFTER_CLASSIFY)],
     "+event": [(_DEDUP, "        if False:")],
     "shipped": [],
+    "reader-parses": [(_DEFER, "        if False:")],
 }
 
 

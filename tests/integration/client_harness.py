@@ -44,6 +44,9 @@ def client_for(sim: GenesysSim, options: ClientOptions = FAST, **kw: Any) -> Not
     )
 
 
+BATCH = 7  # small, so that a burst is cut into many batches
+
+
 def collect(client: NotificationClient, batches: bool = False) -> Collected:
     """Consume the client's stream in a task: ``async for item in client``, or ``client.batches()``."""
     out = Collected()
@@ -54,8 +57,8 @@ def collect(client: NotificationClient, batches: bool = False) -> Collected:
 
     async def run() -> None:
         if batches:
-            async for batch in client.batches():
-                assert batch, "a batch is never empty"
+            async for batch in client.batches(max_size=BATCH):
+                assert 0 < len(batch) <= BATCH, "a batch is never empty, nor over its size"
                 for item in batch:
                     keep(item)
         else:

@@ -1,6 +1,6 @@
 # Types of the compiled twin of _intake_py (see _intake_c.pyx).
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,8 @@ MALFORMED: int
 SHARED: int
 FULL: int
 TAKEN: int
+
+def starts_as_event(raw: object) -> bool: ...
 
 class DedupWindow:
     window: float
@@ -35,8 +37,13 @@ class Intake:
     duplicates: int
     unknown_topic: int
     other: Any
+    problems: list[tuple[str, int, int, Any]]
+    @property
+    def deferred(self) -> int: ...
     def __init__(self, items: deque[Any], where: dict[str, int], resends: DedupWindow) -> None: ...
     def take(self, raw: str | bytes, now: float, channel_id: str) -> int: ...
+    def finish(self, raw: str) -> Any: ...
+    def finish_all(self, batch: list[Any]) -> list[Any]: ...
     def reader(
         self,
         health: Health,
@@ -44,7 +51,15 @@ class Intake:
         shared_until: list[float],
         channel_id: str,
         clock: Callable[[], float],
+        shard: int | None = None,
     ) -> Reader: ...
+
+class Stream:
+    def __init__(
+        self, intake: Intake, buffer: Any, end: object, slow: Callable[[Any], Awaitable[Any]]
+    ) -> None: ...
+    def __aiter__(self) -> Stream: ...
+    def __anext__(self) -> Awaitable[Any]: ...
 
 class Reader:
     payload: Any

@@ -13,12 +13,15 @@ backward-shift deletion) and their arrival order in a ring, so expiry pops from 
 from cpython.dict cimport PyDict_GetItem, PyDict_Contains
 from cpython.list cimport PyList_GET_ITEM
 from cpython.object cimport PyObject, PyObject_Hash, PyTypeObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_SET_ITEM
-from cpython.unicode cimport PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcmp
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+
+cimport cython
 
 import time
 
@@ -33,6 +36,16 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     void __builtin_prefetch(const void* address) noexcept nogil
+
+cdef extern from "Python.h":
+    ctypedef enum PySendResult:
+        PYGEN_RETURN
+        PYGEN_ERROR
+        PYGEN_NEXT
+    ctypedef struct PyAsyncMethods:
+        void* am_send
+    ctypedef struct _AsyncTypeObject "PyTypeObject":
+        PyAsyncMethods* tp_as_async
 
 cdef enum:
     _EVENT = 0
@@ -70,6 +83,8 @@ cdef object _TEXT = aiohttp.WSMsgType.TEXT
 cdef object _BINARY = aiohttp.WSMsgType.BINARY
 cdef object _MONOTONIC = time.monotonic
 cdef type _Event = Event
+cdef bytes _METADATA_TOPIC_B = METADATA_TOPIC.encode()
+cdef bytes _SYSTEM_PREFIX_B = SYSTEM_PREFIX.encode()
 cdef uint64_t _FIBONACCI = 0x9E3779B97F4A7C15ULL
 
 
@@ -263,10 +278,76 @@ cdef inline uint64_t _combine(uint64_t a, uint64_t b) noexcept:
     return _nonzero(a ^ (b + 0x9E3779B97F4A7C15ULL + (a << 6) + (a >> 2)))
 
 
+cdef inline bint _ws(char c) noexcept:
+    return c == b' ' or c == b'\t' or c == b'\n' or c == b'\r'
+
+
+cdef bint _starts_as_event(str raw) noexcept:
+    """Whether the frame's first key is ``topicName`` and names an event topic (see ``_intake_py``); reads
+    the first few dozen characters of a one-byte-per-character string, and says False for anything else."""
+    if PyUnicode_KIND(raw) != PyUnicode_1BYTE_KIND:
+        return False
+    cdef const unsigned char* d = <const unsigned char*>PyUnicode_DATA(raw)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(raw)
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t start, length
+    while i < n and _ws(d[i]):
+        i += 1
+    if i >= n or d[i] != b'{':
+        return False
+    i += 1
+    while i < n and _ws(d[i]):
+        i += 1
+    if i + 11 > n or memcmp(d + i, b'"topicName"', 11) != 0:
+        return False
+    i += 11
+    while i < n and _ws(d[i]):
+        i += 1
+    if i >= n or d[i] != b':':
+        return False
+    i += 1
+    while i < n and _ws(d[i]):
+        i += 1
+    if i >= n or d[i] != b'"':
+        return False
+    i += 1
+    start = i
+    while i < n and d[i] != b'"':
+        if d[i] == b'\\' or d[i] < 0x20:  # an escape: let the parser read it
+            return False
+        i += 1
+    if i >= n:
+        return False
+    length = i - start
+    if length == 0:
+        return False
+    if length == len(_METADATA_TOPIC_B) and memcmp(d + start, <const char*>_METADATA_TOPIC_B, length) == 0:
+        return False
+    if length >= len(_SYSTEM_PREFIX_B) and memcmp(
+        d + start, <const char*>_SYSTEM_PREFIX_B, len(_SYSTEM_PREFIX_B)
+    ) == 0:
+        return False
+    return True
+
+
+def starts_as_event(raw):
+    """``_starts_as_event`` for tests: True when a reader would defer this frame."""
+    return type(raw) is str and _starts_as_event(raw)
+
+
+cdef struct _Pending:
+    double now
+    double wall
+    PyObject* channel_id  # owned
+    Py_ssize_t shard
+
+
 cdef class Intake:
     """Turns text frames from one-socket-per-shard reading into Events in ``items`` (de-duplicated).
 
-    See ``_intake_py.Intake`` for the contract; this is the same, compiled.
+    See ``_intake_py.Intake`` for the contract; this is the same, compiled. Deferred frames wait in ``items``
+    as their text; what the reader knew of each (``now``, the wall clock, channel and shard) waits in a
+    ring in the same order, for ``finish``.
     """
 
     cdef readonly object items
@@ -276,7 +357,28 @@ cdef class Intake:
     cdef public Py_ssize_t duplicates
     cdef public Py_ssize_t unknown_topic
     cdef public object other
+    cdef readonly list problems
     cdef object _append
+    cdef object made
+    cdef _Pending* pending
+    cdef size_t p_cap
+    cdef size_t p_head
+    cdef size_t p_count
+
+    def __cinit__(self, *args, **kwargs):
+        self.p_cap = 256
+        self.pending = <_Pending*>malloc(self.p_cap * sizeof(_Pending))
+        if not self.pending:
+            raise MemoryError()
+        self.p_head = 0
+        self.p_count = 0
+
+    def __dealloc__(self):
+        while self.p_count:
+            Py_DECREF(<object>self.pending[self.p_head].channel_id)
+            self.p_head = (self.p_head + 1) % self.p_cap
+            self.p_count -= 1
+        free(self.pending)
 
     def __init__(self, items, dict where not None, DedupWindow resends not None):
         self.items = items
@@ -287,6 +389,13 @@ cdef class Intake:
         self.duplicates = 0
         self.unknown_topic = 0
         self.other = None
+        self.problems = []
+        self.made = None
+
+    @property
+    def deferred(self):
+        """How many deferred frames wait for ``finish``."""
+        return self.p_count
 
     cpdef int take(self, object raw, double now, str channel_id) except -1:
         """Parse one frame received at ``now`` (monotonic seconds) on ``channel_id``; returns EVENT,
@@ -294,6 +403,14 @@ cdef class Intake:
         return self._take(raw, now, channel_id, _wall())
 
     cdef int _take(self, object raw, double now, str channel_id, double wall) except -1:
+        cdef int status = self._make(raw, now, channel_id, wall)
+        if status == _EVENT or status == _UNKNOWN_TOPIC:
+            self._append(self.made)
+            self.made = None
+        return status
+
+    cdef int _make(self, object raw, double now, str channel_id, double wall) except -1:
+        # _take without the append: the Event (EVENT, UNKNOWN_TOPIC) is left in ``made``
         cdef object data = _loads(raw)
         cdef PyObject* p
         cdef object topic, body, meta, cid, event
@@ -347,12 +464,79 @@ cdef class Intake:
         if status == _UNKNOWN_TOPIC:
             self.unknown_topic += 1
         self.events += 1
-        self._append(event)
+        self.made = event
         return status
 
-    def reader(self, health, buffer, list shared_until not None, str channel_id, clock):
+    cdef int _defer(self, str raw, double now, double wall, str channel_id, Py_ssize_t shard) except -1:
+        cdef size_t i, n
+        cdef _Pending* grown
+        if self.p_count == self.p_cap:
+            grown = <_Pending*>malloc(2 * self.p_cap * sizeof(_Pending))
+            if not grown:
+                raise MemoryError()
+            for n in range(self.p_count):
+                grown[n] = self.pending[(self.p_head + n) % self.p_cap]
+            free(self.pending)
+            self.pending = grown
+            self.p_cap *= 2
+            self.p_head = 0
+        i = (self.p_head + self.p_count) % self.p_cap
+        self.pending[i].now = now
+        self.pending[i].wall = wall
+        Py_INCREF(channel_id)
+        self.pending[i].channel_id = <PyObject*>channel_id
+        self.pending[i].shard = shard
+        self.p_count += 1
+        self._append(raw)
+        return 0
+
+    cpdef object finish(self, str raw):
+        """The Event of the oldest deferred frame ``raw`` (taken from ``items``), or None: a resend (counted),
+        or not an event after all (noted in ``problems``). See ``_intake_py.Intake.finish``."""
+        return self._finish(raw)
+
+    cdef object _finish(self, str raw):
+        if not self.p_count:
+            raise RuntimeError("finish() without a deferred frame")
+        cdef _Pending p = self.pending[self.p_head]
+        self.p_head = (self.p_head + 1) % self.p_cap
+        self.p_count -= 1
+        cdef str channel_id = <str>p.channel_id
+        Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
+        cdef int status
+        try:
+            status = self._make(raw, p.now, channel_id, p.wall)
+        except _JSONDecodeError as exc:
+            self.problems.append((channel_id, p.shard, _MALFORMED, exc))
+            return None
+        if status == _EVENT:
+            event, self.made = self.made, None
+            return event
+        if status == _DUPLICATE:
+            return None
+        if status == _UNKNOWN_TOPIC:
+            event, self.made = self.made, None
+            self.problems.append((channel_id, p.shard, _UNKNOWN_TOPIC, event))
+            return event
+        self.problems.append((channel_id, p.shard, _OTHER, self.other))
+        return None
+
+    cpdef list finish_all(self, list batch):
+        """``batch`` with each deferred frame replaced by its Event, or left out (see ``finish``)."""
+        cdef list out = []
+        cdef object item, event
+        for item in batch:
+            if type(item) is str:
+                event = self._finish(<str>item)
+                if event is not None:
+                    out.append(event)
+            else:
+                out.append(item)
+        return out
+
+    def reader(self, health, buffer, list shared_until not None, str channel_id, clock, shard=None):
         """One socket's side of the intake (see ``_intake_py.Reader``)."""
-        return Reader(self, health, buffer, shared_until, channel_id, clock)
+        return Reader(self, health, buffer, shared_until, channel_id, clock, shard)
 
 
 cdef class Reader:
@@ -371,11 +555,18 @@ cdef class Reader:
     # (one clock read per frame instead of two)
     cdef double wall_offset
     cdef int until_anchor
+    # event frames are left for the consumer to parse (``Intake.finish``) when the reader knows its shard
+    cdef bint defer
+    cdef Py_ssize_t shard
     cdef readonly object payload
     cdef readonly double now
 
-    def __init__(self, Intake intake not None, health, buffer, list shared_until not None, str channel_id, clock):
+    def __init__(
+        self, Intake intake not None, health, buffer, list shared_until not None, str channel_id, clock, shard=None
+    ):
         self.intake, self.health, self.buffer = intake, health, buffer
+        self.defer = shard is not None
+        self.shard = shard if shard is not None else -1
         self.shared_until, self.channel_id, self.clock = shared_until, channel_id, clock
         self.c_clock = clock is _MONOTONIC
         self.limit = buffer.limit
@@ -410,11 +601,15 @@ cdef class Reader:
                 self.until_anchor = 64
             self.until_anchor -= 1
             wall = now + self.wall_offset
-        try:
-            status = self.intake._take(data, now, self.channel_id, wall)
-        except _JSONDecodeError as exc:
-            self.payload = exc
-            return _MALFORMED
+        if self.defer and type(data) is str and _starts_as_event(<str>data):
+            self.intake._defer(<str>data, now, wall, self.channel_id, self.shard)
+            status = _EVENT
+        else:
+            try:
+                status = self.intake._take(data, now, self.channel_id, wall)
+            except _JSONDecodeError as exc:
+                self.payload = exc
+                return _MALFORMED
         if status == _EVENT:
             if <object>PyList_GET_ITEM(self.waiting, 0) is not None:
                 self.buffer.wake_getter()
@@ -428,3 +623,75 @@ cdef class Reader:
 cdef inline void _set(object tup, Py_ssize_t i, object value):
     Py_INCREF(value)
     PyTuple_SET_ITEM(tup, i, value)
+
+
+@cython.freelist(16)
+cdef class _Ready:
+    """An awaitable that is done: ``await`` gives ``value`` at once (what ``Stream.__anext__`` returns when an
+    item is ready)."""
+
+    cdef object value
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        value, self.value = self.value, None
+        raise StopIteration(value)
+
+
+cdef PySendResult _ready_send(PyObject* obj, PyObject* arg, PyObject** result) noexcept:
+    # ``await`` through am_send (Python 3.11's SEND uses it): the value without raising StopIteration
+    cdef _Ready ready = <_Ready>obj
+    value, ready.value = ready.value, None
+    Py_INCREF(value)
+    result[0] = <PyObject*>value
+    return PYGEN_RETURN
+
+
+cdef type _ready_type = _Ready
+if (<_AsyncTypeObject*>_ready_type).tp_as_async != NULL:
+    (<_AsyncTypeObject*>_ready_type).tp_as_async.am_send = <void*>_ready_send
+
+
+cdef class Stream:
+    """``async for item in client``; see ``_intake_py.Stream``. Hands out what the buffer holds, deferred
+    frames finished, without a Python frame per item; everything else goes to ``slow``."""
+
+    cdef object items
+    cdef object popleft
+    cdef list putting
+    cdef Intake intake
+    cdef list problems
+    cdef object end
+    cdef object slow
+
+    def __init__(self, Intake intake not None, buffer, end, slow):
+        self.intake = intake
+        self.items = intake.items
+        self.popleft = intake.items.popleft
+        self.problems = intake.problems
+        self.putting = buffer.putting
+        self.end, self.slow = end, slow
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        cdef object item
+        cdef _Ready ready
+        if not self.items or <object>PyList_GET_ITEM(self.putting, 0) is not None:
+            return self.slow(None)
+        item = self.popleft()
+        if type(item) is str:
+            item = self.intake._finish(<str>item)
+            if item is None or self.problems:
+                return self.slow(item)
+        elif item is self.end:
+            return self.slow(item)
+        ready = _Ready.__new__(_Ready)
+        ready.value = item
+        return ready

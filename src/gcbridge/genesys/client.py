@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import itertools
 import random
 import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -75,6 +76,7 @@ from gcbridge.genesys.intake import (
     UNKNOWN_TOPIC,
     DedupWindow,
     Intake,
+    Stream,
 )
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
@@ -117,7 +119,7 @@ class _Buffer:
     """The items waiting for the consumer: a deque with one waiting getter and one waiting putter (cheaper per
     item than asyncio.Queue, which matters at 100k events/s)."""
 
-    __slots__ = ("_putter", "ended", "items", "limit", "waiting")
+    __slots__ = ("ended", "items", "limit", "putting", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[Any] = deque()
@@ -125,7 +127,8 @@ class _Buffer:
         self.ended = False  # the end marker is in (or was taken from) ``items``
         # the getter's future while the consumer waits for items: a cell, read per event by compiled code
         self.waiting: list[asyncio.Future[None] | None] = [None]
-        self._putter: asyncio.Future[None] | None = None
+        # the putter's future while a reader waits for space: a cell too
+        self.putting: list[asyncio.Future[None] | None] = [None]
 
     def put(self, item: Any) -> None:
         self.items.append(item)
@@ -143,8 +146,8 @@ class _Buffer:
 
     async def wait_for_space(self) -> None:
         while len(self.items) >= self.limit:
-            self._putter = asyncio.get_running_loop().create_future()
-            await self._putter
+            putter = self.putting[0] = asyncio.get_running_loop().create_future()
+            await putter
 
     async def _wait_for_items(self) -> None:
         while not self.items:
@@ -156,23 +159,29 @@ class _Buffer:
         if not items:
             await self._wait_for_items()
         item = items.popleft()
-        if self._putter is not None and len(items) <= self.limit // 2:
+        if self.putting[0] is not None and len(items) <= self.limit // 2:
             self._wake_putter()
         return item
 
-    async def get_all(self) -> list[Any]:
-        """Everything buffered (waits for at least one item)."""
+    async def get_batch(self, max_size: int) -> list[Any]:
+        """The oldest ``max_size`` items, or all when fewer (waits for at least one)."""
         items = self.items
         if not items:
             await self._wait_for_items()
-        batch = list(items)
-        items.clear()
-        if self._putter is not None:
+        if len(items) <= max_size:
+            batch = list(items)
+            items.clear()
+        else:
+            batch = list(itertools.islice(items, max_size))
+            for _ in range(max_size):
+                items.popleft()
+        if self.putting[0] is not None and len(items) <= self.limit // 2:
             self._wake_putter()
         return batch
 
     def _wake_putter(self) -> None:
-        putter, self._putter = self._putter, None
+        putting = self.putting
+        putter, putting[0] = putting[0], None
         if putter is not None and not putter.done():
             putter.set_result(None)
 
@@ -380,39 +389,57 @@ class NotificationClient:
                         await result
 
     def __aiter__(self) -> AsyncIterator[Item]:
-        return self._iterate()
+        return Stream(self._intake, self._queue, _END, self._next)
 
-    def batches(self) -> AsyncIterator[list[Item]]:
-        """The same stream as ``async for item in client``, in lists: each holds everything that arrived
-        since the previous one (never empty), in arrival order. The cheapest way to consume at high rates,
-        and a natural unit for writing to a store; use one way of consuming per client, not both."""
-        return self._iterate_batches()
+    def batches(self, max_size: int = 64) -> AsyncIterator[list[Item]]:
+        """The same stream as ``async for item in client``, in lists (never empty, in arrival order): each
+        holds what arrived since the previous one, at most ``max_size`` items. A natural unit for writing
+        to a store; use one way of consuming per client, not both.
 
-    async def _iterate_batches(self) -> AsyncIterator[list[Item]]:
-        queue = self._queue
+        Larger lists are not cheaper: frames are parsed as their list is made, and a list that stays in the
+        CPU cache while it is used is the fastest (64 measured best; bench/README.md)."""
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, not {max_size}")
+        return self._iterate_batches(max_size)
+
+    async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
+        queue, intake = self._queue, self._intake
+        finish_all, problems = intake.finish_all, intake.problems
         while True:
-            batch = await queue.get_all()
-            if queue.ended:
-                cut = next((i for i, item in enumerate(batch) if item is _END), len(batch))
-                if cut:
-                    yield batch[:cut]
-                self._put_nowait(_END)
-                if self._fatal is not None:
-                    raise self._fatal
-                return
+            batch = finish_all(await queue.get_batch(max_size))
+            if problems:
+                self._report_deferred()
+            if not batch:  # every frame a resend or not an event
+                continue
+            if queue.ended:  # the end may be in this batch, or in a later one
+                cut = next((i for i, item in enumerate(batch) if item is _END), -1)
+                if cut >= 0:
+                    if cut:
+                        yield batch[:cut]
+                    self._put_nowait(_END)
+                    if self._fatal is not None:
+                        raise self._fatal
+                    return
             yield batch
 
-    async def _iterate(self) -> AsyncIterator[Item]:
-        queue = self._queue
-        items = queue.items
+    async def _next(self, item: Any) -> Item:
+        """The stream's next item, for :class:`Stream`: ``item`` is one it took from the buffer already (a
+        deferred frame finished, with problems to report; the end), or None."""
+        queue, intake = self._queue, self._intake
         while True:
-            item = items.popleft() if items and queue._putter is None else await queue.get()
+            if intake.problems:
+                self._report_deferred()
+            if item is None:
+                item = await queue.get()
+            if type(item) is str:  # a deferred event frame (see Intake): parsed here, where it is used
+                item = intake.finish(item)
+                continue
             if item is _END:
                 self._put_nowait(_END)
                 if self._fatal is not None:
                     raise self._fatal
-                return
-            yield item
+                raise StopAsyncIteration
+            return cast(Item, item)
 
     def stats(self) -> ClientStats:
         paths = []
@@ -461,6 +488,7 @@ class NotificationClient:
             malformed_frames=n.malformed,
             unknown_topic_events=intake.unknown_topic,
             channels_held=sum(b.held for b in self.core.budgets),
+            buffered=len(self._queue.items),
         )
 
     # == internals: the core loop =======================================================================
@@ -675,9 +703,10 @@ class NotificationClient:
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
 
     async def _read(self, sock: _Socket) -> None:
-        # The hot path. The common frame (one socket per shard) goes through the Intake (compiled when built:
-        # parse, classify, de-duplicate, build the Event into the buffer); everything rare goes out to a
-        # method. Measured in bench/bench_receive.py.
+        # The hot path. The common frame (one socket per shard) goes through the Intake's Reader (compiled
+        # when built): an event frame is stamped and left, unparsed, for the consumer (Stream, batches()),
+        # which parses, de-duplicates and builds the Event as it takes it; the reader parses everything else
+        # (the lifecycle's frames). Everything rare goes out to a method. Measured in bench/bench_receive.py.
         loop = asyncio.get_running_loop()
         clock = _clock_of(loop)
         ws, health, queue = sock.ws, sock.health, self._queue
@@ -692,7 +721,7 @@ class NotificationClient:
         canonical = self._canonical.setdefault(shard, [0.0])
         if len(self._creds) > 1 or open_by_shard[shard] > 1:
             canonical[0] = _FOREVER
-        reader = intake.reader(health, queue, canonical, channel_id, clock)
+        reader = intake.reader(health, queue, canonical, channel_id, clock, shard)
         step = reader.step
         reason = "closed"
         # back-pressure leaves a backlog of unread frames: ``backlog`` while it may (see HealthMonitor.hold)
@@ -725,7 +754,7 @@ class NotificationClient:
                     if why == DUPLICATE:
                         continue
                 if why == MALFORMED:
-                    self._malformed(sock, f"not JSON: {payload}")
+                    self._malformed(channel_id, shard, f"not JSON: {payload}")
                     continue
                 if why == OTHER:
                     if self._other_frame(sock, payload):
@@ -783,7 +812,7 @@ class NotificationClient:
             log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
             return True
         elif kind is Frame.MALFORMED:
-            self._malformed(sock, "not a notification object")
+            self._malformed(sock.channel_id, sock.key[0], "not a notification object")
         return False
 
     def _close_reason_of(self, sock: _Socket, msg: aiohttp.WSMessage) -> str:
@@ -791,7 +820,7 @@ class NotificationClient:
             return sock.close_reason
         if msg.type is aiohttp.WSMsgType.ERROR:
             if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
-                self._malformed(sock, "message larger than max_message_size")
+                self._malformed(sock.channel_id, sock.key[0], "message larger than max_message_size")
                 return "oversize_message"
             return "socket_error"
         code = sock.ws.close_code
@@ -808,10 +837,22 @@ class NotificationClient:
             return
         self._feed(SystemNotice(now, sock.conn, notice))
 
-    def _malformed(self, sock: _Socket, reason: str) -> None:
+    def _malformed(self, channel_id: str, shard: int, reason: str) -> None:
         self._n.malformed += 1
-        log.warning("malformed frame dropped", channel_id=sock.channel_id, reason=reason)
-        self._lifecycle("dropped", channel_id=sock.channel_id, shard=sock.key[0], reason=reason)
+        log.warning("malformed frame dropped", channel_id=channel_id, reason=reason)
+        self._lifecycle("dropped", channel_id=channel_id, shard=shard, reason=reason)
+
+    def _report_deferred(self) -> None:
+        """What the consumer's parse of deferred frames found besides Events (rare)."""
+        problems = self._intake.problems
+        found, problems[:] = list(problems), []
+        for channel_id, shard, status, payload in found:
+            if status == MALFORMED:
+                self._malformed(channel_id, shard, f"not JSON: {payload}")
+            elif status == UNKNOWN_TOPIC:
+                log.info("event for a topic not subscribed", topic=payload.topic, channel_id=channel_id)
+            else:  # its first topicName named an event, its last something else: not a notification we know
+                self._malformed(channel_id, shard, "topicName given twice")
 
     def _report_gap(self, gap: GapFound) -> None:
         now_loop = self._now()

@@ -142,7 +142,12 @@ class PathStats:
 
 @dataclass(frozen=True, slots=True)
 class ClientStats:
-    """A snapshot of the client (wall-clock times)."""
+    """A snapshot of the client (wall-clock times).
+
+    ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and the malformed event frames in
+    ``malformed_frames`` are counted as the consumer takes the frames (an event frame is parsed where it
+    is consumed); ``buffered`` is what has arrived and waits for the consumer (frames and gaps).
+    """
 
     paths: tuple[PathStats, ...]
     topics: int
@@ -158,6 +163,7 @@ class ClientStats:
     malformed_frames: int
     unknown_topic_events: int
     channels_held: int
+    buffered: int = 0
 
 
 @dataclass(frozen=True, slots=True)

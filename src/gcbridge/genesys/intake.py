@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from gcbridge.genesys import _intake_py
@@ -33,6 +34,8 @@ if os.environ.get("GCBRIDGE_PURE_PYTHON", "") in ("", "0"):
 COMPILED: bool = _impl is not _intake_py
 Intake: type[_intake_py.Intake] = _impl.Intake
 DedupWindow: type[_intake_py.DedupWindow] = _impl.DedupWindow
+Stream: type[_intake_py.Stream] = _impl.Stream
+starts_as_event: Callable[[object], bool] = _impl.starts_as_event
 
 __all__ = [
     "CLOSED",
@@ -47,4 +50,6 @@ __all__ = [
     "UNKNOWN_TOPIC",
     "DedupWindow",
     "Intake",
+    "Stream",
+    "starts_as_event",
 ]
