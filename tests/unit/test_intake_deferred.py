@@ -282,3 +282,52 @@ async def test_a_ready_item_is_given_by_await_and_by_the_iterator_protocol() -> 
     with pytest.raises(StopIteration) as stop:  # what Python 3.12+ does: __next__ raises StopIteration(value)
         stream.__anext__().__await__().__next__()
     assert stop.value.value is e
+
+
+# == both implementations, any mix of frames ===============================================================
+FRAMES = st.one_of(
+    st.builds(event, st.integers(0, 5), st.sampled_from(["c1", "c2", "c3", None])),  # resends among them
+    st.builds(event, st.integers(0, 5), st.just("c9"), st.just("v2.users.someone-else.presence")),
+    st.sampled_from(
+        [
+            '{"topicName":"v2.users.u1.presence","eventBody":{',
+            '{"topicName":"v2.users.u1.presence","topicName":"v2.system.socket_closing"}',
+            '{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}',
+            '{"eventBody":{"id":7},"topicName":"v2.users.u1.presence"}',
+        ]
+    ),
+)
+
+
+def _outcome(mod: ModuleType, frames: list[str], cuts: list[int]) -> tuple[Any, ...]:
+    it, r, buf = deferring(mod, clock=iter(range(1, 10_000)).__next__)
+    for raw in frames:
+        r.step(msg(raw))
+    got: list[Any] = []
+    pending = list(buf.items)
+    buf.items.clear()
+    for cut in cuts:  # finish_all on batches of these sizes, then one by one
+        got += it.finish_all(pending[:cut])
+        pending = pending[cut:]
+    got += [e for e in (it.finish(x) if type(x) is str else x for x in pending) if e is not None]
+    problems = [
+        (c, s, k, p.topic if isinstance(p, Event) else type(p).__name__) for c, s, k, p in it.problems
+    ]
+    events = [(e.topic, e.body, e.metadata) for e in got]
+    return events, problems, it.events, it.duplicates, it.unknown_topic, it.deferred
+
+
+@given(frames=st.lists(FRAMES, max_size=40), cuts=st.lists(st.integers(0, 12), max_size=5))
+def test_both_implementations_finish_any_mix_of_frames_alike(frames: list[str], cuts: list[int]) -> None:
+    compiled = _outcome(_intake_c, frames, cuts)
+    assert compiled == _outcome(_intake_py, frames, cuts)
+    assert compiled[-1] == 0  # nothing left waiting
+    # and alike to parsing everything in the reader, one by one
+    buf = Buffer()
+    it = _intake_py.Intake(buf.items, {TOPIC: SHARD}, _intake_py.DedupWindow())
+    for raw in frames:
+        try:
+            it.take(raw, 1.0, CHANNEL)
+        except orjson.JSONDecodeError:
+            continue
+    assert compiled[0] == [(e.topic, e.body, e.metadata) for e in buf.items]

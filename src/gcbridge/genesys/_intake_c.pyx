@@ -360,6 +360,7 @@ cdef class Intake:
     cdef readonly list problems
     cdef object _append
     cdef object made
+    cdef uint64_t key
     cdef _Pending* pending
     cdef size_t p_cap
     cdef size_t p_head
@@ -411,6 +412,25 @@ cdef class Intake:
 
     cdef int _make(self, object raw, double now, str channel_id, double wall) except -1:
         # _take without the append: the Event (EVENT, UNKNOWN_TOPIC) is left in ``made``
+        cdef int status = self._build(raw, channel_id, wall)
+        if status == _OTHER:
+            return status
+        return self._admit(status, self.key, now)
+
+    cdef int _admit(self, int status, uint64_t key, double now) except -1:
+        # the de-duplication window's verdict on a built Event: DUPLICATE (``made`` cleared), or ``status``
+        if not self.resends.first_hash(key, now):
+            self.duplicates += 1
+            self.made = None
+            return _DUPLICATE
+        if status == _UNKNOWN_TOPIC:
+            self.unknown_topic += 1
+        self.events += 1
+        return status
+
+    cdef int _build(self, object raw, str channel_id, double wall) except -1:
+        # parse and classify; an event (EVENT, UNKNOWN_TOPIC) is built into ``made`` with its key in ``key``,
+        # and the window's slot for the key is asked for (see _admit); else OTHER with the frame in ``other``
         cdef object data = _loads(raw)
         cdef PyObject* p
         cdef object topic, body, meta, cid, event
@@ -439,7 +459,7 @@ cdef class Intake:
         else:
             key = _nonzero(<uint64_t>PyObject_Hash(raw))
         # the window's slot for this key is likely not in the CPU cache: ask for it, then build the Event
-        # (thrown away in the rare case of a resend) while it comes
+        # (thrown away in the rare case of a resend) while it comes; finish_all asks for a whole batch's
         self.resends.prefetch(key)
         if not PyDict_Contains(self.where, topic):
             status = _UNKNOWN_TOPIC
@@ -458,13 +478,8 @@ cdef class Intake:
         _set(event, 4, [_EMPTY])
         _set(event, 5, wall)
         _set(event, 6, channel_id)
-        if not self.resends.first_hash(key, now):
-            self.duplicates += 1
-            return _DUPLICATE
-        if status == _UNKNOWN_TOPIC:
-            self.unknown_topic += 1
-        self.events += 1
         self.made = event
+        self.key = key
         return status
 
     cdef int _defer(self, str raw, double now, double wall, str channel_id, Py_ssize_t shard) except -1:
@@ -495,12 +510,17 @@ cdef class Intake:
         or not an event after all (noted in ``problems``). See ``_intake_py.Intake.finish``."""
         return self._finish(raw)
 
-    cdef object _finish(self, str raw):
+    cdef _Pending _pop_pending(self) except *:
+        # the oldest entry; its channel_id reference passes to the caller
         if not self.p_count:
             raise RuntimeError("finish() without a deferred frame")
         cdef _Pending p = self.pending[self.p_head]
         self.p_head = (self.p_head + 1) % self.p_cap
         self.p_count -= 1
+        return p
+
+    cdef object _finish(self, str raw):
+        cdef _Pending p = self._pop_pending()
         cdef str channel_id = <str>p.channel_id
         Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
         cdef int status
@@ -522,16 +542,62 @@ cdef class Intake:
         return None
 
     cpdef list finish_all(self, list batch):
-        """``batch`` with each deferred frame replaced by its Event, or left out (see ``finish``)."""
+        """``batch`` with each deferred frame replaced by its Event, or left out (see ``finish``).
+
+        In two passes, with the same results as ``finish`` on each in turn: build every Event (asking for
+        each key's slot in the window), then admit them in order: the slots have arrived by then."""
+        cdef Py_ssize_t n = len(batch)
+        cdef Py_ssize_t i
+        cdef list built = [None] * n  # the Event, or the fault's payload, or None: not deferred
+        cdef list where = [None] * n  # (channel_id, shard) of a deferred frame
+        cdef uint64_t* keys = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
+        cdef double* nows = <double*>malloc(max(n, 1) * sizeof(double))
+        cdef int* statuses = <int*>malloc(max(n, 1) * sizeof(int))
         cdef list out = []
-        cdef object item, event
-        for item in batch:
-            if type(item) is str:
-                event = self._finish(<str>item)
-                if event is not None:
-                    out.append(event)
-            else:
-                out.append(item)
+        cdef _Pending p
+        cdef str channel_id
+        cdef object item
+        cdef int status
+        if not keys or not nows or not statuses:
+            free(keys)
+            free(nows)
+            free(statuses)
+            raise MemoryError()
+        try:
+            for i in range(n):
+                item = batch[i]
+                statuses[i] = -1
+                if type(item) is not str:
+                    continue
+                p = self._pop_pending()
+                channel_id = <str>p.channel_id
+                Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
+                where[i] = (channel_id, p.shard)
+                nows[i] = p.now
+                try:
+                    status = self._build(item, channel_id, p.wall)
+                except _JSONDecodeError as exc:
+                    statuses[i], built[i] = _MALFORMED, exc
+                    continue
+                if status == _OTHER:
+                    statuses[i], built[i] = _OTHER, self.other
+                    continue
+                statuses[i], keys[i], built[i] = status, self.key, self.made
+                self.made = None
+            for i in range(n):
+                status = statuses[i]
+                if status == -1:
+                    out.append(batch[i])
+                elif status == _MALFORMED or status == _OTHER:
+                    self.problems.append((*where[i], status, built[i]))
+                elif self._admit(status, keys[i], nows[i]) != _DUPLICATE:
+                    out.append(built[i])
+                    if status == _UNKNOWN_TOPIC:
+                        self.problems.append((*where[i], _UNKNOWN_TOPIC, built[i]))
+        finally:
+            free(keys)
+            free(nows)
+            free(statuses)
         return out
 
     def reader(self, health, buffer, list shared_until not None, str channel_id, clock, shard=None):
