@@ -54,13 +54,14 @@ from gcbridge.genesys.rest import NotificationsApi, new_session
 PYX = Path(__file__).resolve().parent.parent / "src" / "gcbridge" / "genesys" / "_intake_c.pyx"
 
 _HAND_ON = "        self.made = data\n        self.events += 1\n        return _EVENT\n"
-_BODY_LOOKUP = "        p = PyDict_GetItem(data, _EVENT_BODY)\n"
+_BODY_LOOKUP = "        p = PyDict_GetItemWithError(data, _EVENT_BODY)\n"
 _AFTER_OTHER = "            self.other = data\n            return _OTHER\n" + _BODY_LOOKUP
 _AFTER_CLASSIFY = "        if type(body) is not dict:\n            body = {_VALUE: body}\n"
 _STAMP = (
     "        now = _monotonic() if self.c_clock else self.clock()\n"
     "        self.now = now\n"
-    "        self.health.last_frame = now\n"
+    "        if not (self.defer and now - self.stamped < _STAMP_EVERY and now >= self.stamped):\n"
+    "            self.health.last_frame = self.stamped = now\n"
 )
 _SHARED = "        if now < <double>self.shared_until[0]:"
 _DEDUP = "        if not self.resends.first_hash(key, now):"

@@ -304,12 +304,15 @@ def _outcome(mod: ModuleType, frames: list[str], cuts: list[int]) -> tuple[Any, 
     for raw in frames:
         r.step(msg(raw))
     got: list[Any] = []
-    pending = list(buf.items)
-    buf.items.clear()
-    for cut in cuts:  # finish_all on batches of these sizes, then one by one
-        got += it.finish_all(pending[:cut])
-        pending = pending[cut:]
-    got += [e for e in (it.finish(x) if type(x) is str else x for x in pending) if e is not None]
+    for cut in cuts:  # batches of these sizes, then one by one
+        before = len(buf.items)
+        got += it.take_batch(cut)
+        assert len(buf.items) == max(0, before - cut)
+    while buf.items:
+        item = buf.items.popleft()
+        item = it.finish(item) if type(item) is str else item
+        if item is not None:
+            got.append(item)
     problems = [
         (c, s, k, p.topic if isinstance(p, Event) else type(p).__name__) for c, s, k, p in it.problems
     ]
@@ -331,3 +334,21 @@ def test_both_implementations_finish_any_mix_of_frames_alike(frames: list[str], 
         except orjson.JSONDecodeError:
             continue
     assert compiled[0] == [(e.topic, e.body, e.metadata) for e in buf.items]
+
+
+def test_a_deferring_reader_stamps_health_once_a_millisecond_and_exactly_for_other_frames() -> None:
+    clock = iter([10.0, 10.0002, 10.0004, 10.0011, 10.0012, 10.0013, 9.5]).__next__
+    buf = Buffer()
+    it = _intake_c.Intake(buf.items, {TOPIC: SHARD}, _intake_c.DedupWindow())
+    health = HealthMonitor(0.0, heartbeat_timeout=60.0, ping_interval=30.0, pong_timeout=10.0)
+    r = it.reader(health, buf, [0.0], CHANNEL, clock, SHARD)
+    heartbeat = '{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}'
+    stamps, nows = [], []
+    for raw in (event(1), event(2), event(3), event(4), heartbeat, event(5), event(6)):
+        r.step(msg(raw))
+        stamps.append(health.last_frame)
+        nows.append(r.now)
+    assert nows == [10.0, 10.0002, 10.0004, 10.0011, 10.0012, 10.0013, 9.5]  # every frame's own time
+    # event frames: at most a millisecond old; the heartbeat (parsed by the reader): exact; a clock that
+    # went back: stamped again
+    assert stamps == [10.0, 10.0, 10.0, 10.0011, 10.0012, 10.0012, 9.5]

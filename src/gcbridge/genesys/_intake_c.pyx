@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The per-frame work of a socket reader, compiled: the twin of ``_intake_py.py``, which documents the
-behaviour. Same classes (``Intake``, ``Reader``, ``DedupWindow``), same results; ``tests/unit/test_intake.py``
-runs the same cases against both. The rare path (``_intake_py.take_shared``) is Python for both.
+"""The per-frame work of a socket reader and of the consumer, compiled: the twin of ``_intake_py.py``, which
+documents the behaviour. Same classes (``Intake``, ``Reader``, ``DedupWindow``, ``Stream``), same results;
+``tests/unit/test_intake.py`` and ``test_intake_deferred.py`` run the same cases against both. The rare path
+(``_intake_py.take_shared``) is Python for both.
 
 Why it exists: at 200k+ events/s the reader's own work per frame (classify, de-duplicate, build the Event)
 cost as much as aiohttp and orjson together when written in Python (bench/bench_receive.py).
@@ -10,7 +11,7 @@ cost as much as aiohttp and orjson together when written in Python (bench/bench_
 backward-shift deletion) and their arrival order in a ring, so expiry pops from the front in O(1).
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_Contains
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.object cimport PyObject, PyObject_Hash, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -86,6 +87,9 @@ cdef type _Event = Event
 cdef bytes _METADATA_TOPIC_B = METADATA_TOPIC.encode()
 cdef bytes _SYSTEM_PREFIX_B = SYSTEM_PREFIX.encode()
 cdef uint64_t _FIBONACCI = 0x9E3779B97F4A7C15ULL
+# a health stamp is a Python float and attribute write: a burst's event frames stamp it once a millisecond,
+# which is all the stall detection (seconds) and a gap's start (minus gap_margin) need
+cdef double _STAMP_EVERY = 0.001
 
 
 cdef inline double _wall() noexcept:
@@ -439,18 +443,18 @@ cdef class Intake:
         if type(data) is not dict:
             self.other = data
             return _OTHER
-        p = PyDict_GetItem(data, _TOPIC_NAME)
+        p = PyDict_GetItemWithError(data, _TOPIC_NAME)
         topic = <object>p if p is not NULL else None
         if type(topic) is not str or topic == _METADATA_TOPIC or (<str>topic).startswith(_SYSTEM_PREFIX):
             self.other = data
             return _OTHER
-        p = PyDict_GetItem(data, _EVENT_BODY)
+        p = PyDict_GetItemWithError(data, _EVENT_BODY)
         body = <object>p if p is not NULL else None
-        p = PyDict_GetItem(data, _METADATA)
+        p = PyDict_GetItemWithError(data, _METADATA)
         meta = <object>p if p is not NULL else None
         cid = None
         if type(meta) is dict:
-            p = PyDict_GetItem(meta, _CORRELATION_ID)
+            p = PyDict_GetItemWithError(meta, _CORRELATION_ID)
             if p is not NULL:
                 cid = <object>p
         # a resend repeats the CorrelationId (cheaper than hashing the frame); without one, the frame is the key
@@ -467,7 +471,7 @@ cdef class Intake:
             body = {_VALUE: body}
         if type(meta) is not dict:
             meta = {}
-        p = PyDict_GetItem(data, _VERSION)
+        p = PyDict_GetItemWithError(data, _VERSION)
         version = <object>p if p is not NULL else None
         # Event(topic, body, version, metadata, [dedup_key], received_at, channel_id), built in place
         event = PyType_GenericAlloc(<PyTypeObject*>_Event, 7)
@@ -541,6 +545,16 @@ cdef class Intake:
         self.problems.append((channel_id, p.shard, _OTHER, self.other))
         return None
 
+    cpdef list take_batch(self, Py_ssize_t max_size):
+        """Take the oldest ``max_size`` items from ``items`` (all, when fewer): ``finish_all`` of them."""
+        cdef Py_ssize_t n = min(len(self.items), max_size)
+        cdef Py_ssize_t i
+        cdef list batch = [None] * n
+        popleft = self.items.popleft
+        for i in range(n):
+            batch[i] = popleft()
+        return self.finish_all(batch)
+
     cpdef list finish_all(self, list batch):
         """``batch`` with each deferred frame replaced by its Event, or left out (see ``finish``).
 
@@ -549,19 +563,21 @@ cdef class Intake:
         cdef Py_ssize_t n = len(batch)
         cdef Py_ssize_t i
         cdef list built = [None] * n  # the Event, or the fault's payload, or None: not deferred
-        cdef list where = [None] * n  # (channel_id, shard) of a deferred frame
+        cdef list channels = [None] * n  # a deferred frame's channel_id; its shard in ``shards``
         cdef uint64_t* keys = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
         cdef double* nows = <double*>malloc(max(n, 1) * sizeof(double))
         cdef int* statuses = <int*>malloc(max(n, 1) * sizeof(int))
+        cdef Py_ssize_t* shards = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
         cdef list out = []
         cdef _Pending p
         cdef str channel_id
         cdef object item
         cdef int status
-        if not keys or not nows or not statuses:
+        if not keys or not nows or not statuses or not shards:
             free(keys)
             free(nows)
             free(statuses)
+            free(shards)
             raise MemoryError()
         try:
             for i in range(n):
@@ -572,8 +588,7 @@ cdef class Intake:
                 p = self._pop_pending()
                 channel_id = <str>p.channel_id
                 Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
-                where[i] = (channel_id, p.shard)
-                nows[i] = p.now
+                channels[i], shards[i], nows[i] = channel_id, p.shard, p.now
                 try:
                     status = self._build(item, channel_id, p.wall)
                 except _JSONDecodeError as exc:
@@ -589,15 +604,16 @@ cdef class Intake:
                 if status == -1:
                     out.append(batch[i])
                 elif status == _MALFORMED or status == _OTHER:
-                    self.problems.append((*where[i], status, built[i]))
+                    self.problems.append((channels[i], shards[i], status, built[i]))
                 elif self._admit(status, keys[i], nows[i]) != _DUPLICATE:
                     out.append(built[i])
                     if status == _UNKNOWN_TOPIC:
-                        self.problems.append((*where[i], _UNKNOWN_TOPIC, built[i]))
+                        self.problems.append((channels[i], shards[i], _UNKNOWN_TOPIC, built[i]))
         finally:
             free(keys)
             free(nows)
             free(statuses)
+            free(shards)
         return out
 
     def reader(self, health, buffer, list shared_until not None, str channel_id, clock, shard=None):
@@ -624,6 +640,8 @@ cdef class Reader:
     # event frames are left for the consumer to parse (``Intake.finish``) when the reader knows its shard
     cdef bint defer
     cdef Py_ssize_t shard
+    # when health was last stamped: a deferring reader stamps at most every _STAMP_EVERY seconds
+    cdef double stamped
     cdef readonly object payload
     cdef readonly double now
 
@@ -632,6 +650,7 @@ cdef class Reader:
     ):
         self.intake, self.health, self.buffer = intake, health, buffer
         self.defer = shard is not None
+        self.stamped = -1.0
         self.shard = shard if shard is not None else -1
         self.shared_until, self.channel_id, self.clock = shared_until, channel_id, clock
         self.c_clock = clock is _MONOTONIC
@@ -655,7 +674,8 @@ cdef class Reader:
             return _CLOSED
         now = _monotonic() if self.c_clock else self.clock()
         self.now = now
-        self.health.last_frame = now
+        if not (self.defer and now - self.stamped < _STAMP_EVERY and now >= self.stamped):
+            self.health.last_frame = self.stamped = now
         if now < <double>self.shared_until[0]:
             self.payload = data
             return _SHARED
@@ -671,6 +691,8 @@ cdef class Reader:
             self.intake._defer(<str>data, now, wall, self.channel_id, self.shard)
             status = _EVENT
         else:
+            if self.stamped != now:  # a frame the reader parses: its handling reads the exact stamp
+                self.health.last_frame = self.stamped = now
             try:
                 status = self.intake._take(data, now, self.channel_id, wall)
             except _JSONDecodeError as exc:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import itertools
 import random
 import sys
 import time
@@ -149,7 +148,7 @@ class _Buffer:
             putter = self.putting[0] = asyncio.get_running_loop().create_future()
             await putter
 
-    async def _wait_for_items(self) -> None:
+    async def wait_for_items(self) -> None:
         while not self.items:
             getter = self.waiting[0] = asyncio.get_running_loop().create_future()
             await getter
@@ -157,27 +156,15 @@ class _Buffer:
     async def get(self) -> Any:
         items = self.items
         if not items:
-            await self._wait_for_items()
+            await self.wait_for_items()
         item = items.popleft()
-        if self.putting[0] is not None and len(items) <= self.limit // 2:
-            self._wake_putter()
+        self.taken()
         return item
 
-    async def get_batch(self, max_size: int) -> list[Any]:
-        """The oldest ``max_size`` items, or all when fewer (waits for at least one)."""
-        items = self.items
-        if not items:
-            await self._wait_for_items()
-        if len(items) <= max_size:
-            batch = list(items)
-            items.clear()
-        else:
-            batch = list(itertools.islice(items, max_size))
-            for _ in range(max_size):
-                items.popleft()
-        if self.putting[0] is not None and len(items) <= self.limit // 2:
+    def taken(self) -> None:
+        """Items were taken: let a waiting reader go on once half the room is free."""
+        if self.putting[0] is not None and len(self.items) <= self.limit // 2:
             self._wake_putter()
-        return batch
 
     def _wake_putter(self) -> None:
         putting = self.putting
@@ -404,9 +391,12 @@ class NotificationClient:
 
     async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
         queue, intake = self._queue, self._intake
-        finish_all, problems = intake.finish_all, intake.problems
+        take_batch, problems, items = intake.take_batch, intake.problems, queue.items
         while True:
-            batch = finish_all(await queue.get_batch(max_size))
+            if not items:
+                await queue.wait_for_items()
+            batch = take_batch(max_size)
+            queue.taken()
             if problems:
                 self._report_deferred()
             if not batch:  # every frame a resend or not an event

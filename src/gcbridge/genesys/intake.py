@@ -1,6 +1,6 @@
-"""The socket readers' per-frame work (receive, parse, classify, de-duplicate, build the Event): compiled when
-the extension was built (``_intake_c``, Cython), else the Python reference (``_intake_py``), which documents
-it.
+"""The per-frame work of the socket readers and the consumer (stamp, parse, classify, de-duplicate, build the
+Event; ``async for``): compiled when the extension was built (``_intake_c``, Cython), else the Python
+reference (``_intake_py``), which documents it.
 
 ``GCBRIDGE_PURE_PYTHON=1`` in the environment picks the Python one (for debugging); ``COMPILED`` says which
 runs. Both behave the same and use the same constants (``tests/unit/test_intake.py``).
