@@ -286,6 +286,16 @@ cdef inline bint _ws(char c) noexcept:
     return c == b' ' or c == b'\t' or c == b'\n' or c == b'\r'
 
 
+cdef inline Py_ssize_t _after(const unsigned char* d, Py_ssize_t n, Py_ssize_t i, const char* token,
+                              Py_ssize_t size) noexcept:
+    # the index after ``token`` when it follows JSON whitespace from ``i``, else -1
+    while i < n and _ws(d[i]):
+        i += 1
+    if i + size > n or memcmp(d + i, token, size) != 0:
+        return -1
+    return i + size
+
+
 cdef bint _starts_as_event(str raw) noexcept:
     """Whether the frame's first key is ``topicName`` and names an event topic (see ``_intake_py``); reads
     the first few dozen characters of a one-byte-per-character string, and says False for anything else."""
@@ -293,28 +303,16 @@ cdef bint _starts_as_event(str raw) noexcept:
         return False
     cdef const unsigned char* d = <const unsigned char*>PyUnicode_DATA(raw)
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(raw)
-    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t i = _after(d, n, 0, b'{', 1)
     cdef Py_ssize_t start, length
-    while i < n and _ws(d[i]):
-        i += 1
-    if i >= n or d[i] != b'{':
+    if i >= 0:
+        i = _after(d, n, i, b'"topicName"', 11)
+    if i >= 0:
+        i = _after(d, n, i, b':', 1)
+    if i >= 0:
+        i = _after(d, n, i, b'"', 1)
+    if i < 0:
         return False
-    i += 1
-    while i < n and _ws(d[i]):
-        i += 1
-    if i + 11 > n or memcmp(d + i, b'"topicName"', 11) != 0:
-        return False
-    i += 11
-    while i < n and _ws(d[i]):
-        i += 1
-    if i >= n or d[i] != b':':
-        return False
-    i += 1
-    while i < n and _ws(d[i]):
-        i += 1
-    if i >= n or d[i] != b'"':
-        return False
-    i += 1
     start = i
     while i < n and d[i] != b'"':
         if d[i] == b'\\' or d[i] < 0x20:  # an escape: let the parser read it
