@@ -177,12 +177,27 @@ async def test_outbox_commands_explain_what_they_cannot_do(tmp_path: Path) -> No
     try:
         stats = await store.stats(time.time())
         assert (stats.pending, stats.dead) == (1, 1)  # nothing purged without the confirmation
-        # While a service holds the outbox, the commands refuse rather than write under its feet.
-        busy = gcbridge("outbox", "list", "--config", str(config))
+        # While another process holds the outbox, the commands never write under its feet: they ask the
+        # service's admin endpoint (see test_service_e2e), and say so when it does not answer or is off.
+        text = config.read_text()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed_port = s.getsockname()[1]
+        config.write_text(text + f"[admin]\nport = {closed_port}\n")
+        silent = gcbridge("outbox", "list", "--config", str(config))
+        config.write_text(text + "[admin]\nenabled = false\n")
+        off = gcbridge("outbox", "replay", "--all", "--config", str(config))
     finally:
         await store.close()
-    assert busy.returncode == 1
-    assert "the outbox is in use by a running service; stop it first" in busy.stderr
+    assert silent.returncode == 1
+    assert (
+        "the outbox is in use by a running service, and its admin endpoint at "
+        f"http://127.0.0.1:{closed_port} did not answer"
+    ) in " ".join(silent.stderr.split())
+    assert off.returncode == 1
+    assert "whose admin endpoint is off ([admin] enabled = false): stop the service first" in " ".join(
+        off.stderr.split()
+    )
 
 
 class _Source:

@@ -433,3 +433,53 @@ async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
     ]
     assert [e["signal"] for e in stopping] == ["SIGINT"], stopping
     assert "rows left in flight by the previous run are pending again" in bridge.log.read_text()
+
+
+async def test_dead_letters_are_listed_replayed_and_purged_while_the_service_runs(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    config, port = write_config(tmp_path, sims)
+    env = {"GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET}
+    bridge = Bridge(config, tmp_path / "bridge.log", port)
+    await bridge.start()
+    try:
+        await bridge.wait_ready()
+        snsim.fail_transform("u_genesys_presence_import", len(USERS))  # three rows end in error: dead letters
+        for user in USERS:
+            gsim.publish(f"v2.users.{user}.presence")
+        await _until_dead_letters(bridge, len(USERS))
+
+        code, out, err = await run_gcbridge("outbox", "list", "--config", str(config), env=env)
+        assert code == 0, err
+        assert out.count("v2.users.") == len(USERS)
+        assert "dead 3" in out
+        ids = [line.split()[1] for line in out.splitlines() if "v2.users." in line]
+        code, out, err = await run_gcbridge("outbox", "inspect", ids[0], "--config", str(config), env=env)
+        assert code == 0, err
+        assert orjson.loads(out)["payload"]["topicName"].startswith("v2.users.")
+
+        # the cause is gone (the fault was for three rows): replay two, purge the third, while it runs
+        code, out, err = await run_gcbridge("outbox", "replay", *ids[:2], "--config", str(config), env=env)
+        assert (code, err) == (0, "")
+        assert "replayed 2 rows; the running service is delivering them" in " ".join(out.split())
+        purge = ("outbox", "purge", ids[2], "--yes", "--config", str(config))
+        code, out, err = await run_gcbridge(*purge, env=env)
+        assert (code, out.strip()) == (0, "purged 1 rows")
+        await bridge.wait_settled()
+        await _until_dead_letters(bridge, 0)
+        assert len(snsim.records("u_genesys_presence")) == 2
+    finally:
+        assert await bridge.terminate() == 0
+
+
+async def _until_dead_letters(bridge: Bridge, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        doc = await bridge.status()
+        dead = (doc or {}).get("outbox", {}).get("dead")
+        if dead == n:
+            return
+        assert loop.time() < deadline, f"{dead} dead letters, not {n}:\n{bridge.tail()}"
+        await asyncio.sleep(0.2)

@@ -10,13 +10,25 @@ Routes (bound to 127.0.0.1 by default; put a reverse proxy with authentication i
 * ``GET /``: the status page for people (HTML and a little JavaScript polling ``/status``; no external
   resources, so it works on an air-gapped host).
 
-The endpoint reads a :class:`StatusSource`; it holds no state of its own and never sees a secret.
+The outbox's dead letters, for ``gcbridge outbox`` while the service runs (it holds the outbox), answered
+only to this host (a loopback peer naming a loopback host; 403 otherwise, even when the endpoint listens
+wider for scraping):
+
+* ``GET /outbox/dead?limit=100&offset=0``: ``{"rows": [...], "stats": {...}}``, dead letters oldest first.
+* ``GET /outbox/rows/{id}``: one row in any state, with its payload (404 when there is none).
+* ``POST /outbox/replay`` and ``POST /outbox/purge`` with a JSON body ``{"ids": [1, 2]}`` or
+  ``{"all": true}``: ``{"replayed": n}`` / ``{"purged": n}``. Only ``application/json`` is accepted, which a
+  web page cannot send to another origin without a preflight this endpoint never grants.
+
+The endpoint reads a :class:`StatusSource` (and a :class:`DeadLetters`); it holds no state of its own and
+never sees a secret.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Final, Protocol
 
@@ -24,6 +36,8 @@ from aiohttp import web
 
 from gcbridge import _json
 from gcbridge.bridge.metrics import CONTENT_TYPE, BridgeMetrics
+from gcbridge.outbox.base import OutboxStats, RowInfo, Selection
+from gcbridge.outbox.documents import parse_selection, row_document
 
 _STATIC_FILES: Final[Mapping[str, str]] = {
     "status.js": "application/javascript",
@@ -49,6 +63,20 @@ class StatusSource(Protocol):
     def is_alive(self) -> bool:
         """False once the service failed for good (a fatal client error): the process should be restarted."""
         ...
+
+
+class DeadLetters(Protocol):
+    """The running service's dead letters, as the admin endpoint serves them."""
+
+    async def dead_letters(self, limit: int, offset: int) -> tuple[list[RowInfo], OutboxStats]: ...
+
+    async def row(self, row_id: int) -> RowInfo | None: ...
+
+    async def replay(self, rows: Selection) -> int:
+        """Back to pending (delivered at once), attempts reset; how many were dead letters."""
+        ...
+
+    async def purge(self, rows: Selection) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +111,16 @@ class AdminServer:
     """The aiohttp application and its runner. ``await start()`` then ``url``; ``await stop()`` at the end."""
 
     def __init__(
-        self, source: StatusSource, metrics: BridgeMetrics, host: str = "127.0.0.1", port: int = 9464
+        self,
+        source: StatusSource,
+        metrics: BridgeMetrics,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._source = source
         self._metrics = metrics
+        self._dead = dead_letters
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -100,6 +134,11 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/status", self._status)
         app.router.add_get("/static/{name}", self._static_file)
+        if self._dead is not None:
+            app.router.add_get("/outbox/dead", self._dead_letters)
+            app.router.add_get("/outbox/rows/{id}", self._row)
+            app.router.add_post("/outbox/replay", self._replay)
+            app.router.add_post("/outbox/purge", self._purge)
         return app
 
     async def start(self) -> None:
@@ -151,6 +190,97 @@ class AdminServer:
     async def _metrics_handler(self, _request: web.Request) -> web.Response:
         await self._source.status()  # refreshes the gauges from the latest snapshots
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    # -- the outbox's dead letters: this host only --------------------------------------------------------
+    def _dead_letters_for(self, request: web.Request) -> DeadLetters:
+        # a loopback peer that also named a loopback host: a web page that rebinds its own domain name to
+        # 127.0.0.1 reaches us from this host, but with its domain in Host
+        if not (_is_loopback(request.remote) and _names_this_host(request.url.host)):
+            raise _error(403, "outbox operations are answered only to this host (a loopback address)")
+        assert self._dead is not None  # the routes exist only with it
+        return self._dead
+
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        dead = self._dead_letters_for(request)
+        limit, offset = (
+            _int_query(request, "limit", 100, 1, 10_000),
+            _int_query(request, "offset", 0, 0, None),
+        )
+        rows, stats = await dead.dead_letters(limit, offset)
+        return _json_response(
+            {"rows": [row_document(r, payload=False) for r in rows], "stats": asdict(stats)}, 200
+        )
+
+    async def _row(self, request: web.Request) -> web.Response:
+        dead = self._dead_letters_for(request)
+        try:
+            row_id = int(request.match_info["id"])
+        except ValueError:
+            raise _error(400, "a row id is a whole number") from None
+        info = await dead.row(row_id)
+        if info is None:
+            raise _error(404, f"no row {row_id} (never stored, expired or purged)")
+        return _json_response(row_document(info), 200)
+
+    async def _replay(self, request: web.Request) -> web.Response:
+        dead = self._dead_letters_for(request)
+        return _json_response({"replayed": await dead.replay(await _selection_of(request))}, 200)
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        dead = self._dead_letters_for(request)
+        return _json_response({"purged": await dead.purge(await _selection_of(request))}, 200)
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:  # not an IP address (a Unix socket): not served
+        return False
+
+
+def _names_this_host(host: str | None) -> bool:
+    return host == "localhost" or _is_loopback(host)
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise _error(400, f"{name} must be a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise _error(400, f"{name} must be from {low}" + (f" to {high}" if high is not None else " up"))
+    return value
+
+
+async def _selection_of(request: web.Request) -> Selection:
+    if request.content_type != "application/json":
+        raise _error(
+            415, 'send a JSON body (Content-Type: application/json): {"ids": [1, 2]} or {"all": true}'
+        )
+    try:
+        return parse_selection(await request.json(loads=_json.loads))
+    except _json.JSONDecodeError:
+        raise _error(400, "the body is not JSON") from None
+    except ValueError as exc:
+        raise _error(400, str(exc)) from None
+
+
+_ERRORS: Final[Mapping[int, type[web.HTTPException]]] = {
+    400: web.HTTPBadRequest,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    415: web.HTTPUnsupportedMediaType,
+}
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    """An error answer to raise, its body ``{"error": message}``."""
+    return _ERRORS[status](
+        text=_json.dumps_str({"error": message}),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _json_response(body: Any, status: int) -> web.Response:

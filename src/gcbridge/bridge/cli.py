@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -39,8 +39,9 @@ ConfigOption = Annotated[
 ]
 
 outbox_app = typer.Typer(
-    help="Look at the outbox and its dead letters; replay or purge them. Stop the service first: the "
-    "outbox file belongs to one process at a time.",
+    help="Look at the outbox and its dead letters; replay or purge them. The outbox file belongs to one "
+    "process at a time: while the service runs, these commands go through its admin endpoint (on this "
+    "host), so the service need not stop.",
     no_args_is_help=True,
 )
 config_app = typer.Typer(
@@ -190,9 +191,7 @@ def status(
 
         url = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
     elif url is None:
-        cfg = _load(config)
-        host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "::", "") else cfg.admin.host
-        url = f"http://{host}:{cfg.admin.port}"
+        url = _admin_url(_load(config))
 
     async def fetch() -> Any:
         async with (
@@ -257,8 +256,54 @@ def _print_status(doc: dict[str, Any]) -> None:
 # -- outbox ------------------------------------------------------------------------------------------------
 
 
-def _with_outbox(config: Path, action: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the configured outbox, run ``action(store)``, close it. The service must not be running."""
+def _admin_url(cfg: BridgeConfig) -> str:
+    """Where this host reaches the service's admin endpoint (its wildcard addresses mean loopback)."""
+    host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "::", "") else cfg.admin.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{cfg.admin.port}"
+
+
+class _ServiceAnswer(Exception):
+    """The running service's admin endpoint refused a request; the message is its own."""
+
+
+class _Service:
+    """The running service's admin endpoint, for the outbox commands while it holds the outbox."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    async def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
+        """The JSON answer; None for a 404 when ``missing_ok``; :class:`_ServiceAnswer` for other errors."""
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.request(method, self.url + path, json=body) as r,
+        ):
+            text = await r.text()
+            if r.status == 404 and missing_ok:
+                return None
+            try:
+                doc = _json.loads(text)
+            except _json.JSONDecodeError:
+                doc = None
+            if r.status >= 300:
+                message = doc.get("error") if isinstance(doc, dict) else None
+                raise _ServiceAnswer(f"the service answered HTTP {r.status}: {message or text[:200]}")
+            return doc
+
+
+def _with_outbox(
+    config: Path,
+    action: Callable[[Any], Awaitable[T]],
+    through_service: Callable[[_Service], Coroutine[Any, Any, T]],
+) -> tuple[T, bool]:
+    """``action(store)`` on the configured outbox, opened and closed here; while a running service holds
+    it, ``through_service(service)`` asks the service's admin endpoint instead. Returns the result and
+    whether the service did it."""
+    import aiohttp
+
     from gcbridge.outbox.sqlite import OutboxLockedError, SqliteOutbox
 
     cfg = _load(config)
@@ -274,30 +319,60 @@ def _with_outbox(config: Path, action: Callable[[Any], Awaitable[T]]) -> T:
             await store.close()
 
     try:
-        return asyncio.run(go())
+        return asyncio.run(go()), False
     except OutboxLockedError:
-        _err.print("the outbox is in use by a running service; stop it first (systemctl stop gcbridge)")
-        raise typer.Exit(1) from None
+        pass
+    if not cfg.admin.enabled:
+        _err.print(
+            "the outbox is in use by a running service whose admin endpoint is off ([admin] enabled = "
+            "false): stop the service first (systemctl stop gcbridge)",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    url = _admin_url(cfg)
+    try:
+        return asyncio.run(through_service(_Service(url))), True
+    except _ServiceAnswer as exc:
+        _err.print(str(exc), markup=False)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        _err.print(
+            f"the outbox is in use by a running service, and its admin endpoint at {url} did not answer "
+            f"({type(exc).__name__}: {exc}); stop the service first, or check [admin]",
+            markup=False,
+        )
+    raise typer.Exit(1)
 
 
 @outbox_app.command("list", help="List dead letters (rows ServiceNow refused or that ran out of attempts).")
 def outbox_list(
     config: ConfigOption = Path(DEFAULT_CONFIG),
-    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
-    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most rows to show.")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="Rows to skip.")] = 0,
 ) -> None:
-    async def action(store: Any) -> tuple[Any, Any]:
-        return await store.dead_letters(limit=limit, offset=offset), await store.stats(time.time())
+    from dataclasses import asdict
 
-    rows, stats = _with_outbox(config, action)
+    from gcbridge.outbox.documents import row_document
+
+    async def action(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows = await store.dead_letters(limit=limit, offset=offset)
+        return [row_document(r, payload=False) for r in rows], asdict(await store.stats(time.time()))
+
+    async def through_service(service: _Service) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        doc = await service.call("GET", f"/outbox/dead?limit={limit}&offset={offset}")
+        return doc["rows"], doc["stats"]
+
+    (rows, stats), _ = _with_outbox(config, action, through_service)
     table = Table("id", "topic", "order key", "attempts", "failed at", "reason")
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.finished_at)) if r.finished_at else "-"
-        table.add_row(str(r.id), r.topic, r.order_key, str(r.attempts), when, (r.last_error or "")[:120])
+        done = r.get("finished_at")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(done)) if done else "-"
+        table.add_row(
+            str(r["id"]), r["topic"], r["order_key"], str(r["attempts"]), when, (r["last_error"] or "")[:120]
+        )
     _out.print(table)
     _out.print(
-        f"dead {stats.dead}   pending {stats.pending}   in flight {stats.in_flight}   "
-        f"delivered (retained) {stats.delivered}"
+        f"dead {stats['dead']}   pending {stats['pending']}   in flight {stats['in_flight']}   "
+        f"delivered (retained) {stats['delivered']}"
     )
 
 
@@ -306,18 +381,20 @@ def outbox_inspect(
     row_id: Annotated[int, typer.Argument(help="Row id (see `gcbridge outbox list`).")],
     config: ConfigOption = Path(DEFAULT_CONFIG),
 ) -> None:
-    async def action(store: Any) -> Any:
-        return await store.inspect(row_id)
+    from gcbridge.outbox.documents import row_document
 
-    info = _with_outbox(config, action)
-    if info is None:
+    async def action(store: Any) -> dict[str, Any] | None:
+        info = await store.inspect(row_id)
+        return None if info is None else row_document(info)
+
+    async def through_service(service: _Service) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await service.call("GET", f"/outbox/rows/{row_id}", missing_ok=True)
+        return doc
+
+    doc, _ = _with_outbox(config, action, through_service)
+    if doc is None:
         _err.print(f"no row {row_id} (never stored, expired or purged)")
         raise typer.Exit(1)
-    doc = {k: getattr(info, k) for k in info.__dataclass_fields__ if k != "payload"}
-    try:
-        doc["payload"] = _json.loads(info.payload)
-    except _json.JSONDecodeError:
-        doc["payload"] = info.payload.decode("utf-8", "replace")
     sys.stdout.write(_json.dumps_str(doc) + "\n")
 
 
@@ -340,13 +417,23 @@ def outbox_replay(
     all_rows: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     config: ConfigOption = Path(DEFAULT_CONFIG),
 ) -> None:
+    from gcbridge.outbox.documents import selection_document
+
     selection = _selection(ids, all_rows)
 
     async def action(store: Any) -> int:
         return int(await store.replay(selection, time.time()))
 
-    replayed = _with_outbox(config, action)
-    _out.print(f"replayed {replayed} rows; the service delivers them at its next start")
+    async def through_service(service: _Service) -> int:
+        return int((await service.call("POST", "/outbox/replay", selection_document(selection)))["replayed"])
+
+    replayed, by_service = _with_outbox(config, action, through_service)
+    when = (
+        "the running service is delivering them"
+        if by_service
+        else "the service delivers them at its next start"
+    )
+    _out.print(f"replayed {replayed} rows; {when}")
     _missed(ids, replayed)
 
 
@@ -357,6 +444,8 @@ def outbox_purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     config: ConfigOption = Path(DEFAULT_CONFIG),
 ) -> None:
+    from gcbridge.outbox.documents import selection_document
+
     selection = _selection(ids, all_rows)
     if not yes and not typer.confirm("Delete these dead letters for good?"):
         raise typer.Exit(1)
@@ -364,7 +453,10 @@ def outbox_purge(
     async def action(store: Any) -> int:
         return int(await store.purge(selection))
 
-    purged = _with_outbox(config, action)
+    async def through_service(service: _Service) -> int:
+        return int((await service.call("POST", "/outbox/purge", selection_document(selection)))["purged"])
+
+    purged, _ = _with_outbox(config, action, through_service)
     _out.print(f"purged {purged} rows")
     _missed(ids, purged)
 

@@ -37,7 +37,7 @@ from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.outbox.base import OutboxItem, OutboxStats
+from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
@@ -188,7 +188,13 @@ class BridgeService:
         )
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="gcbridge-dispatcher")
         if cfg.admin.enabled:
-            self.admin = AdminServer(self, self.metrics, host=cfg.admin.host, port=cfg.admin.port)
+            self.admin = AdminServer(
+                self,
+                self.metrics,
+                host=cfg.admin.host,
+                port=cfg.admin.port,
+                dead_letters=_DeadLetters(self.outbox, self.dispatcher, self._clock, self.log),
+            )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
         self.client = self._client_factory(cfg)
@@ -504,6 +510,34 @@ class _WakingStore:
 
     async def put_many(self, items: Sequence[OutboxItem]) -> int:
         return await self._dispatcher.ingest(items)
+
+
+class _DeadLetters:
+    """The service's own outbox behind the admin endpoint's dead-letter routes (``gcbridge outbox`` while the
+    service runs and holds the outbox); a replay wakes the dispatcher, so replayed rows go out at once."""
+
+    def __init__(
+        self, outbox: SqliteOutbox, dispatcher: Dispatcher, clock: Callable[[], float], log: Any
+    ) -> None:
+        self._outbox, self._dispatcher, self._clock, self._log = outbox, dispatcher, clock, log
+
+    async def dead_letters(self, limit: int, offset: int) -> tuple[list[RowInfo], OutboxStats]:
+        rows = await self._outbox.dead_letters(limit=limit, offset=offset)
+        return rows, await self._outbox.stats(self._clock())
+
+    async def row(self, row_id: int) -> RowInfo | None:
+        return await self._outbox.inspect(row_id)
+
+    async def replay(self, rows: Selection) -> int:
+        replayed = await self._outbox.replay(rows, self._clock())
+        self._dispatcher.notify()
+        self._log.info("dead letters replayed (admin endpoint)", rows=replayed)
+        return replayed
+
+    async def purge(self, rows: Selection) -> int:
+        purged = await self._outbox.purge(rows)
+        self._log.warning("dead letters purged (admin endpoint)", rows=purged)
+        return purged
 
 
 def build_client(config: BridgeConfig) -> Any:
