@@ -57,11 +57,10 @@ _HAND_ON = "        self.made = data\n        self.events += 1\n        return _
 _BODY_LOOKUP = "        p = PyDict_GetItemWithError(data, _EVENT_BODY)\n"
 _AFTER_OTHER = "            self.other = data\n            return _OTHER\n" + _BODY_LOOKUP
 _AFTER_CLASSIFY = "        if type(body) is not dict:\n            body = {_VALUE: body}\n"
-_STAMP = (
-    "        now = _monotonic() if self.c_clock else self.clock()\n"
-    "        self.now = now\n"
-    "        if not (self.defer and now - self.stamped < _STAMP_EVERY and now >= self.stamped):\n"
-    "            self.health.last_frame = self.stamped = now\n"
+_CLOCK = "        now = _monotonic() if self.c_clock else self.clock()\n        self.now = now\n"
+_LAZY_STAMP = (
+    "            if now - self.stamped >= _STAMP_EVERY or now < self.stamped:\n"
+    "                self._stamp(now)\n"
 )
 _SHARED = "        if now < <double>self.shared_until[0]:"
 _DEDUP = "        if not self.resends.first_hash(key, now):"
@@ -69,7 +68,12 @@ _DEFER = "        if self.defer and type(data) is str and _starts_as_event(<str>
 
 _hand_on_after_other = (_AFTER_OTHER, _AFTER_OTHER.replace(_BODY_LOOKUP, _HAND_ON + _BODY_LOOKUP))
 VARIANTS: dict[str, list[tuple[str, str]]] = {
-    "plumbing": [_hand_on_after_other, (_STAMP, "        now = 0.0\n"), (_SHARED, "        if False:")],
+    "plumbing": [
+        _hand_on_after_other,
+        (_CLOCK, "        now = 0.0\n"),
+        (_LAZY_STAMP, ""),
+        (_SHARED, "        if False:"),
+    ],
     "+stamp": [_hand_on_after_other],
     "+classify": [(_AFTER_CLASSIFY, _HAND_ON + _AFTER_CLASSIFY)],
     "+event": [(_DEDUP, "        if False:")],

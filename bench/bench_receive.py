@@ -47,6 +47,7 @@ BARE_TOPIC = "v2.users.0a1b2c3d-0000-4000-8000-000000000001.presence"
 CLIENT_TOPIC = "v2.users.0a1b2c3d-0000-4000-8000-000000000002.presence"
 HANDOVER_TOPIC = "v2.users.0a1b2c3d-0000-4000-8000-000000000003.presence"
 TEXT_TOPIC = "v2.users.0a1b2c3d-0000-4000-8000-000000000004.presence"
+HANDOVER_TOPICS = (HANDOVER_TOPIC, TEXT_TOPIC)
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 
 
@@ -168,9 +169,6 @@ def _handover_drain(ws: aiohttp.ClientWebSocketResponse, parse_in_reader: bool =
                     got += 1
 
     return drain
-
-
-HANDOVER_TOPICS = (HANDOVER_TOPIC, TEXT_TOPIC)
 
 
 def _client_drain(client: NotificationClient) -> Drain:

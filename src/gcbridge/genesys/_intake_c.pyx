@@ -363,6 +363,10 @@ cdef class Intake:
     cdef object _append
     cdef object made
     cdef uint64_t key
+    # the pending entry _build_next took: its channel (the caller takes it), shard and arrival (monotonic)
+    cdef str at_channel
+    cdef Py_ssize_t at_shard
+    cdef double at_now
     cdef _Pending* pending
     cdef size_t p_cap
     cdef size_t p_head
@@ -522,26 +526,40 @@ cdef class Intake:
         return p
 
     cdef object _finish(self, str raw):
+        cdef int status = self._build_next(raw)
+        built, channel_id, self.made, self.at_channel = self.made, self.at_channel, None, None
+        return self._settle(status, self.key, self.at_now, built, channel_id, self.at_shard)
+
+    cdef int _build_next(self, str raw) except -1:
+        # the oldest pending entry (into ``at_*``) and ``raw`` built: EVENT or UNKNOWN_TOPIC with the Event in
+        # ``made`` and its key in ``key``; MALFORMED or OTHER with the decode error or the frame in ``made``
         cdef _Pending p = self._pop_pending()
-        cdef str channel_id = <str>p.channel_id
-        Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
+        self.at_channel = <str>p.channel_id
+        Py_DECREF(self.at_channel)  # the ring's reference; ``at_channel`` holds its own
+        self.at_shard, self.at_now = p.shard, p.now
         cdef int status
         try:
-            status = self._make(raw, p.now, channel_id, p.wall)
+            status = self._build(raw, self.at_channel, p.wall)
         except _JSONDecodeError as exc:
-            self.problems.append((channel_id, p.shard, _MALFORMED, exc))
+            self.made = exc
+            return _MALFORMED
+        if status == _OTHER:
+            self.made = self.other
+        return status
+
+    cdef object _settle(
+        self, int status, uint64_t key, double now, object built, str channel_id, Py_ssize_t shard
+    ):
+        # what a built deferred frame comes to, taken in arrival order: its Event, or None (a resend; a fault,
+        # noted in ``problems``)
+        if status == _MALFORMED or status == _OTHER:
+            self.problems.append((channel_id, shard, status, built))
             return None
-        if status == _EVENT:
-            event, self.made = self.made, None
-            return event
-        if status == _DUPLICATE:
+        if self._admit(status, key, now) == _DUPLICATE:
             return None
         if status == _UNKNOWN_TOPIC:
-            event, self.made = self.made, None
-            self.problems.append((channel_id, p.shard, _UNKNOWN_TOPIC, event))
-            return event
-        self.problems.append((channel_id, p.shard, _OTHER, self.other))
-        return None
+            self.problems.append((channel_id, shard, _UNKNOWN_TOPIC, built))
+        return built
 
     cpdef list take_batch(self, Py_ssize_t max_size):
         """Take the oldest ``max_size`` items from ``items`` (all, when fewer): ``finish_all`` of them."""
@@ -560,17 +578,14 @@ cdef class Intake:
         each key's slot in the window), then admit them in order: the slots have arrived by then."""
         cdef Py_ssize_t n = len(batch)
         cdef Py_ssize_t i
-        cdef list built = [None] * n  # the Event, or the fault's payload, or None: not deferred
+        cdef list built = [None] * n  # what _build_next left in ``made``
         cdef list channels = [None] * n  # a deferred frame's channel_id; its shard in ``shards``
         cdef uint64_t* keys = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
         cdef double* nows = <double*>malloc(max(n, 1) * sizeof(double))
         cdef int* statuses = <int*>malloc(max(n, 1) * sizeof(int))
         cdef Py_ssize_t* shards = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
         cdef list out = []
-        cdef _Pending p
-        cdef str channel_id
-        cdef object item
-        cdef int status
+        cdef object item, event
         if not keys or not nows or not statuses or not shards:
             free(keys)
             free(nows)
@@ -580,33 +595,19 @@ cdef class Intake:
         try:
             for i in range(n):
                 item = batch[i]
-                statuses[i] = -1
                 if type(item) is not str:
+                    statuses[i] = -1  # not deferred: as it is
                     continue
-                p = self._pop_pending()
-                channel_id = <str>p.channel_id
-                Py_DECREF(channel_id)  # the ring's reference; ``channel_id`` holds its own
-                channels[i], shards[i], nows[i] = channel_id, p.shard, p.now
-                try:
-                    status = self._build(item, channel_id, p.wall)
-                except _JSONDecodeError as exc:
-                    statuses[i], built[i] = _MALFORMED, exc
-                    continue
-                if status == _OTHER:
-                    statuses[i], built[i] = _OTHER, self.other
-                    continue
-                statuses[i], keys[i], built[i] = status, self.key, self.made
-                self.made = None
+                statuses[i] = self._build_next(<str>item)
+                keys[i], nows[i], shards[i] = self.key, self.at_now, self.at_shard
+                built[i], channels[i], self.made, self.at_channel = self.made, self.at_channel, None, None
             for i in range(n):
-                status = statuses[i]
-                if status == -1:
+                if statuses[i] == -1:
                     out.append(batch[i])
-                elif status == _MALFORMED or status == _OTHER:
-                    self.problems.append((channels[i], shards[i], status, built[i]))
-                elif self._admit(status, keys[i], nows[i]) != _DUPLICATE:
-                    out.append(built[i])
-                    if status == _UNKNOWN_TOPIC:
-                        self.problems.append((channels[i], shards[i], _UNKNOWN_TOPIC, built[i]))
+                    continue
+                event = self._settle(statuses[i], keys[i], nows[i], built[i], channels[i], shards[i])
+                if event is not None:
+                    out.append(event)
         finally:
             free(keys)
             free(nows)
@@ -658,6 +659,10 @@ cdef class Reader:
         self.payload = None
         self.now = 0.0
 
+    cdef inline int _stamp(self, double now) except -1:
+        self.health.last_frame = self.stamped = now
+        return 0
+
     cpdef int step(self, object msg) except -1:
         cdef object mtype, data
         cdef double now, wall
@@ -672,9 +677,8 @@ cdef class Reader:
             return _CLOSED
         now = _monotonic() if self.c_clock else self.clock()
         self.now = now
-        if not (self.defer and now - self.stamped < _STAMP_EVERY and now >= self.stamped):
-            self.health.last_frame = self.stamped = now
         if now < <double>self.shared_until[0]:
+            self._stamp(now)
             self.payload = data
             return _SHARED
         if not self.c_clock:
@@ -686,11 +690,12 @@ cdef class Reader:
             self.until_anchor -= 1
             wall = now + self.wall_offset
         if self.defer and type(data) is str and _starts_as_event(<str>data):
+            if now - self.stamped >= _STAMP_EVERY or now < self.stamped:
+                self._stamp(now)
             self.intake._defer(<str>data, now, wall, self.channel_id, self.shard)
             status = _EVENT
         else:
-            if self.stamped != now:  # a frame the reader parses: its handling reads the exact stamp
-                self.health.last_frame = self.stamped = now
+            self._stamp(now)  # a frame the reader handles: what it does next reads the exact stamp
             try:
                 status = self.intake._take(data, now, self.channel_id, wall)
             except _JSONDecodeError as exc:
