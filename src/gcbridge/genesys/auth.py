@@ -31,9 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import structlog
 
 from gcbridge import _json
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import parse_retry_after
 from gcbridge.core.token import (
     FetchError,
@@ -53,6 +53,7 @@ from gcbridge.core.token import (
 )
 from gcbridge.genesys.errors import (
     GenesysAuthError,
+    GenesysUsageError,
     InvalidClientError,
     TokenManagerClosedError,
     TokenUnavailableError,
@@ -71,7 +72,7 @@ __all__ = [
     "TokenUnavailableError",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Token-endpoint errors that mean "this client cannot get tokens": configuration, not weather.
 _FATAL_OAUTH_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
@@ -207,9 +208,11 @@ class TokenManager:
         default_expires_in: float = 300.0,
     ) -> None:
         if not client_id:
-            raise ValueError("client_id is empty: set the OAuth client id of a client-credentials client")
+            raise GenesysUsageError(
+                "client_id is empty: set the OAuth client id of a client-credentials client"
+            )
         if not client_secret:
-            raise ValueError("client_secret is empty: set the secret of the OAuth client")
+            raise GenesysUsageError("client_secret is empty: set the secret of the OAuth client")
         self._session = session
         self._token_url = token_url
         self._login_host = urlsplit(token_url).netloc or token_url

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 import aiohttp
 import orjson
-import structlog
 
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.dedup import CopyMatcher
 from gcbridge.core.health import HealthMonitor, Verdict
@@ -63,7 +63,14 @@ from gcbridge.genesys.client_types import (
     SubscribeResult,
     SubscriptionRejectedError,
 )
-from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
+from gcbridge.genesys.errors import (
+    ClientNotStartedError,
+    GenesysApiError,
+    GenesysUsageError,
+    InvalidClientError,
+    StartTimeoutError,
+    TokenUnavailableError,
+)
 from gcbridge.genesys.events import Event, Gap, Item
 from gcbridge.genesys.intake import (
     CLOSED,
@@ -88,7 +95,7 @@ from gcbridge.genesys.socket import (
 )
 from gcbridge.secrets import Secret
 
-log = structlog.get_logger("gcbridge.genesys.client")
+log = get_logger(__name__)
 
 try:  # how many bytes the kernel holds unread on a socket (POSIX); elsewhere only aiohttp's queue is seen
     import fcntl
@@ -220,7 +227,7 @@ class NotificationClient:
         rng: random.Random | None = None,
     ) -> None:
         if (region is None) == (base_url is None):
-            raise ValueError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
+            raise GenesysUsageError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
         self.hosts: RegionHosts = hosts_for_base_url(base_url) if base_url else resolve_region(str(region))
         self.options = options or ClientOptions()
         self._creds: list[tuple[str, Secret]] = [
@@ -266,19 +273,28 @@ class NotificationClient:
 
     # == lifecycle ======================================================================================
     async def __aenter__(self) -> NotificationClient:
+        """:meth:`start` the client and return it; on failure everything started so far is closed."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """:meth:`aclose` the client, whatever ended the block (the exception, if any, propagates)."""
         await self.aclose()
 
     async def start(self) -> None:
-        """Fetch the first token of every credential; :class:`InvalidClientError` on bad credentials."""
+        """Fetch the first token of every credential, within ``ClientOptions.start_timeout`` in all.
+
+        Raises :class:`InvalidClientError` at once for a wrong secret (or region), and
+        :class:`StartTimeoutError` (naming the token URL and the last failure) when no token came within
+        ``start_timeout``: a wrong ``base_url`` or region, an unreachable host. Idempotent.
+        """
         if self._started:
             return
         self._started = True
         if self._session is None:
             self._session = new_session()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.options.start_timeout
         try:
             for i, (cid, secret) in enumerate(self._creds):
                 tm = TokenManager(self._session, self.hosts.token_url, cid, secret)
@@ -286,7 +302,12 @@ class NotificationClient:
                 self._apis.append(NotificationsApi(self._session, self.hosts.api_base, tm))
                 self._unhook.append(tm.on_token(functools.partial(self._on_token, i)))
                 await tm.start()
-                await tm.get()  # raises InvalidClientError at once for a wrong secret or region
+                try:
+                    await tm.get(max_wait=max(0.0, give_up_at - loop.time()))
+                except TokenUnavailableError:
+                    raise StartTimeoutError(
+                        self.hosts.token_url, self.options.start_timeout, tm.last_failure
+                    ) from None
         except BaseException:
             await self.aclose()
             raise
@@ -386,7 +407,7 @@ class NotificationClient:
         Larger lists are not cheaper: frames are parsed as their list is made, and a list that stays in the
         CPU cache while it is used is the fastest (64 measured best; bench/README.md)."""
         if max_size < 1:
-            raise ValueError(f"max_size must be at least 1, not {max_size}")
+            raise GenesysUsageError(f"max_size must be at least 1, not {max_size}")
         return self._iterate_batches(max_size)
 
     async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
@@ -432,6 +453,9 @@ class NotificationClient:
             return cast(Item, item)
 
     def stats(self) -> ClientStats:
+        """A snapshot of the client now: every path's state and channel, counters of events, duplicates,
+        gaps, reconnects and rotations by reason, token refreshes, rejected topics. Cheap; call it from the
+        event loop's thread at any time, before :meth:`start` and after :meth:`aclose` too."""
         paths = []
         now_loop = self._now()
         for (shard, cred), p in sorted(self.core.paths.items()):
@@ -493,7 +517,9 @@ class NotificationClient:
         if self._closed:
             raise ClientClosedError("the client is closed")
         if not self._started:
-            raise RuntimeError("start the client first (async with NotificationClient(...) as client)")
+            raise ClientNotStartedError(
+                "start the client first: async with NotificationClient(...) as client"
+            )
 
     def _feed(self, event: PathEvent) -> None:
         if self._closed and not isinstance(event, SocketClosed):

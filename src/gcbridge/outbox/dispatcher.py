@@ -23,15 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import structlog
-
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
 
 __all__ = ["Dispatcher", "DispatcherCounters"]
 
-_log = structlog.get_logger("gcbridge.outbox")
+_log = get_logger("gcbridge.outbox")
 
 
 @dataclass(slots=True)
