@@ -35,6 +35,7 @@ import aiohttp
 from gcbridge import _json
 from gcbridge._logs import get_logger
 from gcbridge.core.backoff import parse_retry_after
+from gcbridge.core.lifecycle_log import failure_streak_level
 from gcbridge.core.token import (
     FetchError,
     FetchFailed,
@@ -226,6 +227,7 @@ class TokenManager:
         self._pending_value: Secret | None = None
         self._fatal_error: InvalidClientError | None = None
         self._last_failure = ""
+        self._failures_in_a_row = 0
         self._closed = False
         self._changed = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
@@ -442,6 +444,7 @@ class TokenManager:
         if isinstance(outcome, _Fetched):
             self._pending_value = Secret(outcome.value)
             self._last_failure = ""
+            failed_before, self._failures_in_a_row = self._failures_in_a_row, 0
             if proactive and self._machine.state is TokenState.REFRESHING:
                 self.stats.refreshes += 1
             self._feed(FetchSucceeded(now, outcome.expires_in, requested_at))
@@ -450,10 +453,12 @@ class TokenManager:
                 generation=self._machine.generation,
                 expires_in=outcome.expires_in,
                 proactive=proactive,
+                failed_requests_before=failed_before,
                 client_id=self._client_id,
             )
             return
         self.stats.failures += 1
+        self._failures_in_a_row += 1
         self._last_failure = outcome.reason
         if outcome.error is FetchError.INVALID_CLIENT:
             self._fatal_error = InvalidClientError(
@@ -462,8 +467,13 @@ class TokenManager:
         self._feed(FetchFailed(now, outcome.error, outcome.retry_after))
         if outcome.error is not FetchError.INVALID_CLIENT:
             retry_at = self._machine.retry_at
-            log.warning(
-                "genesys token request failed",
+            # one warning per outage, then debug with an info every few failures: the retries go on forever
+            log.log(
+                failure_streak_level(self._failures_in_a_row),
+                "genesys token request failed; retrying with backoff (if this persists, check the login "
+                "host's address and that this machine can reach it)",
+                failures_in_a_row=self._failures_in_a_row,
+                url=self._token_url,
                 status=outcome.status,
                 reason=outcome.reason,
                 retry_in=None if retry_at is None else round(max(0.0, retry_at - now), 3),

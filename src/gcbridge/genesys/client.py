@@ -27,6 +27,7 @@ from gcbridge._logs import get_logger
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.dedup import CopyMatcher
 from gcbridge.core.health import HealthMonitor, Verdict
+from gcbridge.core.lifecycle_log import LifecycleLog
 from gcbridge.core.path import (
     ChannelChecked,
     ChannelCheckFailed,
@@ -267,6 +268,7 @@ class NotificationClient:
         self._handlers: list[tuple[str, Callable[[Event], Any]]] = []
         self._unhook: list[Callable[[], None]] = []
         self._n = _Counters()
+        self._lifecycle_log = LifecycleLog()  # one log line per change of a path, retries at debug
         self._started = False
         self._closed = False
         self._fatal: BaseException | None = None
@@ -566,6 +568,7 @@ class NotificationClient:
         elif isinstance(action, Notify):
             if action.kind == "subscription_rejected":
                 return  # reported per topic by the supervisor
+            self._log_notice(key, action)
             self._lifecycle(
                 action.kind,
                 channel_id=action.channel_id,
@@ -573,6 +576,13 @@ class NotificationClient:
                 reason=action.reason,
                 detail=action.detail,
             )
+
+    def _log_notice(self, key: PathKey, notice: Notify) -> None:
+        line = self._lifecycle_log.notice(
+            f"{key[0]}/{key[1]}", notice.kind, self._now(), reason=notice.reason, detail=notice.detail
+        )
+        if line is not None:
+            log.log(line.level, line.event, channel_id=notice.channel_id, **line.fields)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -881,7 +891,7 @@ class NotificationClient:
         self._n.gaps += 1
         self._n.gap_seconds += item.seconds
         log.warning(
-            "gap in notifications",
+            "gap in notifications: events in it may be missing; back-fill its topics from the Gap item",
             shard=gap.shard,
             seconds=round(item.seconds, 3),
             reason=item.reason,

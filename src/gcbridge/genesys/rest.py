@@ -195,7 +195,9 @@ class NotificationsApi:
         if expires is None:
             log.warning("channel without a readable expires; assuming 24 h", channel_id=channel_id)
             expires = time.time() + _DEFAULT_CHANNEL_LIFETIME
-        log.info("genesys channel created", channel_id=channel_id, token_generation=response.token.generation)
+        log.debug(
+            "genesys channel created", channel_id=channel_id, token_generation=response.token.generation
+        )
         return ChannelInfo(id=channel_id, connect_uri=connect_uri, expires=expires, token=response.token)
 
     async def channel_exists(self, channel_id: str) -> bool:
@@ -365,7 +367,8 @@ class NotificationsApi:
             )
 
     async def _wait(self, delay: float, method: str, path: str, attempt: int, **details: Any) -> None:
-        log.warning(
+        # debug: the caller sees the outcome (the answer, or the error once the attempts are used up)
+        log.debug(
             "genesys api call failed; retrying",
             method=method,
             path=path,
