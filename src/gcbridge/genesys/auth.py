@@ -418,7 +418,8 @@ class TokenManager:
         error = self._fatal_error
         assert error is not None
         log.error(
-            "genesys oauth client rejected; giving up",
+            "genesys oauth client rejected; giving up (check the client id and secret, and that the region "
+            "is the org's)",
             client_id=self._client_id,
             login_host=self._login_host,
             description=error.description,

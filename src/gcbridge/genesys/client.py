@@ -541,7 +541,12 @@ class NotificationClient:
                 self._report_gap(out)
             elif isinstance(out, TopicsRejected):
                 for topic, reason in out.rejected:
-                    log.warning("topic rejected by Genesys", topic=topic, reason=reason)
+                    log.warning(
+                        "topic rejected by Genesys; grant the OAuth client the permission it names, then "
+                        "subscribe again",
+                        topic=topic,
+                        reason=reason,
+                    )
                     self._lifecycle("subscription_rejected", reason=reason, detail=topic)
         self._wake.set()
         self._changed.set()
@@ -720,7 +725,7 @@ class NotificationClient:
                     await sock.ws.send_str(PING_MESSAGE)
             elif decision.verdict is not Verdict.OK:
                 sock.close_reason = decision.verdict.value
-                log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
+                log.debug("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
                 # a silent peer will not answer a close handshake: cut the connection and wake the reader
                 # (aiohttp has no public abort for a client WebSocket)
                 sock.ws._response.close()
@@ -802,7 +807,7 @@ class NotificationClient:
             raise
         except Exception as exc:  # never let one bad frame or socket error kill the client
             reason = f"read_error:{type(exc).__name__}"
-            log.warning("socket read failed", channel_id=channel_id, error=str(exc))
+            log.debug("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
             self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
@@ -835,7 +840,7 @@ class NotificationClient:
             self._system(sock, data, sock.health.last_frame)
         elif kind is Frame.CHANNEL_GONE:
             sock.channel_gone = True
-            log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
+            log.debug("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
             return True
         elif kind is Frame.MALFORMED:
             self._malformed(sock.channel_id, sock.key[0], "not a notification object")
@@ -865,7 +870,11 @@ class NotificationClient:
 
     def _malformed(self, channel_id: str, shard: int, reason: str) -> None:
         self._n.malformed += 1
-        log.warning("malformed frame dropped", channel_id=channel_id, reason=reason)
+        log.warning(
+            "malformed frame dropped (counted in stats().malformed_frames)",
+            channel_id=channel_id,
+            reason=reason,
+        )
         self._lifecycle("dropped", channel_id=channel_id, shard=shard, reason=reason)
 
     def _report_deferred(self) -> None:
@@ -908,7 +917,7 @@ class NotificationClient:
     def _go_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
-            log.error("notification client cannot continue", error=str(exc))
+            log.error("notification client cannot continue; the stream ends with this error", error=str(exc))
             self._lifecycle("fatal", reason=type(exc).__name__, detail=str(exc))
             self._put_nowait(_END)
 
