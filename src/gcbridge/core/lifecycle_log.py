@@ -106,10 +106,6 @@ class LifecycleLog:
         level, event = entry
         return LifecycleLine(level, event, fields)
 
-    def forget(self, path: Hashable) -> None:
-        """The path is gone (its shard was emptied): drop its streak."""
-        self._paths.pop(path, None)
-
     def _situation(self, streak: _Streak, kind: str, reason: str) -> str:
         if kind == "connected":
             if streak.down_since is not None:

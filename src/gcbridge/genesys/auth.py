@@ -353,12 +353,14 @@ class TokenManager:
         self._signal()
 
     async def __aenter__(self) -> TokenManager:
+        """:meth:`start` the manager (the first token is requested at once) and return it."""
         await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """:meth:`aclose` the manager; the exception that ended the block, if any, propagates."""
         await self.aclose()
 
     def __repr__(self) -> str:

@@ -125,6 +125,7 @@ class ClientOptions:
             )
 
     def timings(self) -> PathTimings:
+        """The options the pure path state machine needs (:class:`~gcbridge.core.path.PathTimings`)."""
         return PathTimings(
             rotation_lead=self.rotation_lead,
             rotation_lead_fraction=self.rotation_lead_fraction,
@@ -154,6 +155,9 @@ class LifecycleEvent:
 
 @dataclass(frozen=True, slots=True)
 class PathStats:
+    """One path in :meth:`NotificationClient.stats`: a shard served by one OAuth client's channel and socket.
+    Times are wall-clock UNIX seconds (None when not known yet)."""
+
     path: str  # "shard/credential"
     shard: int
     credential: int
