@@ -414,7 +414,10 @@ class TokenManager:
             try:
                 callback(token)
             except Exception:
-                log.exception("token listener failed", generation=token.generation)
+                log.exception(
+                    "token listener failed; fix the callback given to on_token (it must not raise)",
+                    generation=token.generation,
+                )
 
     def _go_fatal(self) -> None:
         error = self._fatal_error
@@ -439,7 +442,10 @@ class TokenManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an exotic error must not leave the machine waiting forever
-            log.exception("token request crashed", error_type=type(exc).__name__)
+            log.exception(
+                "token request crashed; retrying with backoff (a bug: please report it)",
+                error_type=type(exc).__name__,
+            )
             outcome = _Failed(FetchError.TRANSIENT, None, None, f"unexpected {type(exc).__name__}")
         if self._closed:
             return
@@ -541,7 +547,10 @@ class TokenManager:
                     await asyncio.wait_for(changed.wait(), wait)
         except Exception:
             # a bug; without this log the background refresh would stop silently
-            log.exception("token refresh task crashed", client_id=self._client_id)
+            log.exception(
+                "token refresh task crashed; no more background refresh (a bug: please report it)",
+                client_id=self._client_id,
+            )
             raise
 
     # ---- helpers -----------------------------------------------------------------------------------------

@@ -529,7 +529,10 @@ class NotificationClient:
         try:
             outs = self.core.handle(event)
         except Exception:  # a core bug must not kill the client; it is logged loudly
-            log.exception("notification core rejected an event", gcb_event=type(event).__name__)
+            log.exception(
+                "notification core rejected an event (a bug: please report it)",
+                gcb_event=type(event).__name__,
+            )
             return
         self._dispatch(outs)
 
@@ -609,7 +612,7 @@ class NotificationClient:
                 try:
                     self._dispatch(self.core.tick(now))
                 except Exception:  # a core bug must not stop every timer of the client
-                    log.exception("notification core failed on a timer tick")
+                    log.exception("notification core failed on a timer tick (a bug: please report it)")
                     await asyncio.sleep(1.0)
 
     def _on_token(self, credential: int, token: AccessToken) -> None:
@@ -619,7 +622,7 @@ class NotificationClient:
             try:
                 self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
             except Exception:
-                log.exception("notification core failed on a token refresh")
+                log.exception("notification core failed on a token refresh (a bug: please report it)")
 
     # == internals: I/O =================================================================================
     async def _create(self, key: PathKey, action: CreateChannel) -> None:
@@ -931,7 +934,9 @@ class NotificationClient:
             try:
                 cb(ev)
             except Exception:
-                log.exception("lifecycle callback failed")
+                log.exception(
+                    "lifecycle callback failed; fix the callback given to on_lifecycle (it must not raise)"
+                )
 
     def _is_live(self, topic: str) -> bool:
         shard = self.core.planner.shard_of(topic)

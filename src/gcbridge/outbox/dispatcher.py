@@ -31,6 +31,10 @@ from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Ac
 __all__ = ["Dispatcher", "DispatcherCounters"]
 
 _log = get_logger("gcbridge.outbox")
+# What to do about a failing store call; the dispatcher itself tries again on its next turn.
+_STORE_HINT = (
+    "retried on the next turn; if it persists, check the outbox store (disk space, permissions, locks)"
+)
 
 
 @dataclass(slots=True)
@@ -200,7 +204,9 @@ class Dispatcher:
             rows = await self.store.claim(asked, self._clock(), coalesce=self.coalesce)
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200])
+            _log.error(
+                "outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200], hint=_STORE_HINT
+            )
             return 0, 0  # sleep as if idle; the store may recover (disk space, lock)
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"outbox-deliver-{row.id}")
@@ -219,7 +225,7 @@ class Dispatcher:
                 due = await self.store.next_due()
             except Exception as exc:
                 self.counters.store_errors += 1
-                _log.error("outbox next_due failed", error=type(exc).__name__)
+                _log.error("outbox next_due failed", error=type(exc).__name__, hint=_STORE_HINT)
                 due = None
             if due is not None:
                 budget = min(budget, max(0.0, due - self._clock()))
@@ -249,7 +255,7 @@ class Dispatcher:
                     break
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox retention cleanup failed", error=type(exc).__name__)
+            _log.error("outbox retention cleanup failed", error=type(exc).__name__, hint=_STORE_HINT)
 
     async def _deliver(self, row: OutboxRow) -> None:
         outcome = await self._attempt(row)
@@ -271,7 +277,9 @@ class Dispatcher:
             await self._apply(row, action, now)
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox store update failed", row_id=row.id, error=type(exc).__name__)
+            _log.error(
+                "outbox store update failed", row_id=row.id, error=type(exc).__name__, hint=_STORE_HINT
+            )
 
     async def _attempt(self, row: OutboxRow) -> Outcome:
         try:
@@ -295,7 +303,7 @@ class Dispatcher:
         except Exception as exc:
             self._acks.extend(ids)  # try again next turn rather than deliver them all a second time
             self.counters.store_errors += 1
-            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__)
+            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__, hint=_STORE_HINT)
             return
         self.counters.delivered += len(ids)
 
