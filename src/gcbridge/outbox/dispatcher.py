@@ -31,10 +31,8 @@ from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Ac
 __all__ = ["Dispatcher", "DispatcherCounters"]
 
 _log = get_logger("gcbridge.outbox")
-# What to do about a failing store call; the dispatcher itself tries again on its next turn.
-_STORE_HINT = (
-    "retried on the next turn; if it persists, check the outbox store (disk space, permissions, locks)"
-)
+# What to do about a failing store call (the dispatcher keeps running through it).
+_STORE_HINT = "if this persists, check the outbox store (disk space, permissions, locks)"
 
 
 @dataclass(slots=True)
