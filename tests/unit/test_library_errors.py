@@ -10,6 +10,7 @@ import pytest
 import gcbridge.genesys as genesys
 from gcbridge.core.topics import TopicPlanner, normalise_topics
 from gcbridge.genesys import (
+    BackoffPolicy,
     ClientClosedError,
     ClientNotStartedError,
     ClientOptions,
@@ -56,6 +57,8 @@ def test_usage_problems_raise_genesys_usage_errors() -> None:
         ClientOptions(start_timeout=0)
     with pytest.raises(GenesysUsageError, match="channel_budget"):
         ClientOptions(channel_budget=21)
+    with pytest.raises(GenesysUsageError, match="BackoffPolicy.initial"):
+        ClientOptions(backoff=BackoffPolicy(initial=0))
     with pytest.raises(GenesysUsageError, match="unknown Genesys Cloud region"):
         resolve_region("mars_1")
     with pytest.raises(GenesysUsageError, match="base URL"):
