@@ -57,7 +57,7 @@ def test_usage_problems_raise_genesys_usage_errors() -> None:
         ClientOptions(start_timeout=0)
     with pytest.raises(GenesysUsageError, match="channel_budget"):
         ClientOptions(channel_budget=21)
-    with pytest.raises(GenesysUsageError, match="BackoffPolicy.initial"):
+    with pytest.raises(GenesysUsageError, match=r"BackoffPolicy\.initial"):
         ClientOptions(backoff=BackoffPolicy(initial=0))
     with pytest.raises(GenesysUsageError, match="unknown Genesys Cloud region"):
         resolve_region("mars_1")
