@@ -164,7 +164,7 @@ def check(
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
     for v in verdicts:
         _out.print(f"[{colours[v.level]}]{v.level:<5}[/] {v.name:<17} ", end="")
-        _out.print(v.detail, markup=False)
+        _out.print(v.detail, markup=False, soft_wrap=True)  # one line per verdict, for grep and logs
     failed = [v for v in verdicts if v.level == "fail"]
     _out.print(f"\n{len(verdicts) + 1 - len(failed)} passed, {len(failed)} failed")
     raise typer.Exit(1 if failed else 0)

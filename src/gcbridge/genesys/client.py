@@ -22,11 +22,12 @@ from typing import Any, cast
 
 import aiohttp
 import orjson
-import structlog
 
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.dedup import CopyMatcher
 from gcbridge.core.health import HealthMonitor, Verdict
+from gcbridge.core.lifecycle_log import LifecycleLog
 from gcbridge.core.path import (
     ChannelChecked,
     ChannelCheckFailed,
@@ -63,7 +64,14 @@ from gcbridge.genesys.client_types import (
     SubscribeResult,
     SubscriptionRejectedError,
 )
-from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
+from gcbridge.genesys.errors import (
+    ClientNotStartedError,
+    GenesysApiError,
+    GenesysUsageError,
+    InvalidClientError,
+    StartTimeoutError,
+    TokenUnavailableError,
+)
 from gcbridge.genesys.events import Event, Gap, Item
 from gcbridge.genesys.intake import (
     CLOSED,
@@ -88,7 +96,7 @@ from gcbridge.genesys.socket import (
 )
 from gcbridge.secrets import Secret
 
-log = structlog.get_logger("gcbridge.genesys.client")
+log = get_logger(__name__)
 
 try:  # how many bytes the kernel holds unread on a socket (POSIX); elsewhere only aiohttp's queue is seen
     import fcntl
@@ -220,7 +228,7 @@ class NotificationClient:
         rng: random.Random | None = None,
     ) -> None:
         if (region is None) == (base_url is None):
-            raise ValueError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
+            raise GenesysUsageError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
         self.hosts: RegionHosts = hosts_for_base_url(base_url) if base_url else resolve_region(str(region))
         self.options = options or ClientOptions()
         self._creds: list[tuple[str, Secret]] = [
@@ -260,25 +268,35 @@ class NotificationClient:
         self._handlers: list[tuple[str, Callable[[Event], Any]]] = []
         self._unhook: list[Callable[[], None]] = []
         self._n = _Counters()
+        self._lifecycle_log = LifecycleLog()  # one log line per change of a path, retries at debug
         self._started = False
         self._closed = False
         self._fatal: BaseException | None = None
 
     # == lifecycle ======================================================================================
     async def __aenter__(self) -> NotificationClient:
+        """:meth:`start` the client and return it; on failure everything started so far is closed."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """:meth:`aclose` the client, whatever ended the block (the exception, if any, propagates)."""
         await self.aclose()
 
     async def start(self) -> None:
-        """Fetch the first token of every credential; :class:`InvalidClientError` on bad credentials."""
+        """Fetch the first token of every credential, within ``ClientOptions.start_timeout`` in all.
+
+        Raises :class:`InvalidClientError` at once for a wrong secret (or region), and
+        :class:`StartTimeoutError` (naming the token URL and the last failure) when no token came within
+        ``start_timeout``: a wrong ``base_url`` or region, an unreachable host. Idempotent.
+        """
         if self._started:
             return
         self._started = True
         if self._session is None:
             self._session = new_session()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.options.start_timeout
         try:
             for i, (cid, secret) in enumerate(self._creds):
                 tm = TokenManager(self._session, self.hosts.token_url, cid, secret)
@@ -286,7 +304,12 @@ class NotificationClient:
                 self._apis.append(NotificationsApi(self._session, self.hosts.api_base, tm))
                 self._unhook.append(tm.on_token(functools.partial(self._on_token, i)))
                 await tm.start()
-                await tm.get()  # raises InvalidClientError at once for a wrong secret or region
+                try:
+                    await tm.get(max_wait=max(0.0, give_up_at - loop.time()))
+                except TokenUnavailableError:
+                    raise StartTimeoutError(
+                        self.hosts.token_url, self.options.start_timeout, tm.last_failure
+                    ) from None
         except BaseException:
             await self.aclose()
             raise
@@ -386,7 +409,7 @@ class NotificationClient:
         Larger lists are not cheaper: frames are parsed as their list is made, and a list that stays in the
         CPU cache while it is used is the fastest (64 measured best; bench/README.md)."""
         if max_size < 1:
-            raise ValueError(f"max_size must be at least 1, not {max_size}")
+            raise GenesysUsageError(f"max_size must be at least 1, not {max_size}")
         return self._iterate_batches(max_size)
 
     async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
@@ -432,6 +455,9 @@ class NotificationClient:
             return cast(Item, item)
 
     def stats(self) -> ClientStats:
+        """A snapshot of the client now: every path's state and channel, counters of events, duplicates,
+        gaps, reconnects and rotations by reason, token refreshes, rejected topics. Cheap; call it from the
+        event loop's thread at any time, before :meth:`start` and after :meth:`aclose` too."""
         paths = []
         now_loop = self._now()
         for (shard, cred), p in sorted(self.core.paths.items()):
@@ -493,7 +519,9 @@ class NotificationClient:
         if self._closed:
             raise ClientClosedError("the client is closed")
         if not self._started:
-            raise RuntimeError("start the client first (async with NotificationClient(...) as client)")
+            raise ClientNotStartedError(
+                "start the client first: async with NotificationClient(...) as client"
+            )
 
     def _feed(self, event: PathEvent) -> None:
         if self._closed and not isinstance(event, SocketClosed):
@@ -501,7 +529,10 @@ class NotificationClient:
         try:
             outs = self.core.handle(event)
         except Exception:  # a core bug must not kill the client; it is logged loudly
-            log.exception("notification core rejected an event", gcb_event=type(event).__name__)
+            log.exception(
+                "notification core rejected an event (a bug: please report it)",
+                gcb_event=type(event).__name__,
+            )
             return
         self._dispatch(outs)
 
@@ -513,7 +544,12 @@ class NotificationClient:
                 self._report_gap(out)
             elif isinstance(out, TopicsRejected):
                 for topic, reason in out.rejected:
-                    log.warning("topic rejected by Genesys", topic=topic, reason=reason)
+                    log.warning(
+                        "topic rejected by Genesys; grant the OAuth client the permission it names, then "
+                        "subscribe again",
+                        topic=topic,
+                        reason=reason,
+                    )
                     self._lifecycle("subscription_rejected", reason=reason, detail=topic)
         self._wake.set()
         self._changed.set()
@@ -540,6 +576,7 @@ class NotificationClient:
         elif isinstance(action, Notify):
             if action.kind == "subscription_rejected":
                 return  # reported per topic by the supervisor
+            self._log_notice(key, action)
             self._lifecycle(
                 action.kind,
                 channel_id=action.channel_id,
@@ -547,6 +584,13 @@ class NotificationClient:
                 reason=action.reason,
                 detail=action.detail,
             )
+
+    def _log_notice(self, key: PathKey, notice: Notify) -> None:
+        line = self._lifecycle_log.notice(
+            f"{key[0]}/{key[1]}", notice.kind, self._now(), reason=notice.reason, detail=notice.detail
+        )
+        if line is not None:
+            log.log(line.level, line.event, channel_id=notice.channel_id, **line.fields)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -568,7 +612,7 @@ class NotificationClient:
                 try:
                     self._dispatch(self.core.tick(now))
                 except Exception:  # a core bug must not stop every timer of the client
-                    log.exception("notification core failed on a timer tick")
+                    log.exception("notification core failed on a timer tick (a bug: please report it)")
                     await asyncio.sleep(1.0)
 
     def _on_token(self, credential: int, token: AccessToken) -> None:
@@ -578,7 +622,7 @@ class NotificationClient:
             try:
                 self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
             except Exception:
-                log.exception("notification core failed on a token refresh")
+                log.exception("notification core failed on a token refresh (a bug: please report it)")
 
     # == internals: I/O =================================================================================
     async def _create(self, key: PathKey, action: CreateChannel) -> None:
@@ -684,7 +728,7 @@ class NotificationClient:
                     await sock.ws.send_str(PING_MESSAGE)
             elif decision.verdict is not Verdict.OK:
                 sock.close_reason = decision.verdict.value
-                log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
+                log.debug("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
                 # a silent peer will not answer a close handshake: cut the connection and wake the reader
                 # (aiohttp has no public abort for a client WebSocket)
                 sock.ws._response.close()
@@ -766,7 +810,7 @@ class NotificationClient:
             raise
         except Exception as exc:  # never let one bad frame or socket error kill the client
             reason = f"read_error:{type(exc).__name__}"
-            log.warning("socket read failed", channel_id=channel_id, error=str(exc))
+            log.debug("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
             self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
@@ -799,7 +843,7 @@ class NotificationClient:
             self._system(sock, data, sock.health.last_frame)
         elif kind is Frame.CHANNEL_GONE:
             sock.channel_gone = True
-            log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
+            log.debug("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
             return True
         elif kind is Frame.MALFORMED:
             self._malformed(sock.channel_id, sock.key[0], "not a notification object")
@@ -829,7 +873,11 @@ class NotificationClient:
 
     def _malformed(self, channel_id: str, shard: int, reason: str) -> None:
         self._n.malformed += 1
-        log.warning("malformed frame dropped", channel_id=channel_id, reason=reason)
+        log.warning(
+            "malformed frame dropped (counted in stats().malformed_frames)",
+            channel_id=channel_id,
+            reason=reason,
+        )
         self._lifecycle("dropped", channel_id=channel_id, shard=shard, reason=reason)
 
     def _report_deferred(self) -> None:
@@ -855,7 +903,7 @@ class NotificationClient:
         self._n.gaps += 1
         self._n.gap_seconds += item.seconds
         log.warning(
-            "gap in notifications",
+            "gap in notifications: events in it may be missing; back-fill its topics from the Gap item",
             shard=gap.shard,
             seconds=round(item.seconds, 3),
             reason=item.reason,
@@ -872,7 +920,7 @@ class NotificationClient:
     def _go_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
-            log.error("notification client cannot continue", error=str(exc))
+            log.error("notification client cannot continue; the stream ends with this error", error=str(exc))
             self._lifecycle("fatal", reason=type(exc).__name__, detail=str(exc))
             self._put_nowait(_END)
 
@@ -886,7 +934,9 @@ class NotificationClient:
             try:
                 cb(ev)
             except Exception:
-                log.exception("lifecycle callback failed")
+                log.exception(
+                    "lifecycle callback failed; fix the callback given to on_lifecycle (it must not raise)"
+                )
 
     def _is_live(self, topic: str) -> bool:
         shard = self.core.planner.shard_of(topic)
