@@ -31,11 +31,12 @@ from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
-from gcbridge.bridge.status import build_status, channel_rows
+from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
@@ -87,6 +88,7 @@ class BridgeService:
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
         self.journal = GapJournal(config.outbox.gap_log_path)
+        self.history = MinuteHistory()
         self.topics: list[str] = list(config.genesys.topics)
         self.started_at = clock()
         self.admin: AdminServer | None = None
@@ -146,7 +148,7 @@ class BridgeService:
             "starting",
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             outbox=str(cfg.outbox.path),
         )
         self.journal.load()
@@ -221,7 +223,7 @@ class BridgeService:
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
-        self.log.info("running", topics=len(self.topics))
+        self.log.info("running", topics=topic_count(self.topics))
 
     def request_stop(self) -> None:
         """Begin a drain (what SIGTERM and SIGINT do)."""
@@ -280,7 +282,7 @@ class BridgeService:
             added = [t for t in new if t not in self.topics]
             removed = [t for t in self.topics if t not in new]
             if not added and not removed:
-                self.log.info("reload: topics unchanged", topics=len(self.topics))
+                self.log.info("reload: topics unchanged", topics=topic_count(self.topics))
                 return
             try:
                 if added:
@@ -293,7 +295,7 @@ class BridgeService:
                 )
                 return
             self.topics = list(new)
-            self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
+            self.log.info("reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics))
 
     def _log_rejections(self, result: Any) -> None:
         rejected = getattr(result, "rejected", None) or {}
@@ -323,7 +325,7 @@ class BridgeService:
             started_at=self.started_at,
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             client_stats=self._client_stats(),
             outbox=self._outbox_stats,
             received=self.ingest.received if self.ingest else 0,
@@ -340,6 +342,7 @@ class BridgeService:
             servicenow_last_error=sink.last_error if sink else None,
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
+            history=self.history.documents(),
         )
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
@@ -416,6 +419,25 @@ class BridgeService:
             self._outbox_stats = stats
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
+        self.history.record(self._history_sample(now))
+
+    def _history_sample(self, now: float) -> Sample:
+        request_seconds, requests = 0.0, 0
+        for metric in self.metrics.servicenow_request.collect():
+            for s in metric.samples:
+                if s.name.endswith("_sum"):
+                    request_seconds += s.value
+                elif s.name.endswith("_count"):
+                    requests += int(s.value)
+        stats = self._outbox_stats
+        return Sample(
+            at=now,
+            received=self.ingest.received if self.ingest else 0,
+            written=self.sink.delivered if self.sink else 0,
+            outbox_depth=stats.pending + stats.in_flight if stats else 0,
+            latency_seconds=request_seconds,
+            requests=requests,
+        )
 
     async def _safe_outbox_stats(self) -> OutboxStats | None:
         if self.outbox is None:
