@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from gcbridge.bridge.service import BridgeService
+from gcbridge.bridge.status import topic_count
 from gcbridge.genesys.events import Gap
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
@@ -64,7 +65,11 @@ class ChannelClient(ScriptedClient):
 
     def stats(self) -> dict[str, Any]:
         doc = super().stats()
-        doc["channels"][0].update(connected_since=self.connected_since, expires_at=self.expires_at)
+        doc["channels"][0].update(
+            connected_since=self.connected_since,
+            expires_at=self.expires_at,
+            topic_count=topic_count(self.subscribed),  # as NotificationClient counts: combined ones expanded
+        )
         return doc
 
 
@@ -169,6 +174,7 @@ async def test_status_page_reads_well_at_1280px(tmp_path: Path, sn: ServiceNowSi
                     assert text not in ("", "–"), await counter.get_attribute("id")
                 # a combined topic is the topics it combines: 2 plain + 3 combined
                 await expect(page.locator("#topics")).to_have_text("5")
+                await expect(page.locator("#channels tbody tr").first.locator("td").nth(3)).to_have_text("5")
 
                 cells = page.locator("#channels tbody tr").first.locator("td")
                 connected, expires = await cells.nth(4).text_content(), await cells.nth(6).text_content()
@@ -180,7 +186,13 @@ async def test_status_page_reads_well_at_1280px(tmp_path: Path, sn: ServiceNowSi
                 )
                 assert gap_from and DATE_TIME.match(gap_from), gap_from
 
-                assert await page.locator("#chart-events-in rect.bar").count() >= 1
+                # every event of this run is in the last hour's bars (one minute, or two across a boundary)
+                await expect(page.locator("#chart-events-in .latest")).to_contain_text("peak ")
+                bars = page.locator("#chart-events-in rect.bar title")
+                per_minute = [
+                    int(re.sub(r"\D", "", t.split(": ")[1])) for t in await bars.all_text_contents()
+                ]
+                assert sum(per_minute) == 12, per_minute
                 assert await page.locator("#chart-records-written rect.bar").count() >= 1
                 await expect(page.locator("#gap-timeline .latest")).to_have_text("1 in the last hour")
                 assert await page.locator("#gap-timeline rect.gap").count() == 1

@@ -17,7 +17,8 @@ DEFAULT_MINUTES: Final = 60
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """Running totals at one moment (``at``: UNIX seconds). Totals only grow, except after a restart."""
+    """This run's totals at one moment (``at``: UNIX seconds); they start at zero and only grow (a total
+    that shrinks was reset, and counts afresh)."""
 
     at: float
     received: int
@@ -62,17 +63,16 @@ class MinuteHistory:
         if minutes < 1:
             raise ValueError(f"minutes must be at least 1, got {minutes}")
         self._ring: deque[Minute] = deque(maxlen=minutes)
-        self._last: Sample | None = None
+        # The totals are this run's, so they start from zero: the first sample counts all it holds.
+        self._last = Sample(at=0.0, received=0, written=0, outbox_depth=0, latency_seconds=0.0, requests=0)
 
     def record(self, sample: Sample) -> None:
-        """Add what changed since the previous sample to the minute ``sample.at`` falls in. The first sample
-        only sets the baseline. A sample older than the newest minute (a clock stepped back) counts in the
+        """Add what changed since the previous sample (or since zero, for the first) to the minute
+        ``sample.at`` falls in. A sample older than the newest minute (a clock stepped back) counts in the
         newest minute, so that the ring stays in time order."""
         minute = self._minute_at(sample.at)
         previous, self._last = self._last, sample
         minute.outbox_depth = max(minute.outbox_depth, sample.outbox_depth)
-        if previous is None:
-            return
         minute.events_in += int(_growth(sample.received, previous.received))
         minute.records_written += int(_growth(sample.written, previous.written))
         minute.requests += int(_growth(sample.requests, previous.requests))

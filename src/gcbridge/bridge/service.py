@@ -295,7 +295,9 @@ class BridgeService:
                 )
                 return
             self.topics = list(new)
-            self.log.info("reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics))
+            self.log.info(
+                "reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics)
+            )
 
     def _log_rejections(self, result: Any) -> None:
         rejected = getattr(result, "rejected", None) or {}

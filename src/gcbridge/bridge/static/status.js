@@ -69,7 +69,10 @@
       c.path || String(c.shard), c.id || "", { text: c.state || "", cls: "state-" + (c.state || "") },
       num(c.topics), time(c.connected_since), ago(c.last_frame_at), time(c.expires_at),
     ]));
-    const counts = (m) => Object.entries(m || {}).map(([k, v]) => [k, num(v)]);
+    const counts = (m) => {
+      const rows = Object.entries(m || {}).map(([k, v]) => [k, num(v)]);
+      return rows.length ? rows : [[{ text: "none", cls: "muted" }, ""]];
+    };
     fillRows("reconnects", counts(g.reconnects));
     fillRows("rotations", counts(g.rotations));
     fillRows("recent-gaps", (gaps.recent || []).map((x) => [
@@ -115,7 +118,8 @@
     const fig = $(figId);
     const svg = canvas(fig, 56);
     const shown = minutes.filter((m) => m.start + 60 > now - HOUR && typeof m[field] === "number");
-    const top = Math.max(1, ...shown.map((m) => m[field]));
+    const peak = Math.max(0, ...shown.map((m) => m[field]));
+    const top = Math.max(peak, 1e-9);  // the scale; an all-zero hour draws flat bars
     for (const m of shown) {
       const h = (m[field] / top) * 52;
       const x = xOf(m.start, now);
@@ -125,7 +129,7 @@
     }
     svg.appendChild(svgEl("line", { x1: 0, y1: 54.5, x2: WIDTH, y2: 54.5, class: "baseline" }));
     const last = shown.length ? shown[shown.length - 1][field] : null;
-    fig.querySelector(".latest").textContent = last === null ? "(no data yet)" : `now ${format(last)} · peak ${format(top)}`;
+    fig.querySelector(".latest").textContent = last === null ? "(no data yet)" : `now ${format(last)} · peak ${format(peak)}`;
     fig.querySelector(".axis span:nth-child(2)").textContent = shown.length ? `bar = 1 minute` : "";
   }
 
