@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+NO_VALUE = "\N{EN DASH}"  # what the page shows where it has no number
 DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 # A gateway URL without a single space to break at: it must wrap inside its card, not overflow it.
 LONG_BASE_URL = (
@@ -171,20 +173,20 @@ async def test_status_page_reads_well_at_1280px(tmp_path: Path, sn: ServiceNowSi
                 await expect(page.locator("#retries")).to_have_text("0")
                 for counter in await page.locator(".card [id]").all():
                     text = (await counter.text_content() or "").strip()
-                    assert text not in ("", "–"), await counter.get_attribute("id")
+                    assert text not in ("", NO_VALUE), await counter.get_attribute("id")
                 # a combined topic is the topics it combines: 2 plain + 3 combined
                 await expect(page.locator("#topics")).to_have_text("5")
                 await expect(page.locator("#channels tbody tr").first.locator("td").nth(3)).to_have_text("5")
 
                 cells = page.locator("#channels tbody tr").first.locator("td")
                 connected, expires = await cells.nth(4).text_content(), await cells.nth(6).text_content()
-                assert connected and DATE_TIME.match(connected), connected
-                assert expires and DATE_TIME.match(expires), expires
+                assert DATE_TIME.match(connected or ""), connected
+                assert DATE_TIME.match(expires or ""), expires
                 assert expires > connected  # both carry the date: the later time reads as later
                 gap_from = (
                     await page.locator("#recent-gaps tbody tr").first.locator("td").first.text_content()
                 )
-                assert gap_from and DATE_TIME.match(gap_from), gap_from
+                assert DATE_TIME.match(gap_from or ""), gap_from
 
                 # every event of this run is in the last hour's bars (one minute, or two across a boundary)
                 await expect(page.locator("#chart-events-in .latest")).to_contain_text("peak ")

@@ -399,7 +399,7 @@ async def test_traffic_on_given_topics_and_paced_publish(
 async def test_http_control_refuses_invalid_arguments_and_changes_nothing(
     genesys_sim_factory: SimFactory, client_factory: ClientFactory, op: str, body: object, says: str
 ) -> None:
-    sim, client, channel, ws = await _ready(genesys_sim_factory, client_factory)
+    sim, client, channel, _ws = await _ready(genesys_sim_factory, client_factory)
     topic = "v2.users.u1.presence"
     sim.start_traffic(50.0, [topic])
     async with client.session.post(sim.base_url + "/_sim/" + op, json=body) as resp:

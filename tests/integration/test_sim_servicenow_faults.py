@@ -413,7 +413,7 @@ async def test_an_internal_error_is_a_500_envelope_and_the_server_lives_on(
 async def test_http_controls_refuse_invalid_arguments_and_change_nothing(
     sn: tuple[ServiceNowSim, SnClient], path: str, payload: object, says: str
 ) -> None:
-    sim, client = sn
+    _sim, client = sn
     before = (await client.call("GET", "/_sim/state", auth={})).body["faults"]
     answer = await client.call("POST", path, data=_json.dumps(payload), auth={})
     assert answer.status == 400

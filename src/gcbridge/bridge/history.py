@@ -1,4 +1,4 @@
-"""The last hour, minute by minute, for the status page's charts (pure: no I/O, no clock; times are passed in).
+"""The last hour, minute by minute, for the status page's charts (pure: no I/O, no clock; times passed in).
 
 The service samples its running totals (events made durable, records written, the outbox depth, the summed
 time of ServiceNow requests) about once a second; :class:`MinuteHistory` turns consecutive samples into

@@ -7,7 +7,7 @@ process (``gcbridge sim genesys``). Every endpoint is listed by ``GET /_sim/``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -41,15 +41,16 @@ def _get(
         return None
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise RequestError(400, "bad.request", f"parameter {name!r} has the wrong type")
-    if (low is not None and value < low) or (high is not None and value > high):
+    number = value if isinstance(value, int | float) else None
+    if number is not None and ((low is not None and number < low) or (high is not None and number > high)):
         bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
         raise RequestError(400, "bad.request", f"parameter {name!r} must be {bounds}, got {value!r}")
     return value
 
 
-# Statuses a failure fault may inject, and close codes a socket may be closed with (RFC 6455 §7.4).
-_ERROR_STATUS = {"low": 400, "high": 599}
-_CLOSE_CODE = {"low": 1000, "high": 4999}
+# Statuses a failure fault may inject (errors only), and close codes a socket may send (RFC 6455 §7.4).
+ERROR_STATUS: Final = (400, 599)
+CLOSE_CODE: Final = (1000, 4999)
 
 
 async def _socket_closing(sim: GenesysSim, p: Params) -> Any:
@@ -64,7 +65,8 @@ async def _drop(sim: GenesysSim, p: Params) -> Any:
 
 async def _close(sim: GenesysSim, p: Params) -> Any:
     return await sim.close_socket(
-        int(_get(p, "code", int, 1001, **_CLOSE_CODE)), _get(p, "channel_id", str, None)
+        int(_get(p, "code", int, 1001, low=CLOSE_CODE[0], high=CLOSE_CODE[1])),
+        _get(p, "channel_id", str, None),
     )
 
 
@@ -87,7 +89,7 @@ async def _revoke(sim: GenesysSim, p: Params) -> Any:
 async def _fail_rest(sim: GenesysSim, p: Params) -> Any:
     sim.fail_next_rest(
         _get(p, "n", int, 1, low=1),
-        _get(p, "status", int, 503, **_ERROR_STATUS),
+        _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
         _get(p, "retry_after", (int, float), None, low=0),
     )
     return len(sim.faults.api)
@@ -96,7 +98,7 @@ async def _fail_rest(sim: GenesysSim, p: Params) -> Any:
 async def _fail_token(sim: GenesysSim, p: Params) -> Any:
     sim.fail_next_token(
         _get(p, "n", int, 1, low=1),
-        _get(p, "status", int, 503, **_ERROR_STATUS),
+        _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
         _get(p, "retry_after", (int, float), None, low=0),
     )
     return len(sim.faults.token)
@@ -108,7 +110,9 @@ async def _duplicate(sim: GenesysSim, p: Params) -> Any:
 
 
 async def _refuse(sim: GenesysSim, p: Params) -> Any:
-    sim.refuse_handshakes(_get(p, "n", int, 1, low=1), _get(p, "status", int, 503, **_ERROR_STATUS))
+    sim.refuse_handshakes(
+        _get(p, "n", int, 1, low=1), _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1])
+    )
     return True
 
 
