@@ -275,8 +275,8 @@ class BridgeService:
                     "outbox flush did not finish",
                     queued=self.ingest.queued if self.ingest else 0,
                     error=f"{type(exc).__name__}: {exc}",
-                    what_to_do="events still queued were not stored: back-fill the stop time (the next "
-                    "start journals it as a gap), and raise outbox.drain_timeout if this recurs",
+                    what_to_do="the queued events were lost: back-fill the last minutes before this stop, "
+                    "and raise outbox.drain_timeout if it recurs",
                 )
         finished = True
         if self.dispatcher is not None:
@@ -324,11 +324,11 @@ class BridgeService:
                     await self.client.unsubscribe(removed)
             except Exception as exc:
                 self.log.error(
-                    "reload: subscription change failed; keeping the current topics",
+                    "reload: subscription change failed",
                     error=str(exc),
                     added=added,
                     removed=removed,
-                    what_to_do="send SIGHUP again to retry; a rejection names the permission it needs",
+                    what_to_do="send SIGHUP again: it applies whatever difference is left",
                 )
                 return
             self.topics = list(new)
