@@ -206,8 +206,10 @@ def test_status_document_from_client_stats() -> None:
         servicenow_last_error=None,
         servicenow_instance="https://x",
         last_event_at=9.5,
+        history=[{"start": 0.0, "events_in": 6}],
     )
     assert doc["uptime"] == 6.0
+    assert doc["history"] == {"minute_seconds": 60.0, "minutes": [{"start": 0.0, "events_in": 6}]}
     assert doc["readiness"] == {"ready": False, "reasons": ["shards without a live socket: [1]"]}
     assert doc["genesys"]["reconnects"] == {"dropped": 2}
     assert doc["outbox"]["pending"] == 1
