@@ -302,6 +302,7 @@ def check_log_context(logs: str) -> None:
     retries = [e for e in lines if e["event"] == "outbox delivery will be retried"]
     assert retries, "the ServiceNow 503 burst caused no logged retry"
     assert all(e["topic"] and e["attempt"] >= 1 for e in retries), retries[:3]
+    assert all(e["level"] == "debug" for e in retries), retries[:3]  # summarised at info once a minute
 
 
 async def test_sigterm_restart_faults_every_event_exactly_once(

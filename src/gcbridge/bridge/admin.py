@@ -95,7 +95,8 @@ def readiness(
     live = {c.get("shard") for c in channels if c.get("state") in EVENTS_FLOW_STATES}
     missing = [s for s in range(shards) if s not in live]
     if missing:
-        reasons.append(f"shards without a live socket: {', '.join(str(s) for s in missing)}")
+        # a list, so that "shard 0" never reads as "no shard"
+        reasons.append(f"shards without a live socket: {missing}")
     if servicenow_reachable is False:
         reasons.append("ServiceNow is not reachable")
     elif servicenow_reachable is None:

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failed run or check, 2 an unusable configuration or c
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -395,7 +396,7 @@ def outbox_inspect(
     if doc is None:
         _err.print(f"no row {row_id} (never stored, expired or purged)")
         raise typer.Exit(1)
-    sys.stdout.write(_json.dumps_str(doc) + "\n")
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def _selection(ids: list[int] | None, all_rows: bool) -> Any:

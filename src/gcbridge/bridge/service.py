@@ -31,11 +31,13 @@ from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
-from gcbridge.bridge.status import build_status, channel_rows
+from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
@@ -52,14 +54,35 @@ SHUTDOWN_GAP_MARGIN: Final = 0.5
 SERVICENOW_PROBE_INTERVAL: Final = 15.0
 """Seconds without a delivery after which an unauthenticated GET checks that ServiceNow still answers."""
 
-# How loudly each client lifecycle event is logged (anything else: info).
-_LIFECYCLE_LOG_LEVEL: Final[dict[str, str]] = {
-    "fatal": "error",
-    "reconnecting": "warning",
-    "gap": "warning",
-    "dropped": "warning",
-    "subscription_rejected": "warning",
+# How each client lifecycle event is logged: (level, what to do next). One line per change, by one owner:
+# ``None`` means its one line comes from elsewhere (a gap: the gap journal's line, which has the interval;
+# fatal: the service's own "failed" line; dropped: the client's "malformed frame dropped" line). Steps of a
+# rotation or a token refresh are routine, at debug; the rotation's outcome is the info line.
+_LIFECYCLE_LOG: Final[dict[str, tuple[str, str | None] | None]] = {
+    "connected": ("info", None),
+    "rotated": ("info", None),
+    "rotating": ("debug", None),
+    "channel_created": ("debug", None),
+    "token_refreshed": ("debug", None),
+    "reconnecting": (
+        "warning",
+        "nothing while it reconnects; if it keeps failing, check the network path to Genesys Cloud; "
+        "any events missed are reported as a gap",
+    ),
+    "subscription_rejected": (
+        "error",
+        "give the OAuth client the permission the reason names (or fix the topic name), then send SIGHUP",
+    ),
+    "gap": None,
+    "fatal": None,
+    "dropped": None,
 }
+_FATAL_ADVICE: Final = (
+    "fix the cause, then restart the service; `gcbridge check --config <file>` tests the credentials, "
+    "the region and the connections (invalid_client: a wrong client id, secret or region)"
+)
+RETRY_SUMMARY_PERIOD: Final = 60.0
+"""Seconds between two info lines summarising delivery retries (each retry is logged at debug)."""
 
 EXIT_OK: Final = 0
 EXIT_FATAL: Final = 1
@@ -87,6 +110,8 @@ class BridgeService:
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
         self.journal = GapJournal(config.outbox.gap_log_path)
+        self.history = MinuteHistory()
+        self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
         self.topics: list[str] = list(config.genesys.topics)
         self.started_at = clock()
         self.admin: AdminServer | None = None
@@ -133,7 +158,12 @@ class BridgeService:
             pass
         except Exception as exc:
             stop_asked.cancel()
-            self.log.error("start-up failed", error=str(exc), error_type=type(exc).__name__)
+            self.log.error(
+                "start-up failed",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                what_to_do=_FATAL_ADVICE,
+            )
             await self._abort()
             return EXIT_FATAL
         await stop_asked
@@ -146,7 +176,7 @@ class BridgeService:
             "starting",
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             outbox=str(cfg.outbox.path),
         )
         self.journal.load()
@@ -160,6 +190,7 @@ class BridgeService:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
                 rows=self.outbox.recovered_on_open,
+                what_to_do="nothing: they are delivered again, and ServiceNow coalesces a repeated write",
             )
         mapping = compile_mapping(cfg.servicenow.mapping)
         sn = cfg.servicenow
@@ -221,7 +252,7 @@ class BridgeService:
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
-        self.log.info("running", topics=len(self.topics))
+        self.log.info("running", topics=topic_count(self.topics))
 
     def request_stop(self) -> None:
         """Begin a drain (what SIGTERM and SIGINT do)."""
@@ -244,6 +275,8 @@ class BridgeService:
                     "outbox flush did not finish",
                     queued=self.ingest.queued if self.ingest else 0,
                     error=f"{type(exc).__name__}: {exc}",
+                    what_to_do="the queued events were lost: back-fill the last minutes before this stop, "
+                    "and raise outbox.drain_timeout if it recurs",
                 )
         finished = True
         if self.dispatcher is not None:
@@ -275,12 +308,14 @@ class BridgeService:
                 self.log.error(
                     "reload refused: the config file is invalid; keeping the current topics",
                     problems=exc.problems,
+                    what_to_do="fix the file (`gcbridge check --config <file>` shows the problems), "
+                    "then send SIGHUP again",
                 )
                 return
             added = [t for t in new if t not in self.topics]
             removed = [t for t in self.topics if t not in new]
             if not added and not removed:
-                self.log.info("reload: topics unchanged", topics=len(self.topics))
+                self.log.info("reload: topics unchanged", topics=topic_count(self.topics))
                 return
             try:
                 if added:
@@ -289,19 +324,27 @@ class BridgeService:
                     await self.client.unsubscribe(removed)
             except Exception as exc:
                 self.log.error(
-                    "reload: subscription change failed", error=str(exc), added=added, removed=removed
+                    "reload: subscription change failed",
+                    error=str(exc),
+                    added=added,
+                    removed=removed,
+                    what_to_do="send SIGHUP again: it applies whatever difference is left",
                 )
                 return
             self.topics = list(new)
-            self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
+            self.log.info(
+                "reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics)
+            )
 
     def _log_rejections(self, result: Any) -> None:
-        rejected = getattr(result, "rejected", None) or {}
-        for topic, reason in rejected.items():
-            self.log.error("topic rejected by Genesys Cloud; it is not followed", topic=topic, reason=reason)
+        # Each rejected topic has its line from the client's subscription_rejected lifecycle event.
         pending = getattr(result, "pending", ()) or ()
         if pending:
-            self.log.warning("topics not live yet; the client keeps trying", topics=len(pending))
+            self.log.warning(
+                "topics not live yet; the client keeps trying",
+                topics=len(pending),
+                what_to_do="nothing yet: /readyz turns ready once they are live",
+            )
 
     @property
     def endpoint(self) -> str:
@@ -323,7 +366,7 @@ class BridgeService:
             started_at=self.started_at,
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             client_stats=self._client_stats(),
             outbox=self._outbox_stats,
             received=self.ingest.received if self.ingest else 0,
@@ -340,6 +383,7 @@ class BridgeService:
             servicenow_last_error=sink.last_error if sink else None,
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
+            history=self.history.documents(),
         )
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
@@ -360,7 +404,11 @@ class BridgeService:
                 self.fatal_error = self.fatal_error or (
                     f"{type(failure).__name__}: {failure}" if failure else "the notification stream ended"
                 )
-                self.log.error("fatal: no more events can be received", error=self.fatal_error)
+                self.log.error(
+                    "failed: no more events can be received",
+                    error=self.fatal_error,
+                    what_to_do=_FATAL_ADVICE,
+                )
                 self.lifecycle.fire("fatal")
                 self._stop_requested.set()
 
@@ -374,7 +422,11 @@ class BridgeService:
         try:
             await client.aclose()
         except Exception as exc:
-            self.log.warning("closing the notification client failed", error=str(exc))
+            self.log.warning(
+                "closing the notification client failed",
+                error=str(exc),
+                what_to_do="nothing: the service stops all the same",
+            )
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -385,8 +437,21 @@ class BridgeService:
                 if self.lifecycle.state == "running":
                     await self.journal.mark_alive(now)
                     await self._probe_servicenow(now)
+                self._summarise_retries(now)
             except Exception as exc:
-                self.log.warning("state refresh failed", error=str(exc))
+                self.log.warning(
+                    "state refresh failed",
+                    error=str(exc),
+                    what_to_do="if it repeats, check the disk that holds the outbox and the gap journal",
+                )
+
+    def _summarise_retries(self, now: float) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        summary = self.retry_summary.observe(now, sink.retried, self._outbox_stats, sink.last_error)
+        if summary is not None:
+            self.log.info(summary.message, **summary.fields())
 
     async def _probe_servicenow(self, now: float) -> None:
         # Deliveries tell whether ServiceNow answers; a quiet bridge asks it now and then instead.
@@ -416,6 +481,25 @@ class BridgeService:
             self._outbox_stats = stats
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
+        self.history.record(self._history_sample(now))
+
+    def _history_sample(self, now: float) -> Sample:
+        request_seconds, requests = 0.0, 0
+        for metric in self.metrics.servicenow_request.collect():
+            for s in metric.samples:
+                if s.name.endswith("_sum"):
+                    request_seconds += s.value
+                elif s.name.endswith("_count"):
+                    requests += int(s.value)
+        stats = self._outbox_stats
+        return Sample(
+            at=now,
+            received=self.ingest.received if self.ingest else 0,
+            written=self.sink.delivered if self.sink else 0,
+            outbox_depth=stats.pending + stats.in_flight if stats else 0,
+            latency_seconds=request_seconds,
+            requests=requests,
+        )
 
     async def _safe_outbox_stats(self) -> OutboxStats | None:
         if self.outbox is None:
@@ -456,7 +540,12 @@ class BridgeService:
         self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
             self.fatal_error = f"{reason}: {context['detail']}" if context["detail"] else reason
-        level = _LIFECYCLE_LOG_LEVEL.get(kind, "info")
+        how = _LIFECYCLE_LOG.get(kind, ("info", None))
+        if how is None:
+            return
+        level, what_to_do = how
+        if what_to_do is not None:
+            context["what_to_do"] = what_to_do
         getattr(self.log, level)(f"genesys {kind}", **context)
 
     def _add_signal_handlers(self) -> None:

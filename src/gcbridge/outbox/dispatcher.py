@@ -313,7 +313,8 @@ class Dispatcher:
         elif isinstance(action, Reschedule):
             await self.store.retry(row.id, action.at, action.error)
             self.counters.retried += 1
-            _log.info(
+            # debug: the service logs a summary of retries once a minute (bridge/retry_summary.py)
+            _log.debug(
                 "outbox delivery will be retried",
                 row_id=row.id,
                 order_key=row.order_key,
