@@ -658,7 +658,7 @@ class NotificationClient:
                 log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
                 # a silent peer may not answer a close handshake either: stop the reader now (it reports
                 # the socket closed and starts the close, which ``close_timeout`` bounds)
-                sock.tasks[0].cancel()
+                sock.tasks[0].cancel()  # the reader (see _open)
                 return
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
 
