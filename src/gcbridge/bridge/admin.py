@@ -147,9 +147,8 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        addresses = self._runner.addresses  # (host, port, ...) of each listening socket: the port 0 bound
+        self.port = int(addresses[0][1]) if addresses else self._port
 
     @property
     def url(self) -> str:

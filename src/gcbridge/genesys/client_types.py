@@ -173,9 +173,9 @@ class PathStats:
 class ClientStats:
     """A snapshot of the client (wall-clock times).
 
-    ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and the malformed event frames in
-    ``malformed_frames`` are counted as the consumer takes the frames (an event frame is parsed where it
-    is consumed); ``buffered`` is what has arrived and waits for the consumer (frames and gaps).
+    ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and ``malformed_frames`` are
+    counted as the socket readers take the frames; ``buffered`` is what has arrived and waits for the
+    consumer (events and gaps).
     """
 
     paths: tuple[PathStats, ...]
