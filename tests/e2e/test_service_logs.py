@@ -50,11 +50,8 @@ async def test_one_line_per_gap_and_per_lifecycle_change(tmp_path: Path, sn: Ser
     assert gap["start_utc"].endswith("Z")
     assert gap["topics"] == 1
     assert str(service.journal.path) in gap["what_to_do"]
-    assert len(said(logs, "genesys reconnecting")) == 1
-    assert len(said(logs, "genesys connected")) == 1
-    (rejected,) = said(logs, "genesys subscription_rejected")
-    assert rejected["level"] == "error"
-    assert "permission" in rejected["what_to_do"]
+    # the client logs its own lifecycle lines (one per change of a path); the service only counts them
+    assert not [line for line in lines(logs) if line["event"].startswith("genesys ")]
     assert [line["event"] for line in lines(logs)].count("starting") == 1
     loud = [line for line in lines(logs) if line["level"] in ("warning", "error")]
     assert loud

@@ -54,29 +54,6 @@ SHUTDOWN_GAP_MARGIN: Final = 0.5
 SERVICENOW_PROBE_INTERVAL: Final = 15.0
 """Seconds without a delivery after which an unauthenticated GET checks that ServiceNow still answers."""
 
-# How each client lifecycle event is logged: (level, what to do next). One line per change, by one owner:
-# ``None`` means its one line comes from elsewhere (a gap: the gap journal's line, which has the interval;
-# fatal: the service's own "failed" line; dropped: the client's "malformed frame dropped" line). Steps of a
-# rotation or a token refresh are routine, at debug; the rotation's outcome is the info line.
-_LIFECYCLE_LOG: Final[dict[str, tuple[str, str | None] | None]] = {
-    "connected": ("info", None),
-    "rotated": ("info", None),
-    "rotating": ("debug", None),
-    "channel_created": ("debug", None),
-    "token_refreshed": ("debug", None),
-    "reconnecting": (
-        "warning",
-        "nothing while it reconnects; if it keeps failing, check the network path to Genesys Cloud; "
-        "any events missed are reported as a gap",
-    ),
-    "subscription_rejected": (
-        "error",
-        "give the OAuth client the permission the reason names (or fix the topic name), then send SIGHUP",
-    ),
-    "gap": None,
-    "fatal": None,
-    "dropped": None,
-}
 _FATAL_ADVICE: Final = (
     "fix the cause, then restart the service; `gcbridge check --config <file>` tests the credentials, "
     "the region and the connections (invalid_client: a wrong client id, secret or region)"
@@ -529,24 +506,15 @@ class BridgeService:
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
     def _on_lifecycle(self, event: Any) -> None:
+        # Counted here, not logged: the client writes one line per change of a path itself (through the
+        # service's log set-up), the gap journal writes the gap's line, and a fatal error gets the service's
+        # own "failed" line. Logging them here too would say everything twice.
         kind = str(getattr(event, "kind", ""))
         reason = str(getattr(event, "reason", "") or "unspecified")
-        context = {
-            "channel": getattr(event, "channel_id", None),
-            "shard": getattr(event, "shard", None),
-            "reason": reason,
-            "detail": getattr(event, "detail", None),
-        }
         self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
-            self.fatal_error = f"{reason}: {context['detail']}" if context["detail"] else reason
-        how = _LIFECYCLE_LOG.get(kind, ("info", None))
-        if how is None:
-            return
-        level, what_to_do = how
-        if what_to_do is not None:
-            context["what_to_do"] = what_to_do
-        getattr(self.log, level)(f"genesys {kind}", **context)
+            detail = getattr(event, "detail", None)
+            self.fatal_error = f"{reason}: {detail}" if detail else reason
 
     def _add_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
