@@ -86,9 +86,16 @@ class Readiness:
 
 
 def readiness(
-    channels: Sequence[Mapping[str, Any]], shards: int, servicenow_reachable: bool | None, state: str
+    channels: Sequence[Mapping[str, Any]],
+    shards: int,
+    servicenow_reachable: bool | None,
+    state: str,
+    delivery_problems: Sequence[str] = (),
 ) -> Readiness:
-    """Ready when running, every shard has a live channel, and ServiceNow answered (pure; no I/O)."""
+    """Ready when running, every shard has a live channel, ServiceNow answered, and deliveries are not
+    failing wholesale (pure; no I/O). ``delivery_problems``: a sink-wide condition that pauses deliveries
+    ("ServiceNow rejected the credentials (HTTP 401)"), or every recent delivery dead-lettered; a condition
+    that says why ServiceNow fails replaces the vaguer "not reachable"."""
     reasons: list[str] = []
     if state != "running":
         reasons.append(f"service is {state}")
@@ -96,10 +103,12 @@ def readiness(
     missing = [s for s in range(shards) if s not in live]
     if missing:
         reasons.append(f"shards without a live socket: {', '.join(str(s) for s in missing)}")
-    if servicenow_reachable is False:
-        reasons.append("ServiceNow is not reachable")
-    elif servicenow_reachable is None:
-        reasons.append("ServiceNow not contacted yet")
+    reasons.extend(delivery_problems)
+    if not delivery_problems:  # a named condition says more than "not reachable"
+        if servicenow_reachable is False:
+            reasons.append("ServiceNow is not reachable")
+        elif servicenow_reachable is None:
+            reasons.append("ServiceNow not contacted yet")
     return Readiness(ready=not reasons, reasons=tuple(reasons))
 
 

@@ -37,10 +37,11 @@ from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
+from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
+from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import create_session
 from gcbridge.servicenow.sinks import build_router
@@ -340,6 +341,8 @@ class BridgeService:
             servicenow_last_error=sink.last_error if sink else None,
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
+            servicenow_condition=self._condition_doc(),
+            delivery_problems=self._delivery_problems(),
         )
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
@@ -416,6 +419,38 @@ class BridgeService:
             self._outbox_stats = stats
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
+        self._update_condition_gauge()
+
+    def _condition(self) -> SinkCondition | None:
+        health = self.dispatcher.health if self.dispatcher is not None else None
+        return health.condition if health is not None and health.paused else None
+
+    def _condition_doc(self) -> dict[str, Any] | None:
+        condition = self._condition()
+        if condition is None:
+            return None
+        assert self.dispatcher is not None
+        since = self.dispatcher.health.since
+        return {
+            "kind": condition.kind,
+            "summary": condition.summary,
+            "action": condition.action,
+            "since": since,
+        }
+
+    def _delivery_problems(self) -> list[str]:
+        condition = self._condition()
+        problems = [condition.summary] if condition is not None else []
+        rejection = self.sink.wholesale_rejection() if self.sink is not None else None
+        if rejection is not None:
+            problems.append(rejection)
+        return problems
+
+    def _update_condition_gauge(self) -> None:
+        condition = self._condition()
+        for kind in SINK_CONDITIONS:
+            value = 1 if condition is not None and condition.kind == kind else 0
+            self.metrics.servicenow_condition.labels(condition=kind).set(value)
 
     async def _safe_outbox_stats(self) -> OutboxStats | None:
         if self.outbox is None:

@@ -14,6 +14,7 @@ from typing import Final
 from gcbridge.outbox.base import SinkCondition
 
 __all__ = [
+    "KINDS",
     "RUN_OF_FAILURES",
     "access_denied",
     "bad_credentials",
@@ -23,6 +24,9 @@ __all__ = [
     "unavailable",
     "unreachable",
 ]
+
+KINDS: Final = ("credentials", "access", "missing_table", "hibernating", "unavailable", "unreachable")
+"""Every ``SinkCondition.kind`` built here (the label values of ``gcbridge_servicenow_condition``)."""
 
 RUN_OF_FAILURES: Final = 5
 """Failures in a row (5xx, timeouts, connection errors) before they count as an outage: one flaky request
