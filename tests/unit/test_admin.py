@@ -188,9 +188,9 @@ def test_lifecycle_events_become_counters() -> None:
     assert "gcbridge_token_refreshes_total 1.0" in text
 
 
-def test_readiness_names_a_sink_wide_condition_instead_of_unreachable() -> None:
+def test_readiness_names_a_sink_wide_condition() -> None:
     live = [{"shard": 0, "state": "live"}]
-    verdict = readiness(live, 1, False, "running", ["ServiceNow rejected the credentials (HTTP 401)"])
+    verdict = readiness(live, 1, True, "running", ["ServiceNow rejected the credentials (HTTP 401)"])
     assert not verdict.ready
     assert verdict.reasons == ("ServiceNow rejected the credentials (HTTP 401)",)
     assert not readiness(

@@ -94,8 +94,8 @@ def readiness(
 ) -> Readiness:
     """Ready when running, every shard has a live channel, ServiceNow answered, and deliveries are not
     failing wholesale (pure; no I/O). ``delivery_problems``: a sink-wide condition that pauses deliveries
-    ("ServiceNow rejected the credentials (HTTP 401)"), or every recent delivery dead-lettered; a condition
-    that says why ServiceNow fails replaces the vaguer "not reachable"."""
+    ("ServiceNow rejected the credentials (HTTP 401)"), or every recent delivery dead-lettered. An instance
+    that refuses the credentials answered, so it is not "not reachable" (see :func:`bridge.sink.answered`)."""
     reasons: list[str] = []
     if state != "running":
         reasons.append(f"service is {state}")
@@ -104,11 +104,10 @@ def readiness(
     if missing:
         reasons.append(f"shards without a live socket: {', '.join(str(s) for s in missing)}")
     reasons.extend(delivery_problems)
-    if not delivery_problems:  # a named condition says more than "not reachable"
-        if servicenow_reachable is False:
-            reasons.append("ServiceNow is not reachable")
-        elif servicenow_reachable is None:
-            reasons.append("ServiceNow not contacted yet")
+    if servicenow_reachable is False:
+        reasons.append("ServiceNow is not reachable")
+    elif servicenow_reachable is None:
+        reasons.append("ServiceNow not contacted yet")
     return Readiness(ready=not reasons, reasons=tuple(reasons))
 
 
