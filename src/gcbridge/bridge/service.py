@@ -34,6 +34,7 @@ from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
@@ -151,7 +152,9 @@ class BridgeService:
             outbox=str(cfg.outbox.path),
         )
         self.journal.load()
-        cfg.outbox.path.parent.mkdir(parents=True, exist_ok=True)
+        problem = outbox_location_problem(cfg.outbox.path, create=True)
+        if problem is not None:
+            raise OutboxLocationError(problem)
         self.outbox = await SqliteOutbox.open(
             cfg.outbox.path,
             synchronous=cfg.outbox.synchronous,
