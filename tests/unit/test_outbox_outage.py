@@ -99,3 +99,12 @@ def test_condition_text_builders() -> None:
     assert table.summary == "ServiceNow table u_genesys_import does not exist (HTTP 400 Invalid table)"
     assert conditions.is_acl_denial("Insufficient rights to query records")
     assert not conditions.is_acl_denial("Data Policy Exception: field is mandatory")
+
+
+def test_a_retry_after_on_the_failure_is_a_floor_for_the_next_probe() -> None:
+    health = SinkHealth()
+    busy = Retry("HTTP 503", after=120.0, condition=conditions.unavailable(503))
+    for _ in range(conditions.RUN_OF_FAILURES):
+        health.observe(busy, 0.0)
+    assert health.paused
+    assert health.next_probe_at == 120.0

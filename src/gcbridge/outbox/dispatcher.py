@@ -32,7 +32,7 @@ import structlog
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
-from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, Transition
+from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, Transition, probe_policy
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
 
 __all__ = ["Dispatcher", "DispatcherCounters"]
@@ -72,8 +72,8 @@ class Dispatcher:
       rows per transaction, at most ``expire_rounds=20`` transactions per round.
     * ``coalesce=False``: claim with coalescing (only for sinks that write whole-state records).
     * ``clock=time.time``: wall clock, because next-attempt times are stored and must survive restarts.
-    * ``health``: the sink's outage state machine (:class:`~gcbridge.outbox.outage.SinkHealth`, probing 1 s
-      doubling to 1 min); read ``dispatcher.health.condition`` for what is wrong now.
+    * ``health``: the sink's outage state machine (:class:`~gcbridge.outbox.outage.SinkHealth`, probing as
+      ``backoff`` grows but at most a minute apart); read ``dispatcher.health.condition`` for what is wrong.
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class Dispatcher:
         self.expire_rounds = expire_rounds
         self.coalesce = coalesce
         self.counters = DispatcherCounters()
-        self.health = health if health is not None else SinkHealth()
+        self.health = health if health is not None else SinkHealth(probe_policy(backoff))
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()  # jitter, not cryptography
         self._wake = asyncio.Event()
@@ -331,7 +331,7 @@ class Dispatcher:
                 f"ServiceNow deliveries paused: {condition.summary}",
                 condition=condition.kind,
                 action=condition.action,
-                probing="one row at a time, 1 s doubling to 1 min apart",
+                probing="one row at a time, backing off to at most 1 min apart",
             )
         elif isinstance(transition, Resumed):
             _log.info(

@@ -27,11 +27,23 @@ from typing import Literal
 from gcbridge.core.backoff import Backoff, BackoffPolicy
 from gcbridge.outbox.base import Outcome, Retry, SinkCondition
 
-__all__ = ["PROBE_BACKOFF", "Paused", "Resumed", "SinkHealth", "Transition"]
+__all__ = ["PROBE_BACKOFF", "Paused", "Resumed", "SinkHealth", "Transition", "probe_policy"]
 
 PROBE_BACKOFF = BackoffPolicy(initial=1.0, factor=2.0, cap=60.0, jitter="none")
 """Probes of a failing sink: 1 s, 2 s, 4 s ... at most a minute apart, so recovery is noticed within a
 minute and a dead sink costs one request a minute."""
+
+
+def probe_policy(rows: BackoffPolicy) -> BackoffPolicy:
+    """Probe timing that follows the rows' backoff (its start and growth) but never waits longer than
+    :data:`PROBE_BACKOFF` does, and without jitter (there is one prober, nobody to spread out from)."""
+    return BackoffPolicy(
+        initial=min(rows.initial, PROBE_BACKOFF.cap),
+        factor=rows.factor,
+        cap=min(rows.cap, PROBE_BACKOFF.cap),
+        jitter="none",
+    )
+
 
 State = Literal["healthy", "suspect", "outage"]
 _Kind = Literal["clean", "hard", "soft"]
@@ -75,6 +87,7 @@ class SinkHealth:
         self.since: float | None = None  # when the outage began
         self.next_probe_at = 0.0
         self._run = 0  # soft failures in a row
+        self._retry_after: float | None = None  # the last outcome's Retry-After: a floor for the next probe
         self._probing = False
 
     @property
@@ -106,6 +119,7 @@ class SinkHealth:
     def observe(self, outcome: Outcome, now: float) -> Transition | None:
         """Feed one delivery outcome; returns the transition to act on, if any."""
         kind, condition = _kind(outcome)
+        self._retry_after = outcome.after if isinstance(outcome, Retry) else None
         return _TABLE[(self.state, kind)](self, condition, now)
 
     # -- transitions (the table below says which applies) ------------------------------------------------
@@ -136,7 +150,7 @@ class SinkHealth:
         assert condition is not None
         self.state, self.condition, self.since = "outage", condition, now
         self._backoff.reset()
-        self.next_probe_at = now + self._backoff.next_delay()
+        self.next_probe_at = now + self._backoff.next_delay(retry_after=self._retry_after)
         self._probing = False
         return Paused(condition)
 
@@ -144,7 +158,7 @@ class SinkHealth:
         # rows in flight when the outage began finish here too: each pushes the next probe further out,
         # which is what a failing sink deserves
         self.condition = condition or self.condition
-        self.next_probe_at = now + self._backoff.next_delay()
+        self.next_probe_at = now + self._backoff.next_delay(retry_after=self._retry_after)
         self._probing = False
         return None
 
