@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from gcbridge.outbox.base import Delivered, Reject, Retry, SinkCondition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gcbridge.outbox.base import Delivered, Outcome, Reject, Retry, SinkCondition
 from gcbridge.outbox.outage import Paused, Resumed, SinkHealth
 from gcbridge.servicenow import conditions
 
@@ -108,3 +111,27 @@ def test_a_retry_after_on_the_failure_is_a_floor_for_the_next_probe() -> None:
         health.observe(busy, 0.0)
     assert health.paused
     assert health.next_probe_at == 120.0
+
+
+OUTCOMES = [Delivered(), Reject("HTTP 400: bad"), Retry("HTTP 429"), CREDENTIALS, FIVE_HUNDRED]
+
+
+@given(st.lists(st.tuples(st.sampled_from(OUTCOMES), st.floats(0, 100)), max_size=60))
+def test_pauses_and_resumes_alternate_and_probes_never_overlap(steps: list[tuple[Outcome, float]]) -> None:
+    health = SinkHealth()
+    now = 0.0
+    last: type[Paused | Resumed] = Resumed
+    for outcome, dt in steps:
+        now += dt
+        allowed = health.may_claim(now)
+        assert allowed in (None, 0, 1)
+        if allowed == 1:
+            assert health.may_claim(now) == 0
+        transition = health.observe(outcome, now)
+        if transition is not None:
+            assert type(transition) is not last  # never two pauses (two error lines) in a row
+            last = type(transition)
+        assert health.paused == (last is Paused)
+        if not isinstance(outcome, Retry) or outcome.condition is None:  # ServiceNow answered properly
+            assert not health.paused
+            assert not health.holds(outcome)
