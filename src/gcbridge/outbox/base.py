@@ -71,15 +71,34 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkCondition:
+    """A failure of the whole sink rather than of one row: wrong credentials, a missing table, an instance
+    that hibernates or keeps answering 5xx. Every row would fail the same way, so the dispatcher pauses
+    deliveries instead of retrying each row (see :mod:`gcbridge.outbox.outage`).
+
+    ``kind`` is a short label for metrics (``credentials``, ``access``, ``missing_table``, ``hibernating``,
+    ``unavailable``, ``unreachable``); ``summary`` says what is wrong ("ServiceNow rejected the credentials
+    (HTTP 401)"), ``action`` what the operator should do. ``threshold``: how many such failures in a row make
+    it a condition (1 for a definite answer, more for failures that one flaky request can also produce).
+    """
+
+    kind: str
+    summary: str
+    action: str
+    threshold: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Not delivered, try again later (a 429, a 5xx, a 202, a timeout).
 
     ``reason`` is stored with the row and logged: a status and a short text, never a token, a header value or
-    the payload.
+    the payload. ``condition`` is set when the failure is the sink's, not the row's.
     """
 
     reason: str
     after: float | None = None  # seconds the remote asked us to wait (Retry-After), else backoff decides
+    condition: SinkCondition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +157,18 @@ class OutboxStore(Protocol):
 
     async def retry(self, row_id: int, next_attempt_at: float, error: str) -> bool:
         """Put an in-flight row back to pending, counting one attempt; ``False`` if it was not in flight."""
+        ...
+
+    async def hold(self, row_id: int, error: str) -> bool:
+        """Put an in-flight row back to pending *without* counting an attempt: the sink as a whole failed
+        (see :class:`SinkCondition`), not this row. It is due at once and ahead of rows that never failed, so
+        the next probe of the sink retries a row that showed the condition. ``False`` if not in flight."""
+        ...
+
+    async def release_held(self, now: float) -> int:
+        """Make every pending row whose next attempt lies after ``now`` due at ``now`` (on recovery from a
+        sink-wide condition and at start: a stored backoff must not delay delivery once the cause is fixed).
+        Returns how many rows were moved forward."""
         ...
 
     async def dead_letter(self, row_id: int, reason: str, now: float) -> bool:
