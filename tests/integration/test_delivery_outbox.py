@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 from pydantic import SecretStr
-from structlog.testing import capture_logs
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.events import Event
@@ -35,6 +34,7 @@ from gcbridge.servicenow import (
     event_to_outbox_item,
 )
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, SnSimConfig, TransformMap
+from tests.library_logs import capture_logs
 
 from .sn_fixtures import basic_writer_config, localhost_url, started_sim, writer_session
 
