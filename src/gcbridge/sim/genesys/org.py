@@ -156,6 +156,9 @@ class OrgSettings:
     p_no_answer: float = 0.08
     p_hold: float = 0.3
     p_transfer: float = 0.1
+    time_scale: float = 1.0
+    """Simulated seconds of the org per real second when the simulator runs it (independent of
+    ``SimConfig.time_scale``, which paces channel and token lifetimes)."""
     start: float | None = None
     """Epoch seconds of the world's start; ``None``: the simulator's wall clock when it starts."""
     max_page_size: int = 100
@@ -173,6 +176,8 @@ class OrgSettings:
         for name in ("p_no_answer", "p_hold", "p_transfer"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
         if self.max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
 
@@ -180,7 +185,7 @@ class OrgSettings:
 # == snapshots (immutable; what renderers and tests see) =====================================================
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """An analytics segment: ``kind`` is the ``segmentType`` (``interact``, ``alert``, ``hold``, ``wrapup``)."""
+    """An analytics segment; ``kind`` is its ``segmentType``: interact, alert, hold or wrapup."""
 
     kind: str
     start: float
@@ -321,7 +326,7 @@ class QueueObserved:
 Change = ConversationChanged | PresenceChanged | RoutingStatusChanged | QueueObserved
 
 
-# == mutable internals ========================================================================================
+# == mutable internals =======================================================================================
 @dataclass(slots=True)
 class _Party:
     id: str
@@ -407,7 +412,7 @@ class _Agent:
     missed_at: float | None = None
 
 
-# == the world ==================================================================================================
+# == the world ===============================================================================================
 class OrgWorld:
     """A seeded org: :meth:`advance` runs it to ``now`` and returns what changed, in order."""
 
@@ -452,7 +457,7 @@ class OrgWorld:
         for qid in self.queues:
             self._observed[qid] = self.observation(qid)
 
-    # -- public reads -----------------------------------------------------------------------------------------
+    # -- public reads ----------------------------------------------------------------------------------------
     @property
     def users(self) -> dict[str, User]:
         return {uid: agent.user for uid, agent in self._agents.items()}
@@ -470,7 +475,7 @@ class OrgWorld:
         return list(self._snapshots.values())
 
     def observation(self, queue_id: str) -> tuple[ObservationMetric, ...]:
-        """The queue's real-time observation now (the metrics of ``v2.analytics.queues.{id}.observations``)."""
+        """The queue's real-time observation now (what ``v2.analytics.queues.{id}.observations`` carries)."""
         calls = [c for c in self._calls.values() if c.phase is not Phase.ENDED and c.queue_id == queue_id]
         metrics = [
             ObservationMetric("oWaiting", None, sum(c.phase is Phase.QUEUED for c in calls)),
@@ -493,7 +498,7 @@ class OrgWorld:
         """Simulated time of the next scheduled happening, if any."""
         return self._heap[0][0] if self._heap else None
 
-    # -- driving -----------------------------------------------------------------------------------------------
+    # -- driving ---------------------------------------------------------------------------------------------
     def advance(self, now: float) -> list[Change]:
         """Run every happening due by ``now`` (simulated epoch seconds) and return the changes, in order."""
         if now < self.now:
@@ -509,7 +514,7 @@ class OrgWorld:
         self.now = now
         return changes
 
-    # -- happenings (one handler per scheduled kind) -------------------------------------------------------------
+    # -- happenings (one handler per scheduled kind) ---------------------------------------------------------
     def _on_arrival(self, queue_id: str, _token: int, touched: _Touched) -> None:
         self._schedule(self.now + self._arrival_gap(), "arrival", queue_id)
         now = self.now
@@ -550,7 +555,8 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None
+        assert agent is not None
+        assert agent.leg is not None
         call.apply("answer")
         agent.leg = step_leg(agent.leg, "answer")
         agent.close_segment(self.now)
@@ -574,7 +580,9 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None and agent.user_id is not None
+        assert agent is not None
+        assert agent.leg is not None
+        assert agent.user_id is not None
         call.apply("no_answer")
         agent.leg = step_leg(agent.leg, "no_answer")
         agent.leave(self.now, "noAnswerTransfer")
@@ -590,7 +598,8 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None
+        assert agent is not None
+        assert agent.leg is not None
         call.apply("hold")
         agent.leg = step_leg(agent.leg, "hold")
         agent.hold_start = self.now
@@ -605,7 +614,8 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None
+        assert agent is not None
+        assert agent.leg is not None
         call.apply("resume")
         agent.leg = step_leg(agent.leg, "resume")
         agent.hold_start = None
@@ -620,7 +630,8 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None
+        assert agent is not None
+        assert agent.leg is not None
         call.apply("transfer")
         call.transfers += 1
         agent.leg = step_leg(agent.leg, "transfer")
@@ -633,7 +644,8 @@ class OrgWorld:
         if call is None or call.plan != plan:
             return  # superseded: the conversation moved on before this was due
         agent = call.agent()
-        assert agent is not None and agent.leg is not None
+        assert agent is not None
+        assert agent.leg is not None
         call.apply("hang_up")
         agent.leg = step_leg(agent.leg, "hang_up")
         customer = call.customer()
@@ -645,7 +657,8 @@ class OrgWorld:
     def _on_wrap_up(self, cid: str, party_index: int, touched: _Touched) -> None:
         call = self._calls[cid]
         agent = call.parties[party_index]
-        assert agent.leg is not None and agent.acw_start is not None
+        assert agent.leg is not None
+        assert agent.acw_start is not None
         agent.leg = step_leg(agent.leg, "wrap_up")
         code, note = self._rng.choice(WRAPUP_CODES)
         agent.wrapup = Wrapup(code, code, note, self.now - agent.acw_start, self.now)
@@ -671,7 +684,7 @@ class OrgWorld:
         if worker.user.routing == "NOT_RESPONDING" and worker.busy_with is None:
             self._set_routing(worker, "IDLE" if worker.user.presence == "ON_QUEUE" else "OFF_QUEUE", touched)
 
-    # -- helpers -----------------------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------------------
     def _enter_queue(self, call: _Call, queue_id: str, touched: _Touched) -> None:
         acd = _Party(
             self._uuid(),
@@ -809,7 +822,7 @@ class _Touched:
 def _replace_user(user: User, **changes: object) -> User:
     fields = {name: getattr(user, name) for name in User.__dataclass_fields__}
     fields.update(changes)
-    return User(**fields)  # type: ignore[arg-type]
+    return User(**fields)
 
 
 def _freeze(call: _Call) -> Conversation:

@@ -1,10 +1,13 @@
 """The org world rendered as JSON: notification bodies and REST answers, from the same snapshots (pure).
 
 Field names and enum spellings follow the official SDK's models; where the REST and notification models
-differ, these bodies differ the same way (spec 7.4): a conversation's ``recordingState`` is ``NONE`` on REST and
-``none`` on the topic; a routing status is ``{userId, status, startTime}`` on REST and ``{id, routingStatus:
-{status, startTime}}`` on the topic; presence is ``OnQueue`` in a presence definition and ``ON_QUEUE`` on the
-topic; detail events are flat with epoch-millisecond times and upper-case enums.
+differ, these bodies differ the same way (spec 7.4):
+
+* a conversation's ``recordingState`` is ``NONE`` on REST and ``none`` on the topic;
+* a routing status is ``{userId, status, startTime}`` on REST and ``{id, routingStatus: {status, startTime}}``
+  on the topic;
+* presence is ``OnQueue`` in a REST presence definition and ``ON_QUEUE`` on the topic;
+* detail events are flat, with epoch-millisecond times and upper-case enums.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ _DETAIL_ABSENT: dict[str, tuple[str, ...]] = {
 
 
 def _ms(ts: float) -> int:
-    return int(round(ts * 1000))
+    return round(ts * 1000)
 
 
 def _opt_iso(ts: float | None) -> str | None:
@@ -73,7 +76,7 @@ def _clean(body: Body) -> Body:
     return {k: v for k, v in body.items() if v is not None}
 
 
-# == conversations: notification topic shape ==================================================================
+# == conversations: notification topic shape =================================================================
 def topic_conversation(conv: Conversation) -> Body:
     """``QueueConversationEventTopicConversation`` (also ``ConversationEventTopicConversation``)."""
     return {
@@ -133,7 +136,7 @@ def _topic_wrapup(p: Participant) -> Body | None:
     return {"code": w.code, "notes": w.notes, "durationSeconds": int(w.duration), "endTime": iso(w.end)}
 
 
-# == conversations: REST shape ================================================================================
+# == conversations: REST shape ===============================================================================
 def rest_conversation(conv: Conversation) -> Body:
     """``Conversation``, as ``GET /api/v2/conversations/{id}`` answers (also for ended conversations)."""
     return _clean(
@@ -228,7 +231,7 @@ def _rest_participant(conv: Conversation, p: Participant) -> Body:
     )
 
 
-# == conversations: analytics shape ===========================================================================
+# == conversations: analytics shape ==========================================================================
 def analytics_conversation(conv: Conversation) -> Body:
     """``AnalyticsConversationWithoutAttributes`` (one entry of the details query's ``conversations``)."""
     return _clean(
@@ -276,7 +279,7 @@ def analytics_conversation(conv: Conversation) -> Body:
     )
 
 
-# == detail events =============================================================================================
+# == detail events ===========================================================================================
 def detail_event(conv: Conversation, family: str, participant_id: str, at: float) -> Body:
     """A ``v2.detail.events.conversation.{id}.{family}`` body (flat; epoch ms; upper-case enums)."""
     p = next(x for x in conv.participants if x.id == participant_id)
@@ -314,7 +317,7 @@ def detail_event(conv: Conversation, family: str, participant_id: str, at: float
     return _clean(body)
 
 
-# == users =====================================================================================================
+# == users ===================================================================================================
 def topic_presence(world: OrgWorld, user: User) -> Body:
     """``PresenceEventUserPresence`` (system presence in upper case, as observed on the topic)."""
     return {
@@ -356,7 +359,7 @@ def rest_routing_status(user: User | None, user_id: str) -> Body:
     return {"userId": user.id, "status": user.routing, "startTime": iso(user.routing_since)}
 
 
-# == queue observations ========================================================================================
+# == queue observations ======================================================================================
 def _metric(m: ObservationMetric) -> Body:
     return _clean({"metric": m.metric, "qualifier": m.qualifier, "stats": {"count": m.count}})
 
@@ -378,7 +381,7 @@ def rest_observation(queue_id: str, metrics: Iterable[ObservationMetric], wanted
     }
 
 
-# == notifications derived from a change =======================================================================
+# == notifications derived from a change =====================================================================
 def notifications(world: OrgWorld, change: Change) -> list[tuple[str, Body]]:
     """The (topic, body) events the real service would publish for ``change``."""
     if isinstance(change, ConversationChanged):
