@@ -18,6 +18,7 @@ import heapq
 import math
 import random
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -106,6 +107,9 @@ PRESENCE_NEXT: dict[str, tuple[str, ...]] = {
     "MEETING": ("ON_QUEUE", "AVAILABLE"),
 }
 
+#: Share of held customers who hang up before the agent resumes.
+HANG_UP_ON_HOLD = 0.1
+
 WRAPUP_CODES: tuple[tuple[str, str], ...] = (
     ("Resolved", "Customer issue resolved on the call"),
     ("Callback", "Customer asked to be called back"),
@@ -158,7 +162,8 @@ class OrgSettings:
     p_transfer: float = 0.1
     time_scale: float = 1.0
     """Simulated seconds of the org per real second when the simulator runs it (independent of
-    ``SimConfig.time_scale``, which paces channel and token lifetimes)."""
+    ``SimConfig.time_scale``, which paces channel and token lifetimes); 0 stops the org's clock, so that only
+    ``OrgService.advance_by`` moves it (deterministic tests)."""
     start: float | None = None
     """Epoch seconds of the world's start; ``None``: the simulator's wall clock when it starts."""
     max_page_size: int = 100
@@ -166,7 +171,7 @@ class OrgSettings:
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.queues < 1:
-            raise ValueError(f"an org needs at least one user and one queue, got {self.users}/{self.queues}")
+            raise ValueError(f"an org needs users >= 1 and queues >= 1, got {self.users} and {self.queues}")
         for name in ("mean_talk", "mean_hold", "mean_patience", "mean_wrapup", "mean_presence"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -176,8 +181,8 @@ class OrgSettings:
         for name in ("p_no_answer", "p_hold", "p_transfer"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
-        if self.time_scale <= 0:
-            raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
+        if self.time_scale < 0:
+            raise ValueError(f"time_scale must be >= 0, got {self.time_scale}")
         if self.max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
 
@@ -387,9 +392,6 @@ class _Call:
     abandoned: bool = False
     transfers: int = 0
 
-    def apply(self, event: str) -> None:
-        self.phase = step(self.phase, event)
-
     def customer(self) -> _Party:
         return self.parties[0]
 
@@ -451,6 +453,8 @@ class OrgWorld:
         self._calls: dict[str, _Call] = {}
         self._snapshots: dict[str, Conversation] = {}
         self._observed: dict[str, tuple[ObservationMetric, ...]] = {}
+        self.transition_counts: Counter[tuple[Phase, str]] = Counter()
+        """How often each row of :data:`CONVERSATION_TRANSITIONS` was taken."""
         if settings.calls_per_hour > 0:
             for qid in self.queues:
                 self._schedule(start + self._arrival_gap(), "arrival", qid)
@@ -533,7 +537,7 @@ class OrgWorld:
         call = self._calls.get(cid)
         if call is None or call.visit != visit or call.phase not in (Phase.QUEUED, Phase.ALERTING):
             return  # the customer was answered (or moved on) before running out of patience
-        call.apply("abandon")
+        self._apply(call, "abandon")
         call.abandoned = True
         call.plan += 1  # whatever the ringing phone was going to do will not happen
         agent = call.agent()
@@ -557,7 +561,7 @@ class OrgWorld:
         agent = call.agent()
         assert agent is not None
         assert agent.leg is not None
-        call.apply("answer")
+        self._apply(call, "answer")
         agent.leg = step_leg(agent.leg, "answer")
         agent.close_segment(self.now)
         agent.connected = self.now
@@ -583,7 +587,7 @@ class OrgWorld:
         assert agent is not None
         assert agent.leg is not None
         assert agent.user_id is not None
-        call.apply("no_answer")
+        self._apply(call, "no_answer")
         agent.leg = step_leg(agent.leg, "no_answer")
         agent.leave(self.now, "noAnswerTransfer")
         touched.call(cid, ("user.end", agent.id))
@@ -600,14 +604,16 @@ class OrgWorld:
         agent = call.agent()
         assert agent is not None
         assert agent.leg is not None
-        call.apply("hold")
+        self._apply(call, "hold")
         agent.leg = step_leg(agent.leg, "hold")
         agent.hold_start = self.now
         agent.close_segment(self.now)
         agent.open_segment("hold", self.now, call.queue_id)
         touched.call(cid)
         call.plan += 1
-        self._schedule(self.now + self._exp(self.settings.mean_hold), "resume", cid, call.plan)
+        # Some customers give up while on hold.
+        then = "hang_up" if self._rng.random() < HANG_UP_ON_HOLD else "resume"
+        self._schedule(self.now + self._exp(self.settings.mean_hold), then, cid, call.plan)
 
     def _on_resume(self, cid: str, plan: int, touched: _Touched) -> None:
         call = self._calls.get(cid)
@@ -616,7 +622,7 @@ class OrgWorld:
         agent = call.agent()
         assert agent is not None
         assert agent.leg is not None
-        call.apply("resume")
+        self._apply(call, "resume")
         agent.leg = step_leg(agent.leg, "resume")
         agent.hold_start = None
         agent.close_segment(self.now)
@@ -632,7 +638,7 @@ class OrgWorld:
         agent = call.agent()
         assert agent is not None
         assert agent.leg is not None
-        call.apply("transfer")
+        self._apply(call, "transfer")
         call.transfers += 1
         agent.leg = step_leg(agent.leg, "transfer")
         self._start_acw(call, agent, "transfer", touched)
@@ -646,7 +652,7 @@ class OrgWorld:
         agent = call.agent()
         assert agent is not None
         assert agent.leg is not None
-        call.apply("hang_up")
+        self._apply(call, "hang_up")
         agent.leg = step_leg(agent.leg, "hang_up")
         customer = call.customer()
         customer.leave(self.now, "endpoint")
@@ -685,6 +691,11 @@ class OrgWorld:
             self._set_routing(worker, "IDLE" if worker.user.presence == "ON_QUEUE" else "OFF_QUEUE", touched)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _apply(self, call: _Call, event: str) -> None:
+        before = call.phase
+        call.phase = step(before, event)
+        self.transition_counts[(before, event)] += 1
+
     def _enter_queue(self, call: _Call, queue_id: str, touched: _Touched) -> None:
         acd = _Party(
             self._uuid(),
@@ -720,7 +731,7 @@ class OrgWorld:
             self._offer(call, worker, touched)
 
     def _offer(self, call: _Call, worker: _Agent, touched: _Touched) -> None:
-        call.apply("offer")
+        self._apply(call, "offer")
         party = _Party(
             self._uuid(),
             "agent",
@@ -761,7 +772,7 @@ class OrgWorld:
     def _maybe_end(self, call: _Call, touched: _Touched) -> None:
         if call.phase is not Phase.WRAPUP or any(p.leg is Leg.WRAPUP for p in call.parties):
             return
-        call.apply("end")
+        self._apply(call, "end")
         call.end = self.now
         touched.call(call.id)
 

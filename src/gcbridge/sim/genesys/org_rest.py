@@ -47,6 +47,7 @@ def add_org_routes(app: web.Application, org: OrgService) -> None:
     app.router.add_post("/api/v2/analytics/queues/observations/query", routes.observations_query)
     app.router.add_get("/_sim/org", routes.state, allow_head=False)
     app.router.add_post("/_sim/org/faults", routes.faults)
+    app.router.add_post("/_sim/org/advance", routes.advance)
 
 
 class OrgRoutes:
@@ -167,6 +168,14 @@ class OrgRoutes:
         return json_response(
             {"deniedPermissions": sorted(self.org.denied_permissions), "queryDrift": self.org.query_drift}
         )
+
+    async def advance(self, request: web.Request) -> web.StreamResponse:
+        params = await read_json(request) or {}
+        seconds = params.get("seconds") if isinstance(params, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise RequestError(400, "bad.request", "seconds must be a number >= 0")
+        changes = self.org.advance_by(float(seconds))
+        return json_response({"changes": len(changes), "now": self.org.world.now})
 
     # -- permissions -----------------------------------------------------------------------------------------
     def _require_all(self, permissions: tuple[str, ...]) -> None:

@@ -75,6 +75,15 @@ class OrgService:
         """Simulated epoch seconds."""
         return self._origin + (self._loop_time() - self._origin_loop) * self.time_scale
 
+    def advance_by(self, seconds: float) -> list[Change]:
+        """Move simulated time ``seconds`` ahead at once (e.g. a stopped clock, ``time_scale=0``) and publish
+        what happened meanwhile; returns the changes."""
+        if seconds < 0:
+            raise ValueError(f"time cannot go back ({seconds} s)")
+        self._origin += seconds
+        self._wake.set()
+        return self.sync()
+
     def sync(self) -> list[Change]:
         """Advance the world to now and publish what changed; returns the changes."""
         world = self.world
@@ -94,7 +103,7 @@ class OrgService:
                 log.exception("org world failed to advance")  # keep serving; the log says why
             due = self.world.next_due()
             sleep = MAX_SLEEP
-            if due is not None:
+            if due is not None and self.time_scale > 0:
                 sleep = min(MAX_SLEEP, max(0.0, (due - self.now()) / self.time_scale))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sleep + 0.001)
