@@ -6,15 +6,19 @@ The org's clock is stopped (``time_scale=0``) and moved with ``advance_by``, so 
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gcbridge.sim.genesys import GenesysSim
 from gcbridge.sim.genesys.org import OrgSettings
 
 from .conftest import SimClient, SimFactory, next_json
+from .sim_cli import sim_command
 
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 DAY_INTERVAL = "2027-01-15T00:00:00.000Z/2027-01-16T00:00:00.000Z"
@@ -346,3 +350,41 @@ async def test_the_org_world_is_off_by_default(genesys_sim: GenesysSim, sim_clie
     assert genesys_sim.org is None
     status, _, _ = await sim_client.api("POST", DETAILS, json=query())
     assert status == 404
+
+
+async def test_the_cli_runs_an_org_and_serves_its_state() -> None:
+    async with (
+        sim_command(
+            "genesys",
+            "--port",
+            "0",
+            "--org",
+            "--org-seed",
+            "3",
+            "--org-users",
+            "5",
+            "--org-time-scale",
+            "600",
+        ) as command,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(command.base_url + "/_sim/org") as resp:
+            assert resp.status == 200
+            state = await resp.json()
+        assert len(state["users"]) == 5
+        assert len(state["queues"]) == 3
+        async with session.post(command.base_url + "/_sim/org/advance", json={"seconds": 3600}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["changes"] > 0
+        async with session.get(command.base_url + "/_sim/org") as resp:
+            assert (await resp.json())["conversations"] > 0
+
+
+async def test_the_cli_refuses_random_traffic_with_an_org() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gcbridge", "sim", "genesys", "--port", "0", "--org", "--traffic", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"exclude each other" in err

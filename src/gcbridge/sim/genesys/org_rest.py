@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from gcbridge.sim.genesys.org_bodies import (
-    analytics_conversation,
     rest_conversation,
     rest_observation,
     rest_presence,
@@ -63,7 +62,7 @@ class OrgRoutes:
         except QueryError as exc:
             raise RequestError(400, "bad.request", str(exc)) from None
         self.org.sync()
-        rendered = [analytics_conversation(c) for c in self.org.world.conversations()]
+        rendered = self.org.analytics_conversations()
         return json_response(run_details_query(query, rendered, self.org.query_drift))
 
     async def conversation(self, request: web.Request) -> web.StreamResponse:

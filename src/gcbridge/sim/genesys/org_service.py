@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gcbridge.sim.genesys.org import Change, OrgSettings, OrgWorld
-from gcbridge.sim.genesys.org_bodies import notifications
+from gcbridge.sim.genesys.org import Change, Conversation, OrgSettings, OrgWorld
+from gcbridge.sim.genesys.org_bodies import analytics_conversation, notifications
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class OrgService:
         self._world: OrgWorld | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._analytics: dict[str, tuple[Conversation, dict[str, Any]]] = {}
 
     @property
     def world(self) -> OrgWorld:
@@ -83,6 +84,17 @@ class OrgService:
         self._origin += seconds
         self._wake.set()
         return self.sync()
+
+    def analytics_conversations(self) -> list[dict[str, Any]]:
+        """Every conversation in the analytics shape (rendered again only when it changed)."""
+        rendered = []
+        for conv in self.world.conversations():
+            cached = self._analytics.get(conv.id)
+            if cached is None or cached[0] is not conv:
+                cached = (conv, analytics_conversation(conv))
+                self._analytics[conv.id] = cached
+            rendered.append(cached[1])
+        return rendered
 
     def sync(self) -> list[Change]:
         """Advance the world to now and publish what changed; returns the changes."""
