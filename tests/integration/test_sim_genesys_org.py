@@ -388,3 +388,54 @@ async def test_the_cli_refuses_random_traffic_with_an_org() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"exclude each other" in err
+
+
+async def test_what_a_socket_received_replays_to_the_rest_answers(
+    genesys_sim_factory: SimFactory, client_factory: Callable[[GenesysSim], SimClient]
+) -> None:
+    # One GET per conversation seen: no rate limit, so that the check is of agreement only.
+    sim = await org_sim(genesys_sim_factory, hours=0, users=4, api_rate_limit_per_min=None)
+    client = await client_for(sim, client_factory)
+    assert sim.org is not None
+    user_ids = list(sim.org.world.users)
+    channel = await client.create_channel()
+    ws = await client.connect(channel)
+    topics = [f"v2.users.{u}?presence&routingStatus&conversations" for u in user_ids]
+    status, _ = await client.subscribe(channel["id"], topics)
+    assert status == 200
+    sim.org.advance_by(3 * 3600)
+    expected = len(sim.deliveries_to(channel["id"]))
+    assert expected > 50
+    presence: dict[str, Any] = {}
+    routing: dict[str, Any] = {}
+    conversations: dict[str, Any] = {}
+    for _ in range(expected):
+        message = await next_json(ws)
+        topic, body = message["topicName"], message["eventBody"]
+        user_id = topic.split(".")[2]
+        if topic.endswith(".presence"):
+            presence[user_id] = body
+        elif topic.endswith(".routingStatus"):
+            routing[user_id] = body
+        else:
+            conversations[body["id"]] = body
+    await ws.close()
+
+    status, bulk, _ = await client.api("GET", BULK, params={"id": ",".join(user_ids)})
+    assert status == 200
+    for answer in bulk:
+        if answer["userId"] in presence:
+            seen = presence[answer["userId"]]
+            assert seen["modifiedDate"] == answer["modifiedDate"]
+            assert seen["presenceDefinition"]["id"] == answer["presenceDefinition"]["id"]
+    for user_id, seen in routing.items():
+        status, answer, _ = await client.api("GET", f"/api/v2/users/{user_id}/routingstatus")
+        assert seen["routingStatus"] == {"status": answer["status"], "startTime": answer["startTime"]}
+    assert conversations
+    for conversation_id, seen in conversations.items():
+        status, answer, _ = await client.api("GET", f"/api/v2/conversations/{conversation_id}")
+        assert status == 200
+        states = {p["id"]: (p["calls"][0]["state"], p["calls"][0]["held"]) for p in answer["participants"]}
+        assert {
+            p["id"]: (p["calls"][0]["state"], p["calls"][0]["held"]) for p in seen["participants"]
+        } == states
