@@ -382,9 +382,19 @@ async def test_the_cli_runs_an_org_and_serves_its_state() -> None:
 
 async def test_the_cli_refuses_random_traffic_with_an_org() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gcbridge", "sim", "genesys", "--port", "0", "--org", "--traffic", "5",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "gcbridge",
+        "sim",
+        "genesys",
+        "--port",
+        "0",
+        "--org",
+        "--traffic",
+        "5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"exclude each other" in err

@@ -19,7 +19,6 @@ import math
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -36,6 +35,7 @@ __all__ = [
     "Participant",
     "Phase",
     "PresenceChanged",
+    "Queue",
     "QueueObserved",
     "RoutingStatusChanged",
     "Segment",
@@ -873,14 +873,3 @@ def _freeze(call: _Call) -> Conversation:
         abandoned=call.abandoned,
         transfers=call.transfers,
     )
-
-
-def replay_phases(changes: Iterable[Change]) -> dict[str, list[Phase]]:
-    """The phases each conversation went through, from a stream of changes (for tests and tools)."""
-    seen: dict[str, list[Phase]] = {}
-    for change in changes:
-        if isinstance(change, ConversationChanged):
-            phases = seen.setdefault(change.conversation.id, [])
-            if not phases or phases[-1] is not change.conversation.phase:
-                phases.append(change.conversation.phase)
-    return seen
