@@ -1,8 +1,4 @@
-"""Run ``gcbridge sim …`` as a user does: a real process, its printed base URL, then Ctrl-C (or SIGTERM).
-
-:func:`sigint_ignored` starts a command as a POSIX shell starts a script's background job (``cmd &``): with
-SIGINT ignored, a disposition Python and every child inherit. A command that relied on ``KeyboardInterrupt``
-would then never stop on Ctrl-C."""
+"""Run ``gcbridge sim …`` as a user does: a real process, its printed base URL, then Ctrl-C (or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -10,10 +6,11 @@ import asyncio
 import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from tests.commands import gcbridge_argv
 
 
 @dataclass
@@ -32,30 +29,13 @@ class SimCommand:
         return (await asyncio.wait_for(self.proc.stdout.readline(), within)).decode()
 
 
-_EXEC_WITH_SIGINT_IGNORED = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
-def sigint_ignored(*argv: str) -> list[str]:
-    """``argv`` (a program and its arguments) run with SIGINT ignored: the ignore survives ``exec``."""
-    return [sys.executable, "-c", _EXEC_WITH_SIGINT_IGNORED, *argv]
-
-
-def gcbridge_argv(*args: str, ignore_sigint: bool = False) -> list[str]:
-    """``python -m gcbridge *args``, optionally started with SIGINT ignored."""
-    argv = [sys.executable, "-m", "gcbridge", *args]
-    return sigint_ignored(*argv) if ignore_sigint else argv
-
-
 @asynccontextmanager
 async def sim_command(
     *args: str, stop_with: signal.Signals = signal.SIGINT, ignore_sigint: bool = False
 ) -> AsyncIterator[SimCommand]:
     """``python -m gcbridge sim *args``, once its first line names the URL it serves; on exit it is sent
     ``stop_with`` and awaited (generous timeouts: the machine is shared), and the caller checks
-    ``returncode``. ``ignore_sigint`` starts it with SIGINT ignored (see :func:`sigint_ignored`)."""
+    ``returncode``. ``ignore_sigint`` starts it with SIGINT ignored (see ``tests.commands``)."""
     proc = await asyncio.create_subprocess_exec(
         *gcbridge_argv("sim", *args, ignore_sigint=ignore_sigint),
         stdout=asyncio.subprocess.PIPE,
