@@ -71,13 +71,7 @@ class StopSignals:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __enter__(self) -> StopSignals:
-        loop = asyncio.get_running_loop()
-        try:
-            for sig in STOP_SIGNALS:
-                loop.add_signal_handler(sig, self.deliver, sig)
-        except NotImplementedError:  # no loop signal handlers (Windows): Ctrl-C stays a KeyboardInterrupt
-            return self
-        self._loop = loop
+        self.install()
         return self
 
     def __exit__(
@@ -86,6 +80,20 @@ class StopSignals:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.uninstall()
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM on the running loop from now on (what entering the block does)."""
+        loop = asyncio.get_running_loop()
+        try:
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.deliver, sig)
+        except NotImplementedError:  # no loop signal handlers (Windows): Ctrl-C stays a KeyboardInterrupt
+            return
+        self._loop = loop
+
+    def uninstall(self) -> None:
+        """Give SIGINT and SIGTERM back to Python's defaults (what leaving the block does)."""
         if self._loop is not None and not self._loop.is_closed():
             for sig in STOP_SIGNALS:
                 self._loop.remove_signal_handler(sig)
