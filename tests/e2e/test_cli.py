@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.sqlite import SqliteOutbox
 from tests.commands import gcbridge_argv
+from tests.ports import refused_port
 
 from .conftest import run_gcbridge
 
@@ -184,11 +184,9 @@ async def test_outbox_commands_explain_what_they_cannot_do(tmp_path: Path) -> No
         # While another process holds the outbox, the commands never write under its feet: they ask the
         # service's admin endpoint (see test_service_e2e), and say so when it does not answer or is off.
         text = config.read_text()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed_port = s.getsockname()[1]
-        config.write_text(text + f"[admin]\nport = {closed_port}\n")
-        silent = gcbridge("outbox", "list", "--config", str(config))
+        with refused_port() as closed_port:
+            config.write_text(text + f"[admin]\nport = {closed_port}\n")
+            silent = gcbridge("outbox", "list", "--config", str(config))
         config.write_text(text + "[admin]\nenabled = false\n")
         off = gcbridge("outbox", "replay", "--all", "--config", str(config))
     finally:
@@ -236,10 +234,8 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
         assert orjson.loads(out) == doc
     finally:
         await server.stop()
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code, _, err = await run_gcbridge("status", "--url", f"http://127.0.0.1:{port}")
+    with refused_port() as port:
+        code, _, err = await run_gcbridge("status", "--url", f"http://127.0.0.1:{port}")
     assert code == 1
     assert f"cannot reach the service at http://127.0.0.1:{port}" in err
 
