@@ -17,7 +17,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 __all__ = ["STOP_SIGNALS", "TRANSITIONS", "Action", "Phase", "StopSignals", "next_phase", "unless_set"]
 
@@ -59,7 +59,7 @@ class StopSignals:
             await signals.unless_hurried(server.stop())
 
     ``on_signal(sig, action)`` is called for every stop signal (to log it, say). Leaving the ``with`` block
-    gives SIGINT and SIGTERM back to Python's defaults, as asyncio does when the loop closes.
+    gives SIGINT and SIGTERM back the dispositions they had before.
     """
 
     def __init__(self, on_signal: Callable[[signal.Signals, Action], None] | None = None) -> None:
@@ -69,6 +69,7 @@ class StopSignals:
         self.received: list[signal.Signals] = []
         self._on_signal = on_signal
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[signal.Signals, Any] = {}
 
     def __enter__(self) -> StopSignals:
         self.install()
@@ -85,6 +86,7 @@ class StopSignals:
     def install(self) -> None:
         """Handle SIGINT and SIGTERM on the running loop from now on (what entering the block does)."""
         loop = asyncio.get_running_loop()
+        self._previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
         try:
             for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self.deliver, sig)
@@ -93,10 +95,14 @@ class StopSignals:
         self._loop = loop
 
     def uninstall(self) -> None:
-        """Give SIGINT and SIGTERM back to Python's defaults (what leaving the block does)."""
+        """Give SIGINT and SIGTERM back their earlier dispositions (what leaving the block does)."""
         if self._loop is not None and not self._loop.is_closed():
             for sig in STOP_SIGNALS:
+                # Removing leaves Python's defaults, not the dispositions from before.
                 self._loop.remove_signal_handler(sig)
+                previous = self._previous.get(sig)
+                if previous is not None:  # None: set outside Python, nothing to restore
+                    signal.signal(sig, previous)
         self._loop = None
 
     def deliver(self, sig: signal.Signals) -> None:
