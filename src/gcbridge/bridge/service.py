@@ -10,7 +10,8 @@ An event counts as received once ``put_many`` has returned (it is then on disk).
 and journalled for operators. The service's own downtime is journalled as a gap at the next start.
 
 Signals: SIGTERM/SIGINT drain (stop receiving: close the sockets; write every event the client already
-holds to the outbox; let in-flight ServiceNow writes finish within ``outbox.drain_timeout``);
+holds to the outbox; let in-flight ServiceNow writes finish within ``outbox.drain_timeout``), whatever
+disposition the process inherited; a second SIGINT stops waiting for those writes (back to pending);
 SIGHUP re-reads the config file's topic list and subscribes/unsubscribes the difference without a restart.
 """
 
