@@ -1,12 +1,13 @@
 # Two commands that work on a fresh machine:
 #   make demo   - runs the bridge on its embedded default (both simulators, SQLite outbox, no credentials)
 #   make test   - runs the whole test suite
+#   make test-repeat RUNS=5 PARALLEL=2 - the reliability check (docs/testing.md)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test test-repeat lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(BIN)/pytest -q
+
+# The whole suite RUNS times in a row, PARALLEL copies at once, each as a background job (SIGINT ignored).
+RUNS     ?= 5
+PARALLEL ?= 1
+test-repeat: $(STAMP)
+	bash scripts/test-prereqs.sh
+	bash scripts/test-repeat.sh $(RUNS) $(PARALLEL) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

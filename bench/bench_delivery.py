@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
+import os
+import re
 import sys
 import tempfile
 import time
@@ -64,15 +65,8 @@ class Result:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def simulator(latency: float) -> AsyncIterator[str]:
-    port = free_port()
     args = [
         sys.executable,
         "-m",
@@ -80,7 +74,7 @@ async def simulator(latency: float) -> AsyncIterator[str]:
         "sim",
         "servicenow",
         "--port",
-        str(port),
+        "0",  # the simulator picks a free port and prints it: no window for another process to take it
         "--user",
         "admin:admin-pass",
         "--delay",
@@ -91,19 +85,20 @@ async def simulator(latency: float) -> AsyncIterator[str]:
         "1024",
     ]
     process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},  # the banner line must not wrap
     )
-    url = f"http://localhost:{port}"
+    assert process.stdout is not None
     try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as probe:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with probe.get(url + "/_sim/state") as response:
-                        if response.status < 500:
-                            break
-                if process.returncode is not None:
-                    raise RuntimeError(f"simulator exited with {process.returncode}")
-                await asyncio.sleep(0.05)
+        # Its first line names the URL it serves once it listens: the readiness signal.
+        first = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
+        if match is None:
+            raise RuntimeError(f"simulator did not start (exit {process.returncode}): {first!r}")
+        # localhost, not 127.0.0.1: the cookie-jar trap only shows with a host name (see the writer's docs)
+        url = f"http://localhost:{match.group(1)}"
         yield url
     finally:
         process.terminate()

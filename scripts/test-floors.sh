@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${FLOORS_VENV:-.venv-floors}
 # what the unit and integration tests need besides the package (the SDK fidelity tests use the last two)
-TEST_PACKAGES=(pytest pytest-asyncio pytest-timeout hypothesis purecloudplatformclientv2 pysnc)
+TEST_PACKAGES=(pytest pytest-asyncio pytest-timeout hypothesis purecloudplatformclientv2 pysnc requests-oauthlib)
 
 # a fresh venv each time: a package left by an earlier run (a pin since raised) must not mask a failure
 rm -rf "$VENV"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,8 @@ from gcbridge.bridge.admin import AdminServer
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.sqlite import SqliteOutbox
+from tests.commands import gcbridge_argv
+from tests.ports import refused_port
 
 from .conftest import run_gcbridge
 
@@ -182,11 +186,9 @@ async def test_outbox_commands_explain_what_they_cannot_do(tmp_path: Path) -> No
         # While another process holds the outbox, the commands never write under its feet: they ask the
         # service's admin endpoint (see test_service_e2e), and say so when it does not answer or is off.
         text = config.read_text()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed_port = s.getsockname()[1]
-        config.write_text(text + f"[admin]\nport = {closed_port}\n")
-        silent = gcbridge("outbox", "list", "--config", str(config))
+        with refused_port() as closed_port:
+            config.write_text(text + f"[admin]\nport = {closed_port}\n")
+            silent = gcbridge("outbox", "list", "--config", str(config))
         config.write_text(text + "[admin]\nenabled = false\n")
         off = gcbridge("outbox", "replay", "--all", "--config", str(config))
     finally:
@@ -234,10 +236,8 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
         assert orjson.loads(out) == doc
     finally:
         await server.stop()
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code, _, err = await run_gcbridge("status", "--url", f"http://127.0.0.1:{port}")
+    with refused_port() as port:
+        code, _, err = await run_gcbridge("status", "--url", f"http://127.0.0.1:{port}")
     assert code == 1
     assert f"cannot reach the service at http://127.0.0.1:{port}" in err
 
@@ -256,3 +256,38 @@ def test_demo_runs_non_interactively_and_delivers(tmp_path: Path) -> None:
     lost = next(line for line in out.splitlines() if "events lost outside any gap" in line)
     assert lost.split()[-2 if lost.split()[-1] == "│" else -1] == "0"
     assert (tmp_path / "demo" / "outbox.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+async def test_demo_stops_early_on_a_signal_even_when_started_with_sigint_ignored(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
+    """``gcbridge demo &`` from a script starts with SIGINT ignored; Ctrl-C (or SIGTERM) still ends the run
+    early with its summary, and exit code 0 once events were delivered."""
+    proc = await asyncio.create_subprocess_exec(
+        *gcbridge_argv("demo", "--duration", "3600", "--no-faults", "--rate", "30", ignore_sigint=True),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        while True:  # until a progress line says events were written to ServiceNow
+            line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+            assert line, "the demo ended before writing anything:\n" + "".join(seen)
+            seen.append(line)
+            written = re.search(r"\bwritten (\d+)", line)
+            if written and int(written.group(1)) > 0:
+                break
+        proc.send_signal(stop_with)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = "".join(seen) + out.decode(errors="replace")
+    assert proc.returncode == 0, output[-3000:] + err.decode(errors="replace")[-3000:]
+    assert "gcbridge demo summary" in output
+    assert "OK: events delivered, none lost, nothing pending, no dead letters" in output

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from gcbridge.genesys.events import Event
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.sim import ServiceNowSim
+from tests.commands import gcbridge_argv
 
 from .conftest import (
     GENESYS_SECRET,
@@ -59,11 +59,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]) -> tuple[Path, int]:
-    """A config file for both simulators with the admin endpoint on a free port: (its path, that port)."""
+def write_config(tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim], admin_port: int = 0) -> Path:
+    """A config file for both simulators. The admin endpoint takes any free port unless ``admin_port`` is
+    given (the ``outbox`` commands find a running service through the configured port): a port picked here
+    and bound later by the service could be taken meanwhile by another process on a shared machine."""
     gsim, snsim = sims
     assert snsim.base_url is not None
-    genesys_url, sn_url, admin_port = gsim.base_url, snsim.base_url, free_port()
+    genesys_url, sn_url = gsim.base_url, snsim.base_url
     (tmp_path / "sn_password").write_text(SN_PASSWORD + "\n")
     path = tmp_path / "gcbridge.toml"
     topics = ", ".join(f'"{t}"' for t in TOPICS)
@@ -94,7 +96,7 @@ port = {admin_port}
 [logging]
 level = "debug"
 """)
-    return path, admin_port
+    return path
 
 
 def balance_books(
@@ -156,22 +158,33 @@ def balance_books(
 
 
 class Bridge:
-    """One ``gcbridge run`` subprocess; its stderr (the JSON logs) goes to a file."""
+    """One ``gcbridge run`` subprocess; its stderr (the JSON logs) goes to a file. ``url`` is its admin
+    endpoint, read from the log line that announces it (so a restart may move it)."""
 
-    def __init__(self, config: Path, log: Path, admin_port: int) -> None:
-        self.config, self.log, self.url = config, log, f"http://127.0.0.1:{admin_port}"
+    def __init__(self, config: Path, log: Path, *, ignore_sigint: bool = False) -> None:
+        self.config, self.log, self.ignore_sigint = config, log, ignore_sigint
         self.proc: asyncio.subprocess.Process | None = None
+        self._url: str | None = None
+        self._log_offset = 0
+
+    @property
+    def url(self) -> str | None:
+        """The admin endpoint this run announced, once it has."""
+        if self._url is None and self.log.exists():
+            with self.log.open("rb") as log:
+                log.seek(self._log_offset)
+                for line in log:
+                    if b'"admin endpoint listening"' in line:
+                        self._url = orjson.loads(line)["url"]
+                        break
+        return self._url
 
     async def start(self) -> None:
         env = {**os.environ, "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET, "PYTHONUNBUFFERED": "1"}
+        self._url, self._log_offset = None, self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "gcbridge",
-                "run",
-                "--config",
-                str(self.config),
+                *gcbridge_argv("run", "--config", str(self.config), ignore_sigint=self.ignore_sigint),
                 stdout=log,
                 stderr=log,
                 env=env,
@@ -179,6 +192,8 @@ class Bridge:
             )
 
     async def status(self) -> dict[str, Any] | None:
+        if self.url is None:
+            return None
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
@@ -190,6 +205,7 @@ class Bridge:
             return None
 
     async def fetch(self, path: str) -> str:
+        assert self.url is not None, "the bridge has not announced its admin endpoint"
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
             http.get(f"{self.url}{path}") as r,
@@ -311,8 +327,8 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
     gsim, snsim = sims
-    config, port = write_config(tmp_path, sims)
-    bridge = Bridge(config, tmp_path / "bridge.log", port)
+    config = write_config(tmp_path, sims)
+    bridge = Bridge(config, tmp_path / "bridge.log")
 
     await bridge.start()
     await bridge.wait_ready()
@@ -372,7 +388,7 @@ async def test_sigterm_restart_faults_every_event_exactly_once(
 async def test_wrong_secret_exits_with_a_clear_message(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
-    config, _ = write_config(tmp_path, sims)
+    config = write_config(tmp_path, sims)
     env = {"GCBRIDGE_GENESYS__CLIENT_SECRET": "WRONG-SECRET-e2e"}
     code, out, err = await run_gcbridge("run", "--config", str(config), env=env, within=90)
     logs = out + err
@@ -386,8 +402,8 @@ async def test_sigterm_interrupts_a_start_that_cannot_finish(
 ) -> None:
     gsim, _ = sims
     gsim.fail_next_token(n=10_000, status=503)  # the token endpoint keeps failing: start() keeps retrying
-    config, port = write_config(tmp_path, sims)
-    bridge = Bridge(config, tmp_path / "b.log", port)
+    config = write_config(tmp_path, sims)
+    bridge = Bridge(config, tmp_path / "b.log")
     await bridge.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
@@ -408,8 +424,8 @@ async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
     gsim, snsim = sims
-    config, port = write_config(tmp_path, sims)
-    bridge = Bridge(config, tmp_path / "bridge.log", port)
+    config = write_config(tmp_path, sims)
+    bridge = Bridge(config, tmp_path / "bridge.log")
     await bridge.start()
     await bridge.wait_ready()
     snsim.set_delay(0.2)  # deliveries lag behind, so the kill leaves rows pending and in flight
@@ -442,9 +458,9 @@ async def test_dead_letters_are_listed_replayed_and_purged_while_the_service_run
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
 ) -> None:
     gsim, snsim = sims
-    config, port = write_config(tmp_path, sims)
+    config = write_config(tmp_path, sims, admin_port=free_port())  # `gcbridge outbox` finds it there
     env = {"GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET}
-    bridge = Bridge(config, tmp_path / "bridge.log", port)
+    bridge = Bridge(config, tmp_path / "bridge.log")
     await bridge.start()
     try:
         await bridge.wait_ready()
@@ -486,3 +502,58 @@ async def _until_dead_letters(bridge: Bridge, n: int) -> None:
             return
         assert loop.time() < deadline, f"{dead} dead letters, not {n}:\n{bridge.tail()}"
         await asyncio.sleep(0.2)
+
+
+async def _until_logged(bridge: Bridge, event: str) -> None:
+    """Until the bridge's log has a line whose event is ``event`` (a readiness signal, not a sleep)."""
+    needle = f'"event":"{event}"'
+    await wait_for(lambda: needle in bridge.log.read_text(errors="replace"), limit=90, what=needle)
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+async def test_run_drains_on_a_signal_even_when_started_with_sigint_ignored(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim], stop_with: signal.Signals
+) -> None:
+    """As a script's ``gcbridge run &`` starts: SIGINT ignored, which the bridge must not rely on."""
+    bridge = Bridge(write_config(tmp_path, sims), tmp_path / "bridge.log", ignore_sigint=True)
+    await bridge.start()
+    await bridge.wait_ready()
+    assert await bridge.terminate(stop_with) == 0, bridge.tail()
+    logs = bridge.log.read_text(errors="replace")
+    assert f'"signal":"{stop_with.name}"' in logs
+    assert '"event":"stopped"' in logs
+
+
+async def test_a_second_ctrl_c_stops_waiting_for_servicenow_and_keeps_the_rows(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    config = write_config(tmp_path, sims)
+    # A drain that would outlast the test's patience: only the second Ctrl-C can end it in time.
+    config.write_text(config.read_text().replace("drain_timeout = 20.0", "drain_timeout = 3600.0"))
+    bridge = Bridge(config, tmp_path / "bridge.log", ignore_sigint=True)
+    await bridge.start()
+    await bridge.wait_ready()
+    snsim.pause()  # every ServiceNow write hangs (until resume(), which the fixture's stop() calls)
+    for user in USERS:
+        gsim.publish(f"v2.users.{user}.presence")
+
+    async def in_flight() -> int:
+        doc = await bridge.status()
+        return int((doc or {}).get("outbox", {}).get("in_flight", 0))
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while await in_flight() == 0:
+        assert loop.time() < deadline, bridge.tail()
+        await asyncio.sleep(0.1)
+    assert bridge.proc is not None
+    bridge.proc.send_signal(signal.SIGINT)
+    await _until_logged(bridge, "draining")
+    assert await bridge.terminate(signal.SIGINT) == 0, bridge.tail()
+    logs = bridge.log.read_text(errors="replace")
+    assert "second signal: not waiting for deliveries in progress" in logs
+    states = sqlite3.connect(tmp_path / "state" / "outbox.db").execute("SELECT state FROM outbox").fetchall()
+    assert len(states) == len(USERS), states  # every received event is stored
+    assert snsim.records("u_genesys_presence") == []
+    assert {state for (state,) in states} == {0}, states  # all pending (0), none left in flight (1)

@@ -1,4 +1,4 @@
-"""Run ``gcbridge sim …`` as a user does: a real process, its printed base URL, then Ctrl-C."""
+"""Run ``gcbridge sim …`` as a user does: a real process, its printed base URL, then Ctrl-C (or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from tests.commands import gcbridge_argv
 
 
 @dataclass
@@ -29,15 +30,14 @@ class SimCommand:
 
 
 @asynccontextmanager
-async def sim_command(*args: str) -> AsyncIterator[SimCommand]:
+async def sim_command(
+    *args: str, stop_with: signal.Signals = signal.SIGINT, ignore_sigint: bool = False
+) -> AsyncIterator[SimCommand]:
     """``python -m gcbridge sim *args``, once its first line names the URL it serves; on exit it is sent
-    SIGINT and awaited (generous timeouts: the machine is shared), and the caller checks ``returncode``."""
+    ``stop_with`` and awaited (generous timeouts: the machine is shared), and the caller checks
+    ``returncode``. ``ignore_sigint`` starts it with SIGINT ignored (see ``tests.commands``)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "sim",
-        *args,
+        *gcbridge_argv("sim", *args, ignore_sigint=ignore_sigint),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200"},  # the banner line must not wrap
@@ -50,7 +50,12 @@ async def sim_command(*args: str) -> AsyncIterator[SimCommand]:
         command = SimCommand(proc, first, match.group(1))
         yield command
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        proc.send_signal(stop_with)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        except TimeoutError:
+            proc.kill()  # never leave a simulator behind
+            await proc.wait()
+            raise AssertionError(f"the simulator did not stop within 60 s of {stop_with.name}") from None
     command.stderr = err.decode(errors="replace")
     command.returncode = proc.returncode

@@ -257,7 +257,7 @@ async def test_malformed_token_answer_is_retried_not_fatal(session: aiohttp.Clie
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         tokens = TokenManager(session, f"http://127.0.0.1:{port}/oauth/token", "cid", "s3cret")
         got = await asyncio.wait_for(tokens.get(), 30)

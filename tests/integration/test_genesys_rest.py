@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,6 +16,7 @@ from gcbridge.genesys.rest import NotificationsApi, RestPolicy, new_session
 from gcbridge.secrets import Secret
 from gcbridge.sim.genesys import GenesysSim
 from tests.library_logs import capture_logs
+from tests.ports import refused_port
 
 SimFactory = Callable[..., Awaitable[GenesysSim]]
 USER = "v2.users.6f1c4b8e-1111-4222-8333-444455556666"
@@ -199,12 +199,11 @@ async def test_connection_errors_are_retried_then_reported(
     genesys_sim_factory: SimFactory, session: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     sim = await genesys_sim_factory()
-    with socket.socket() as s:  # a port that nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    api = await api_for(sim, session, sleep, api_base=dead, policy=RestPolicy(max_attempts=4))
-    with pytest.raises(GenesysTransportError, match="after 4 attempts"):
-        await api.create_channel()
+    with refused_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        api = await api_for(sim, session, sleep, api_base=dead, policy=RestPolicy(max_attempts=4))
+        with pytest.raises(GenesysTransportError, match="after 4 attempts"):
+            await api.create_channel()
     assert len(sleep.delays) == 3
     await api.tokens.aclose()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import aiohttp
+import pytest
 
 from .sim_cli import sim_command
 
@@ -57,3 +59,15 @@ async def test_cli_rejects_bad_options() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"time_scale" in err
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+async def test_cli_stops_on_a_signal_even_when_started_with_sigint_ignored(stop_with: signal.Signals) -> None:
+    async with (
+        sim_command("genesys", "--port", "0", stop_with=stop_with, ignore_sigint=True) as command,
+        aiohttp.ClientSession() as session,
+        session.get(command.base_url + "/_sim/state") as resp,
+    ):
+        assert resp.status == 200
+    assert command.returncode == 0, command.stderr
+    assert "Traceback" not in command.stderr

@@ -3,7 +3,10 @@ stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
+
 import aiohttp
+import pytest
 
 from .sim_cli import sim_command
 
@@ -28,5 +31,20 @@ async def test_the_command_serves_its_users_and_stops_on_ctrl_c() -> None:
                 headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
             ) as r:
                 assert r.status == 401  # only the users given on the command line exist
+    assert command.returncode == 0, command.stderr[-2000:]
+    assert "Traceback" not in command.stderr
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+async def test_the_command_stops_on_a_signal_even_when_started_with_sigint_ignored(
+    stop_with: signal.Signals,
+) -> None:
+    async with sim_command("servicenow", "--port", "0", stop_with=stop_with, ignore_sigint=True) as command:
+        admin = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{command.base_url}/api/now/table/incident", headers=admin) as r,
+        ):
+            assert r.status == 200
     assert command.returncode == 0, command.stderr[-2000:]
     assert "Traceback" not in command.stderr

@@ -8,10 +8,12 @@ pysnc is synchronous: the simulator runs on its own event loop in a background t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +22,7 @@ import pysnc
 import pytest
 from pysnc.exceptions import AuthenticationException
 
-from gcbridge.sim.servicenow import ServiceNowSim
+from gcbridge.sim.servicenow import ServiceNowSim, SnSimConfig
 
 from .sn_fixtures import sim_config
 
@@ -77,9 +79,20 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ThreadedSim, str]]:
-    """(threaded simulator, https base URL) with requests trusting the simulator's certificate."""
+class FakeClock:
+    """The simulator's clock: token lifetimes pass when the test says so."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def _serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: SnSimConfig
+) -> Iterator[tuple[ThreadedSim, str]]:
     if shutil.which("openssl") is None:  # pragma: no cover - every CI image here has openssl
         pytest.fail("the pysnc fidelity test needs the openssl command to make a certificate")
     cert, key = _self_signed(tmp_path)
@@ -88,12 +101,33 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Th
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     monkeypatch.setenv("CURL_CA_BUNDLE", str(cert))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    threaded = ThreadedSim(ServiceNowSim(sim_config()))
+    threaded = ThreadedSim(ServiceNowSim(config))
     base_url = threaded.run(threaded.sim.start("127.0.0.1", 0, ssl_context=context))
     try:
         yield threaded, base_url
     finally:
         threaded.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ThreadedSim, str]]:
+    """(threaded simulator, https base URL) with requests trusting the simulator's certificate."""
+    with _serving(tmp_path, monkeypatch, sim_config()) as serving:
+        yield serving
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def served_on_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> Iterator[tuple[ThreadedSim, str]]:
+    """As ``served``, with the simulator on ``clock``."""
+    with _serving(tmp_path, monkeypatch, sim_config(clock=clock)) as serving:
+        yield serving
 
 
 def test_create_query_update_delete(served: tuple[ThreadedSim, str]) -> None:
@@ -190,3 +224,43 @@ def test_client_credentials_flow(served: tuple[ThreadedSim, str]) -> None:
     gr.insert()
     assert threaded.sim.records("incident")[0]["sys_created_by"] == "cid"
     assert [r.path for r in threaded.sim.requests][:2] == ["/oauth_token.do", "/api/now/table/incident"]
+
+
+def test_password_grant_flow_with_the_client_in_a_basic_header_then_a_refresh(
+    served_on_clock: tuple[ThreadedSim, str], clock: FakeClock
+) -> None:
+    """pysnc's password grant sends the OAuth client's id and secret in an HTTP Basic header (RFC 6749 2.3.1,
+    through requests-oauthlib) and refreshes with them in the form: both must work, as on an instance."""
+    threaded, base_url = served_on_clock
+    client = pysnc.ServiceNowClient(
+        base_url, pysnc.ServiceNowPasswordGrantFlow("admin", "admin-pass", "cid", "csecret")
+    )
+    first_token = client.session.token["access_token"]
+    gr = client.GlideRecord("incident")
+    gr.initialize()
+    gr.short_description = "via the password grant"
+    gr.insert()
+    assert threaded.sim.records("incident")[0]["sys_created_by"] == "admin"
+
+    # Half an hour later the simulator has expired the access token; pysnc sees that from the token's own
+    # expiry (requests-oauthlib's public ``token``, on the wall clock) and refreshes before its next call.
+    clock.now += 1800
+    client.session.token = {**client.session.token, "expires_at": time.time() - 1}
+    found = client.GlideRecord("incident")
+    found.query()
+    assert found.get_row_count() == 1
+    new_token = client.session.token["access_token"]
+    assert new_token != first_token
+    issuer = threaded.sim.state.issuer
+    assert (issuer.user_for(first_token, clock.now), issuer.user_for(new_token, clock.now)) == (None, "admin")
+    token_calls = [(r.status, r.user) for r in threaded.sim.requests if r.path == "/oauth_token.do"]
+    assert [status for status, _ in token_calls] == [200, 200]  # the password grant, then the refresh
+    assert [r.status for r in threaded.sim.requests if r.path != "/oauth_token.do"][-1] == 200
+
+
+def test_password_grant_flow_with_a_wrong_client_secret_is_denied(served: tuple[ThreadedSim, str]) -> None:
+    threaded, base_url = served
+    flow = pysnc.ServiceNowPasswordGrantFlow("admin", "admin-pass", "cid", "wrong-secret")
+    with pytest.raises(Exception, match="access_denied"):
+        pysnc.ServiceNowClient(base_url, flow)
+    assert [(r.path, r.status) for r in threaded.sim.requests] == [("/oauth_token.do", 401)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gcbridge.secrets import Secret
 from gcbridge.sim.genesys.bodies import BodyGenerator
@@ -264,6 +266,26 @@ def test_fixed_window_rate_limit() -> None:
     assert refused.retry_after == 50
     assert limiter.hit("other", 10.0).allowed
     assert limiter.hit("t", 60.0).allowed
+
+
+def test_the_reset_of_a_new_window_is_the_window_even_where_the_loop_clock_rounds() -> None:
+    # 65520.73... + 60 crosses 2**16 and rounds up: ``start + window - now`` was 60.000000000007 -> 61 s.
+    now = 65520.73091159827
+    decision = FixedWindowLimiter(limit=300, window=60.0).hit("t", now)
+    assert decision.reset_after == 60.0
+    assert decision.retry_after == 60
+
+
+@given(
+    start=st.floats(min_value=0.0, max_value=1e9, allow_nan=False),
+    later=st.floats(min_value=-5.0, max_value=200.0, allow_nan=False),
+)
+def test_the_reset_stays_within_the_window(start: float, later: float) -> None:
+    limiter = FixedWindowLimiter(limit=1, window=60.0)
+    limiter.hit("t", start)
+    decision = limiter.hit("t", start + later)  # a clock that steps back included
+    assert 0.0 <= decision.reset_after <= 60.0
+    assert 1 <= decision.retry_after <= 60
 
 
 # -- frames and bodies ---------------------------------------------------------------------------------------

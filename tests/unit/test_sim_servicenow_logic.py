@@ -12,7 +12,7 @@ from gcbridge.sim.servicenow.admission import PoolGate, SessionTable
 from gcbridge.sim.servicenow.config import table_schema
 from gcbridge.sim.servicenow.faults import FaultPlan, Injection
 from gcbridge.sim.servicenow.importsets import ImportSetRegistry
-from gcbridge.sim.servicenow.oauth import TokenIssuer
+from gcbridge.sim.servicenow.oauth import TokenIssuer, basic_credentials
 from gcbridge.sim.servicenow.ratelimit import RateLimiter, RateLimitRule
 from gcbridge.sim.servicenow.routes import Resource, resolve
 from gcbridge.sim.servicenow.store import RecordStore, to_field_string
@@ -82,6 +82,55 @@ class TestOAuth:
     )
     def test_bad_requests_are_denied(self, change: dict[str, str]) -> None:
         assert issuer().grant({**PASSWORD, **change}, T0) is None
+
+    def test_client_credentials_in_a_basic_header_are_accepted(self) -> None:
+        """RFC 6749 section 2.3.1, as requests-oauthlib (so pysnc) sends them."""
+        user_only = {k: v for k, v in PASSWORD.items() if k not in ("client_id", "client_secret")}
+        grant = issuer().grant(user_only, T0, basic=("cid", "cs"))
+        assert grant is not None
+        assert grant.refresh_token
+        with_id = issuer().grant({**user_only, "client_id": "cid"}, T0, basic=("cid", "cs"))
+        assert with_id is not None  # include_client_id=True: the form repeats the id
+
+    def test_a_form_encoded_basic_header_is_accepted(self) -> None:
+        tokens = issuer(clients={"c id": "s&cret:1"})
+        user_only = {k: v for k, v in PASSWORD.items() if k not in ("client_id", "client_secret")}
+        assert tokens.grant(user_only, T0, basic=("c+id", "s%26cret%3A1")) is not None
+        assert tokens.grant(user_only, T0, basic=("c id", "s&cret:1")) is not None
+
+    @pytest.mark.parametrize(
+        ("basic", "form_change"),
+        [
+            (("cid", "wrong"), {}),  # a wrong secret in the header
+            (("cid", "wrong"), {"client_id": "cid", "client_secret": "cs"}),  # good form, bad header
+            (("other", "cs"), {}),
+            (("cid", "cs"), {"client_id": "someone-else"}),  # the form names another client
+            (("cid", "cs"), {"client_secret": "wrong"}),  # the form repeats a wrong secret
+            (("cid", "cs"), {"password": "wrong"}),  # client fine, user not
+        ],
+    )
+    def test_bad_basic_client_authentication_is_denied(
+        self, basic: tuple[str, str], form_change: dict[str, str]
+    ) -> None:
+        user_only = {k: v for k, v in PASSWORD.items() if k not in ("client_id", "client_secret")}
+        assert issuer().grant({**user_only, **form_change}, T0, basic=basic) is None
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            ("Basic Y2lkOmNz", ("cid", "cs")),
+            ("basic  Y2lkOmNz ", ("cid", "cs")),
+            ("Basic Y2lkOg==", ("cid", "")),
+            ("Bearer Y2lkOmNz", None),
+            ("Basic Y2lk", None),  # no colon
+            ("Basic not-base64!", None),
+            ("", None),
+        ],
+    )
+    def test_basic_credentials_parse_only_a_well_formed_basic_header(
+        self, header: str, expected: tuple[str, str] | None
+    ) -> None:
+        assert basic_credentials(header) == expected
 
     def test_refresh_grant_returns_an_access_token_only(self) -> None:
         tokens = issuer()

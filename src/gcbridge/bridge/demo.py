@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sqlite3
 import tempfile
 import time
@@ -34,6 +33,7 @@ from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
+from gcbridge.stopsignals import StopSignals
 
 DEMO_USER: Final = "gcbridge-demo"
 DEMO_PASSWORD: Final = "demo-password-not-secret"  # noqa: S105 - the simulator's own throwaway user
@@ -249,11 +249,12 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
         topics,
     )
     service = BridgeService(config, install_signals=False)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C or SIGTERM ends the run early (whatever disposition was inherited); a second Ctrl-C also skips
+    # waiting for the outbox to empty.
+    signals = StopSignals()
+    stop = signals.stop
+    signals.install()
     try:
         await service.start()
         gsim.start_traffic(options.rate)
@@ -261,7 +262,7 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
         started = loop.time()
         await _watch(options, console, service, gsim, plan, summary, started, stop)
         await gsim.stop_traffic()
-        await _settle(service, SETTLE_TIMEOUT)
+        await signals.unless_hurried(_settle(service, SETTLE_TIMEOUT))
         client_stats = service.client.stats() if service.client is not None else None
         await service.stop()
         _fill_summary(summary, service, gsim, snsim)
@@ -270,9 +271,7 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
             summary.rotations = sum(client_stats.rotations_by_reason.values())
             summary.reconnects = sum(client_stats.reconnects_by_reason.values())
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
+        signals.uninstall()
         if service.lifecycle.state in ("starting", "running"):
             with contextlib.suppress(Exception):
                 await service.stop()

@@ -10,7 +10,8 @@ An event counts as received once ``put_many`` has returned (it is then on disk).
 and journalled for operators. The service's own downtime is journalled as a gap at the next start.
 
 Signals: SIGTERM/SIGINT drain (stop receiving: close the sockets; write every event the client already
-holds to the outbox; let in-flight ServiceNow writes finish within ``outbox.drain_timeout``);
+holds to the outbox; let in-flight ServiceNow writes finish within ``outbox.drain_timeout``), whatever
+disposition the process inherited; a second SIGINT stops waiting for those writes (back to pending);
 SIGHUP re-reads the config file's topic list and subscribes/unsubscribes the difference without a restart.
 """
 
@@ -48,6 +49,7 @@ from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import create_session
 from gcbridge.servicenow.sinks import build_router
+from gcbridge.stopsignals import Phase, next_phase, unless_set
 
 REFRESH_INTERVAL: Final = 1.0
 """Seconds between snapshots of client and outbox state into the gauges (and the ``alive`` mark)."""
@@ -107,6 +109,8 @@ class BridgeService:
         self._ingest_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._signal_phase: Phase = "running"
         self._outbox_stats: OutboxStats | None = None
         self._last_refresh = 0.0
         self._reload_lock = asyncio.Lock()
@@ -261,7 +265,11 @@ class BridgeService:
                 )
         finished = True
         if self.dispatcher is not None:
-            finished = await self.dispatcher.drain(timeout=max(0.1, self._left(deadline)))
+            drained, finished_in_time = await unless_set(
+                self._hurry, self.dispatcher.drain(timeout=max(0.1, self._left(deadline)))
+            )
+            # Hurried: deliveries still running go back to pending at once, for the next start.
+            finished = bool(finished_in_time) if drained else await self.dispatcher.drain(timeout=0.0)
         for task in [self._dispatch_task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
@@ -561,8 +569,18 @@ class BridgeService:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
-        self.log.info("signal received; draining", signal=sig.name)
-        self.request_stop()
+        self._signal_phase, action = next_phase(self._signal_phase, sig)
+        if action == "stop":
+            self.log.info("signal received; draining", signal=sig.name)
+            self.request_stop()
+        elif action == "hurry":
+            self.log.warning(
+                "second signal: not waiting for deliveries in progress (they stay in the outbox)",
+                signal=sig.name,
+            )
+            self._hurry.set()
+        else:
+            self.log.info("signal received; already draining", signal=sig.name)
 
     def _on_hup(self) -> None:
         self.log.info("SIGHUP: reloading topics")

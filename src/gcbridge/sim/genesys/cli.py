@@ -1,4 +1,6 @@
-"""``gcbridge sim genesys``: run the Genesys Cloud simulator until Ctrl-C."""
+"""``gcbridge sim genesys``: run the Genesys Cloud simulator until Ctrl-C (SIGINT) or SIGTERM.
+
+A second Ctrl-C while stopping skips the orderly close of open sockets; either way the exit code is 0."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import typer
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.org import OrgSettings
 from gcbridge.sim.genesys.sim import GenesysSim
+from gcbridge.stopsignals import StopSignals
 
 
 def register(parent_app: typer.Typer, name: str) -> None:
@@ -100,6 +103,7 @@ def run(
         if not sep or not cid or not secret:
             raise typer.BadParameter(f"--extra-client must be id:secret, got {spec!r}")
         extra.append((cid, secret))
+    # Stop signals are handled inside the loop; this covers only the instants before and after it runs.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, host, port, extra, traffic, forbid or []))
 
@@ -112,16 +116,17 @@ async def _serve(
         sim.add_oauth_client(cid, secret)
     for pattern in forbid:
         sim.forbid_topic(pattern)
-    base_url = await sim.start(host, port)
-    if traffic > 0:
-        sim.start_traffic(traffic)
-    typer.echo(f"Genesys Cloud simulator listening on {base_url}")
-    typer.echo(f"  API and token endpoint: {base_url}  (POST {base_url}/oauth/token)")
-    typer.echo(f"  client id: {config.client_id}   client secret: {config.client_secret}")
-    for cid, secret in extra:
-        typer.echo(f"  client id: {cid}   client secret: {secret}")
-    typer.echo(f"  fault controls: {base_url}/_sim/   (Ctrl-C to stop)")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
+    with StopSignals() as signals:
+        base_url = await sim.start(host, port)
+        try:
+            if traffic > 0:
+                sim.start_traffic(traffic)
+            typer.echo(f"Genesys Cloud simulator listening on {base_url}")
+            typer.echo(f"  API and token endpoint: {base_url}  (POST {base_url}/oauth/token)")
+            typer.echo(f"  client id: {config.client_id}   client secret: {config.client_secret}")
+            for cid, secret in extra:
+                typer.echo(f"  client id: {cid}   client secret: {secret}")
+            typer.echo(f"  fault controls: {base_url}/_sim/   (Ctrl-C to stop)")
+            await signals.stop.wait()
+        finally:
+            await signals.unless_hurried(sim.stop())

@@ -30,9 +30,13 @@ class FixedWindowLimiter:
     def hit(self, key: str, now: float) -> RateDecision:
         """Count one request for ``key`` and say whether it is allowed."""
         start, count = self._windows.get(key, (now, 0))
-        if now - start >= self.window:
-            start, count = now, 0
-        reset_after = start + self.window - now
+        elapsed = now - start
+        if elapsed >= self.window:
+            start, count, elapsed = now, 0, 0.0
+        # From the elapsed time, not ``start + window - now``: that sum rounds at a binade boundary of the
+        # loop clock (60.000000000007 s at 65520.73), and the ceiling made ``inin-ratelimit-reset`` 61 for a
+        # 60 s window. Clamped too, for a clock that steps back.
+        reset_after = min(self.window, max(0.0, self.window - elapsed))
         if self.limit is None:
             self._windows[key] = (start, count + 1)
             return RateDecision(True, 0, count + 1, reset_after)

@@ -1,4 +1,6 @@
-"""``gcbridge sim servicenow``: run the ServiceNow simulator until Ctrl-C."""
+"""``gcbridge sim servicenow``: run the ServiceNow simulator until Ctrl-C (SIGINT) or SIGTERM.
+
+A second Ctrl-C while stopping skips the orderly close of open connections; either way the exit code is 0."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from gcbridge.stopsignals import StopSignals
 
 from .config import SnSimConfig
 from .sim import ServiceNowSim
@@ -89,23 +93,29 @@ def servicenow(
             sim.inject(status, count)
         sim.set_delay(delay)
         sim.hibernate(hibernate)
-        base_url = await sim.start(host, port)
-        console.print(f"[bold]ServiceNow simulator[/] listening on [cyan]{base_url}[/]")
-        for name, password in users.items():
-            console.print(f"  basic auth user   {name} / {password}")
-        for client_id, secret in config.oauth_clients.items():
-            console.print(f"  oauth client      {client_id} / {secret}  (POST {base_url}/oauth_token.do)")
-        console.print(f"  tables            {', '.join(sim.state.store.table_names())}")
-        console.print(f"  staging tables    {', '.join(sorted(sim.state.transform_maps))}")
-        console.print(f"  controls          {base_url}/_sim/state  (see docs/simulator-servicenow.md)")
-        console.print("Press Ctrl-C to stop.")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await sim.stop()
+        with StopSignals() as signals:
+            base_url = await sim.start(host, port)
+            try:
+                _print_banner(console, sim, base_url)
+                await signals.stop.wait()
+            finally:
+                await signals.unless_hurried(sim.stop())
 
+    # Stop signals are handled inside the loop; this covers only the instants before and after it runs.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+def _print_banner(console: Console, sim: ServiceNowSim, base_url: str) -> None:
+    console.print(f"[bold]ServiceNow simulator[/] listening on [cyan]{base_url}[/]")
+    for name, password in sim.config.users.items():
+        console.print(f"  basic auth user   {name} / {password}")
+    for client_id, secret in sim.config.oauth_clients.items():
+        console.print(f"  oauth client      {client_id} / {secret}  (POST {base_url}/oauth_token.do)")
+    console.print(f"  tables            {', '.join(sim.state.store.table_names())}")
+    console.print(f"  staging tables    {', '.join(sorted(sim.state.transform_maps))}")
+    console.print(f"  controls          {base_url}/_sim/state  (see docs/simulator-servicenow.md)")
+    console.print("Press Ctrl-C to stop.")
 
 
 def register(parent_app: typer.Typer, name: str) -> None:

@@ -7,16 +7,22 @@
 * ``client_credentials``: only when enabled (``glide.oauth.inbound.client.credential.grant_type.enabled``);
   no refresh token. Requests are attributed to the client's OAuth application user.
 
+The OAuth client authenticates with ``client_id``/``client_secret`` in the form or in an HTTP Basic
+``Authorization`` header (RFC 6749 §2.3.1, what requests-oauthlib and so pysnc send); an instance accepts
+both.
 Every failure is the same generic answer (``access_denied``), as on an instance.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 SCOPE: Final = "useraccount"
 
@@ -48,6 +54,20 @@ class TokenGrant:
         return body
 
 
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """The ``(client id, secret)`` of an HTTP Basic ``Authorization`` header value, or ``None`` for another
+    scheme or a malformed value."""
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    return (client_id, secret) if sep else None
+
+
 def _new_token() -> str:
     return secrets.token_urlsafe(64)
 
@@ -76,12 +96,15 @@ class TokenIssuer:
         self._current_access: dict[tuple[str, str], _Token] = {}
         self._current_refresh: dict[tuple[str, str], _Token] = {}
 
-    def grant(self, form: Mapping[str, str], now: float) -> TokenGrant | None:
-        """The token answer for a token request, or ``None`` for the generic ``access_denied``."""
-        client_id = form.get("client_id", "")
-        if not client_id or self.clients.get(client_id) is None:
-            return None
-        if not secrets.compare_digest(self.clients[client_id], form.get("client_secret", "")):
+    def grant(
+        self, form: Mapping[str, str], now: float, *, basic: tuple[str, str] | None = None
+    ) -> TokenGrant | None:
+        """The token answer for a token request, or ``None`` for the generic ``access_denied``.
+
+        ``basic``: the client credentials of the request's HTTP Basic header (see :func:`basic_credentials`).
+        """
+        client_id = self._authenticated_client(form, basic)
+        if client_id is None:
             return None
         grant_type = form.get("grant_type", "")
         if grant_type == "password":
@@ -92,6 +115,29 @@ class TokenIssuer:
             access = self._access_for(client_id, self._client_users.get(client_id, client_id), now)
             return TokenGrant(access.value, access.expires_at, None)
         return None
+
+    def _authenticated_client(self, form: Mapping[str, str], basic: tuple[str, str] | None) -> str | None:
+        form_client = form.get("client_id", "")
+        if basic is None:
+            return form_client if self._is_client(form_client, form.get("client_secret", "")) else None
+        # RFC 6749 §2.3.1 form-encodes both parts before Basic encoding; most clients skip that step.
+        header_client = next(
+            (
+                cid
+                for cid, secret in (basic, (unquote_plus(basic[0]), unquote_plus(basic[1])))
+                if self._is_client(cid, secret)
+            ),
+            None,
+        )
+        if header_client is None or form_client not in ("", header_client):
+            return None
+        if "client_secret" in form and not self._is_client(header_client, form["client_secret"]):
+            return None
+        return header_client
+
+    def _is_client(self, client_id: str, secret: str) -> bool:
+        expected = self.clients.get(client_id) if client_id else None
+        return expected is not None and secrets.compare_digest(expected.encode(), secret.encode())
 
     def user_for(self, access_token: str, now: float) -> str | None:
         token = self._access.get(access_token)

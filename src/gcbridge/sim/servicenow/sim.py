@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from . import envelopes
+from . import envelopes, oauth
 from .admission import PoolGate, SessionTable
 from .api_import import handle_events, handle_import
 from .api_table import handle_table
@@ -435,7 +435,8 @@ class ServiceNowSim:
         except UnicodeDecodeError:
             return json_reply(401, envelopes.OAUTH_FAILURE)
         issuer.forget_expired(now)
-        grant = issuer.grant(form, now)
+        basic = oauth.basic_credentials(request.headers.get("Authorization", ""))
+        grant = issuer.grant(form, now, basic=basic)
         if grant is None:
             return json_reply(401, envelopes.OAUTH_FAILURE)
         return json_reply(200, grant.body(now), {"Cache-Control": "no-store", "Pragma": "no-cache"})
