@@ -258,6 +258,14 @@ class CloseSocket:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSocket:
+    """Check at once that this live socket still delivers: send a ping; no pong within ``pong_timeout`` means
+    it is dead (asked for when a sibling path of the same shard failed, so a silent socket is found fast)."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidateToken:
     generation: int
 
@@ -291,6 +299,7 @@ PathAction = (
     | OpenSocket
     | PutSubscriptions
     | CloseSocket
+    | ProbeSocket
     | InvalidateToken
     | PathDown
     | PathUp

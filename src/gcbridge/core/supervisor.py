@@ -6,16 +6,21 @@
 :class:`~gcbridge.core.coverage.ShardCoverage` per shard. It routes each event to the path that owns the
 connection, turns paths going down and up into gaps, and drops permission-rejected topics from the plan so
 they are not requested again.
+
+Coverage is by evidence (see :mod:`gcbridge.core.coverage`): the shell reports each live socket's last good
+moment through :meth:`ClientCore.evidence`, and when one path of a shard fails the core asks the shell to
+probe the shard's other live paths at once (:class:`~gcbridge.core.path.ProbeSocket`), so that a silent
+sibling is found within ``pong_timeout`` and the gap both left is reported with its true start and end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.budget import ChannelBudget
-from gcbridge.core.coverage import ShardCoverage
+from gcbridge.core.coverage import ShardCoverage, Uncovered
 from gcbridge.core.path import (
     Notify,
     PathAction,
@@ -25,6 +30,8 @@ from gcbridge.core.path import (
     PathState,
     PathTimings,
     PathUp,
+    Phase,
+    ProbeSocket,
     Shutdown,
     Subscribed,
     Tick,
@@ -63,8 +70,8 @@ Output = Routed | GapFound | TopicsRejected
 
 @dataclass
 class _Shard:
-    coverage: ShardCoverage = field(default_factory=ShardCoverage)
-    down_reason: str = ""
+    coverage: ShardCoverage
+    # the topics wanted since the oldest undecided moment: a gap found late names what was wanted then
     gap_topics: frozenset[str] = frozenset()
 
 
@@ -178,6 +185,22 @@ class ClientCore:
     def next_wakeup(self) -> float | None:
         return min((w for p in self.paths.values() if (w := p.next_wakeup()) is not None), default=None)
 
+    def evidence(self, conn: int, last_good: float) -> list[Output]:
+        """The shell's report that socket ``conn`` delivered everything sent until ``last_good`` (its health
+        monitor's ``last_good``). Call it regularly for every open socket (each health check does): it is
+        what lets a shard's gaps be decided, and its bookkeeping be forgotten."""
+        owner = self._owner.get(conn)
+        if owner is None:
+            return []
+        key, machine = owner
+        cur = machine.current
+        shard = self.shards.get(key[0])
+        if machine is not self.paths.get(key) or shard is None or cur is None or cur.id != conn:
+            return []
+        if cur.phase is not Phase.LIVE:
+            return []
+        return self._gaps(key[0], shard, shard.coverage.seen(key, last_good))
+
     def owner_of(self, conn: int) -> PathKey | None:
         owner = self._owner.get(conn)
         return owner[0] if owner else None
@@ -200,7 +223,8 @@ class ClientCore:
             new_conn_id=new_id,
         )
         self.paths[key] = machine
-        self.shards.setdefault(key[0], _Shard())
+        if key[0] not in self.shards:
+            self.shards[key[0]] = _Shard(ShardCoverage(self.timings.gap_margin))
         return machine
 
     def _apply(self, now: float, change: PlanChange) -> list[Output]:
@@ -218,11 +242,25 @@ class ClientCore:
                 out += self._run(key, TopicsSet(now, wire))
             if not topics and shard in self.shards:
                 state = self.shards.pop(shard)
-                gap = state.coverage.end(now)
-                if gap is not None:
-                    out.append(
-                        GapFound(shard, gap[0], gap[1], tuple(sorted(state.gap_topics)), state.down_reason)
-                    )
+                out += self._gaps(shard, state, state.coverage.end(now))
+        return out
+
+    def _gaps(self, shard: int, state: _Shard, found: list[Uncovered]) -> list[Output]:
+        topics = state.gap_topics | self.planner.topics(shard)
+        if state.coverage.live_paths:
+            state.gap_topics = frozenset()  # decided up to a live path: what it missed is wanted now
+        else:
+            state.gap_topics = topics
+        return [GapFound(shard, g.start, g.end, tuple(sorted(topics)), g.reason) for g in found]
+
+    def _probe_siblings(self, key: PathKey) -> list[Output]:
+        """One path of the shard failed: ask whether its live siblings still deliver (they may be silent)."""
+        out: list[Output] = []
+        for other, machine in self.paths.items():
+            cur = machine.current
+            live = cur is not None and cur.phase is Phase.LIVE and cur.socket_open
+            if other[0] == key[0] and other != key and live and cur is not None:
+                out.append(Routed(other, ProbeSocket(cur.id)))
         return out
 
     def _run(self, key: PathKey, event: PathEvent) -> list[Output]:
@@ -231,16 +269,11 @@ class ClientCore:
         for action in machine.handle(event):
             shard = self.shards.get(key[0])
             if isinstance(action, PathDown) and shard is not None:
-                was_covered = shard.coverage.covered
-                shard.coverage.down(key, action.since)
-                if was_covered and not shard.coverage.covered:
-                    shard.down_reason = action.reason
-                    shard.gap_topics = self.planner.topics(key[0])
+                shard.gap_topics |= self.planner.topics(key[0])
+                out += self._gaps(key[0], shard, shard.coverage.down(key, action.since, action.reason))
+                out += self._probe_siblings(key)
             elif isinstance(action, PathUp) and shard is not None:
-                gap = shard.coverage.up(key, action.at)
-                if gap is not None:
-                    topics = tuple(sorted(shard.gap_topics | self.planner.topics(key[0])))
-                    out.append(GapFound(key[0], gap[0], gap[1], topics, shard.down_reason))
+                out += self._gaps(key[0], shard, shard.coverage.up(key, action.at))
             out.append(Routed(key, action))
         if machine.state is PathState.CLOSED and not self.closed:
             del self.paths[key]
