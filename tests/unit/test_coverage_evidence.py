@@ -4,6 +4,7 @@ every moment no path delivered lies inside a reported gap, and no gap covers a m
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -112,7 +113,7 @@ def moments(t: Timeline, until: float) -> list[float]:
     for g in t.gaps:
         marks |= {g.start, g.end}
     ordered = sorted(m for m in marks if start <= m <= until)
-    return ordered + [(a + b) / 2 for a, b in zip(ordered, ordered[1:], strict=False)]
+    return ordered + [(a + b) / 2 for a, b in itertools.pairwise(ordered)]
 
 
 @settings(max_examples=400, deadline=None)
