@@ -42,6 +42,7 @@ from gcbridge.core.path import (
     OpenSocket,
     PathEvent,
     PathState,
+    ProbeSocket,
     PutSubscriptions,
     SocketClosed,
     SocketOpened,
@@ -184,6 +185,8 @@ class _Socket:
     close_reason: str = ""
     channel_gone: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # set to make the watcher check at once (a probe was asked for: its pong deadline is sooner)
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -532,6 +535,11 @@ class NotificationClient:
             if sock is not None:
                 sock.close_reason = sock.close_reason or action.reason
                 self._spawn(self._close_ws(sock))
+        elif isinstance(action, ProbeSocket):
+            sock = self._sockets.get(action.conn)
+            if sock is not None and sock.health.probe(self._now()):
+                self._spawn(self._send_ping(sock))
+                sock.recheck.set()
         elif isinstance(action, InvalidateToken):
             tm = self._tokens[key[1]]
             cur = tm.current
@@ -675,10 +683,17 @@ class NotificationClient:
         with contextlib.suppress(Exception):
             await sock.ws.close()
 
+    async def _send_ping(self, sock: _Socket) -> None:
+        with contextlib.suppress(Exception):
+            await sock.ws.send_str(PING_MESSAGE)
+
     async def _watch(self, sock: _Socket) -> None:
         loop = asyncio.get_running_loop()
         while not sock.ws.closed:
             decision = sock.health.check(loop.time())
+            if decision.verdict is Verdict.OK or decision.verdict is Verdict.SEND_PING:
+                # the evidence that decides the shard's gaps: this socket delivered until its last good moment
+                self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             if decision.verdict is Verdict.SEND_PING:
                 with contextlib.suppress(Exception):
                     await sock.ws.send_str(PING_MESSAGE)
@@ -690,7 +705,10 @@ class NotificationClient:
                 sock.ws._response.close()
                 sock.ws._reader.feed_eof()
                 return
-            await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
+            sock.recheck.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, decision.next_check - loop.time())):
+                    await sock.recheck.wait()
 
     async def _read(self, sock: _Socket) -> None:
         # The hot path. The common frame (one socket per shard) goes through the Intake's Reader (compiled
