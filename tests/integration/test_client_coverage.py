@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
+from collections.abc import Awaitable, Callable
 
 import pytest
+
+from gcbridge.genesys import Gap, NotificationClient
 
 from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
 from .conftest import SimFactory
@@ -20,8 +24,17 @@ SECOND = ("second-client", "second-secret")
 SLOW_PING = dataclasses.replace(FAST, heartbeat_timeout=30.0, ping_interval=15.0, pong_timeout=0.5)
 
 
-def live_paths(client: object) -> int:
-    return sum(p.state == "live" for p in client.stats().paths)  # type: ignore[attr-defined]
+def uncovered(gaps: list[Gap]) -> float:
+    """How long the gaps last together (they may overlap: each is reported when it becomes known)."""
+    total, reach = 0.0, float("-inf")
+    for g in sorted(gaps, key=lambda g: g.start):
+        total += max(0.0, g.end - max(g.start, reach))
+        reach = max(reach, g.end)
+    return total
+
+
+def live_paths(client: NotificationClient) -> int:
+    return sum(p.state == "live" for p in client.stats().paths)
 
 
 @pytest.mark.parametrize("exclusive", [False, True])
@@ -53,3 +66,72 @@ async def test_a_drop_while_the_sibling_is_stalled_is_reported(
     # the stalled path was found by the probe (a ping at once), not by the watchdog's long silence
     assert stats.reconnects_by_reason.get("pong_timeout", 0) >= 1
     assert "heartbeat_timeout" not in stats.reconnects_by_reason
+
+
+# Issue #12's rough scenario, 20 times faster: socket_closing every 20 s, channels living 90 s, tokens 120 s,
+# an abrupt drop every 15 s on a random socket, a 45 s stall every 40 s; 50 events/s over 100 topics; 300 s.
+SCALE = 20.0
+ROUGH = dataclasses.replace(
+    FAST,
+    heartbeat_timeout=65.0 / SCALE,
+    ping_interval=20.0 / SCALE,
+    pong_timeout=10.0 / SCALE,
+    close_timeout=10.0 / SCALE,
+    subscribe_timeout=30.0,
+)
+MANY = [f"v2.users.{i:04d}eeee-0000-4000-8000-00000000{i:04d}.presence" for i in range(100)]
+
+
+async def test_rough_scenario_with_two_oauth_clients_loses_nothing_silently(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory(
+        time_scale=SCALE, heartbeat_interval=30.0, channel_ttl=90.0, token_ttl=120.0
+    )
+    sim.add_oauth_client(*SECOND)
+    rng = random.Random(20261204)
+
+    async def every(period: float, act: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(period / SCALE)
+            await act()
+
+    async def closing() -> None:
+        await sim.socket_closing(rng.choice(sim.connected_channel_ids or [""]))
+
+    async def drop() -> None:
+        await sim.drop_socket(rng.choice(sim.connected_channel_ids or [""]))
+
+    async def stall() -> None:
+        stalled = sim.stall_socket(rng.choice(sim.connected_channel_ids or [""]))
+        await asyncio.sleep(45.0 / SCALE)
+        for c in stalled:
+            sim.resume_socket(c)
+
+    async with client_for(sim, ROUGH, extra_credentials=[SECOND]) as client:
+        await client.subscribe(MANY)
+        got = collect(client)
+        await wait_until(lambda: live_paths(client) == 2, what="two paths")
+        await publish_until_received(sim, got, MANY[0])
+        sim.start_traffic(50, MANY)
+        loop = asyncio.get_running_loop()
+        schedule = [
+            loop.create_task(every(20.0, closing)),
+            loop.create_task(every(15.0, drop)),
+            loop.create_task(every(40.0, stall)),
+        ]
+        await asyncio.sleep(300.0 / SCALE)
+        for task in schedule:
+            task.cancel()
+        await asyncio.gather(*schedule, return_exceptions=True)
+        await wait_until(lambda: live_paths(client) == 2, within=30, what="recovery")
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, MANY[1])
+        stats = client.stats()
+    received, in_gap = audit(sim, got, set(MANY))  # every event received, or inside a reported gap
+    assert len(received) > 500
+    assert stats.gaps == len(got.gaps)
+    assert in_gap, "stalls and drops overlap in this schedule: some events are lost, inside gaps"
+    print(
+        f"rough: {len(received)} received, {len(in_gap)} in {len(got.gaps)} gaps, {uncovered(got.gaps):.2f}s"
+    )

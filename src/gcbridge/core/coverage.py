@@ -35,6 +35,7 @@ class Uncovered:
 class _Live:
     since: float  # when the path went live
     seen: float  # its last good moment, known so far (the frontier of its verified coverage)
+    cap: float | None = None  # it was replaced then: whatever it delivers later covers nothing new
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,16 @@ class ShardCoverage:
         live.seen = last_good
         return self._settle()
 
+    def cap(self, path: Hashable, at: float) -> list[Uncovered]:
+        """A live path was replaced at ``at`` (a rotation: its successor went live then). It may still deliver
+        (copies, while it drains) but covers at most until ``at``, and only as far as its evidence shows:
+        a socket that was silently stalled when it was rotated away covered only up to its last frame. Any
+        frame read from it at or after ``at`` (a pong to a probe) proves it covered until ``at``."""
+        live = self._live.get(path)
+        if live is not None:
+            live.cap = at if live.cap is None else min(live.cap, at)
+        return self._settle()
+
     def down(self, path: Hashable, since: float, reason: str) -> list[Uncovered]:
         """A live path failed; it was last known to deliver at ``since`` (margin already taken off). Its
         coverage ends there, however long ago that was."""
@@ -109,6 +120,8 @@ class ShardCoverage:
         if live is not None:
             # what was verified stays verified, whatever the failure says
             end = max(since, live.seen - self._margin)
+            if live.cap is not None:
+                end = min(end, live.cap)
             if end > live.since:
                 self._spans.append(_Span(live.since, end, reason))
             else:  # it proved nothing: a point at its start that says coverage ended earlier still
@@ -147,6 +160,11 @@ class ShardCoverage:
 
     def _settle(self) -> list[Uncovered]:
         """Report every decided gap and forget the decided past."""
+        for path, live in list(self._live.items()):
+            if live.cap is not None and live.seen >= live.cap:
+                # a replaced path proven up to its replacement: nothing it does from now on matters
+                del self._live[path]
+                self._spans.append(_Span(live.since, max(live.cap, live.since), "rotated"))
         if self._settled is None:
             return []
         cursor = self._settled

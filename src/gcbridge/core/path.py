@@ -215,7 +215,7 @@ class PathMachine:
             since = (last_frame_at if last_frame_at is not None else now) - self.t.gap_margin
             self.down_since = since
             self.down_reason = reason
-            self._emit(PathDown(since, reason))
+            self._emit(PathDown(since, reason, conn.id))
         self.counters.reconnects[reason] = self.counters.reconnects.get(reason, 0) + 1
         keep = conn.channel if not self.channel_gone else None
         if self.pending is not None and self.pending.phase is not Phase.CREATING:
@@ -279,7 +279,7 @@ class PathMachine:
             self.rotate_at = min(self.rotate_at, now + self.t.token_rotation_delay)
             self.rotate_reason = "token_refresh"
         self.down_since = None
-        self._emit(PathUp(now, ch.id))  # coverage needs every path that serves, not only recovered ones
+        self._emit(PathUp(now, ch.id, conn.id))  # coverage needs every connection that serves
         self._emit(Notify("connected", channel_id=ch.id))
 
     def _start_rotation(self, now: float, reason: str) -> None:
@@ -317,7 +317,7 @@ class PathMachine:
             if self.down_since is None:
                 self.down_since = current.lost_at - self.t.gap_margin
                 self.down_reason = "rotation_failed"
-                self._emit(PathDown(self.down_since, "rotation_failed"))
+                self._emit(PathDown(self.down_since, "rotation_failed", current.id))
             current.acked_version = -1
             current.lost_at = None
         self._discard(pending, "rotation failed")
@@ -491,7 +491,7 @@ class PathMachine:
         elif self.down_since is not None and self.pending is None:
             assert conn.channel is not None
             self.down_since = None
-            self._emit(PathUp(ev.now, conn.channel.id))
+            self._emit(PathUp(ev.now, conn.channel.id, conn.id))
 
     def _on_subscribe_failed(self, conn: Conn, ev: PathEvent) -> None:
         assert isinstance(ev, SubscribeFailed)
@@ -552,7 +552,7 @@ class PathMachine:
         if self.down_since is None:
             self.down_since = now - self.t.gap_margin
             self.down_reason = "no_longer_subscribed"
-            self._emit(PathDown(self.down_since, "no_longer_subscribed"))
+            self._emit(PathDown(self.down_since, "no_longer_subscribed", conn.id))
         self.nls_times = [t for t in self.nls_times if t > now - self.t.nls_window] + [now]
         excess = len(self.nls_times) - self.t.nls_limit
         if excess > 0:

@@ -272,14 +272,20 @@ class InvalidateToken:
 
 @dataclass(frozen=True, slots=True)
 class PathDown:
+    """The path stopped serving: connection ``conn`` last delivered at ``since`` (margin taken off)."""
+
     since: float
     reason: str
+    conn: int = -1
 
 
 @dataclass(frozen=True, slots=True)
 class PathUp:
+    """Connection ``conn`` serves the path from ``at`` (after a connect, a recovery or a rotation)."""
+
     at: float
     channel_id: str
+    conn: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ sibling is found within ``pong_timeout`` and the gap both left is reported with 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.budget import ChannelBudget
@@ -33,6 +33,7 @@ from gcbridge.core.path import (
     Phase,
     ProbeSocket,
     Shutdown,
+    SocketClosed,
     Subscribed,
     Tick,
     TokenRefreshed,
@@ -70,7 +71,8 @@ Output = Routed | GapFound | TopicsRejected
 
 @dataclass
 class _Shard:
-    coverage: ShardCoverage
+    coverage: ShardCoverage  # keyed by connection: a rotation's old and new sockets each prove their own
+    serving: dict[PathKey, int] = field(default_factory=dict)  # each path's connection that serves it
     # the topics wanted since the oldest undecided moment: a gap found late names what was wanted then
     gap_topics: frozenset[str] = frozenset()
 
@@ -153,11 +155,25 @@ class ClientCore:
             return []
         key, machine = owner
         if machine is not self.paths.get(key):
-            return self._run_retired(machine, event)
-        out = self._run(key, event)
+            out = self._run_retired(machine, event)
+        else:
+            out = self._run(key, event)
+        if isinstance(event, SocketClosed):
+            out += self._socket_gone(key[0], event)
         if isinstance(event, Subscribed) and event.rejected:
             out += self._reject(event.now, event.rejected)
         return out
+
+    def _socket_gone(self, shard_no: int, event: SocketClosed) -> list[Output]:
+        """A socket closed: whatever it covered ends at its last good moment (a failed current connection
+        was reported down already; this ends the coverage of one rotated away, whatever its state)."""
+        shard = self.shards.get(shard_no)
+        if shard is None:
+            return []
+        # a socket we closed after draining it was read to its end: nothing of it was in flight
+        margin = 0.0 if event.reason == "rotated" else self.timings.gap_margin
+        since = event.last_frame_at - margin
+        return self._gaps(shard_no, shard, shard.coverage.down(event.conn, since, event.reason))
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
@@ -192,14 +208,10 @@ class ClientCore:
         owner = self._owner.get(conn)
         if owner is None:
             return []
-        key, machine = owner
-        cur = machine.current
-        shard = self.shards.get(key[0])
-        if machine is not self.paths.get(key) or shard is None or cur is None or cur.id != conn:
+        shard = self.shards.get(owner[0][0])
+        if shard is None:
             return []
-        if cur.phase is not Phase.LIVE:
-            return []
-        return self._gaps(key[0], shard, shard.coverage.seen(key, last_good))
+        return self._gaps(owner[0][0], shard, shard.coverage.seen(conn, last_good))
 
     def owner_of(self, conn: int) -> PathKey | None:
         owner = self._owner.get(conn)
@@ -270,10 +282,20 @@ class ClientCore:
             shard = self.shards.get(key[0])
             if isinstance(action, PathDown) and shard is not None:
                 shard.gap_topics |= self.planner.topics(key[0])
-                out += self._gaps(key[0], shard, shard.coverage.down(key, action.since, action.reason))
+                if shard.serving.get(key) == action.conn:
+                    del shard.serving[key]
+                out += self._gaps(
+                    key[0], shard, shard.coverage.down(action.conn, action.since, action.reason)
+                )
                 out += self._probe_siblings(key)
             elif isinstance(action, PathUp) and shard is not None:
-                out += self._gaps(key[0], shard, shard.coverage.up(key, action.at))
+                before = shard.serving.get(key)
+                shard.serving[key] = action.conn
+                if before is not None and before != action.conn:
+                    # rotated away: was it still delivering? a pong says so, silence says since when not
+                    out += self._gaps(key[0], shard, shard.coverage.cap(before, action.at))
+                    out.append(Routed(key, ProbeSocket(before)))
+                out += self._gaps(key[0], shard, shard.coverage.up(action.conn, action.at))
             out.append(Routed(key, action))
         if machine.state is PathState.CLOSED and not self.closed:
             del self.paths[key]

@@ -813,6 +813,7 @@ class NotificationClient:
         kind = classify(data)
         if kind is Frame.PONG:
             sock.health.pong(sock.health.last_frame)
+            self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))  # answers a probe
         elif kind is Frame.SYSTEM:
             self._system(sock, data, sock.health.last_frame)
         elif kind is Frame.CHANNEL_GONE:
