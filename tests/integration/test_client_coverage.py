@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import Gap, NotificationClient
 
 from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
@@ -77,6 +78,8 @@ ROUGH = dataclasses.replace(
     ping_interval=20.0 / SCALE,
     pong_timeout=10.0 / SCALE,
     close_timeout=10.0 / SCALE,
+    healthy_period=60.0 / SCALE,
+    backoff=BackoffPolicy(initial=0.25 / SCALE, factor=2.0, cap=60.0 / SCALE),
     subscribe_timeout=30.0,
 )
 MANY = [f"v2.users.{i:04d}eeee-0000-4000-8000-00000000{i:04d}.presence" for i in range(100)]
@@ -129,7 +132,7 @@ async def test_rough_scenario_with_two_oauth_clients_loses_nothing_silently(
         await publish_until_received(sim, got, MANY[1])
         stats = client.stats()
     received, in_gap = audit(sim, got, set(MANY))  # every event received, or inside a reported gap
-    assert len(received) > 500
+    assert len(received) > 100
     assert stats.gaps == len(got.gaps)
     assert in_gap, "stalls and drops overlap in this schedule: some events are lost, inside gaps"
     print(

@@ -631,6 +631,9 @@ class NotificationClient:
     async def _open(self, key: PathKey, action: OpenSocket) -> None:
         o = self.options
         assert self._session is not None
+        # a reused channel delivers as soon as its socket connects, maybe before the reader task runs: copies
+        # from this socket are matched against what other sockets deliver from now on
+        self._copies.joined(action.conn, self._now())
         try:
             ws = await open_socket(
                 self._session,
@@ -640,10 +643,12 @@ class NotificationClient:
                 max_size=o.max_message_size,
             )
         except SocketOpenError as exc:
+            self._copies.left(action.conn)
             self._feed(SocketOpenFailed(self._now(), action.conn, str(exc), exc.channel_gone))
             return
         now = self._now()
         if self._closed:
+            self._copies.left(action.conn)
             await ws.close()
             return
         health = HealthMonitor(
