@@ -195,3 +195,33 @@ def test_a_removed_shard_closes_its_open_gap() -> None:
 def test_negative_margin_is_refused() -> None:
     with pytest.raises(ValueError, match="margin"):
         ShardCoverage(-1.0)
+
+
+def test_closing_reports_what_the_last_evidence_decides() -> None:
+    """The client closes before a stall is found: the outage the silent path seemed to cover is still
+    reported; the stretch after the last proof is not (nothing is known to be missing there)."""
+    t = Timeline([TruePath(), TruePath()])
+    t.up(0)
+    t.up(1)
+    t.advance(10.0)
+    t.stall(0)  # t=10
+    t.advance(2.0)
+    t.fail(1)  # t=12
+    t.advance(1.0)
+    t.up(1)  # t=13
+    t.advance(1.0)
+    for i in (0, 1):
+        t.evidence(i)
+    assert t.gaps == []
+    assert t.cov.close() == [Uncovered(11.5, 13.0, "dropped")]
+
+
+def test_closing_a_healthy_shard_reports_nothing() -> None:
+    t = Timeline([TruePath(), TruePath()])
+    t.up(0)
+    t.advance(3.0)
+    t.up(1)
+    t.advance(0.1)
+    for i in (0, 1):
+        t.evidence(i)
+    assert t.cov.close() == []

@@ -143,6 +143,21 @@ class ShardCoverage:
         self._ended_by = ""
         return gaps
 
+    def close(self) -> list[Uncovered]:
+        """The client is closing: decide what the evidence decides and report it. Each live path counts as
+        covering up to its last good moment (give it fresh evidence first); a stretch before some path's
+        proven coverage that no path covered is a gap (a silent stall not found in time). The stretch after
+        the last proof is not: nothing is known to be missing there, and nothing more will be read."""
+        for live in self._live.values():
+            end = live.seen if live.cap is None else min(live.seen, live.cap)
+            self._spans.append(_Span(live.since, max(live.since, end), "closed"))
+        self._live.clear()
+        gaps = self._settle()
+        self._spans.clear()
+        self._settled = self._gap_from = None
+        self._ended_by = ""
+        return gaps
+
     def forget(self, path: Hashable, at: float) -> list[Uncovered]:
         """A path was closed on purpose at ``at``: it covered until then."""
         live = self._live.pop(path, None)

@@ -192,8 +192,13 @@ class ClientCore:
         return out
 
     def shutdown(self, now: float) -> list[Output]:
+        """Close every path. Gaps that the last evidence decides are reported first (feed fresh
+        :meth:`evidence` for every open socket before): a sibling's outage that a silent socket seemed to
+        cover is not lost because the client closed before the silence was found."""
         self.closed = True
         out: list[Output] = []
+        for number, shard in self.shards.items():
+            out += self._gaps(number, shard, shard.coverage.close())
         for key in list(self.paths):
             out += self._run(key, Shutdown(now))
         return out

@@ -301,6 +301,8 @@ class NotificationClient:
             return
         self._closed = True
         if self._started:
+            for sock in list(self._sockets.values()):  # the last word on what each socket delivered
+                self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             self._dispatch(self.core.shutdown(self._now()))
         for sock in list(self._sockets.values()):
             await self._close_ws(sock)
