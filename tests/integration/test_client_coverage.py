@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.genesys import Gap, NotificationClient
+from gcbridge.genesys import NotificationClient
 
 from .client_harness import FAST, audit, client_for, collect, publish_until_received, wait_until
 from .conftest import SimFactory
@@ -23,15 +23,6 @@ SECOND = ("second-client", "second-secret")
 # A stall is found by the regular ping only after ``ping_interval`` of silence; much later than the sibling's
 # drop and return. Only the probe asked for by the sibling's failure finds it in time.
 SLOW_PING = dataclasses.replace(FAST, heartbeat_timeout=30.0, ping_interval=15.0, pong_timeout=0.5)
-
-
-def uncovered(gaps: list[Gap]) -> float:
-    """How long the gaps last together (they may overlap: each is reported when it becomes known)."""
-    total, reach = 0.0, float("-inf")
-    for g in sorted(gaps, key=lambda g: g.start):
-        total += max(0.0, g.end - max(g.start, reach))
-        reach = max(reach, g.end)
-    return total
 
 
 def live_paths(client: NotificationClient) -> int:
@@ -130,11 +121,9 @@ async def test_rough_scenario_with_two_oauth_clients_loses_nothing_silently(
         await wait_until(lambda: live_paths(client) == 2, within=30, what="recovery")
         await sim.stop_traffic()
         await publish_until_received(sim, got, MANY[1])
-        stats = client.stats()
+    stats = client.stats()  # after closing: a gap decided by the last evidence is reported on close
     received, in_gap = audit(sim, got, set(MANY))  # every event received, or inside a reported gap
     assert len(received) > 100
     assert stats.gaps == len(got.gaps)
-    assert in_gap, "stalls and drops overlap in this schedule: some events are lost, inside gaps"
-    print(
-        f"rough: {len(received)} received, {len(in_gap)} in {len(got.gaps)} gaps, {uncovered(got.gaps):.2f}s"
-    )
+    assert got.gaps, "stalls and drops overlap in this schedule: both paths are down at times"
+    assert len(in_gap) < len(received)  # losses only where both paths were down at once: rarely
