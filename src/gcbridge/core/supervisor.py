@@ -69,6 +69,33 @@ class TopicsRejected:
 Output = Routed | GapFound | TopicsRejected
 
 
+@dataclass(frozen=True, slots=True)
+class PathSnapshot:
+    """One path as the core sees it (times in the core's clock)."""
+
+    shard: int
+    credential: int
+    state: str
+    conn: int | None  # the current connection, whose socket the shell may know
+    channel_id: str
+    topics: int
+    live_since: float | None
+    deadline: float | None  # when its channel dies (expiry, or its token's expiry where bound to it)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSnapshot:
+    """What the shell reports in ``stats()``: read from the core without reaching into its parts."""
+
+    paths: tuple[PathSnapshot, ...]
+    topics: int
+    rejected: dict[str, str]
+    reconnects_by_reason: dict[str, int]
+    rotations_by_reason: dict[str, int]
+    channels_created: int
+    channels_held: int
+
+
 @dataclass
 class _Shard:
     coverage: ShardCoverage  # keyed by connection: a rotation's old and new sockets each prove their own
@@ -218,6 +245,41 @@ class ClientCore:
             return []
         return self._gaps(owner[0][0], shard, shard.coverage.seen(conn, last_good))
 
+    def snapshot(self) -> CoreSnapshot:
+        """The state and counters of every path, for statistics."""
+        paths = []
+        for (shard, cred), p in sorted(self.paths.items()):
+            cur = p.current
+            ch = cur.channel if cur else None
+            paths.append(
+                PathSnapshot(
+                    shard=shard,
+                    credential=cred,
+                    state=p.state.value,
+                    conn=cur.id if cur else None,
+                    channel_id=ch.id if ch else "",
+                    topics=len(self.planner.topics(shard)),
+                    live_since=cur.live_since if cur else None,
+                    deadline=ch.deadline(self.timings.channel_dies_with_token) if ch else None,
+                )
+            )
+        reconnects: dict[str, int] = {}
+        rotations: dict[str, int] = {}
+        for p in self.all_paths():
+            for k, v in p.counters.reconnects.items():
+                reconnects[k] = reconnects.get(k, 0) + v
+            for k, v in p.counters.rotations.items():
+                rotations[k] = rotations.get(k, 0) + v
+        return CoreSnapshot(
+            paths=tuple(paths),
+            topics=len(self.planner),
+            rejected=dict(self.rejected),
+            reconnects_by_reason=reconnects,
+            rotations_by_reason=rotations,
+            channels_created=sum(p.counters.channels_created for p in self.all_paths()),
+            channels_held=sum(b.held for b in self.budgets),
+        )
+
     def owner_of(self, conn: int) -> PathKey | None:
         owner = self._owner.get(conn)
         return owner[0] if owner else None
@@ -340,4 +402,14 @@ class ClientCore:
         return out
 
 
-__all__ = ["ClientCore", "GapFound", "Notify", "Output", "PathKey", "Routed", "TopicsRejected"]
+__all__ = [
+    "ClientCore",
+    "CoreSnapshot",
+    "GapFound",
+    "Notify",
+    "Output",
+    "PathKey",
+    "PathSnapshot",
+    "Routed",
+    "TopicsRejected",
+]

@@ -251,7 +251,7 @@ class NotificationClient:
         self._canonical: dict[int, list[float]] = {}
         # the per-frame work of the readers; resends on one socket are caught by its DedupWindow
         self._intake = Intake(
-            self._queue.items, self.core.planner._where, DedupWindow(o.dedup_window, o.dedup_max_entries)
+            self._queue.items, self.core.planner.shard_index, DedupWindow(o.dedup_window, o.dedup_max_entries)
         )
         self._copies = CopyMatcher(o.dedup_window, o.dedup_max_entries)  # copies across sockets
         self._sockets: dict[int, _Socket] = {}
@@ -437,52 +437,40 @@ class NotificationClient:
             return cast(Item, item)
 
     def stats(self) -> ClientStats:
-        paths = []
         now_loop = self._now()
-        for (shard, cred), p in sorted(self.core.paths.items()):
-            cur = p.current
-            sock = self._sockets.get(cur.id) if cur else None
-            ch = cur.channel if cur else None
+        core = self.core.snapshot()
+        paths = []
+        for p in core.paths:
+            sock = self._sockets.get(p.conn) if p.conn is not None else None
             paths.append(
                 PathStats(
-                    path=f"{shard}/{cred}",
-                    shard=shard,
-                    credential=cred,
-                    state=p.state.value,
-                    channel_id=ch.id if ch else "",
-                    topics=len(self.core.planner.topics(shard)),
-                    connected_since=self._wall(cur.live_since, now_loop) if cur and cur.live_since else None,
+                    path=f"{p.shard}/{p.credential}",
+                    shard=p.shard,
+                    credential=p.credential,
+                    state=p.state,
+                    channel_id=p.channel_id,
+                    topics=p.topics,
+                    connected_since=self._wall(p.live_since, now_loop) if p.live_since else None,
                     last_frame_at=self._wall(sock.health.last_frame, now_loop) if sock else None,
-                    expires_at=self._wall(ch.deadline(self.options.channel_dies_with_token), now_loop)
-                    if ch
-                    else None,
+                    expires_at=self._wall(p.deadline, now_loop) if p.deadline is not None else None,
                 )
             )
-        reconnects: dict[str, int] = {}
-        rotations: dict[str, int] = {}
-        created = 0
-        for p in self.core.all_paths():
-            for k, v in p.counters.reconnects.items():
-                reconnects[k] = reconnects.get(k, 0) + v
-            for k, v in p.counters.rotations.items():
-                rotations[k] = rotations.get(k, 0) + v
-            created += p.counters.channels_created
         n, intake = self._n, self._intake
         return ClientStats(
             paths=tuple(paths),
-            topics=len(self.core.planner),
+            topics=core.topics,
             events_received=intake.events,
             duplicates_dropped=intake.duplicates,
             gaps=n.gaps,
             gap_seconds=n.gap_seconds,
-            reconnects_by_reason=reconnects,
-            rotations_by_reason=rotations,
+            reconnects_by_reason=core.reconnects_by_reason,
+            rotations_by_reason=core.rotations_by_reason,
             token_refreshes=n.token_refreshes,
-            channels_created=created,
-            rejected_topics=dict(self.core.rejected),
+            channels_created=core.channels_created,
+            rejected_topics=core.rejected,
             malformed_frames=n.malformed,
             unknown_topic_events=intake.unknown_topic,
-            channels_held=sum(b.held for b in self.core.budgets),
+            channels_held=core.channels_held,
             buffered=len(self._queue.items),
         )
 
