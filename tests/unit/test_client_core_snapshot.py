@@ -23,3 +23,11 @@ def test_snapshot_shows_every_path_and_counts_what_happened() -> None:
     assert snap.reconnects_by_reason == {"abrupt": 1}
     assert snap.channels_held == 2
     assert snap.rejected == {}
+
+
+def test_copies_are_compared_while_sockets_overlap_and_a_little_after() -> None:
+    one, two = World(credentials=1).core, World(credentials=2).core
+    assert one.compare_copies_until(1, 10.0, opened=True) == 10.0  # a lone socket: nothing to compare
+    assert one.compare_copies_until(2, 10.0, opened=True) == float("inf")  # a rotation's overlap
+    assert one.compare_copies_until(1, 10.0, opened=False) == 15.0  # copies may still be in flight
+    assert two.compare_copies_until(1, 10.0, opened=True) == float("inf")  # two paths: always

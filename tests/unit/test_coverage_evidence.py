@@ -57,7 +57,7 @@ class Timeline:
         last = p.last_frame(self.now)
         p.delivered.append((p.live_at, last))
         p.live_at = p.stopped_at = None
-        self.gaps += self.cov.down(i, last - MARGIN, "dropped")
+        self.gaps += self.cov.down(i, last, "dropped")
 
     def evidence(self, i: int) -> None:
         p = self.paths[i]
@@ -188,7 +188,7 @@ def test_gap_reported_when_the_last_path_comes_back() -> None:
 def test_a_removed_shard_closes_its_open_gap() -> None:
     cov = ShardCoverage(MARGIN)
     cov.up("a", 0.0)
-    assert cov.down("a", 2.5, "dropped") == []
+    assert cov.down("a", 3.0, "dropped") == []
     assert cov.end(7.0) == [Uncovered(2.5, 7.0, "dropped")]
 
 

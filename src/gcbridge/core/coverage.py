@@ -2,7 +2,7 @@
 delivered.
 
 A live path's coverage runs from the moment it went live to its *last good moment* (its last frame read, as
-reported through :meth:`ShardCoverage.seen`, less ``margin`` for frames still in flight). Beyond that it is
+reported through :meth:`ShardCoverage.seen`). Beyond that it is
 only provisional: a silent socket may be stalled, and when the stall is detected later the path's coverage
 ends *retroactively* at its last good moment (:meth:`ShardCoverage.down`). So a moment of the shard's time is
 
@@ -43,20 +43,24 @@ class _Span:
     start: float
     end: float
     reason: str = ""  # why the coverage ended (for the gap that may follow it)
-    # where the failure said the coverage ended, when that is before ``end`` (a path that failed at once:
-    # its last frame, less the margin, is before it went live); a gap that follows starts there
+    # where a gap that follows it starts, when that is before ``end``: a failure's last good moment less the
+    # margin (what was in flight may be lost)
     claimed: float | None = None
+    mark: bool = False  # only where a live path began: no coverage, but the end of any gap before it
 
     @property
     def ended(self) -> float:
         return self.end if self.claimed is None else min(self.claimed, self.end)
 
 
+_NO_END = float("-inf")
+
+
 class ShardCoverage:
     """The coverage of one shard by its paths. Pure: every call takes the moment it is about.
 
-    ``margin`` is taken off every path's last good moment (events sent just before it may still have been in
-    flight), so a reported gap starts a little early rather than late.
+    ``margin`` is taken off the start of a gap that follows a path's failure (events sent just before its
+    last good moment may still have been in flight), so a reported gap starts a little early rather than late.
     """
 
     __slots__ = ("_ended_by", "_gap_from", "_live", "_margin", "_settled", "_spans")
@@ -69,7 +73,7 @@ class ShardCoverage:
         self._spans: list[_Span] = []  # finished (or verified) coverage not yet settled
         self._settled: float | None = None  # up to here every moment is decided and reported
         self._ended_by = ""  # why the coverage that reached ``_settled`` ended, if it did
-        self._gap_from: float | None = None  # where a gap that begins at ``_settled`` is to start
+        self._gap_from = _NO_END  # where a gap that begins at ``_settled`` is to start
 
     # -- observations ------------------------------------------------------------------------------------
     @property
@@ -113,19 +117,19 @@ class ShardCoverage:
             live.cap = at if live.cap is None else min(live.cap, at)
         return self._settle()
 
-    def down(self, path: Hashable, since: float, reason: str) -> list[Uncovered]:
-        """A live path failed; it was last known to deliver at ``since`` (margin already taken off). Its
-        coverage ends there, however long ago that was."""
+    def down(self, path: Hashable, since: float, reason: str, *, abrupt: bool = True) -> list[Uncovered]:
+        """A live path stopped; it was last known to deliver at ``since`` (its last good moment). Its
+        coverage ends there, however long ago that was. ``abrupt`` (a failure, not a close after draining):
+        events sent up to ``margin`` before ``since`` may have been in flight and lost with the socket, so a
+        gap that follows it starts that much earlier."""
         live = self._live.pop(path, None)
         if live is not None:
             # what was verified stays verified, whatever the failure says
-            end = max(since, live.seen - self._margin)
+            end = max(since, live.seen)
             if live.cap is not None:
                 end = min(end, live.cap)
-            if end > live.since:
-                self._spans.append(_Span(live.since, end, reason))
-            else:  # it proved nothing: a point at its start that says coverage ended earlier still
-                self._spans.append(_Span(live.since, live.since, reason, claimed=end))
+            claimed = min(end, since) - self._margin if abrupt else None
+            self._spans.append(_Span(live.since, max(end, live.since), reason, claimed=claimed))
         return self._settle()
 
     def end(self, at: float) -> list[Uncovered]:
@@ -135,11 +139,12 @@ class ShardCoverage:
             self._spans.append(_Span(live.since, max(at, live.since), "closed"))
         self._live.clear()
         gaps = self._settle()
-        if self._settled is not None and self._settled < at:
-            start = self._settled if self._gap_from is None else self._gap_from
+        settled, gap_from = self._settled, self._gap_from
+        if settled is not None and (settled < at or _NO_END < gap_from < settled):
+            start = gap_from if gap_from > _NO_END else settled
             gaps.append(Uncovered(start, at, self._ended_by or "dropped"))
         self._spans.clear()
-        self._settled = self._gap_from = None
+        self._settled, self._gap_from = None, _NO_END
         self._ended_by = ""
         return gaps
 
@@ -154,7 +159,7 @@ class ShardCoverage:
         self._live.clear()
         gaps = self._settle()
         self._spans.clear()
-        self._settled = self._gap_from = None
+        self._settled, self._gap_from = None, _NO_END
         self._ended_by = ""
         return gaps
 
@@ -169,6 +174,7 @@ class ShardCoverage:
     def _horizon(self) -> float:
         """The first moment that is not yet decided: where the earliest live path's proof runs out."""
         return min(
+            # a failure found later may still take back up to ``margin`` before a path's last good moment
             (max(v.since, v.seen - self._margin) for v in self._live.values()),
             default=float("inf"),
         )
@@ -183,28 +189,27 @@ class ShardCoverage:
         if self._settled is None:
             return []
         cursor = self._settled
-        gap_from = cursor if self._gap_from is None else self._gap_from
+        # where a gap that begins at ``cursor`` starts: the latest way the coverage reaching ``cursor`` ended
+        # (a failure's margin reaches back); NO_END while nothing has reached it (only a path's start)
+        gap_from = self._gap_from
         ended_by = self._ended_by
         horizon = self._horizon()
         # a live path's start is decided (it may not have delivered since, but nothing before it is its)
-        spans = [*self._spans, *(_Span(v.since, v.since) for v in self._live.values())]
-        spans += [
-            _Span(v.since, v.seen - self._margin)
-            for v in self._live.values()
-            if v.seen - self._margin > v.since
-        ]
+        spans = [*self._spans, *(_Span(v.since, v.since, mark=True) for v in self._live.values())]
+        spans += [_Span(v.since, v.seen) for v in self._live.values() if v.seen > v.since]
         gaps: list[Uncovered] = []
-        for span in sorted(spans, key=lambda s: (s.start, s.ended)):
+        for span in sorted(spans, key=lambda s: (s.start, s.mark)):
             if span.start > horizon:
                 break
-            if span.start > cursor or (span.start == cursor and gap_from < cursor):
-                gaps.append(Uncovered(gap_from, span.start, ended_by or "dropped"))
+            if span.start > cursor or (span.start == cursor and _NO_END < gap_from < cursor):
+                start = gap_from if gap_from > _NO_END else cursor
+                gaps.append(Uncovered(start, span.start, ended_by or "dropped"))
                 cursor = gap_from = span.start
             if span.end > cursor:
                 cursor = span.end
                 gap_from = span.ended
                 ended_by = span.reason or ended_by
-            elif span.end == cursor and span.ended < gap_from:
+            elif span.end == cursor and not span.mark and span.ended > gap_from:
                 gap_from = span.ended
                 ended_by = span.reason or ended_by
         if cursor > horizon:

@@ -198,9 +198,9 @@ class ClientCore:
         if shard is None:
             return []
         # a socket we closed after draining it was read to its end: nothing of it was in flight
-        margin = 0.0 if event.reason == "rotated" else self.timings.gap_margin
-        since = event.last_frame_at - margin
-        return self._gaps(shard_no, shard, shard.coverage.down(event.conn, since, event.reason))
+        abrupt = event.reason != "rotated"
+        ended = shard.coverage.down(event.conn, event.last_frame_at, event.reason, abrupt=abrupt)
+        return self._gaps(shard_no, shard, ended)
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
@@ -244,6 +244,21 @@ class ClientCore:
         if shard is None:
             return []
         return self._gaps(owner[0][0], shard, shard.coverage.seen(conn, last_good))
+
+    def compare_copies_until(self, open_sockets: int, now: float, *, opened: bool) -> float:
+        """Until when events of a shard whose sockets just changed (one ``opened``, or one closed;
+        ``open_sockets`` are open now) may also arrive on another socket, so that the receive path must
+        compare them by their canonical key rather than take each frame as new. Ask on every socket open and
+        close; keep the later of the answer and the current window.
+
+        With several credentials every shard has several paths: always. With several sockets open (a
+        rotation's overlap): until further notice. Back to one after a close: a little longer, as copies of
+        the overlap's events may still be in flight on the survivor. A lone socket just opened: no need."""
+        if self.credentials > 1 or open_sockets > 1:
+            return float("inf")
+        if opened or open_sockets == 0:
+            return now
+        return now + max(5.0, 2 * self.timings.drain_period)
 
     def snapshot(self) -> CoreSnapshot:
         """The state and counters of every path, for statistics."""
@@ -351,9 +366,10 @@ class ClientCore:
                 shard.gap_topics |= self.planner.topics(key[0])
                 if shard.serving.get(key) == action.conn:
                     del shard.serving[key]
-                out += self._gaps(
-                    key[0], shard, shard.coverage.down(action.conn, action.since, action.reason)
-                )
+                # the path's ``since`` is its gap's start; the coverage takes the last good moment itself
+                last_good = action.since + self.timings.gap_margin
+                ended = shard.coverage.down(action.conn, last_good, action.reason)
+                out += self._gaps(key[0], shard, ended)
                 out += self._probe_siblings(key)
             elif isinstance(action, PathUp) and shard is not None:
                 before = shard.serving.get(key)

@@ -107,7 +107,6 @@ _NOTICES = {
 
 
 _END = object()
-_FOREVER = float("inf")
 
 
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -722,8 +721,8 @@ class NotificationClient:
         # ``canonical[0]``: until when events on this shard may also arrive on another socket (a rotation's
         # overlap, other paths) and must be compared by their canonical key; shared by the shard's readers
         canonical = self._canonical.setdefault(shard, [0.0])
-        if len(self._creds) > 1 or open_by_shard[shard] > 1:
-            canonical[0] = _FOREVER
+        until = self.core.compare_copies_until(open_by_shard[shard], clock(), opened=True)
+        canonical[0] = max(canonical[0], until)
         reader = intake.reader(health, queue, canonical, channel_id, clock, shard)
         step = reader.step
         reason = "closed"
@@ -783,9 +782,8 @@ class NotificationClient:
         finally:
             self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
-            if open_by_shard[shard] == 1 and len(self._creds) == 1:
-                # copies of overlap events may still be in flight on the survivor: keep comparing canonically
-                canonical[0] = loop.time() + max(5.0, 2 * self.options.drain_period)
+            if open_by_shard[shard] == 1:  # an overlap ended: the core says how long copies may still come
+                canonical[0] = self.core.compare_copies_until(1, loop.time(), opened=False)
             self._sockets.pop(sock.conn, None)
             for t in sock.tasks:
                 if t is not asyncio.current_task():
