@@ -2,9 +2,12 @@
 delivered.
 
 A live path's coverage runs from the moment it went live to its *last good moment* (its last frame read, as
-reported through :meth:`ShardCoverage.seen`). Beyond that it is
-only provisional: a silent socket may be stalled, and when the stall is detected later the path's coverage
-ends *retroactively* at its last good moment (:meth:`ShardCoverage.down`). So a moment of the shard's time is
+reported through :meth:`ShardCoverage.seen`). Beyond that it is only provisional: a silent socket may be
+stalled, and when the stall is detected later the path's coverage ends *retroactively* at its last good
+moment (:meth:`ShardCoverage.down`); a failure may also have lost what was in flight, so the gap after it
+starts ``margin`` earlier, and evidence settles time only up to ``margin`` before a path's last good
+moment. Connections replaced by a rotation are capped (:meth:`ShardCoverage.cap`). So a moment of the
+shard's time is
 
 * *covered* once some path verifiably delivered over it (nothing can take that back);
 * *undecided* while a live path, silent since before it, may still prove to have covered it;
@@ -60,7 +63,7 @@ class ShardCoverage:
     """The coverage of one shard by its paths. Pure: every call takes the moment it is about.
 
     ``margin`` is taken off the start of a gap that follows a path's failure (events sent just before its
-    last good moment may still have been in flight), so a reported gap starts a little early rather than late.
+    last good moment may still have been in flight), so a gap starts a little early rather than late.
     """
 
     __slots__ = ("_ended_by", "_gap_from", "_live", "_margin", "_settled", "_spans")
