@@ -219,6 +219,8 @@ class World:
                     if sock.channel == ch.id:
                         del self.sockets[conn]
                         self.feed(SocketClosed(self.now, conn, "expired", self.now, channel_gone=True))
+        for conn in sorted(self.sockets):  # every open socket here delivers: the shell's health evidence
+            self.take(self.core.evidence(conn, self.now))
         wake = self.core.next_wakeup()
         if wake is not None and wake <= self.now:
             self.take(self.core.tick(self.now))

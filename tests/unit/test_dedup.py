@@ -135,6 +135,6 @@ def test_copy_matcher_decides_as_the_plain_rule_does(steps: list[tuple[str, str,
         now += dt
         if action == "join":
             m.joined(source, now)
-            ref.joined[source] = now
+            ref.joined.setdefault(source, now)  # a source joins once, when it starts receiving
         else:
             assert m.first(key, source, now) == ref.first(key, source, now), (key, source, now)

@@ -131,8 +131,9 @@ class CopyMatcher:
         return key in self._keys
 
     def joined(self, source: int, now: float) -> None:
-        """``source`` starts receiving at ``now``: copies delivered before then are not its copies."""
-        self._joined[source] = now
+        """``source`` starts receiving at ``now``: copies delivered before then are not its copies. The first
+        call counts (the shell calls it when the handshake starts, and again when its reader starts)."""
+        self._joined.setdefault(source, now)
 
     def left(self, source: int) -> None:
         """``source`` delivers no more (its counts stay with the keys until they expire)."""

@@ -84,6 +84,15 @@ class HealthMonitor:
         since = self.backlog_since
         return self.last_frame if since is None or since > self.last_frame else since
 
+    def probe(self, now: float) -> bool:
+        """Check now rather than after ``ping_interval`` of silence (a sibling path just failed, so this one
+        may be silent too): True when a ping is to be sent, False when one is already awaited or the reader
+        is held back by the consumer (its silence is ours). No pong within ``pong_timeout`` means dead."""
+        if self.paused or self.ping_sent_at is not None:
+            return False
+        self.ping_sent_at = now
+        return True
+
     def pong(self, now: float) -> None:
         self.last_frame = now
         self.ping_sent_at = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.budget import ChannelBudget
@@ -46,6 +47,7 @@ from gcbridge.core.path_messages import (
     PathTimings,
     PathUp,
     Phase,
+    ProbeSocket,
     PutSubscriptions,
     Role,
     Shutdown,
@@ -214,7 +216,7 @@ class PathMachine:
             since = (last_frame_at if last_frame_at is not None else now) - self.t.gap_margin
             self.down_since = since
             self.down_reason = reason
-            self._emit(PathDown(since, reason))
+            self._emit(PathDown(since, reason, conn.id))
         self.counters.reconnects[reason] = self.counters.reconnects.get(reason, 0) + 1
         keep = conn.channel if not self.channel_gone else None
         if self.pending is not None and self.pending.phase is not Phase.CREATING:
@@ -278,7 +280,7 @@ class PathMachine:
             self.rotate_at = min(self.rotate_at, now + self.t.token_rotation_delay)
             self.rotate_reason = "token_refresh"
         self.down_since = None
-        self._emit(PathUp(now, ch.id))  # coverage needs every path that serves, not only recovered ones
+        self._emit(PathUp(now, ch.id, conn.id))  # coverage needs every connection that serves
         self._emit(Notify("connected", channel_id=ch.id))
 
     def _start_rotation(self, now: float, reason: str) -> None:
@@ -316,7 +318,7 @@ class PathMachine:
             if self.down_since is None:
                 self.down_since = current.lost_at - self.t.gap_margin
                 self.down_reason = "rotation_failed"
-                self._emit(PathDown(self.down_since, "rotation_failed"))
+                self._emit(PathDown(self.down_since, "rotation_failed", current.id))
             current.acked_version = -1
             current.lost_at = None
         self._discard(pending, "rotation failed")
@@ -490,7 +492,7 @@ class PathMachine:
         elif self.down_since is not None and self.pending is None:
             assert conn.channel is not None
             self.down_since = None
-            self._emit(PathUp(ev.now, conn.channel.id))
+            self._emit(PathUp(ev.now, conn.channel.id, conn.id))
 
     def _on_subscribe_failed(self, conn: Conn, ev: PathEvent) -> None:
         assert isinstance(ev, SubscribeFailed)
@@ -551,7 +553,7 @@ class PathMachine:
         if self.down_since is None:
             self.down_since = now - self.t.gap_margin
             self.down_reason = "no_longer_subscribed"
-            self._emit(PathDown(self.down_since, "no_longer_subscribed"))
+            self._emit(PathDown(self.down_since, "no_longer_subscribed", conn.id))
         self.nls_times = [t for t in self.nls_times if t > now - self.t.nls_window] + [now]
         excess = len(self.nls_times) - self.t.nls_limit
         if excess > 0:
@@ -572,59 +574,96 @@ class PathMachine:
 
 _NO_CONN = Conn(-1, Phase.CLOSING)
 
-_A = PathState
-_STATE_TABLE: dict[tuple[PathState, type], Handler] = {}
-for _s in PathState:
-    _STATE_TABLE[(_s, TopicsSet)] = PathMachine._on_topics
-    _STATE_TABLE[(_s, Tick)] = PathMachine._on_tick
-    _STATE_TABLE[(_s, TokenRefreshed)] = PathMachine._on_token_ignored
-    _STATE_TABLE[(_s, Shutdown)] = PathMachine._on_shutdown
-_STATE_TABLE[(_A.LIVE, TokenRefreshed)] = PathMachine._on_token
-for _sev in (TopicsSet, Tick, TokenRefreshed, Shutdown):
-    _STATE_TABLE[(_A.CLOSED, _sev)] = PathMachine._ignore
+_S = PathState
+# The transition tables, written out row by row: (state or role, event) -> handler. A pair that is not
+# here raises IllegalTransition (a bug in the shell, not a server fault).
 
+# Events for the path as a whole (no connection id), by the path's state.
+_STATE_TABLE: Final[dict[tuple[PathState, type], Handler]] = {
+    (_S.IDLE, TopicsSet): PathMachine._on_topics,
+    (_S.IDLE, Tick): PathMachine._on_tick,
+    (_S.IDLE, TokenRefreshed): PathMachine._on_token_ignored,
+    (_S.IDLE, Shutdown): PathMachine._on_shutdown,
+    (_S.CONNECTING, TopicsSet): PathMachine._on_topics,
+    (_S.CONNECTING, Tick): PathMachine._on_tick,
+    (_S.CONNECTING, TokenRefreshed): PathMachine._on_token_ignored,
+    (_S.CONNECTING, Shutdown): PathMachine._on_shutdown,
+    (_S.SUBSCRIBING, TopicsSet): PathMachine._on_topics,
+    (_S.SUBSCRIBING, Tick): PathMachine._on_tick,
+    (_S.SUBSCRIBING, TokenRefreshed): PathMachine._on_token_ignored,
+    (_S.SUBSCRIBING, Shutdown): PathMachine._on_shutdown,
+    (_S.LIVE, TopicsSet): PathMachine._on_topics,
+    (_S.LIVE, Tick): PathMachine._on_tick,
+    (_S.LIVE, TokenRefreshed): PathMachine._on_token,
+    (_S.LIVE, Shutdown): PathMachine._on_shutdown,
+    (_S.ROTATING, TopicsSet): PathMachine._on_topics,
+    (_S.ROTATING, Tick): PathMachine._on_tick,
+    (_S.ROTATING, TokenRefreshed): PathMachine._on_token_ignored,
+    (_S.ROTATING, Shutdown): PathMachine._on_shutdown,
+    (_S.BACKOFF, TopicsSet): PathMachine._on_topics,
+    (_S.BACKOFF, Tick): PathMachine._on_tick,
+    (_S.BACKOFF, TokenRefreshed): PathMachine._on_token_ignored,
+    (_S.BACKOFF, Shutdown): PathMachine._on_shutdown,
+    # closed: late calls while the client closes change nothing
+    (_S.CLOSED, TopicsSet): PathMachine._ignore,
+    (_S.CLOSED, Tick): PathMachine._ignore,
+    (_S.CLOSED, TokenRefreshed): PathMachine._ignore,
+    (_S.CLOSED, Shutdown): PathMachine._ignore,
+}
 _R = Role
-_CONN_TABLE: dict[tuple[Role, type], Handler] = {
+# Events about one connection, by that connection's role in the path. A pending connection is always on a
+# new channel, so it is never checked (HEAD). A stale connection (one already let go of) ignores everything;
+# a failed or draining one only waits for its socket to close (a late open is closed at once).
+_CONN_TABLE: Final[dict[tuple[Role, type], Handler]] = {
     (_R.CURRENT, ChannelCreated): PathMachine._on_created,
-    (_R.PENDING, ChannelCreated): PathMachine._on_created,
     (_R.CURRENT, ChannelCreateFailed): PathMachine._on_create_failed_current,
-    (_R.PENDING, ChannelCreateFailed): PathMachine._on_create_failed_pending,
     (_R.CURRENT, ChannelChecked): PathMachine._on_checked,
     (_R.CURRENT, ChannelCheckFailed): PathMachine._on_check_failed,
     (_R.CURRENT, SocketOpened): PathMachine._on_opened,
-    (_R.PENDING, SocketOpened): PathMachine._on_opened,
     (_R.CURRENT, SocketOpenFailed): PathMachine._on_open_failed_current,
-    (_R.PENDING, SocketOpenFailed): PathMachine._on_open_failed_pending,
     (_R.CURRENT, Subscribed): PathMachine._on_subscribed,
-    (_R.PENDING, Subscribed): PathMachine._on_subscribed,
     (_R.CURRENT, SubscribeFailed): PathMachine._on_subscribe_failed,
-    (_R.PENDING, SubscribeFailed): PathMachine._on_subscribe_failed,
     (_R.CURRENT, SocketClosed): PathMachine._on_closed_current,
-    (_R.PENDING, SocketClosed): PathMachine._on_closed_pending,
-    (_R.DRAINING, SocketClosed): PathMachine._on_closed_draining,
-    (_R.FAILED, SocketClosed): PathMachine._on_closed_failed,
     (_R.CURRENT, SystemNotice): PathMachine._on_notice_current,
+    (_R.PENDING, ChannelCreated): PathMachine._on_created,
+    (_R.PENDING, ChannelCreateFailed): PathMachine._on_create_failed_pending,
+    (_R.PENDING, SocketOpened): PathMachine._on_opened,
+    (_R.PENDING, SocketOpenFailed): PathMachine._on_open_failed_pending,
+    (_R.PENDING, Subscribed): PathMachine._on_subscribed,
+    (_R.PENDING, SubscribeFailed): PathMachine._on_subscribe_failed,
+    (_R.PENDING, SocketClosed): PathMachine._on_closed_pending,
+    (_R.PENDING, SystemNotice): PathMachine._ignore,
+    (_R.DRAINING, ChannelCreated): PathMachine._ignore,
+    (_R.DRAINING, ChannelCreateFailed): PathMachine._ignore,
+    (_R.DRAINING, ChannelChecked): PathMachine._ignore,
+    (_R.DRAINING, ChannelCheckFailed): PathMachine._ignore,
+    (_R.DRAINING, SocketOpened): PathMachine._ignore,
+    (_R.DRAINING, SocketOpenFailed): PathMachine._ignore,
+    (_R.DRAINING, Subscribed): PathMachine._ignore,
+    (_R.DRAINING, SubscribeFailed): PathMachine._ignore,
+    (_R.DRAINING, SocketClosed): PathMachine._on_closed_draining,
+    (_R.DRAINING, SystemNotice): PathMachine._ignore,
+    (_R.FAILED, ChannelCreated): PathMachine._ignore,
+    (_R.FAILED, ChannelCreateFailed): PathMachine._ignore,
+    (_R.FAILED, ChannelChecked): PathMachine._ignore,
+    (_R.FAILED, ChannelCheckFailed): PathMachine._ignore,
+    (_R.FAILED, SocketOpened): PathMachine._close_stale,
+    (_R.FAILED, SocketOpenFailed): PathMachine._on_closed_failed,
+    (_R.FAILED, Subscribed): PathMachine._ignore,
+    (_R.FAILED, SubscribeFailed): PathMachine._ignore,
+    (_R.FAILED, SocketClosed): PathMachine._on_closed_failed,
+    (_R.FAILED, SystemNotice): PathMachine._ignore,
+    (_R.STALE, ChannelCreated): PathMachine._ignore,
+    (_R.STALE, ChannelCreateFailed): PathMachine._ignore,
+    (_R.STALE, ChannelChecked): PathMachine._ignore,
+    (_R.STALE, ChannelCheckFailed): PathMachine._ignore,
+    (_R.STALE, SocketOpened): PathMachine._ignore,
+    (_R.STALE, SocketOpenFailed): PathMachine._ignore,
+    (_R.STALE, Subscribed): PathMachine._ignore,
+    (_R.STALE, SubscribeFailed): PathMachine._ignore,
+    (_R.STALE, SocketClosed): PathMachine._ignore,
+    (_R.STALE, SystemNotice): PathMachine._ignore,
 }
-# Late results for connections we already let go of, and notices on sockets we are leaving anyway.
-for _ev in (
-    ChannelCreated,
-    ChannelCreateFailed,
-    ChannelChecked,
-    ChannelCheckFailed,
-    SocketOpened,
-    SocketOpenFailed,
-    Subscribed,
-    SubscribeFailed,
-    SocketClosed,
-    SystemNotice,
-):
-    _CONN_TABLE.setdefault((_R.STALE, _ev), PathMachine._ignore)
-    _CONN_TABLE.setdefault((_R.FAILED, _ev), PathMachine._ignore)
-    _CONN_TABLE.setdefault((_R.DRAINING, _ev), PathMachine._ignore)
-_CONN_TABLE[(_R.PENDING, SystemNotice)] = PathMachine._ignore
-_CONN_TABLE[(_R.FAILED, SocketOpenFailed)] = PathMachine._on_closed_failed
-_CONN_TABLE[(_R.FAILED, SocketOpened)] = PathMachine._close_stale
-
 
 __all__ = [
     "ChannelCheckFailed",
@@ -649,6 +688,7 @@ __all__ = [
     "PathTimings",
     "PathUp",
     "Phase",
+    "ProbeSocket",
     "PutSubscriptions",
     "Role",
     "Shutdown",

@@ -258,20 +258,34 @@ class CloseSocket:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSocket:
+    """Check at once that this live socket still delivers: send a ping; no pong within ``pong_timeout`` means
+    it is dead (asked for when a sibling path of the same shard failed, so a silent socket is found fast)."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidateToken:
     generation: int
 
 
 @dataclass(frozen=True, slots=True)
 class PathDown:
+    """The path stopped serving: connection ``conn`` last delivered at ``since`` (margin taken off)."""
+
     since: float
     reason: str
+    conn: int = -1
 
 
 @dataclass(frozen=True, slots=True)
 class PathUp:
+    """Connection ``conn`` serves the path from ``at`` (after a connect, a recovery or a rotation)."""
+
     at: float
     channel_id: str
+    conn: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +305,7 @@ PathAction = (
     | OpenSocket
     | PutSubscriptions
     | CloseSocket
+    | ProbeSocket
     | InvalidateToken
     | PathDown
     | PathUp

@@ -6,6 +6,11 @@
 :class:`~gcbridge.core.coverage.ShardCoverage` per shard. It routes each event to the path that owns the
 connection, turns paths going down and up into gaps, and drops permission-rejected topics from the plan so
 they are not requested again.
+
+Coverage is by evidence (see :mod:`gcbridge.core.coverage`): the shell reports each live socket's last good
+moment through :meth:`ClientCore.evidence`, and when one path of a shard fails the core asks the shell to
+probe the shard's other live paths at once (:class:`~gcbridge.core.path.ProbeSocket`), so that a silent
+sibling is found within ``pong_timeout`` and the gap both left is reported with its true start and end.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 from gcbridge.core.backoff import Backoff
 from gcbridge.core.budget import ChannelBudget
-from gcbridge.core.coverage import ShardCoverage
+from gcbridge.core.coverage import ShardCoverage, Uncovered
 from gcbridge.core.path import (
     Notify,
     PathAction,
@@ -25,7 +30,10 @@ from gcbridge.core.path import (
     PathState,
     PathTimings,
     PathUp,
+    Phase,
+    ProbeSocket,
     Shutdown,
+    SocketClosed,
     Subscribed,
     Tick,
     TokenRefreshed,
@@ -61,10 +69,38 @@ class TopicsRejected:
 Output = Routed | GapFound | TopicsRejected
 
 
+@dataclass(frozen=True, slots=True)
+class PathSnapshot:
+    """One path as the core sees it (times in the core's clock)."""
+
+    shard: int
+    credential: int
+    state: str
+    conn: int | None  # the current connection, whose socket the shell may know
+    channel_id: str
+    topics: int
+    live_since: float | None
+    deadline: float | None  # when its channel dies (expiry, or its token's expiry where bound to it)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSnapshot:
+    """What the shell reports in ``stats()``: read from the core without reaching into its parts."""
+
+    paths: tuple[PathSnapshot, ...]
+    topics: int
+    rejected: dict[str, str]
+    reconnects_by_reason: dict[str, int]
+    rotations_by_reason: dict[str, int]
+    channels_created: int
+    channels_held: int
+
+
 @dataclass
 class _Shard:
-    coverage: ShardCoverage = field(default_factory=ShardCoverage)
-    down_reason: str = ""
+    coverage: ShardCoverage  # keyed by connection: a rotation's old and new sockets each prove their own
+    serving: dict[PathKey, int] = field(default_factory=dict)  # each path's connection that serves it
+    # the topics wanted since the oldest undecided moment: a gap found late names what was wanted then
     gap_topics: frozenset[str] = frozenset()
 
 
@@ -146,11 +182,25 @@ class ClientCore:
             return []
         key, machine = owner
         if machine is not self.paths.get(key):
-            return self._run_retired(machine, event)
-        out = self._run(key, event)
+            out = self._run_retired(machine, event)
+        else:
+            out = self._run(key, event)
+        if isinstance(event, SocketClosed):
+            out += self._socket_gone(key[0], event)
         if isinstance(event, Subscribed) and event.rejected:
             out += self._reject(event.now, event.rejected)
         return out
+
+    def _socket_gone(self, shard_no: int, event: SocketClosed) -> list[Output]:
+        """A socket closed: whatever it covered ends at its last good moment (a failed current connection
+        was reported down already; this ends the coverage of one rotated away, whatever its state)."""
+        shard = self.shards.get(shard_no)
+        if shard is None:
+            return []
+        # a socket we closed after draining it was read to its end: nothing of it was in flight
+        abrupt = event.reason != "rotated"
+        ended = shard.coverage.down(event.conn, event.last_frame_at, event.reason, abrupt=abrupt)
+        return self._gaps(shard_no, shard, ended)
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
@@ -169,14 +219,81 @@ class ClientCore:
         return out
 
     def shutdown(self, now: float) -> list[Output]:
+        """Close every path. Gaps that the last evidence decides are reported first (feed fresh
+        :meth:`evidence` for every open socket before): a sibling's outage that a silent socket seemed to
+        cover is not lost because the client closed before the silence was found."""
         self.closed = True
         out: list[Output] = []
+        for number, shard in self.shards.items():
+            out += self._gaps(number, shard, shard.coverage.close())
         for key in list(self.paths):
             out += self._run(key, Shutdown(now))
         return out
 
     def next_wakeup(self) -> float | None:
         return min((w for p in self.paths.values() if (w := p.next_wakeup()) is not None), default=None)
+
+    def evidence(self, conn: int, last_good: float) -> list[Output]:
+        """The shell's report that socket ``conn`` delivered everything sent until ``last_good`` (its health
+        monitor's ``last_good``). Call it regularly for every open socket (each health check does): it is
+        what lets a shard's gaps be decided, and its bookkeeping be forgotten."""
+        owner = self._owner.get(conn)
+        if owner is None:
+            return []
+        shard = self.shards.get(owner[0][0])
+        if shard is None:
+            return []
+        return self._gaps(owner[0][0], shard, shard.coverage.seen(conn, last_good))
+
+    def compare_copies_until(self, open_sockets: int, now: float, *, opened: bool) -> float:
+        """Until when events of a shard whose sockets just changed (one ``opened``, or one closed;
+        ``open_sockets`` are open now) may also arrive on another socket, so that the receive path must
+        compare them by their canonical key rather than take each frame as new. Ask on every socket open and
+        close; keep the later of the answer and the current window.
+
+        With several credentials every shard has several paths: always. With several sockets open (a
+        rotation's overlap): until further notice. Back to one after a close: a little longer, as copies of
+        the overlap's events may still be in flight on the survivor. A lone socket just opened: no need."""
+        if self.credentials > 1 or open_sockets > 1:
+            return float("inf")
+        if opened or open_sockets == 0:
+            return now
+        return now + max(5.0, 2 * self.timings.drain_period)
+
+    def snapshot(self) -> CoreSnapshot:
+        """The state and counters of every path, for statistics."""
+        paths = []
+        for (shard, cred), p in sorted(self.paths.items()):
+            cur = p.current
+            ch = cur.channel if cur else None
+            paths.append(
+                PathSnapshot(
+                    shard=shard,
+                    credential=cred,
+                    state=p.state.value,
+                    conn=cur.id if cur else None,
+                    channel_id=ch.id if ch else "",
+                    topics=len(self.planner.topics(shard)),
+                    live_since=cur.live_since if cur else None,
+                    deadline=ch.deadline(self.timings.channel_dies_with_token) if ch else None,
+                )
+            )
+        reconnects: dict[str, int] = {}
+        rotations: dict[str, int] = {}
+        for p in self.all_paths():
+            for k, v in p.counters.reconnects.items():
+                reconnects[k] = reconnects.get(k, 0) + v
+            for k, v in p.counters.rotations.items():
+                rotations[k] = rotations.get(k, 0) + v
+        return CoreSnapshot(
+            paths=tuple(paths),
+            topics=len(self.planner),
+            rejected=dict(self.rejected),
+            reconnects_by_reason=reconnects,
+            rotations_by_reason=rotations,
+            channels_created=sum(p.counters.channels_created for p in self.all_paths()),
+            channels_held=sum(b.held for b in self.budgets),
+        )
 
     def owner_of(self, conn: int) -> PathKey | None:
         owner = self._owner.get(conn)
@@ -200,7 +317,8 @@ class ClientCore:
             new_conn_id=new_id,
         )
         self.paths[key] = machine
-        self.shards.setdefault(key[0], _Shard())
+        if key[0] not in self.shards:
+            self.shards[key[0]] = _Shard(ShardCoverage(self.timings.gap_margin))
         return machine
 
     def _apply(self, now: float, change: PlanChange) -> list[Output]:
@@ -218,11 +336,25 @@ class ClientCore:
                 out += self._run(key, TopicsSet(now, wire))
             if not topics and shard in self.shards:
                 state = self.shards.pop(shard)
-                gap = state.coverage.end(now)
-                if gap is not None:
-                    out.append(
-                        GapFound(shard, gap[0], gap[1], tuple(sorted(state.gap_topics)), state.down_reason)
-                    )
+                out += self._gaps(shard, state, state.coverage.end(now))
+        return out
+
+    def _gaps(self, shard: int, state: _Shard, found: list[Uncovered]) -> list[Output]:
+        topics = state.gap_topics | self.planner.topics(shard)
+        if state.coverage.live_paths:
+            state.gap_topics = frozenset()  # decided up to a live path: what it missed is wanted now
+        else:
+            state.gap_topics = topics
+        return [GapFound(shard, g.start, g.end, tuple(sorted(topics)), g.reason) for g in found]
+
+    def _probe_siblings(self, key: PathKey) -> list[Output]:
+        """One path of the shard failed: ask whether its live siblings still deliver (they may be silent)."""
+        out: list[Output] = []
+        for other, machine in self.paths.items():
+            cur = machine.current
+            live = cur is not None and cur.phase is Phase.LIVE and cur.socket_open
+            if other[0] == key[0] and other != key and live and cur is not None:
+                out.append(Routed(other, ProbeSocket(cur.id)))
         return out
 
     def _run(self, key: PathKey, event: PathEvent) -> list[Output]:
@@ -231,16 +363,22 @@ class ClientCore:
         for action in machine.handle(event):
             shard = self.shards.get(key[0])
             if isinstance(action, PathDown) and shard is not None:
-                was_covered = shard.coverage.covered
-                shard.coverage.down(key, action.since)
-                if was_covered and not shard.coverage.covered:
-                    shard.down_reason = action.reason
-                    shard.gap_topics = self.planner.topics(key[0])
+                shard.gap_topics |= self.planner.topics(key[0])
+                if shard.serving.get(key) == action.conn:
+                    del shard.serving[key]
+                # the path's ``since`` is its gap's start; the coverage takes the last good moment itself
+                last_good = action.since + self.timings.gap_margin
+                ended = shard.coverage.down(action.conn, last_good, action.reason)
+                out += self._gaps(key[0], shard, ended)
+                out += self._probe_siblings(key)
             elif isinstance(action, PathUp) and shard is not None:
-                gap = shard.coverage.up(key, action.at)
-                if gap is not None:
-                    topics = tuple(sorted(shard.gap_topics | self.planner.topics(key[0])))
-                    out.append(GapFound(key[0], gap[0], gap[1], topics, shard.down_reason))
+                before = shard.serving.get(key)
+                shard.serving[key] = action.conn
+                if before is not None and before != action.conn:
+                    # rotated away: was it still delivering? a pong says so, silence says since when not
+                    out += self._gaps(key[0], shard, shard.coverage.cap(before, action.at))
+                    out.append(Routed(key, ProbeSocket(before)))
+                out += self._gaps(key[0], shard, shard.coverage.up(action.conn, action.at))
             out.append(Routed(key, action))
         if machine.state is PathState.CLOSED and not self.closed:
             del self.paths[key]
@@ -280,4 +418,14 @@ class ClientCore:
         return out
 
 
-__all__ = ["ClientCore", "GapFound", "Notify", "Output", "PathKey", "Routed", "TopicsRejected"]
+__all__ = [
+    "ClientCore",
+    "CoreSnapshot",
+    "GapFound",
+    "Notify",
+    "Output",
+    "PathKey",
+    "PathSnapshot",
+    "Routed",
+    "TopicsRejected",
+]

@@ -150,6 +150,12 @@ class TopicPlanner:
     def shard_of(self, topic: str) -> int | None:
         return self._where.get(topic)
 
+    @property
+    def shard_index(self) -> dict[str, int]:
+        """Topic -> shard, live: the receive path looks every event's topic up in it. Read it, never write
+        it (a plain dict, not a read-only view, because the compiled receive path takes a dict)."""
+        return self._where
+
     def shards(self) -> dict[int, frozenset[str]]:
         return {i: s.topics() for i, s in sorted(self._shards.items())}
 

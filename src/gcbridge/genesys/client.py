@@ -41,6 +41,7 @@ from gcbridge.core.path import (
     OpenSocket,
     PathEvent,
     PathState,
+    ProbeSocket,
     PutSubscriptions,
     SocketClosed,
     SocketOpened,
@@ -93,7 +94,6 @@ _NOTICES = {
 
 
 _END = object()
-_FOREVER = float("inf")
 _DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 
@@ -171,6 +171,8 @@ class _Socket:
     close_reason: str = ""
     channel_gone: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # set to make the watcher check at once (a probe was asked for: its pong deadline is sooner)
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -307,6 +309,8 @@ class NotificationClient:
             return
         self._closed = True
         if self._started:
+            for sock in list(self._sockets.values()):  # the last word on what each socket delivered
+                self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             self._dispatch(self.core.shutdown(self._now()))
         for sock in list(self._sockets.values()):
             await self._close_ws(sock)
@@ -429,52 +433,40 @@ class NotificationClient:
         """A snapshot of the client now: every path's state and channel, counters of events, duplicates,
         gaps, reconnects and rotations by reason, token refreshes, rejected topics. Cheap; call it from the
         event loop's thread at any time, before :meth:`start` and after :meth:`aclose` too."""
-        paths = []
         now_loop = self._now()
-        for (shard, cred), p in sorted(self.core.paths.items()):
-            cur = p.current
-            sock = self._sockets.get(cur.id) if cur else None
-            ch = cur.channel if cur else None
+        core = self.core.snapshot()
+        paths = []
+        for p in core.paths:
+            sock = self._sockets.get(p.conn) if p.conn is not None else None
             paths.append(
                 PathStats(
-                    path=f"{shard}/{cred}",
-                    shard=shard,
-                    credential=cred,
-                    state=p.state.value,
-                    channel_id=ch.id if ch else "",
-                    topics=len(self.core.planner.topics(shard)),
-                    connected_since=self._wall(cur.live_since, now_loop) if cur and cur.live_since else None,
+                    path=f"{p.shard}/{p.credential}",
+                    shard=p.shard,
+                    credential=p.credential,
+                    state=p.state,
+                    channel_id=p.channel_id,
+                    topics=p.topics,
+                    connected_since=self._wall(p.live_since, now_loop) if p.live_since else None,
                     last_frame_at=self._wall(sock.health.last_frame, now_loop) if sock else None,
-                    expires_at=self._wall(ch.deadline(self.options.channel_dies_with_token), now_loop)
-                    if ch
-                    else None,
+                    expires_at=self._wall(p.deadline, now_loop) if p.deadline is not None else None,
                 )
             )
-        reconnects: dict[str, int] = {}
-        rotations: dict[str, int] = {}
-        created = 0
-        for p in self.core.all_paths():
-            for k, v in p.counters.reconnects.items():
-                reconnects[k] = reconnects.get(k, 0) + v
-            for k, v in p.counters.rotations.items():
-                rotations[k] = rotations.get(k, 0) + v
-            created += p.counters.channels_created
         n, intake = self._n, self._intake
         return ClientStats(
             paths=tuple(paths),
-            topics=len(self.core.planner),
+            topics=core.topics,
             events_received=intake.events,
             duplicates_dropped=intake.duplicates,
             gaps=n.gaps,
             gap_seconds=n.gap_seconds,
-            reconnects_by_reason=reconnects,
-            rotations_by_reason=rotations,
+            reconnects_by_reason=core.reconnects_by_reason,
+            rotations_by_reason=core.rotations_by_reason,
             token_refreshes=n.token_refreshes,
-            channels_created=created,
-            rejected_topics=dict(self.core.rejected),
+            channels_created=core.channels_created,
+            rejected_topics=core.rejected,
             malformed_frames=n.malformed,
             unknown_topic_events=intake.unknown_topic,
-            channels_held=sum(b.held for b in self.core.budgets),
+            channels_held=core.channels_held,
             buffered=len(self._queue),
         )
 
@@ -539,6 +531,11 @@ class NotificationClient:
             if sock is not None:
                 sock.close_reason = sock.close_reason or action.reason
                 self._spawn(self._close_ws(sock))
+        elif isinstance(action, ProbeSocket):
+            sock = self._sockets.get(action.conn)
+            if sock is not None and sock.health.probe(self._now()):
+                self._spawn(self._send_ping(sock))
+                sock.recheck.set()
         elif isinstance(action, InvalidateToken):
             tm = self._tokens[key[1]]
             cur = tm.current
@@ -638,6 +635,9 @@ class NotificationClient:
     async def _open(self, key: PathKey, action: OpenSocket) -> None:
         o = self.options
         assert self._session is not None
+        # a reused channel delivers as soon as its socket connects, maybe before the reader task runs: copies
+        # from this socket are matched against what other sockets deliver from now on
+        self._copies.joined(action.conn, self._now())
         try:
             ws = await open_socket(
                 self._session,
@@ -647,10 +647,12 @@ class NotificationClient:
                 max_size=o.max_message_size,
             )
         except SocketOpenError as exc:
+            self._copies.left(action.conn)
             self._feed(SocketOpenFailed(self._now(), action.conn, str(exc), exc.channel_gone))
             return
         now = self._now()
         if self._closed:
+            self._copies.left(action.conn)
             await ws.close()
             return
         health = HealthMonitor(
@@ -690,10 +692,17 @@ class NotificationClient:
         with contextlib.suppress(Exception):
             await sock.ws.close()
 
+    async def _send_ping(self, sock: _Socket) -> None:
+        with contextlib.suppress(Exception):
+            await sock.ws.send_str(PING_MESSAGE)
+
     async def _watch(self, sock: _Socket) -> None:
         loop = asyncio.get_running_loop()
         while not sock.ws.closed:
             decision = sock.health.check(loop.time())
+            if decision.verdict is Verdict.OK or decision.verdict is Verdict.SEND_PING:
+                # the evidence that decides the shard's gaps: this socket delivered until its last good moment
+                self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             if decision.verdict is Verdict.SEND_PING:
                 with contextlib.suppress(Exception):
                     await sock.ws.send_str(PING_MESSAGE)
@@ -704,22 +713,25 @@ class NotificationClient:
                 # the socket closed and starts the close, which ``close_timeout`` bounds)
                 sock.tasks[0].cancel()  # the reader (see _open)
                 return
-            await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
+            sock.recheck.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, decision.next_check - loop.time())):
+                    await sock.recheck.wait()
 
     async def _read(self, sock: _Socket) -> None:
         # The hot path: parse, de-duplicate and buffer every frame as it arrives (Intake.take); the rest
         # (the lifecycle's frames, bad frames) goes out to methods. Measured in bench/bench_receive.py.
         loop = asyncio.get_running_loop()
         ws, health, queue, intake = sock.ws, sock.health, self._queue, self._intake
-        self._copies.joined(sock.conn, loop.time())
         shard, channel_id, conn = sock.key[0], sock.channel_id, sock.conn
         open_by_shard = self._open_by_shard
         open_by_shard[shard] = open_by_shard.get(shard, 0) + 1
         # ``canonical[0]``: until when events on this shard may also arrive on another socket (a rotation's
         # overlap, other paths) and must be compared by their canonical key; shared by the shard's readers
         canonical = self._canonical.setdefault(shard, [0.0])
-        if len(self._creds) > 1 or open_by_shard[shard] > 1:
-            canonical[0] = _FOREVER
+        canonical[0] = max(
+            canonical[0], self.core.compare_copies_until(open_by_shard[shard], loop.time(), opened=True)
+        )
         catch_up = CatchUp(loop)  # after back-pressure: when all that waited unread has been read
         reason = "closed"
         try:
@@ -756,9 +768,8 @@ class NotificationClient:
         finally:
             self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
-            if open_by_shard[shard] == 1 and len(self._creds) == 1:
-                # copies of overlap events may still be in flight on the survivor: keep comparing canonically
-                canonical[0] = loop.time() + max(5.0, 2 * self.options.drain_period)
+            if open_by_shard[shard] == 1:  # an overlap ended: the core says how long copies may still come
+                canonical[0] = self.core.compare_copies_until(1, loop.time(), opened=False)
             self._sockets.pop(sock.conn, None)
             for t in sock.tasks:
                 if t is not asyncio.current_task():
@@ -790,6 +801,7 @@ class NotificationClient:
         kind = classify(data)
         if kind is Frame.PONG:
             sock.health.pong(sock.health.last_frame)
+            self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))  # answers a probe
         elif kind is Frame.SYSTEM:
             self._system(sock, data, sock.health.last_frame)
         elif kind is Frame.CHANNEL_GONE:

@@ -94,11 +94,13 @@ class Event:
 class Gap:
     """A period in which events on ``topics`` may have been missed.
 
-    ``start``/``end`` are wall-clock UNIX seconds: ``start`` is the failed socket's last good moment minus
-    ``gap_margin`` (events in flight). The last good moment is the last frame read from it, or, if a slow
-    consumer had held the reader back and it had not caught up since, the moment that back-pressure began
-    (frames sent after it may have waited unread and been lost with the socket). ``end`` is the moment the
-    replacement subscription was live. A consumer back-fills the interval through the REST APIs (for example
+    ``start``/``end`` are wall-clock UNIX seconds bounding a stretch that no path of the shard is known to
+    have delivered. ``start`` is the last good moment of the last path that failed, minus ``gap_margin``
+    (events in flight). A path's last good moment is the last frame read from it, or, if a slow consumer had
+    held the reader back and it had not caught up since, the moment that back-pressure began (frames sent
+    after it may have waited unread and been lost with the socket). ``end`` is the moment a path was live
+    again. A silent path is found late (a missing pong), so a gap may arrive after events that followed it,
+    with its true start and end. A consumer back-fills the interval through the REST APIs (for example
     analytics queries).
     """
 
