@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.bridge.mapping import compile_mapping, event_view
 from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
-from gcbridge.servicenow.mapping import compile_mapping, event_view
 from gcbridge.sim.genesys.bodies import BodyGenerator
 from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim

@@ -21,16 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gcbridge.bridge.mapping import MappingRule, event_to_outbox_item
+from gcbridge.bridge.router import Router, ServiceNowSection, build_router
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.events import Event
 from gcbridge.outbox import ALL, Dispatcher, OutboxItem, SqliteOutbox
-from gcbridge.servicenow import (
-    MappingRule,
-    Router,
-    ServiceNowConfig,
-    build_router,
-    event_to_outbox_item,
-)
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, SnSimConfig, TransformMap
 
 from .sn_fixtures import basic_writer_config, localhost_url, started_sim, writer_session
@@ -66,7 +61,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def config(sim: ServiceNowSim, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
+def config(sim: ServiceNowSim, rules: list[MappingRule] | None = None) -> ServiceNowSection:
     return basic_writer_config(localhost_url(sim), rules)
 
 
@@ -224,12 +219,13 @@ CHILD = textwrap.dedent(
     import asyncio, os, signal, sys
     from pydantic import SecretStr
     from gcbridge.outbox import Dispatcher, SqliteOutbox
-    from gcbridge.servicenow import BasicAuthConfig, ServiceNowConfig, build_router, create_session
+    from gcbridge.bridge.router import ServiceNowSection, build_router
+    from gcbridge.servicenow import BasicAuthConfig, create_session
 
     async def main(db, url, kill_after):
         store = await SqliteOutbox.open(db)
         session = create_session()
-        router = build_router(ServiceNowConfig(instance_url=url, auth=BasicAuthConfig(
+        router = build_router(ServiceNowSection(instance_url=url, auth=BasicAuthConfig(
             username="admin", password=SecretStr("admin-pass"))), session)
         written = 0
 

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol
 
 from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.mapping import Mapping, event_to_outbox_item, wire_fields
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import OutboxItem
-from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item, wire_fields
 
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000

@@ -34,6 +34,7 @@ from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.router import Router, build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
@@ -41,9 +42,7 @@ from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
-from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import create_session
-from gcbridge.servicenow.sinks import build_router
 
 REFRESH_INTERVAL: Final = 1.0
 """Seconds between snapshots of client and outbox state into the gauges (and the ``alive`` mark)."""
@@ -97,7 +96,7 @@ class BridgeService:
         self.ingest: Ingest | None = None
         self.fatal_error: str | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._router: Any = None
+        self._router: Router | None = None
         self._last_probe = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
@@ -161,7 +160,7 @@ class BridgeService:
                 "rows left in flight by the previous run are pending again",
                 rows=self.outbox.recovered_on_open,
             )
-        mapping = compile_mapping(cfg.servicenow.mapping)
+        mapping = cfg.servicenow.mapping.compiled
         sn = cfg.servicenow
         self._session = create_session(
             connect_timeout=sn.timeouts.connect,

@@ -12,6 +12,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry
+
+__all__ = [
+    "ALL",
+    "Delivered",
+    "OutboxItem",
+    "OutboxRow",
+    "OutboxStats",
+    "OutboxStore",
+    "Outcome",
+    "Reject",
+    "Retry",
+    "RowInfo",
+    "RowState",
+    "Selection",
+    "Sink",
+]
+
 ALL: Literal["all"] = "all"
 """Pass to :meth:`OutboxStore.replay` / :meth:`OutboxStore.purge` to act on every dead-lettered row."""
 
@@ -63,36 +81,6 @@ class RowInfo:
     lease_expires_at: float | None
     finished_at: float | None
     detail: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """Not delivered, try again later (a 429, a 5xx, a 202, a timeout).
-
-    ``reason`` is stored with the row and logged: a status and a short text, never a token, a header value or
-    the payload.
-    """
-
-    reason: str
-    after: float | None = None  # seconds the remote asked us to wait (Retry-After), else backoff decides
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Not retryable (a 400/403/404, a transform error): goes to the dead-letter list with the reason.
-
-    The reason is what an operator reads in the dead-letter list: say what was wrong (no secrets, no payload).
-    """
-
-    reason: str
-
-
-Outcome = Delivered | Retry | Reject
 
 
 class Sink(Protocol):

@@ -1,0 +1,41 @@
+"""What a delivery attempt came to: delivered, retry later, or rejected with a reason.
+
+The common vocabulary of the writer (:mod:`gcbridge.servicenow`, which produces outcomes) and the outbox
+(:mod:`gcbridge.outbox`, which records them), kept here so that neither has to import the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Delivered", "Outcome", "Reject", "Retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Not delivered, try again later (a 429, a 5xx, a 202, a timeout).
+
+    ``reason`` is stored with the row and logged: a status and a short text, never a token, a header value or
+    the payload.
+    """
+
+    reason: str
+    after: float | None = None  # seconds the remote asked us to wait (Retry-After), else backoff decides
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Not retryable (a 400/403/404, a transform error): goes to the dead-letter list with the reason.
+
+    The reason is what an operator reads in the dead-letter list: say what was wrong (no secrets, no payload).
+    """
+
+    reason: str
+
+
+Outcome = Delivered | Retry | Reject
