@@ -286,7 +286,7 @@ def _compile_pattern(rule: str, source: str) -> TopicPattern:
             "mapping rule %r: topic pattern %r: a final '**' is deprecated; write '%s' instead",
             rule,
             source,
-            ".".join(segments[:-2] + ["#"]),
+            ".".join([*segments[:-2], "#"]),
         )
     return TopicPattern(source, ".".join(segments))
 
