@@ -129,6 +129,9 @@ class ScriptedClient:
         self.calls: list[tuple[str, list[str]]] = []
         self.closed = False
 
+    async def start(self) -> None:
+        self.calls.append(("start", []))
+
     async def subscribe(self, topics: list[str]) -> None:
         self.calls.append(("subscribe", list(topics)))
         self.subscribed += [t for t in topics if t not in self.subscribed]

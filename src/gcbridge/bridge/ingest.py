@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 from gcbridge.bridge.gaps import GapJournal
@@ -54,7 +54,7 @@ class Ingest:
 
     def __init__(
         self,
-        stream: AsyncIterator[Event | Gap],
+        stream: AsyncIterable[Event | Gap],
         store: BatchWriter,
         mapping: Mapping,
         metrics: BridgeMetrics,

@@ -34,10 +34,13 @@ from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
-from gcbridge.bridge.router import Router, build_router
+from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
+from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.genesys import NotificationClient
+from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
@@ -74,7 +77,7 @@ class BridgeService:
         *,
         config_path: Path | None = None,
         clock: Callable[[], float] = time.time,
-        client_factory: Callable[[BridgeConfig], Any] | None = None,
+        client_factory: Callable[[BridgeConfig], EventSource] | None = None,
         install_signals: bool = True,
     ) -> None:
         self.config = config
@@ -89,14 +92,14 @@ class BridgeService:
         self.topics: list[str] = list(config.genesys.topics)
         self.started_at = clock()
         self.admin: AdminServer | None = None
-        self.client: Any = None
+        self.client: EventSource | None = None
         self.outbox: SqliteOutbox | None = None
         self.dispatcher: Dispatcher | None = None
         self.sink: MeasuredSink | None = None
         self.ingest: Ingest | None = None
         self.fatal_error: str | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._router: Router | None = None
+        self._router: DeliverySink | None = None
         self._last_probe = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
@@ -196,11 +199,10 @@ class BridgeService:
             )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
-        self.client = self._client_factory(cfg)
-        if hasattr(self.client, "on_lifecycle"):
-            self.client.on_lifecycle(self._on_lifecycle)
+        client = self.client = self._client_factory(cfg)
+        client.on_lifecycle(self._on_lifecycle)
         self.ingest = Ingest(
-            self.client,
+            client,
             _WakingStore(self.dispatcher),
             mapping,
             self.metrics,
@@ -208,10 +210,9 @@ class BridgeService:
             self.log,
             self._clock,
         )
-        if hasattr(self.client, "start"):
-            await self.client.start()  # the first token: a wrong secret or region fails here, clearly
+        await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
-        self._log_rejections(await self.client.subscribe(list(self.topics)))
+        self._log_rejections(await client.subscribe(list(self.topics)))
         live_at = self._clock()
         gap = downtime_gap(self.journal.last_run(), live_at, self.topics)
         if gap is not None:
@@ -265,7 +266,8 @@ class BridgeService:
 
     async def reload_topics(self) -> None:
         """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
-        if self.config_path is None or self.client is None:
+        client = self.client
+        if self.config_path is None or client is None:
             return
         async with self._reload_lock:
             try:
@@ -283,9 +285,9 @@ class BridgeService:
                 return
             try:
                 if added:
-                    self._log_rejections(await self.client.subscribe(added))
+                    self._log_rejections(await client.subscribe(added))
                 if removed:
-                    await self.client.unsubscribe(removed)
+                    await client.unsubscribe(removed)
             except Exception as exc:
                 self.log.error(
                     "reload: subscription change failed", error=str(exc), added=added, removed=removed
@@ -294,11 +296,12 @@ class BridgeService:
             self.topics = list(new)
             self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
 
-    def _log_rejections(self, result: Any) -> None:
-        rejected = getattr(result, "rejected", None) or {}
-        for topic, reason in rejected.items():
+    def _log_rejections(self, result: SubscribeAnswer | None) -> None:
+        if result is None:
+            return
+        for topic, reason in result.rejected.items():
             self.log.error("topic rejected by Genesys Cloud; it is not followed", topic=topic, reason=reason)
-        pending = getattr(result, "pending", ()) or ()
+        pending = result.pending
         if pending:
             self.log.warning("topics not live yet; the client keeps trying", topics=len(pending))
 
@@ -424,8 +427,8 @@ class BridgeService:
         except Exception:
             return self._outbox_stats
 
-    def _client_stats(self) -> Any:
-        if self.client is None or not hasattr(self.client, "stats"):
+    def _client_stats(self) -> object:
+        if self.client is None:
             return None
         try:
             return self.client.stats()
@@ -443,7 +446,7 @@ class BridgeService:
         self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] in EVENTS_FLOW_STATES}))
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
-    def _on_lifecycle(self, event: Any) -> None:
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
         kind = str(getattr(event, "kind", ""))
         reason = str(getattr(event, "reason", "") or "unspecified")
         context = {
@@ -539,10 +542,8 @@ class _DeadLetters:
         return purged
 
 
-def build_client(config: BridgeConfig) -> Any:
+def build_client(config: BridgeConfig) -> EventSource:
     """The Genesys notification client for ``config.genesys``."""
-    from gcbridge.genesys import NotificationClient
-
     g = config.genesys
     return NotificationClient(
         region=g.region,
