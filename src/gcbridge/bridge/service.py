@@ -447,13 +447,13 @@ class BridgeService:
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
-        kind = str(getattr(event, "kind", ""))
-        reason = str(getattr(event, "reason", "") or "unspecified")
+        kind = event.kind
+        reason = event.reason or "unspecified"
         context = {
-            "channel": getattr(event, "channel_id", None),
-            "shard": getattr(event, "shard", None),
+            "channel": event.channel_id,
+            "shard": event.shard,
             "reason": reason,
-            "detail": getattr(event, "detail", None),
+            "detail": event.detail,
         }
         self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
