@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,7 +42,7 @@ from gcbridge.bridge.expressions import (
     first_present,
 )
 from gcbridge.bridge.mapping_rules import FieldSpec, MappingRule, default_rules
-from gcbridge.core.topics import topic_matches
+from gcbridge.core.topics import segments_match
 from gcbridge.genesys.events import Event
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.servicenow.rows import SINKS, Row
@@ -83,9 +84,14 @@ class TopicPattern:
 
     source: str
     pattern: str
+    parts: tuple[str, ...] = field(init=False, repr=False)
 
-    def matches(self, topic: str) -> bool:
-        return topic_matches(self.pattern, topic)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.pattern.split(".")))
+
+    def matches(self, topic_parts: Sequence[str]) -> bool:
+        """Does the topic (split at the dots) match? The client's own matcher decides."""
+        return segments_match(self.parts, topic_parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,8 @@ class Mapping:
             return self._by_topic[topic]
         except KeyError:
             pass
-        found = next((r for r in self.rules if any(p.matches(topic) for p in r.patterns)), None)
+        parts = topic.split(".")
+        found = next((r for r in self.rules if any(p.matches(parts) for p in r.patterns)), None)
         if len(self._by_topic) >= _TOPIC_CACHE_LIMIT:
             self._by_topic.clear()  # per-conversation topics are unbounded; a full cache just starts over
         self._by_topic[topic] = found
