@@ -447,13 +447,13 @@ class BridgeService:
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
-        kind = event.kind
-        reason = event.reason or "unspecified"
+        kind = str(getattr(event, "kind", ""))
+        reason = str(getattr(event, "reason", "") or "unspecified")
         context = {
-            "channel": event.channel_id,
-            "shard": event.shard,
+            "channel": getattr(event, "channel_id", None),
+            "shard": getattr(event, "shard", None),
             "reason": reason,
-            "detail": event.detail,
+            "detail": getattr(event, "detail", None),
         }
         self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
