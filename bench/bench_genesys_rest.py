@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import time
-
-import structlog
 
 from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.regions import hosts_for_base_url
@@ -78,7 +75,6 @@ async def main(calls: int, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

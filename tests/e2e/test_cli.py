@@ -112,8 +112,10 @@ async def test_outbox_list_inspect_replay_purge(tmp_path: Path) -> None:
     assert "dead 3" in listed.stdout
     inspected = gcbridge("outbox", "inspect", str(rows[0].id), "--config", str(config))
     assert inspected.returncode == 0, inspected.stderr
-    assert '"state":"dead"' in inspected.stdout
-    assert '"topicName":"v2.users.u1.presence"' in inspected.stdout
+    # readable: one field a line, indented, the payload parsed and nested
+    assert '\n  "state": "dead",\n' in inspected.stdout
+    assert '\n    "topicName": "v2.users.u1.presence",\n' in inspected.stdout
+    assert orjson.loads(inspected.stdout)["state"] == "dead"
     replayed = gcbridge("outbox", "replay", str(rows[0].id), "--config", str(config))
     assert "replayed 1 rows" in replayed.stdout
     purged = gcbridge("outbox", "purge", "--all", "--yes", "--config", str(config))

@@ -246,7 +246,7 @@ async def test_readyz_needs_every_shard_live(tmp_path: Path, sn: ServiceNowSim) 
             client.second_state = "backoff"  # its socket dropped; the client is waiting to reconnect
             async with http.get(f"{service.admin_url}/readyz") as r:
                 assert r.status == 503
-                assert (await r.json())["reasons"] == ["shards without a live socket: 1"]
+                assert (await r.json())["reasons"] == ["shards without a live socket: [1]"]
             # the gauges follow within the snapshot interval
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from structlog.testing import capture_logs
 
 from gcbridge.genesys import ClientOptions, Gap, InvalidClientError, NotificationClient
 from gcbridge.genesys.rest import NotificationsApi
 from gcbridge.sim.genesys.rest import RestApi
 from gcbridge.sim.genesys.tokens import AuthFailure, TokenRecord
+from tests.library_logs import capture_logs
 
 from .client_harness import (
     FAST,

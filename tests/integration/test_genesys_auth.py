@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from structlog.testing import capture_logs
 
 from gcbridge.core.token import TokenPolicy, TokenState
 from gcbridge.genesys.auth import AccessToken, TokenManager
@@ -17,6 +16,7 @@ from gcbridge.genesys.regions import hosts_for_base_url
 from gcbridge.genesys.rest import new_session
 from gcbridge.secrets import Secret
 from gcbridge.sim.genesys import GenesysSim, SimConfig
+from tests.library_logs import capture_logs
 
 SimFactory = Callable[..., Awaitable[tuple[GenesysSim, str]]]
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
-from structlog.testing import capture_logs
 
 from gcbridge.genesys.auth import TokenManager
 from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError, TokenUnavailableError
@@ -17,6 +16,7 @@ from gcbridge.genesys.regions import hosts_for_base_url
 from gcbridge.genesys.rest import NotificationsApi, RestPolicy, new_session
 from gcbridge.secrets import Secret
 from gcbridge.sim.genesys import GenesysSim
+from tests.library_logs import capture_logs
 
 SimFactory = Callable[..., Awaitable[GenesysSim]]
 USER = "v2.users.6f1c4b8e-1111-4222-8333-444455556666"

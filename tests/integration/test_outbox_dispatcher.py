@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import structlog.testing
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcome, Reject, Retry, SqliteOutbox
+from tests.library_logs import capture_logs
 
 SECRET = "Bearer s3cr3t-t0ken-value"
 
@@ -254,7 +254,7 @@ async def test_retry_and_dead_letter_logs_carry_the_row_context(store: SqliteOut
 
     clock = FastClock(step=10.0)
     dispatcher = Dispatcher(store, FailsTwice(), max_attempts=2, clock=clock, idle_poll=0.01)
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         task = asyncio.create_task(dispatcher.run())
         try:
             await dispatcher.ingest([item(7, "conv-7")])

@@ -374,3 +374,54 @@ async def test_traffic_on_given_topics_and_paced_publish(
     while (message := await next_json(ws))["metadata"]["simSequence"] != seq:
         pass
     assert message["topicName"] == "v2.users.u1.presence"
+
+
+@pytest.mark.parametrize(
+    ("op", "body", "says"),
+    [
+        ("traffic", {"rate_per_s": -5}, "'rate_per_s' must be at least 0, got -5"),
+        ("traffic", {"rate_per_s": 5, "topics": [7]}, "'topics' must be a list of topic names"),
+        ("fail_next_rest", {"n": 0}, "'n' must be at least 1, got 0"),
+        ("fail_next_rest", {"status": 200}, "'status' must be from 400 to 599, got 200"),
+        ("fail_next_token", {"retry_after": -1}, "'retry_after' must be at least 0, got -1"),
+        ("refuse_handshakes", {"n": -2}, "'n' must be at least 1, got -2"),
+        ("duplicate_next", {"n": 0}, "'n' must be at least 1, got 0"),
+        ("rest_delay", {"seconds": -0.5}, "'seconds' must be at least 0, got -0.5"),
+        ("close_socket", {"code": 42}, "'code' must be from 1000 to 4999, got 42"),
+        ("socket_closing", {"grace": -1}, "'grace' must be at least 0, got -1"),
+        (
+            "oauth_clients",
+            {"client_id": "c", "secret": "s", "token_ttl": 0},
+            "'token_ttl' must be at least 1",
+        ),
+    ],
+)
+async def test_http_control_refuses_invalid_arguments_and_changes_nothing(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory, op: str, body: object, says: str
+) -> None:
+    sim, client, channel, _ws = await _ready(genesys_sim_factory, client_factory)
+    topic = "v2.users.u1.presence"
+    sim.start_traffic(50.0, [topic])
+    async with client.session.post(sim.base_url + "/_sim/" + op, json=body) as resp:
+        status, answer = resp.status, await resp.json()
+    assert status == 400
+    assert says in answer["message"]
+    # nothing armed, nothing closed, and the running traffic still runs
+    assert (len(sim.faults.api), len(sim.faults.token), sim.faults.rest_delay) == (0, 0, 0.0)
+    assert sim.connected_channel_ids == [channel["id"]]
+    published = len(sim.ledger)
+    await wait_for(lambda: len(sim.ledger) > published + 2)
+    await sim.stop_traffic()
+
+
+async def test_http_control_traffic_rate_zero_stops_it(
+    genesys_sim_factory: SimFactory, client_factory: ClientFactory
+) -> None:
+    sim, client, _channel, _ws = await _ready(genesys_sim_factory, client_factory)
+    sim.start_traffic(50.0, ["v2.users.u1.presence"])
+    async with client.session.post(sim.base_url + "/_sim/traffic", json={"rate_per_s": 0}) as resp:
+        assert (resp.status, await resp.json()) == (200, {"result": "stopped"})
+    published = len(sim.ledger)
+    # once stopped, a publish is the next record: the generator added none in between
+    sim.publish("v2.users.u1.presence", {"x": 1})
+    assert len(sim.ledger) == published + 1

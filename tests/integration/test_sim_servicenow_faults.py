@@ -389,3 +389,34 @@ async def test_an_internal_error_is_a_500_envelope_and_the_server_lives_on(
     monkeypatch.undo()
     assert (await client.call("GET", INCIDENTS)).status == 200
     assert [r.status for r in sim.requests] == [500, 200]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "says"),
+    [
+        ("/_sim/delay", {"seconds": -1}, "argument 'seconds' must be at least 0, got -1"),
+        ("/_sim/delay", {}, "missing argument 'seconds'"),
+        ("/_sim/delay", {"seconds": "5"}, "argument 'seconds' must be a number, got '5'"),
+        ("/_sim/transform_time", {"seconds": -0.1}, "argument 'seconds' must be at least 0"),
+        ("/_sim/inject", {"status": 404}, "argument 'status' must be one of [500, 502, 503], got 404"),
+        ("/_sim/inject", {"status": 503, "count": 0}, "argument 'count' must be at least 1, got 0"),
+        ("/_sim/inject", {"status": 503, "after_commit": "yes"}, "'after_commit' must be true or false"),
+        ("/_sim/hibernate", {"on": "false"}, "argument 'on' must be true or false, got 'false'"),
+        ("/_sim/truncate_lists", {"count": -3}, "argument 'count' must be at least 1, got -3"),
+        ("/_sim/rate_limit", {"per_hour": -5}, "argument 'per_hour' must be at least 1, got -5"),
+        ("/_sim/rate_limit", {"per_hour": 1.5}, "argument 'per_hour' must be a whole number"),
+        ("/_sim/fail_transform", {"staging_table": "u_x", "count": 0}, "'count' must be at least 1"),
+        ("/_sim/client_credentials", {}, "missing argument 'enabled'"),
+        ("/_sim/inject", [503], "the body must be a JSON object"),
+    ],
+)
+async def test_http_controls_refuse_invalid_arguments_and_change_nothing(
+    sn: tuple[ServiceNowSim, SnClient], path: str, payload: object, says: str
+) -> None:
+    _sim, client = sn
+    before = (await client.call("GET", "/_sim/state", auth={})).body["faults"]
+    answer = await client.call("POST", path, data=_json.dumps(payload), auth={})
+    assert answer.status == 400
+    assert answer.body["error"] == says or says in answer.body["error"]
+    assert (await client.call("GET", "/_sim/state", auth={})).body["faults"] == before
+    assert (await client.call("GET", INCIDENTS)).status == 200  # no fault armed by the refused request

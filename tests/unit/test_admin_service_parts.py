@@ -19,7 +19,7 @@ from gcbridge.bridge.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle
 from gcbridge.bridge.mapping import compile_mapping
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink, answered, probe_answered
-from gcbridge.bridge.status import build_status, channel_rows
+from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStats, Outcome, Reject, Retry
 from tests.logging_state import restored_logging
@@ -68,6 +68,20 @@ def test_downtime_gap_from_the_previous_run() -> None:
     assert crashed is not None
     assert crashed.reason == "service_crashed"
     assert downtime_gap(LastRun(alive_at=100.0, clean=True), 100.0, ["a"]) is None
+
+
+def test_a_combined_topic_counts_as_each_topic_it_combines() -> None:
+    configured = ["v2.users.u1?presence&routingStatus&geolocation", "v2.users.u1.presence", "v2.a.b"]
+    # the same count on the status page as on the client's channels and in a downtime gap
+    assert topic_count(configured) == 4
+    gap = downtime_gap(LastRun(alive_at=90.0, clean=True), 100.0, configured)
+    assert gap is not None
+    assert gap.topics == (
+        "v2.users.u1.presence",
+        "v2.users.u1.routingStatus",
+        "v2.users.u1.geolocation",
+        "v2.a.b",
+    )
 
 
 async def test_gap_journal_appends_lines_and_survives_a_torn_tail(tmp_path: Path) -> None:
@@ -192,9 +206,11 @@ def test_status_document_from_client_stats() -> None:
         servicenow_last_error=None,
         servicenow_instance="https://x",
         last_event_at=9.5,
+        history=[{"start": 0.0, "events_in": 6}],
     )
     assert doc["uptime"] == 6.0
-    assert doc["readiness"] == {"ready": False, "reasons": ["shards without a live socket: 1"]}
+    assert doc["history"] == {"minute_seconds": 60.0, "minutes": [{"start": 0.0, "events_in": 6}]}
+    assert doc["readiness"] == {"ready": False, "reasons": ["shards without a live socket: [1]"]}
     assert doc["genesys"]["reconnects"] == {"dropped": 2}
     assert doc["outbox"]["pending"] == 1
     assert [g["reason"] for g in doc["gaps"]["recent"]] == ["b", "a"]  # newest first

@@ -16,7 +16,7 @@ def test_key_ignores_key_order_but_not_content() -> None:
     assert len(a) == 32
 
 
-# DedupWindow (Python and compiled) is tested in test_intake.py, on both implementations.
+# DedupWindow (the resend window of the client's intake) is tested in test_intake.py.
 
 
 def test_identical_events_on_two_sockets_are_each_delivered_once() -> None:

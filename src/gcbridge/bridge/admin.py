@@ -95,7 +95,8 @@ def readiness(
     live = {c.get("shard") for c in channels if c.get("state") in EVENTS_FLOW_STATES}
     missing = [s for s in range(shards) if s not in live]
     if missing:
-        reasons.append(f"shards without a live socket: {', '.join(str(s) for s in missing)}")
+        # a list, so that "shard 0" never reads as "no shard"
+        reasons.append(f"shards without a live socket: {missing}")
     if servicenow_reachable is False:
         reasons.append("ServiceNow is not reachable")
     elif servicenow_reachable is None:
@@ -146,9 +147,8 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        addresses = self._runner.addresses  # (host, port, ...) of each listening socket: the port 0 bound
+        self.port = int(addresses[0][1]) if addresses else self._port
 
     @property
     def url(self) -> str:

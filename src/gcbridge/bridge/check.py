@@ -80,7 +80,12 @@ async def _genesys_token(
             body = await r.read()
             status = r.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return None, Verdict(label, "fail", f"cannot reach {hosts.token_url}: {type(exc).__name__} {exc}")
+        return None, Verdict(
+            label,
+            "fail",
+            f"no token from {hosts.token_url}: {type(exc).__name__}: {exc}. "
+            "Check base_url or region, and that this machine can reach that host",
+        )
     data = _safe_json(body)
     if status == 200 and isinstance(data, dict) and data.get("access_token"):
         ttl = data.get("expires_in")

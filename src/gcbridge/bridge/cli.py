@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failed run or check, 2 an unusable configuration or c
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -164,7 +165,7 @@ def check(
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
     for v in verdicts:
         _out.print(f"[{colours[v.level]}]{v.level:<5}[/] {v.name:<17} ", end="")
-        _out.print(v.detail, markup=False)
+        _out.print(v.detail, markup=False, soft_wrap=True)  # one line per verdict, for grep and logs
     failed = [v for v in verdicts if v.level == "fail"]
     _out.print(f"\n{len(verdicts) + 1 - len(failed)} passed, {len(failed)} failed")
     raise typer.Exit(1 if failed else 0)
@@ -395,7 +396,7 @@ def outbox_inspect(
     if doc is None:
         _err.print(f"no row {row_id} (never stored, expired or purged)")
         raise typer.Exit(1)
-    sys.stdout.write(_json.dumps_str(doc) + "\n")
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def _selection(ids: list[int] | None, all_rows: bool) -> Any:

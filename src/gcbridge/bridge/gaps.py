@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gcbridge import _json
+from gcbridge.core.topics import expand_topic
 from gcbridge.genesys.events import Gap
 
 RECENT: Final = 50
@@ -48,13 +49,14 @@ def gap_record(gap: Gap, recorded_at: float) -> dict[str, Any]:
 
 
 def downtime_gap(last: LastRun | None, live_at: float, topics: Sequence[str]) -> Gap | None:
-    """The gap the service's own absence caused, if a previous run left a mark (pure)."""
+    """The gap the service's own absence caused, if a previous run left a mark (pure). Its topics are the
+    single topics ``topics`` names (a combined ``prefix?a&b`` is each of them), as in the client's gaps."""
     if last is None or live_at <= last.alive_at:
         return None
     return Gap(
         start=last.alive_at,
         end=live_at,
-        topics=tuple(topics),
+        topics=tuple(dict.fromkeys(t for raw in topics for t in expand_topic(raw))),
         reason="service_down" if last.clean else "service_crashed",
         detail="the bridge was not subscribed; back-fill this interval through the REST APIs",
     )

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from gcbridge.bridge.gaps import GapJournal
@@ -103,7 +104,8 @@ class Ingest:
         except Exception as exc:
             # Everything already taken from the stream is still written; the service sees `failure`.
             self.failure = exc
-            self._log.error("notification stream failed", error=str(exc), error_type=type(exc).__name__)
+            # debug only: the service logs the one "failed" line for it, with this failure in it
+            self._log.debug("notification stream failed", error=str(exc), error_type=type(exc).__name__)
         finally:
             await self._queue.put(_END)
 
@@ -143,6 +145,7 @@ class Ingest:
                 topic=event.topic,
                 dedup_key=event.dedup_key,
                 error=f"{type(exc).__name__}: {exc}",
+                what_to_do="fix the mapping rule for this topic, then `gcbridge outbox replay` the row",
             )
             return raw_item(event, f"{type(exc).__name__}: {exc}")
         if item is None:
@@ -155,6 +158,7 @@ class Ingest:
                     "no mapping rule for topic; events of this family are not delivered",
                     topic=event.topic,
                     family=family,
+                    what_to_do="add a rule for this family under [servicenow.mapping], or drop the topic",
                 )
         return item
 
@@ -175,6 +179,8 @@ class Ingest:
                     rows=len(items),
                     error=str(exc),
                     retry_in=delay,
+                    what_to_do="check the disk that holds the outbox (space, permissions); events wait "
+                    "in memory meanwhile, and the stream stops when that queue is full",
                 )
                 await asyncio.sleep(delay)
         self.received += len(items)
@@ -187,12 +193,21 @@ class Ingest:
         entry = await self._journal.record(gap, self._clock())
         self._metrics.gaps.labels(reason=gap.reason).inc()
         self._metrics.gap_seconds.inc(gap.seconds)
+        # The one line for a gap (the service does not log the client's "gap" lifecycle event).
         self._log.warning(
             "gap: events may have been missed",
             reason=gap.reason,
             start=gap.start,
             end=gap.end,
+            start_utc=_utc(gap.start),
+            end_utc=_utc(gap.end),
             seconds=entry["seconds"],
             topics=len(gap.topics),
             detail=gap.detail,
+            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.path} "
+            "lists every gap with its topics",
         )
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

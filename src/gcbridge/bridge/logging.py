@@ -1,9 +1,11 @@
 """Structured JSON logs for the service, with a redaction processor as the last line of defence.
 
-Everything goes through structlog, including records from the standard :mod:`logging` module (aiohttp and
-any library code that uses ``logging.getLogger``), so one JSON line per record reaches stderr. Context such
-as ``channel``, ``shard``, ``topic`` and ``attempt`` is bound with :func:`bind` or passed as keyword
-arguments.
+The library packages (``gcbridge.genesys``, ``core``, ``outbox``, ``servicenow``) log through the standard
+:mod:`logging` module (see :mod:`gcbridge._logs`) and print nothing on their own; the service's own modules
+use structlog. :func:`configure` renders both through one structlog ``ProcessorFormatter`` on the root
+logger, so one JSON line per record reaches stderr, and a library record's keyword context (its
+:class:`~gcbridge._logs.LogMessage`) becomes fields of that line just like structlog's. Context such as
+``channel``, ``shard``, ``topic`` and ``attempt`` is bound with :func:`bind` or passed as keyword arguments.
 
 Secrets should never reach a log call in the first place (they travel as :class:`gcbridge.secrets.Secret` or
 pydantic ``SecretStr``, whose ``repr`` is a mask). :func:`redact` masks what slips through anyway: the value
@@ -23,6 +25,7 @@ import structlog
 from pydantic import SecretStr
 
 from gcbridge import _json
+from gcbridge._logs import LogMessage
 from gcbridge.secrets import Secret
 
 MASK: Final = "**********"
@@ -92,6 +95,22 @@ def _stringify_unknown(_l: object, _m: str, event_dict: MutableMapping[str, Any]
     return _json_default_safe(event_dict)
 
 
+def library_fields(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor for standard-library records: a library record's context becomes fields.
+
+    The record's message is a :class:`~gcbridge._logs.LogMessage`; without this the context would only be
+    text appended to ``event``."""
+    record = event_dict.get("_record")
+    message = getattr(record, "msg", None)
+    if isinstance(message, LogMessage):
+        for key, value in message.fields.items():
+            event_dict.setdefault(key, value)
+        event_dict["event"] = message.event
+    return event_dict
+
+
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard logging module for the whole process.
 
@@ -126,7 +145,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        foreign_pre_chain=[library_fields, structlog.stdlib.ExtraAdder(), *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _stringify_unknown,

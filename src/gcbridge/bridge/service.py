@@ -31,13 +31,15 @@ from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
+from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
-from gcbridge.bridge.status import build_status, channel_rows
+from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
@@ -54,14 +56,12 @@ SHUTDOWN_GAP_MARGIN: Final = 0.5
 SERVICENOW_PROBE_INTERVAL: Final = 15.0
 """Seconds without a delivery after which an unauthenticated GET checks that ServiceNow still answers."""
 
-# How loudly each client lifecycle event is logged (anything else: info).
-_LIFECYCLE_LOG_LEVEL: Final[dict[str, str]] = {
-    "fatal": "error",
-    "reconnecting": "warning",
-    "gap": "warning",
-    "dropped": "warning",
-    "subscription_rejected": "warning",
-}
+_FATAL_ADVICE: Final = (
+    "fix the cause, then restart the service; `gcbridge check --config <file>` tests the credentials, "
+    "the region and the connections (invalid_client: a wrong client id, secret or region)"
+)
+RETRY_SUMMARY_PERIOD: Final = 60.0
+"""Seconds between two info lines summarising delivery retries (each retry is logged at debug)."""
 
 EXIT_OK: Final = 0
 EXIT_FATAL: Final = 1
@@ -89,6 +89,8 @@ class BridgeService:
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
         self.journal = GapJournal(config.outbox.gap_log_path)
+        self.history = MinuteHistory()
+        self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
         self.topics: list[str] = list(config.genesys.topics)
         self.started_at = clock()
         self.admin: AdminServer | None = None
@@ -135,7 +137,12 @@ class BridgeService:
             pass
         except Exception as exc:
             stop_asked.cancel()
-            self.log.error("start-up failed", error=str(exc), error_type=type(exc).__name__)
+            self.log.error(
+                "start-up failed",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                what_to_do=_FATAL_ADVICE,
+            )
             await self._abort()
             return EXIT_FATAL
         await stop_asked
@@ -148,7 +155,7 @@ class BridgeService:
             "starting",
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             outbox=str(cfg.outbox.path),
         )
         self.journal.load()
@@ -162,6 +169,7 @@ class BridgeService:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
                 rows=self.outbox.recovered_on_open,
+                what_to_do="nothing: they are delivered again, and ServiceNow coalesces a repeated write",
             )
         mapping = cfg.servicenow.mapping.compiled
         sn = cfg.servicenow
@@ -221,7 +229,7 @@ class BridgeService:
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
-        self.log.info("running", topics=len(self.topics))
+        self.log.info("running", topics=topic_count(self.topics))
 
     def request_stop(self) -> None:
         """Begin a drain (what SIGTERM and SIGINT do)."""
@@ -244,6 +252,8 @@ class BridgeService:
                     "outbox flush did not finish",
                     queued=self.ingest.queued if self.ingest else 0,
                     error=f"{type(exc).__name__}: {exc}",
+                    what_to_do="the queued events were lost: back-fill the last minutes before this stop, "
+                    "and raise outbox.drain_timeout if it recurs",
                 )
         finished = True
         if self.dispatcher is not None:
@@ -276,12 +286,14 @@ class BridgeService:
                 self.log.error(
                     "reload refused: the config file is invalid; keeping the current topics",
                     problems=exc.problems,
+                    what_to_do="fix the file (`gcbridge check --config <file>` shows the problems), "
+                    "then send SIGHUP again",
                 )
                 return
             added = [t for t in new if t not in self.topics]
             removed = [t for t in self.topics if t not in new]
             if not added and not removed:
-                self.log.info("reload: topics unchanged", topics=len(self.topics))
+                self.log.info("reload: topics unchanged", topics=topic_count(self.topics))
                 return
             try:
                 if added:
@@ -290,20 +302,27 @@ class BridgeService:
                     await client.unsubscribe(removed)
             except Exception as exc:
                 self.log.error(
-                    "reload: subscription change failed", error=str(exc), added=added, removed=removed
+                    "reload: subscription change failed",
+                    error=str(exc),
+                    added=added,
+                    removed=removed,
+                    what_to_do="send SIGHUP again: it applies whatever difference is left",
                 )
                 return
             self.topics = list(new)
-            self.log.info("reload: topics applied", added=added, removed=removed, topics=len(self.topics))
+            self.log.info(
+                "reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics)
+            )
 
     def _log_rejections(self, result: SubscribeAnswer | None) -> None:
-        if result is None:
-            return
-        for topic, reason in result.rejected.items():
-            self.log.error("topic rejected by Genesys Cloud; it is not followed", topic=topic, reason=reason)
-        pending = result.pending
+        # Each rejected topic has its line from the client's subscription_rejected lifecycle event.
+        pending = result.pending if result is not None else ()
         if pending:
-            self.log.warning("topics not live yet; the client keeps trying", topics=len(pending))
+            self.log.warning(
+                "topics not live yet; the client keeps trying",
+                topics=len(pending),
+                what_to_do="nothing yet: /readyz turns ready once they are live",
+            )
 
     @property
     def endpoint(self) -> str:
@@ -325,7 +344,7 @@ class BridgeService:
             started_at=self.started_at,
             version=gcbridge.__version__,
             endpoint=self.endpoint,
-            topics=len(self.topics),
+            topics=topic_count(self.topics),
             client_stats=self._client_stats(),
             outbox=self._outbox_stats,
             received=self.ingest.received if self.ingest else 0,
@@ -342,6 +361,7 @@ class BridgeService:
             servicenow_last_error=sink.last_error if sink else None,
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
+            history=self.history.documents(),
         )
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
@@ -362,7 +382,11 @@ class BridgeService:
                 self.fatal_error = self.fatal_error or (
                     f"{type(failure).__name__}: {failure}" if failure else "the notification stream ended"
                 )
-                self.log.error("fatal: no more events can be received", error=self.fatal_error)
+                self.log.error(
+                    "failed: no more events can be received",
+                    error=self.fatal_error,
+                    what_to_do=_FATAL_ADVICE,
+                )
                 self.lifecycle.fire("fatal")
                 self._stop_requested.set()
 
@@ -376,7 +400,11 @@ class BridgeService:
         try:
             await client.aclose()
         except Exception as exc:
-            self.log.warning("closing the notification client failed", error=str(exc))
+            self.log.warning(
+                "closing the notification client failed",
+                error=str(exc),
+                what_to_do="nothing: the service stops all the same",
+            )
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -387,8 +415,21 @@ class BridgeService:
                 if self.lifecycle.state == "running":
                     await self.journal.mark_alive(now)
                     await self._probe_servicenow(now)
+                self._summarise_retries(now)
             except Exception as exc:
-                self.log.warning("state refresh failed", error=str(exc))
+                self.log.warning(
+                    "state refresh failed",
+                    error=str(exc),
+                    what_to_do="if it repeats, check the disk that holds the outbox and the gap journal",
+                )
+
+    def _summarise_retries(self, now: float) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        summary = self.retry_summary.observe(now, sink.retried, self._outbox_stats, sink.last_error)
+        if summary is not None:
+            self.log.info(summary.message, **summary.fields())
 
     async def _probe_servicenow(self, now: float) -> None:
         # Deliveries tell whether ServiceNow answers; a quiet bridge asks it now and then instead.
@@ -418,6 +459,25 @@ class BridgeService:
             self._outbox_stats = stats
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
+        self.history.record(self._history_sample(now))
+
+    def _history_sample(self, now: float) -> Sample:
+        request_seconds, requests = 0.0, 0
+        for metric in self.metrics.servicenow_request.collect():
+            for s in metric.samples:
+                if s.name.endswith("_sum"):
+                    request_seconds += s.value
+                elif s.name.endswith("_count"):
+                    requests += int(s.value)
+        stats = self._outbox_stats
+        return Sample(
+            at=now,
+            received=self.ingest.received if self.ingest else 0,
+            written=self.sink.delivered if self.sink else 0,
+            outbox_depth=stats.pending + stats.in_flight if stats else 0,
+            latency_seconds=request_seconds,
+            requests=requests,
+        )
 
     async def _safe_outbox_stats(self) -> OutboxStats | None:
         if self.outbox is None:
@@ -447,19 +507,15 @@ class BridgeService:
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        # Counted here, not logged: the client writes one line per change of a path itself (through the
+        # service's log set-up), the gap journal writes the gap's line, and a fatal error gets the service's
+        # own "failed" line. Logging them here too would say everything twice.
         kind = str(getattr(event, "kind", ""))
         reason = str(getattr(event, "reason", "") or "unspecified")
-        context = {
-            "channel": getattr(event, "channel_id", None),
-            "shard": getattr(event, "shard", None),
-            "reason": reason,
-            "detail": getattr(event, "detail", None),
-        }
         self.metrics.record_lifecycle(kind, reason)
         if kind == "fatal":
-            self.fatal_error = f"{reason}: {context['detail']}" if context["detail"] else reason
-        level = _LIFECYCLE_LOG_LEVEL.get(kind, "info")
-        getattr(self.log, level)(f"genesys {kind}", **context)
+            detail = getattr(event, "detail", None)
+            self.fatal_error = f"{reason}: {detail}" if detail else reason
 
     def _add_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

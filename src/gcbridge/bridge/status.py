@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gcbridge.bridge.admin import readiness
+from gcbridge.bridge.history import MINUTE
+from gcbridge.core.topics import expand_topic
 from gcbridge.outbox.base import OutboxStats
 
 # Client channel states that mean "events flow on this shard".
@@ -53,6 +55,12 @@ def channel_rows(client_stats: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def topic_count(topics: Iterable[str]) -> int:
+    """How many topics ``topics`` names: a combined ``prefix?a&b`` counts as each topic it combines, as the
+    client counts them on its channels, and a topic named twice counts once."""
+    return len({topic for raw in topics for topic in expand_topic(raw)})
+
+
 def _counts(value: Any) -> dict[str, int]:
     if isinstance(value, Mapping):
         return {str(k): int(v) for k, v in value.items()}
@@ -89,6 +97,7 @@ def build_status(
     servicenow_last_error: str | None,
     servicenow_instance: str,
     last_event_at: float | None,
+    history: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     channels = channel_rows(client_stats)
     shards = _shard_count(client_stats, channels)
@@ -127,4 +136,5 @@ def build_status(
             "reachable": servicenow_reachable,
             "last_error": servicenow_last_error,
         },
+        "history": {"minute_seconds": MINUTE, "minutes": list(history)},
     }

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
+from gcbridge.core.errors import GenesysUsageError
+
 __all__ = ["Backoff", "BackoffPolicy", "parse_retry_after"]
 
 Jitter = Literal["full", "equal", "none"]
@@ -51,17 +53,21 @@ class BackoffPolicy:
 
     def __post_init__(self) -> None:
         if self.initial <= 0 or not math.isfinite(self.initial):
-            raise ValueError(
+            raise GenesysUsageError(
                 f"BackoffPolicy.initial must be a positive number of seconds, got {self.initial!r}"
             )
         if self.factor < 1 or not math.isfinite(self.factor):
-            raise ValueError(f"BackoffPolicy.factor must be >= 1, got {self.factor!r}")
+            raise GenesysUsageError(f"BackoffPolicy.factor must be >= 1, got {self.factor!r}")
         if self.cap < self.initial:
-            raise ValueError(f"BackoffPolicy.cap ({self.cap!r}) must be >= initial ({self.initial!r})")
+            raise GenesysUsageError(f"BackoffPolicy.cap ({self.cap!r}) must be >= initial ({self.initial!r})")
         if self.jitter not in ("full", "equal", "none"):
-            raise ValueError(f"BackoffPolicy.jitter must be 'full', 'equal' or 'none', got {self.jitter!r}")
+            raise GenesysUsageError(
+                f"BackoffPolicy.jitter must be 'full', 'equal' or 'none', got {self.jitter!r}"
+            )
         if self.retry_after_cap < 0:
-            raise ValueError(f"BackoffPolicy.retry_after_cap must be >= 0, got {self.retry_after_cap!r}")
+            raise GenesysUsageError(
+                f"BackoffPolicy.retry_after_cap must be >= 0, got {self.retry_after_cap!r}"
+            )
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay attempt ``attempt`` (0-based) may draw."""

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from gcbridge.core.errors import GenesysError, GenesysUsageError
+
 MAX_TOPICS_PER_CHANNEL: Final = 1000
 MAX_COMBINED_LENGTH: Final = 200
 
@@ -21,12 +23,13 @@ _TOPIC_RE: Final = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})+$")
 _IMPLICIT_PREFIXES: Final = ("v2.system.", "channel.metadata")
 
 
-class InvalidTopicError(ValueError):
+class InvalidTopicError(GenesysUsageError):
     """A topic name that cannot be subscribed (malformed, or one of the implicit system topics)."""
 
 
-class TopicCapacityError(RuntimeError):
-    """More topics than the channel budget can hold (``max_shards`` x ``max_topics_per_shard``)."""
+class TopicCapacityError(GenesysError, RuntimeError):
+    """More topics than the channel budget can hold (``max_shards`` x ``max_topics_per_shard``); nothing was
+    changed. Also a :class:`RuntimeError`, as it was before :class:`GenesysError` covered it."""
 
     def __init__(self, overflow: tuple[str, ...], capacity: int) -> None:
         super().__init__(

@@ -1,6 +1,7 @@
 """Genesys Cloud notifications for asyncio programs: :class:`NotificationClient` and what it yields.
 
-Most programs need only ``NotificationClient``, ``ClientOptions``, ``Event`` and ``Gap``. The building blocks
+Most programs need only ``NotificationClient``, ``ClientOptions``, ``Event`` and ``Gap``; every error the
+library raises derives from ``GenesysError``. The building blocks
 underneath (the OAuth ``TokenManager``, the ``NotificationsApi`` REST layer, ``resolve_region``) are exported
 for programs that manage channels themselves.
 """
@@ -19,11 +20,14 @@ from gcbridge.genesys.client import (
     SubscriptionRejectedError,
 )
 from gcbridge.genesys.errors import (
+    ClientNotStartedError,
     GenesysApiError,
     GenesysAuthError,
     GenesysError,
     GenesysTransportError,
+    GenesysUsageError,
     InvalidClientError,
+    StartTimeoutError,
 )
 from gcbridge.genesys.events import Event, Gap, Item
 from gcbridge.genesys.regions import RegionHosts, resolve_region
@@ -34,6 +38,7 @@ __all__ = [
     "BackoffPolicy",
     "ChannelInfo",
     "ClientClosedError",
+    "ClientNotStartedError",
     "ClientOptions",
     "ClientStats",
     "Event",
@@ -42,6 +47,7 @@ __all__ = [
     "GenesysAuthError",
     "GenesysError",
     "GenesysTransportError",
+    "GenesysUsageError",
     "InvalidClientError",
     "InvalidTopicError",
     "Item",
@@ -50,6 +56,7 @@ __all__ = [
     "NotificationsApi",
     "PathStats",
     "RegionHosts",
+    "StartTimeoutError",
     "SubscribeResult",
     "SubscriptionRejectedError",
     "SubscriptionResult",

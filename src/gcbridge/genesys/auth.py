@@ -31,10 +31,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import structlog
 
 from gcbridge import _json
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import parse_retry_after
+from gcbridge.core.lifecycle_log import failure_streak_level
 from gcbridge.core.token import (
     FetchError,
     FetchFailed,
@@ -53,6 +54,7 @@ from gcbridge.core.token import (
 )
 from gcbridge.genesys.errors import (
     GenesysAuthError,
+    GenesysUsageError,
     InvalidClientError,
     TokenManagerClosedError,
     TokenUnavailableError,
@@ -71,7 +73,7 @@ __all__ = [
     "TokenUnavailableError",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Token-endpoint errors that mean "this client cannot get tokens": configuration, not weather.
 _FATAL_OAUTH_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
@@ -207,9 +209,11 @@ class TokenManager:
         default_expires_in: float = 300.0,
     ) -> None:
         if not client_id:
-            raise ValueError("client_id is empty: set the OAuth client id of a client-credentials client")
+            raise GenesysUsageError(
+                "client_id is empty: set the OAuth client id of a client-credentials client"
+            )
         if not client_secret:
-            raise ValueError("client_secret is empty: set the secret of the OAuth client")
+            raise GenesysUsageError("client_secret is empty: set the secret of the OAuth client")
         self._session = session
         self._token_url = token_url
         self._login_host = urlsplit(token_url).netloc or token_url
@@ -223,6 +227,7 @@ class TokenManager:
         self._pending_value: Secret | None = None
         self._fatal_error: InvalidClientError | None = None
         self._last_failure = ""
+        self._failures_in_a_row = 0
         self._closed = False
         self._changed = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
@@ -348,12 +353,14 @@ class TokenManager:
         self._signal()
 
     async def __aenter__(self) -> TokenManager:
+        """:meth:`start` the manager (the first token is requested at once) and return it."""
         await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """:meth:`aclose` the manager; the exception that ended the block, if any, propagates."""
         await self.aclose()
 
     def __repr__(self) -> str:
@@ -407,13 +414,17 @@ class TokenManager:
             try:
                 callback(token)
             except Exception:
-                log.exception("token listener failed", generation=token.generation)
+                log.exception(
+                    "token listener failed; fix the callback given to on_token (it must not raise)",
+                    generation=token.generation,
+                )
 
     def _go_fatal(self) -> None:
         error = self._fatal_error
         assert error is not None
         log.error(
-            "genesys oauth client rejected; giving up",
+            "genesys oauth client rejected; giving up (check the client id and secret, and that the region "
+            "is the org's)",
             client_id=self._client_id,
             login_host=self._login_host,
             description=error.description,
@@ -431,7 +442,10 @@ class TokenManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an exotic error must not leave the machine waiting forever
-            log.exception("token request crashed", error_type=type(exc).__name__)
+            log.exception(
+                "token request crashed; retrying with backoff (a bug: please report it)",
+                error_type=type(exc).__name__,
+            )
             outcome = _Failed(FetchError.TRANSIENT, None, None, f"unexpected {type(exc).__name__}")
         if self._closed:
             return
@@ -439,6 +453,7 @@ class TokenManager:
         if isinstance(outcome, _Fetched):
             self._pending_value = Secret(outcome.value)
             self._last_failure = ""
+            failed_before, self._failures_in_a_row = self._failures_in_a_row, 0
             if proactive and self._machine.state is TokenState.REFRESHING:
                 self.stats.refreshes += 1
             self._feed(FetchSucceeded(now, outcome.expires_in, requested_at))
@@ -447,10 +462,12 @@ class TokenManager:
                 generation=self._machine.generation,
                 expires_in=outcome.expires_in,
                 proactive=proactive,
+                failed_requests_before=failed_before,
                 client_id=self._client_id,
             )
             return
         self.stats.failures += 1
+        self._failures_in_a_row += 1
         self._last_failure = outcome.reason
         if outcome.error is FetchError.INVALID_CLIENT:
             self._fatal_error = InvalidClientError(
@@ -459,8 +476,13 @@ class TokenManager:
         self._feed(FetchFailed(now, outcome.error, outcome.retry_after))
         if outcome.error is not FetchError.INVALID_CLIENT:
             retry_at = self._machine.retry_at
-            log.warning(
-                "genesys token request failed",
+            # one warning per outage, then debug with an info every few failures: the retries go on forever
+            log.log(
+                failure_streak_level(self._failures_in_a_row),
+                "genesys token request failed; retrying with backoff (if this persists, check the login "
+                "host's address and that this machine can reach it)",
+                failures_in_a_row=self._failures_in_a_row,
+                url=self._token_url,
                 status=outcome.status,
                 reason=outcome.reason,
                 retry_in=None if retry_at is None else round(max(0.0, retry_at - now), 3),
@@ -525,7 +547,10 @@ class TokenManager:
                     await asyncio.wait_for(changed.wait(), wait)
         except Exception:
             # a bug; without this log the background refresh would stop silently
-            log.exception("token refresh task crashed", client_id=self._client_id)
+            log.exception(
+                "token refresh task crashed; no more background refresh (a bug: please report it)",
+                client_id=self._client_id,
+            )
             raise
 
     # ---- helpers -----------------------------------------------------------------------------------------

@@ -13,20 +13,19 @@ import contextlib
 import functools
 import inspect
 import random
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-import orjson
-import structlog
 
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import Backoff
-from gcbridge.core.dedup import CopyMatcher
+from gcbridge.core.dedup import CopyMatcher, DedupWindow
 from gcbridge.core.health import HealthMonitor, Verdict
+from gcbridge.core.lifecycle_log import LifecycleLog
 from gcbridge.core.path import (
     ChannelChecked,
     ChannelCheckFailed,
@@ -52,8 +51,8 @@ from gcbridge.core.path import (
 )
 from gcbridge.core.supervisor import ClientCore, GapFound, Output, PathKey, Routed, TopicsRejected
 from gcbridge.core.topics import normalise_topics, topic_matches
-from gcbridge.genesys._intake_py import take_shared
 from gcbridge.genesys.auth import AccessToken, TokenManager
+from gcbridge.genesys.catch_up import CatchUp
 from gcbridge.genesys.client_types import (
     ClientClosedError,
     ClientOptions,
@@ -63,20 +62,16 @@ from gcbridge.genesys.client_types import (
     SubscribeResult,
     SubscriptionRejectedError,
 )
-from gcbridge.genesys.errors import GenesysApiError, InvalidClientError
-from gcbridge.genesys.events import Event, Gap, Item
-from gcbridge.genesys.intake import (
-    CLOSED,
-    DUPLICATE,
-    MALFORMED,
-    OTHER,
-    SHARED,
-    TAKEN,
-    UNKNOWN_TOPIC,
-    DedupWindow,
-    Intake,
-    Stream,
+from gcbridge.genesys.errors import (
+    ClientNotStartedError,
+    GenesysApiError,
+    GenesysUsageError,
+    InvalidClientError,
+    StartTimeoutError,
+    TokenUnavailableError,
 )
+from gcbridge.genesys.events import Event, Gap, Item
+from gcbridge.genesys.intake import Intake, Kind
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.genesys.rest import NotificationsApi, new_session
 from gcbridge.genesys.socket import (
@@ -88,15 +83,7 @@ from gcbridge.genesys.socket import (
 )
 from gcbridge.secrets import Secret
 
-log = structlog.get_logger("gcbridge.genesys.client")
-
-try:  # how many bytes the kernel holds unread on a socket (POSIX); elsewhere only aiohttp's queue is seen
-    import fcntl
-    import termios
-
-    _FIONREAD: int | None = termios.FIONREAD
-except ImportError:  # pragma: no cover - Windows
-    _FIONREAD = None
+log = get_logger(__name__)
 
 _NOTICES = {
     "socket_closing": Notice.SOCKET_CLOSING,
@@ -107,70 +94,70 @@ _NOTICES = {
 
 _END = object()
 _FOREVER = float("inf")
-
-
-def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time`` without the method call when it is the standard loop's (``time.monotonic``)."""
-    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+_DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 
 class _Buffer:
-    """The items waiting for the consumer: a deque with one waiting getter and one waiting putter (cheaper per
-    item than asyncio.Queue, which matters at 100k events/s)."""
+    """The items waiting for the consumer, in arrival order. Readers wait for room when it holds ``limit``
+    items (back-pressure: never a drop); gaps and the end marker are put regardless."""
 
-    __slots__ = ("ended", "items", "limit", "putting", "waiting")
+    __slots__ = ("_getters", "_putters", "ended", "items", "limit")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[Any] = deque()
         self.limit = limit
         self.ended = False  # the end marker is in (or was taken from) ``items``
-        # the getter's future while the consumer waits for items: a cell, read per event by compiled code
-        self.waiting: list[asyncio.Future[None] | None] = [None]
-        # the putter's future while a reader waits for space: a cell too
-        self.putting: list[asyncio.Future[None] | None] = [None]
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
 
     def put(self, item: Any) -> None:
         self.items.append(item)
-        if self.waiting[0] is not None:
-            self.wake_getter()
-
-    def wake_getter(self) -> None:
-        waiting = self.waiting
-        getter, waiting[0] = waiting[0], None
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        if self._getters:
+            _wake_all(self._getters)
 
     def full(self) -> bool:
         return len(self.items) >= self.limit
 
     async def wait_for_space(self) -> None:
         while len(self.items) >= self.limit:
-            putter = self.putting[0] = asyncio.get_running_loop().create_future()
+            putter = asyncio.get_running_loop().create_future()
+            self._putters.append(putter)
             await putter
 
     async def wait_for_items(self) -> None:
         while not self.items:
-            getter = self.waiting[0] = asyncio.get_running_loop().create_future()
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
             await getter
 
     async def get(self) -> Any:
-        items = self.items
-        if not items:
+        if not self.items:
             await self.wait_for_items()
-        item = items.popleft()
-        self.taken()
+        item = self.items.popleft()
+        self._taken()
         return item
 
-    def taken(self) -> None:
-        """Items were taken: let a waiting reader go on once half the room is free."""
-        if self.putting[0] is not None and len(self.items) <= self.limit // 2:
-            self._wake_putter()
+    def take(self, max_size: int) -> list[Any]:
+        """The oldest ``max_size`` items (all, when fewer)."""
+        items = self.items
+        batch = [items.popleft() for _ in range(min(len(items), max_size))]
+        self._taken()
+        return batch
 
-    def _wake_putter(self) -> None:
-        putting = self.putting
-        putter, putting[0] = putting[0], None
-        if putter is not None and not putter.done():
-            putter.set_result(None)
+    def _taken(self) -> None:
+        # waiting readers go on once half the room is free: one wake-up per half buffer, not per item
+        if self._putters and len(self.items) <= self.limit // 2:
+            _wake_all(self._putters)
+
+
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    woken, waiters[:] = list(waiters), []
+    for waiter in woken:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 @dataclass
@@ -220,7 +207,7 @@ class NotificationClient:
         rng: random.Random | None = None,
     ) -> None:
         if (region is None) == (base_url is None):
-            raise ValueError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
+            raise GenesysUsageError("give exactly one of region= (e.g. 'mypurecloud.ie') or base_url=")
         self.hosts: RegionHosts = hosts_for_base_url(base_url) if base_url else resolve_region(str(region))
         self.options = options or ClientOptions()
         self._creds: list[tuple[str, Secret]] = [
@@ -246,12 +233,19 @@ class NotificationClient:
         self._queue = _Buffer(o.queue_size)
         self._open_by_shard: dict[int, int] = {}
         self._canonical: dict[int, list[float]] = {}
-        # the per-frame work of the readers; resends on one socket are caught by its DedupWindow
-        self._intake = Intake(
-            self._queue.items, self.core.planner._where, DedupWindow(o.dedup_window, o.dedup_max_entries)
-        )
         self._copies = CopyMatcher(o.dedup_window, o.dedup_max_entries)  # copies across sockets
+        # the per-frame work of the readers: one de-duplication point for every socket
+        self._intake = Intake(
+            self.core.planner.shard_of, DedupWindow(o.dedup_window, o.dedup_max_entries), self._copies
+        )
         self._sockets: dict[int, _Socket] = {}
+        # what a reader does with a frame that is not a new event of a subscribed topic (nor a duplicate);
+        # each returns True when the frame says the channel is gone
+        self._rare_frame: dict[Kind, Callable[[_Socket, Any], bool]] = {
+            Kind.UNKNOWN_TOPIC: self._unknown_topic,
+            Kind.OTHER: self._other_frame,
+            Kind.MALFORMED: self._not_json,
+        }
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -260,25 +254,35 @@ class NotificationClient:
         self._handlers: list[tuple[str, Callable[[Event], Any]]] = []
         self._unhook: list[Callable[[], None]] = []
         self._n = _Counters()
+        self._lifecycle_log = LifecycleLog()  # one log line per change of a path, retries at debug
         self._started = False
         self._closed = False
         self._fatal: BaseException | None = None
 
     # == lifecycle ======================================================================================
     async def __aenter__(self) -> NotificationClient:
+        """:meth:`start` the client and return it; on failure everything started so far is closed."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """:meth:`aclose` the client, whatever ended the block (the exception, if any, propagates)."""
         await self.aclose()
 
     async def start(self) -> None:
-        """Fetch the first token of every credential; :class:`InvalidClientError` on bad credentials."""
+        """Fetch the first token of every credential, within ``ClientOptions.start_timeout`` in all.
+
+        Raises :class:`InvalidClientError` at once for a wrong secret (or region), and
+        :class:`StartTimeoutError` (naming the token URL and the last failure) when no token came within
+        ``start_timeout``: a wrong ``base_url`` or region, an unreachable host. Idempotent.
+        """
         if self._started:
             return
         self._started = True
         if self._session is None:
             self._session = new_session()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.options.start_timeout
         try:
             for i, (cid, secret) in enumerate(self._creds):
                 tm = TokenManager(self._session, self.hosts.token_url, cid, secret)
@@ -286,7 +290,12 @@ class NotificationClient:
                 self._apis.append(NotificationsApi(self._session, self.hosts.api_base, tm))
                 self._unhook.append(tm.on_token(functools.partial(self._on_token, i)))
                 await tm.start()
-                await tm.get()  # raises InvalidClientError at once for a wrong secret or region
+                try:
+                    await tm.get(max_wait=max(0.0, give_up_at - loop.time()))
+                except TokenUnavailableError:
+                    raise StartTimeoutError(
+                        self.hosts.token_url, self.options.start_timeout, tm.last_failure
+                    ) from None
         except BaseException:
             await self.aclose()
             raise
@@ -376,62 +385,50 @@ class NotificationClient:
                         await result
 
     def __aiter__(self) -> AsyncIterator[Item]:
-        return Stream(self._intake, self._queue, _END, self._next)
+        return self._iterate()
 
     def batches(self, max_size: int = 64) -> AsyncIterator[list[Item]]:
         """The same stream as ``async for item in client``, in lists (never empty, in arrival order): each
         holds what arrived since the previous one, at most ``max_size`` items. A natural unit for writing
-        to a store; use one way of consuming per client, not both.
-
-        Larger lists are not cheaper: frames are parsed as their list is made, and a list that stays in the
-        CPU cache while it is used is the fastest (64 measured best; bench/README.md)."""
+        to a store; use one way of consuming per client, not both."""
         if max_size < 1:
-            raise ValueError(f"max_size must be at least 1, not {max_size}")
+            raise GenesysUsageError(f"max_size must be at least 1, not {max_size}")
         return self._iterate_batches(max_size)
 
-    async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
-        queue, intake = self._queue, self._intake
-        take_batch, problems, items = intake.take_batch, intake.problems, queue.items
+    async def _iterate(self) -> AsyncIterator[Item]:
+        queue = self._queue
         while True:
-            if not items:
+            item = await queue.get()
+            if item is _END:
+                self._end_of_stream()
+                return
+            yield item
+
+    async def _iterate_batches(self, max_size: int) -> AsyncIterator[list[Item]]:
+        queue = self._queue
+        while True:
+            if not queue.items:
                 await queue.wait_for_items()
-            batch = take_batch(max_size)
-            queue.taken()
-            if problems:
-                self._report_deferred()
-            if not batch:  # every frame a resend or not an event
-                continue
+            batch = queue.take(max_size)
             if queue.ended:  # the end may be in this batch, or in a later one
                 cut = next((i for i, item in enumerate(batch) if item is _END), -1)
                 if cut >= 0:
                     if cut:
                         yield batch[:cut]
-                    self._put_nowait(_END)
-                    if self._fatal is not None:
-                        raise self._fatal
+                    self._end_of_stream()
                     return
             yield batch
 
-    async def _next(self, item: Any) -> Item:
-        """The stream's next item, for :class:`Stream`: ``item`` is one it took from the buffer already (a
-        deferred frame finished, with problems to report; the end), or None."""
-        queue, intake = self._queue, self._intake
-        while True:
-            if intake.problems:
-                self._report_deferred()
-            if item is None:
-                item = await queue.get()
-            if type(item) is str:  # a deferred event frame (see Intake): parsed here, where it is used
-                item = intake.finish(item)
-                continue
-            if item is _END:
-                self._put_nowait(_END)
-                if self._fatal is not None:
-                    raise self._fatal
-                raise StopAsyncIteration
-            return cast(Item, item)
+    def _end_of_stream(self) -> None:
+        """The end marker was taken: leave it for any later iterator, and raise what stopped the client."""
+        self._put_nowait(_END)
+        if self._fatal is not None:
+            raise self._fatal
 
     def stats(self) -> ClientStats:
+        """A snapshot of the client now: every path's state and channel, counters of events, duplicates,
+        gaps, reconnects and rotations by reason, token refreshes, rejected topics. Cheap; call it from the
+        event loop's thread at any time, before :meth:`start` and after :meth:`aclose` too."""
         paths = []
         now_loop = self._now()
         for (shard, cred), p in sorted(self.core.paths.items()):
@@ -478,7 +475,7 @@ class NotificationClient:
             malformed_frames=n.malformed,
             unknown_topic_events=intake.unknown_topic,
             channels_held=sum(b.held for b in self.core.budgets),
-            buffered=len(self._queue.items),
+            buffered=len(self._queue),
         )
 
     # == internals: the core loop =======================================================================
@@ -493,7 +490,9 @@ class NotificationClient:
         if self._closed:
             raise ClientClosedError("the client is closed")
         if not self._started:
-            raise RuntimeError("start the client first (async with NotificationClient(...) as client)")
+            raise ClientNotStartedError(
+                "start the client first: async with NotificationClient(...) as client"
+            )
 
     def _feed(self, event: PathEvent) -> None:
         if self._closed and not isinstance(event, SocketClosed):
@@ -501,7 +500,10 @@ class NotificationClient:
         try:
             outs = self.core.handle(event)
         except Exception:  # a core bug must not kill the client; it is logged loudly
-            log.exception("notification core rejected an event", gcb_event=type(event).__name__)
+            log.exception(
+                "notification core rejected an event (a bug: please report it)",
+                gcb_event=type(event).__name__,
+            )
             return
         self._dispatch(outs)
 
@@ -513,7 +515,12 @@ class NotificationClient:
                 self._report_gap(out)
             elif isinstance(out, TopicsRejected):
                 for topic, reason in out.rejected:
-                    log.warning("topic rejected by Genesys", topic=topic, reason=reason)
+                    log.warning(
+                        "topic rejected by Genesys; grant the OAuth client the permission it names, then "
+                        "subscribe again",
+                        topic=topic,
+                        reason=reason,
+                    )
                     self._lifecycle("subscription_rejected", reason=reason, detail=topic)
         self._wake.set()
         self._changed.set()
@@ -540,6 +547,7 @@ class NotificationClient:
         elif isinstance(action, Notify):
             if action.kind == "subscription_rejected":
                 return  # reported per topic by the supervisor
+            self._log_notice(key, action)
             self._lifecycle(
                 action.kind,
                 channel_id=action.channel_id,
@@ -547,6 +555,13 @@ class NotificationClient:
                 reason=action.reason,
                 detail=action.detail,
             )
+
+    def _log_notice(self, key: PathKey, notice: Notify) -> None:
+        line = self._lifecycle_log.notice(
+            f"{key[0]}/{key[1]}", notice.kind, self._now(), reason=notice.reason, detail=notice.detail
+        )
+        if line is not None:
+            log.log(line.level, line.event, channel_id=notice.channel_id, **line.fields)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -568,7 +583,7 @@ class NotificationClient:
                 try:
                     self._dispatch(self.core.tick(now))
                 except Exception:  # a core bug must not stop every timer of the client
-                    log.exception("notification core failed on a timer tick")
+                    log.exception("notification core failed on a timer tick (a bug: please report it)")
                     await asyncio.sleep(1.0)
 
     def _on_token(self, credential: int, token: AccessToken) -> None:
@@ -578,7 +593,7 @@ class NotificationClient:
             try:
                 self._dispatch(self.core.token_refreshed(self._now(), credential, token.generation))
             except Exception:
-                log.exception("notification core failed on a token refresh")
+                log.exception("notification core failed on a token refresh (a bug: please report it)")
 
     # == internals: I/O =================================================================================
     async def _create(self, key: PathKey, action: CreateChannel) -> None:
@@ -684,26 +699,20 @@ class NotificationClient:
                     await sock.ws.send_str(PING_MESSAGE)
             elif decision.verdict is not Verdict.OK:
                 sock.close_reason = decision.verdict.value
-                log.warning("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
-                # a silent peer will not answer a close handshake: cut the connection and wake the reader
-                # (aiohttp has no public abort for a client WebSocket)
-                sock.ws._response.close()
-                sock.ws._reader.feed_eof()
+                log.debug("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
+                # a silent peer may not answer a close handshake either: stop the reader now (it reports
+                # the socket closed and starts the close, which ``close_timeout`` bounds)
+                sock.tasks[0].cancel()  # the reader (see _open)
                 return
             await asyncio.sleep(max(0.01, decision.next_check - loop.time()))
 
     async def _read(self, sock: _Socket) -> None:
-        # The hot path. The common frame (one socket per shard) goes through the Intake's Reader (compiled
-        # when built): an event frame is stamped and left, unparsed, for the consumer (Stream, batches()),
-        # which parses, de-duplicates and builds the Event as it takes it; the reader parses everything else
-        # (the lifecycle's frames). Everything rare goes out to a method. Measured in bench/bench_receive.py.
+        # The hot path: parse, de-duplicate and buffer every frame as it arrives (Intake.take); the rest
+        # (the lifecycle's frames, bad frames) goes out to methods. Measured in bench/bench_receive.py.
         loop = asyncio.get_running_loop()
-        clock = _clock_of(loop)
-        ws, health, queue = sock.ws, sock.health, self._queue
-        receive, intake, copies = ws.receive, self._intake, self._copies
-        self._copies.joined(sock.conn, clock())
-        items, limit = queue.items, queue.limit
-        shard, channel_id = sock.key[0], sock.channel_id
+        ws, health, queue, intake = sock.ws, sock.health, self._queue, self._intake
+        self._copies.joined(sock.conn, loop.time())
+        shard, channel_id, conn = sock.key[0], sock.channel_id, sock.conn
         open_by_shard = self._open_by_shard
         open_by_shard[shard] = open_by_shard.get(shard, 0) + 1
         # ``canonical[0]``: until when events on this shard may also arrive on another socket (a rotation's
@@ -711,62 +720,39 @@ class NotificationClient:
         canonical = self._canonical.setdefault(shard, [0.0])
         if len(self._creds) > 1 or open_by_shard[shard] > 1:
             canonical[0] = _FOREVER
-        reader = intake.reader(health, queue, canonical, channel_id, clock, shard)
-        step = reader.step
+        catch_up = CatchUp(loop)  # after back-pressure: when all that waited unread has been read
         reason = "closed"
-        # back-pressure leaves a backlog of unread frames: ``backlog`` while it may (see HealthMonitor.hold)
-        backlog = settled = False
-        unread = _unread_of(ws)  # aiohttp's queue of received, unread messages (a stand-in: never empty)
         try:
             while True:
-                if backlog and not unread and _caught_up(ws):
-                    # caught up twice, with a wait on the loop between (the receive after the first found
-                    # nothing queued): a layer below aiohttp (TLS) has handed over what it still held too
-                    if settled:
-                        backlog = settled = False
+                if catch_up.open:
+                    catch_up.before_receive()
+                    msg = await ws.receive()
+                    if catch_up.after_receive():
                         health.caught_up()
-                    else:
-                        settled = True
-                why = step(await receive())
-                if why == TAKEN:
-                    continue
-                payload, now = reader.payload, reader.now
-                if why == CLOSED:
-                    reason = self._close_reason_of(sock, payload)
+                else:
+                    msg = await ws.receive()
+                if msg.type not in _DATA:
+                    reason = self._close_reason_of(sock, msg)
                     break
-                if why == SHARED:
-                    try:
-                        why = take_shared(intake, copies, sock.conn, payload, now, channel_id)
-                    except orjson.JSONDecodeError as exc:
-                        why, payload = MALFORMED, exc
-                    else:
-                        payload = intake.other
-                    if why == DUPLICATE:
-                        continue
-                if why == MALFORMED:
-                    self._malformed(channel_id, shard, f"not JSON: {payload}")
-                    continue
-                if why == OTHER:
-                    if self._other_frame(sock, payload):
-                        reason = "channel_gone"
-                        break
-                    continue
-                # an Event is in the buffer (FULL, UNKNOWN_TOPIC, or taken above)
-                if why == UNKNOWN_TOPIC:
-                    log.info("event for a topic not subscribed", topic=items[-1][0], channel_id=channel_id)
-                if queue.waiting[0] is not None:
-                    queue.wake_getter()
-                if len(items) >= limit:
+                now = loop.time()
+                health.frame(now)
+                kind, payload = intake.take(msg.data, now, time.time(), channel_id, conn, now < canonical[0])
+                if kind is Kind.EVENT:
+                    queue.put(payload)
+                elif kind is not Kind.DUPLICATE and self._rare_frame[kind](sock, payload):
+                    reason = "channel_gone"
+                    break
+                if queue.full():
                     # our consumer is slow; the server is not silent, but what it sends now waits unread
                     health.hold(now)
-                    backlog, settled = True, False
+                    catch_up.held()
                     await queue.wait_for_space()
                     health.resume()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one bad frame or socket error kill the client
             reason = f"read_error:{type(exc).__name__}"
-            log.warning("socket read failed", channel_id=channel_id, error=str(exc))
+            log.debug("socket read failed", channel_id=channel_id, error=str(exc))
         finally:
             self._copies.left(sock.conn)
             open_by_shard[shard] -= 1
@@ -790,6 +776,15 @@ class NotificationClient:
                     )
                 )
 
+    def _unknown_topic(self, sock: _Socket, event: Event) -> bool:
+        log.info("event for a topic not subscribed", topic=event.topic, channel_id=sock.channel_id)
+        self._queue.put(event)
+        return False
+
+    def _not_json(self, sock: _Socket, error: str) -> bool:
+        self._malformed(sock.channel_id, sock.key[0], f"not JSON: {error}")
+        return False
+
     def _other_frame(self, sock: _Socket, data: Any) -> bool:
         """Handle a frame that is not an event (rare); True when it says the channel is gone."""
         kind = classify(data)
@@ -799,7 +794,7 @@ class NotificationClient:
             self._system(sock, data, sock.health.last_frame)
         elif kind is Frame.CHANNEL_GONE:
             sock.channel_gone = True
-            log.warning("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
+            log.debug("channel gone", channel_id=sock.channel_id, message=str(data.get("message")))
             return True
         elif kind is Frame.MALFORMED:
             self._malformed(sock.channel_id, sock.key[0], "not a notification object")
@@ -829,20 +824,12 @@ class NotificationClient:
 
     def _malformed(self, channel_id: str, shard: int, reason: str) -> None:
         self._n.malformed += 1
-        log.warning("malformed frame dropped", channel_id=channel_id, reason=reason)
+        log.warning(
+            "malformed frame dropped (counted in stats().malformed_frames)",
+            channel_id=channel_id,
+            reason=reason,
+        )
         self._lifecycle("dropped", channel_id=channel_id, shard=shard, reason=reason)
-
-    def _report_deferred(self) -> None:
-        """What the consumer's parse of deferred frames found besides Events (rare)."""
-        problems = self._intake.problems
-        found, problems[:] = list(problems), []
-        for channel_id, shard, status, payload in found:
-            if status == MALFORMED:
-                self._malformed(channel_id, shard, f"not JSON: {payload}")
-            elif status == UNKNOWN_TOPIC:
-                log.info("event for a topic not subscribed", topic=payload.topic, channel_id=channel_id)
-            else:  # its first topicName named an event, its last something else: not a notification we know
-                self._malformed(channel_id, shard, "topicName given twice")
 
     def _report_gap(self, gap: GapFound) -> None:
         now_loop = self._now()
@@ -855,7 +842,7 @@ class NotificationClient:
         self._n.gaps += 1
         self._n.gap_seconds += item.seconds
         log.warning(
-            "gap in notifications",
+            "gap in notifications: events in it may be missing; back-fill its topics from the Gap item",
             shard=gap.shard,
             seconds=round(item.seconds, 3),
             reason=item.reason,
@@ -872,7 +859,7 @@ class NotificationClient:
     def _go_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
-            log.error("notification client cannot continue", error=str(exc))
+            log.error("notification client cannot continue; the stream ends with this error", error=str(exc))
             self._lifecycle("fatal", reason=type(exc).__name__, detail=str(exc))
             self._put_nowait(_END)
 
@@ -886,7 +873,9 @@ class NotificationClient:
             try:
                 cb(ev)
             except Exception:
-                log.exception("lifecycle callback failed")
+                log.exception(
+                    "lifecycle callback failed; fix the callback given to on_lifecycle (it must not raise)"
+                )
 
     def _is_live(self, topic: str) -> bool:
         shard = self.core.planner.shard_of(topic)
@@ -907,31 +896,6 @@ class NotificationClient:
                     await self._changed.wait()
         if self._fatal is not None:
             raise self._fatal
-
-
-def _unread_of(ws: Any) -> Any:
-    reader = getattr(ws, "_reader", None)
-    buffer = getattr(reader, "_buffer", None)
-    return buffer if buffer is not None else (None,)
-
-
-def _caught_up(ws: Any) -> bool:
-    """Whether nothing the server sent waits unread: aiohttp holds no message and reads on, and the kernel
-    holds no unread byte (where the OS says; on loopback the rest is in flight, which ``gap_margin`` covers).
-    Called only while a backlog is open and aiohttp's queue is empty, so the system call is rare."""
-    reader = getattr(ws, "_reader", None)
-    if reader is None or reader.is_eof() or getattr(reader._protocol, "_reading_paused", True):
-        return False
-    if _FIONREAD is None:
-        return True
-    raw = ws.get_extra_info("socket")
-    fd = raw.fileno() if raw is not None else -1
-    if fd < 0:
-        return False
-    try:
-        return int.from_bytes(fcntl.ioctl(fd, _FIONREAD, b"\0\0\0\0"), sys.byteorder) == 0
-    except OSError:
-        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,6 +7,21 @@ from dataclasses import dataclass, field
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.core.path import PathTimings
+from gcbridge.genesys.errors import (  # re-exported here, where they were defined before
+    ClientClosedError,
+    GenesysUsageError,
+    SubscriptionRejectedError,
+)
+
+__all__ = [
+    "ClientClosedError",
+    "ClientOptions",
+    "ClientStats",
+    "LifecycleEvent",
+    "PathStats",
+    "SubscribeResult",
+    "SubscriptionRejectedError",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,12 @@ class ClientOptions:
     ``max_message_size`` (16 MiB) per WebSocket message; ``subscribe_timeout`` (30) s that
     :meth:`NotificationClient.subscribe` waits for the subscriptions to be live; ``connect_timeout`` (15) s
     per handshake and ``close_timeout`` (2) s per close.
+
+    Start: ``start_timeout`` (30) s is how long :meth:`NotificationClient.start` (``async with``) keeps
+    trying to get the first token before it raises :class:`~gcbridge.genesys.errors.StartTimeoutError`
+    naming the URL it tried and the last failure (a wrong ``base_url`` or region, an unreachable host). A
+    wrong secret fails at once with ``InvalidClientError``. Outages after a successful start are retried
+    without limit, as every reconnection is.
     """
 
     heartbeat_timeout: float = 65.0
@@ -62,6 +83,7 @@ class ClientOptions:
     subscribe_timeout: float = 30.0
     connect_timeout: float = 15.0
     close_timeout: float = 2.0
+    start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -75,31 +97,35 @@ class ClientOptions:
             "subscribe_timeout",
             "connect_timeout",
             "close_timeout",
+            "start_timeout",
         ):
             value = getattr(self, name)
             if not value > 0:
-                raise ValueError(f"ClientOptions.{name} must be a positive number of seconds, got {value!r}")
+                raise GenesysUsageError(
+                    f"ClientOptions.{name} must be a positive number of seconds, got {value!r}"
+                )
         for name in ("token_rotation_delay", "token_rotation_stagger", "gap_margin"):
             if getattr(self, name) < 0:
-                raise ValueError(f"ClientOptions.{name} must be >= 0, got {getattr(self, name)!r}")
+                raise GenesysUsageError(f"ClientOptions.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.rotation_lead_fraction < 1:
-            raise ValueError(
+            raise GenesysUsageError(
                 f"ClientOptions.rotation_lead_fraction must be in (0, 1), got {self.rotation_lead_fraction!r}"
             )
         if not 2 <= self.channel_budget <= 20:
-            raise ValueError(
+            raise GenesysUsageError(
                 f"ClientOptions.channel_budget must be 2..20 (Genesys allows 20), got {self.channel_budget}"
             )
         if not 1 <= self.rotation_headroom < self.channel_budget:
-            raise ValueError("ClientOptions.rotation_headroom must be >= 1 and below channel_budget")
+            raise GenesysUsageError("ClientOptions.rotation_headroom must be >= 1 and below channel_budget")
         if not 1 <= self.max_topics_per_channel <= 1000:
-            raise ValueError("ClientOptions.max_topics_per_channel must be 1..1000")
+            raise GenesysUsageError("ClientOptions.max_topics_per_channel must be 1..1000")
         if self.queue_size < 1 or self.dedup_max_entries < 1 or self.max_message_size < 1024:
-            raise ValueError(
+            raise GenesysUsageError(
                 "ClientOptions.queue_size and dedup_max_entries must be >= 1, max_message_size >= 1024"
             )
 
     def timings(self) -> PathTimings:
+        """The options the pure path state machine needs (:class:`~gcbridge.core.path.PathTimings`)."""
         return PathTimings(
             rotation_lead=self.rotation_lead,
             rotation_lead_fraction=self.rotation_lead_fraction,
@@ -129,6 +155,9 @@ class LifecycleEvent:
 
 @dataclass(frozen=True, slots=True)
 class PathStats:
+    """One path in :meth:`NotificationClient.stats`: a shard served by one OAuth client's channel and socket.
+    Times are wall-clock UNIX seconds (None when not known yet)."""
+
     path: str  # "shard/credential"
     shard: int
     credential: int
@@ -144,9 +173,9 @@ class PathStats:
 class ClientStats:
     """A snapshot of the client (wall-clock times).
 
-    ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and the malformed event frames in
-    ``malformed_frames`` are counted as the consumer takes the frames (an event frame is parsed where it
-    is consumed); ``buffered`` is what has arrived and waits for the consumer (frames and gaps).
+    ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and ``malformed_frames`` are
+    counted as the socket readers take the frames; ``buffered`` is what has arrived and waits for the
+    consumer (events and gaps).
     """
 
     paths: tuple[PathStats, ...]
@@ -174,16 +203,3 @@ class SubscribeResult:
     permitted: tuple[str, ...]
     rejected: dict[str, str]
     pending: tuple[str, ...]
-
-
-class SubscriptionRejectedError(Exception):
-    """Every topic given to :meth:`NotificationClient.subscribe` was rejected (missing permissions)."""
-
-    def __init__(self, rejected: dict[str, str]) -> None:
-        first = next(iter(rejected.items()))
-        super().__init__(f"all {len(rejected)} topic(s) rejected, e.g. {first[0]!r}: {first[1]}")
-        self.rejected = rejected
-
-
-class ClientClosedError(RuntimeError):
-    pass

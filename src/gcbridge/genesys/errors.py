@@ -1,20 +1,27 @@
-"""Exceptions of :mod:`gcbridge.genesys`. None of them ever carries a token or a client secret."""
+"""Exceptions of :mod:`gcbridge.genesys`. None of them ever carries a token or a client secret.
+
+Every one derives from :class:`GenesysError`, so ``except GenesysError`` catches any Genesys-side or usage
+problem; usage problems (:class:`GenesysUsageError`) are also :class:`ValueError`.
+"""
 
 from __future__ import annotations
 
+from gcbridge.core.errors import GenesysError, GenesysUsageError
+
 __all__ = [
+    "ClientClosedError",
+    "ClientNotStartedError",
     "GenesysApiError",
     "GenesysAuthError",
     "GenesysError",
     "GenesysTransportError",
+    "GenesysUsageError",
     "InvalidClientError",
+    "StartTimeoutError",
+    "SubscriptionRejectedError",
     "TokenManagerClosedError",
     "TokenUnavailableError",
 ]
-
-
-class GenesysError(Exception):
-    """Base class of every error raised by :mod:`gcbridge.genesys`."""
 
 
 class GenesysAuthError(GenesysError):
@@ -94,3 +101,41 @@ class GenesysApiError(GenesysError):
 
 class GenesysTransportError(GenesysError):
     """A Genesys Cloud API call could not be completed: connection errors or timeouts on every attempt."""
+
+
+class StartTimeoutError(GenesysError, TimeoutError):
+    """:meth:`NotificationClient.start` got no token within ``ClientOptions.start_timeout``.
+
+    Usually a wrong ``base_url`` or region, or a network that cannot reach the login host; the token endpoint
+    may also be failing. ``url`` is the token URL tried, ``last_failure`` the last error seen ('' if none
+    came back at all). Also a :class:`TimeoutError`.
+    """
+
+    def __init__(self, url: str, timeout: float, last_failure: str) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.last_failure = last_failure
+        super().__init__(
+            f"could not start: no token from {url} within {timeout:g} s (ClientOptions.start_timeout); "
+            f"last failure: {last_failure or 'no answer'}. Check base_url or region, and that this machine "
+            "can reach that host."
+        )
+
+
+class SubscriptionRejectedError(GenesysError):
+    """Every topic given to :meth:`NotificationClient.subscribe` was rejected (missing permissions).
+
+    ``rejected`` maps each topic to the reason Genesys gave."""
+
+    def __init__(self, rejected: dict[str, str]) -> None:
+        first = next(iter(rejected.items()))
+        super().__init__(f"all {len(rejected)} topic(s) rejected, e.g. {first[0]!r}: {first[1]}")
+        self.rejected = rejected
+
+
+class ClientClosedError(GenesysError, RuntimeError):
+    """The client was used after :meth:`NotificationClient.aclose` (or the end of its ``async with``)."""
+
+
+class ClientNotStartedError(GenesysError, RuntimeError):
+    """The client was used before :meth:`NotificationClient.start` (use ``async with``)."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from gcbridge.genesys.errors import GenesysUsageError
+
 __all__ = ["REGION_DOMAINS", "RegionHosts", "hosts_for_base_url", "resolve_region"]
 
 #: region enum name (as in the SDK) -> domain
@@ -81,14 +83,14 @@ def resolve_region(region: str) -> RegionHosts:
         if domain == known:
             return _hosts(name, known)
     valid = ", ".join(f"{name} ({domain})" for name, domain in REGION_DOMAINS.items())
-    raise ValueError(f"unknown Genesys Cloud region {region!r}; use a region name or domain: {valid}")
+    raise GenesysUsageError(f"unknown Genesys Cloud region {region!r}; use a region name or domain: {valid}")
 
 
 def hosts_for_base_url(base_url: str, *, name: str = "custom") -> RegionHosts:
     """One base URL for the API and the token endpoint (the simulator, or a test proxy)."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base URL must look like 'http://host:port', got {base_url!r}")
+        raise GenesysUsageError(f"base URL must look like 'http://host:port', got {base_url!r}")
     base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     return RegionHosts(name=name, api_base=base, login_base=base, streaming_host=parts.netloc)
 

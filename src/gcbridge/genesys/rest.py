@@ -36,12 +36,12 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
-import structlog
 
 from gcbridge import _json
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import Backoff, BackoffPolicy, parse_retry_after
 from gcbridge.genesys.auth import AccessToken, TokenManager
-from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError
+from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError, GenesysUsageError
 
 __all__ = [
     "ChannelInfo",
@@ -54,7 +54,7 @@ __all__ = [
     "new_session",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHANNELS_PATH: Final = "/api/v2/notifications/channels"
 #: 401 codes that mean "this token is no longer good": get a new one and retry once.
@@ -79,9 +79,9 @@ class RestPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"RestPolicy.max_attempts must be >= 1, got {self.max_attempts!r}")
+            raise GenesysUsageError(f"RestPolicy.max_attempts must be >= 1, got {self.max_attempts!r}")
         if self.request_timeout <= 0:
-            raise ValueError(f"RestPolicy.request_timeout must be > 0, got {self.request_timeout!r}")
+            raise GenesysUsageError(f"RestPolicy.request_timeout must be > 0, got {self.request_timeout!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,9 @@ class NotificationsApi:
         if expires is None:
             log.warning("channel without a readable expires; assuming 24 h", channel_id=channel_id)
             expires = time.time() + _DEFAULT_CHANNEL_LIFETIME
-        log.info("genesys channel created", channel_id=channel_id, token_generation=response.token.generation)
+        log.debug(
+            "genesys channel created", channel_id=channel_id, token_generation=response.token.generation
+        )
         return ChannelInfo(id=channel_id, connect_uri=connect_uri, expires=expires, token=response.token)
 
     async def channel_exists(self, channel_id: str) -> bool:
@@ -212,7 +214,7 @@ class NotificationsApi:
         """Channels of the current token (``include="token"``) or of the whole OAuth client
         (``"oauthclient"``; other tokens' channels come without id)."""
         if include not in ("token", "oauthclient"):
-            raise ValueError(f"include must be 'token' or 'oauthclient', got {include!r}")
+            raise GenesysUsageError(f"include must be 'token' or 'oauthclient', got {include!r}")
         response = await self._call("GET", CHANNELS_PATH, params={"includechannels": include})
         summaries = []
         for entity in _entities(response.json()):
@@ -269,7 +271,7 @@ class NotificationsApi:
     ) -> SubscriptionResult:
         topic_list = list(dict.fromkeys(topics))
         if any(not isinstance(t, str) or not t for t in topic_list):
-            raise ValueError("topics must be non-empty strings")
+            raise GenesysUsageError("topics must be non-empty strings")
         response = await self._call(
             method,
             self._subscriptions_path(channel_id),
@@ -365,7 +367,8 @@ class NotificationsApi:
             )
 
     async def _wait(self, delay: float, method: str, path: str, attempt: int, **details: Any) -> None:
-        log.warning(
+        # debug: the caller sees the outcome (the answer, or the error once the attempts are used up)
+        log.debug(
             "genesys api call failed; retrying",
             method=method,
             path=path,
@@ -405,7 +408,7 @@ class NotificationsApi:
     @staticmethod
     def _channel_path(channel_id: str) -> str:
         if not channel_id:
-            raise ValueError("channel_id is empty")
+            raise GenesysUsageError("channel_id is empty")
         return f"{CHANNELS_PATH}/{quote(channel_id, safe='')}"
 
     def _subscriptions_path(self, channel_id: str) -> str:

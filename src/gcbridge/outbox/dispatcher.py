@@ -23,15 +23,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import structlog
-
+from gcbridge._logs import get_logger
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
 
 __all__ = ["Dispatcher", "DispatcherCounters"]
 
-_log = structlog.get_logger("gcbridge.outbox")
+_log = get_logger("gcbridge.outbox")
+# What to do about a failing store call (the dispatcher keeps running through it).
+_STORE_HINT = "if this persists, check the outbox store (disk space, permissions, locks)"
 
 
 @dataclass(slots=True)
@@ -201,7 +202,9 @@ class Dispatcher:
             rows = await self.store.claim(asked, self._clock(), coalesce=self.coalesce)
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200])
+            _log.error(
+                "outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200], hint=_STORE_HINT
+            )
             return 0, 0  # sleep as if idle; the store may recover (disk space, lock)
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"outbox-deliver-{row.id}")
@@ -220,7 +223,7 @@ class Dispatcher:
                 due = await self.store.next_due()
             except Exception as exc:
                 self.counters.store_errors += 1
-                _log.error("outbox next_due failed", error=type(exc).__name__)
+                _log.error("outbox next_due failed", error=type(exc).__name__, hint=_STORE_HINT)
                 due = None
             if due is not None:
                 budget = min(budget, max(0.0, due - self._clock()))
@@ -250,7 +253,7 @@ class Dispatcher:
                     break
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox retention cleanup failed", error=type(exc).__name__)
+            _log.error("outbox retention cleanup failed", error=type(exc).__name__, hint=_STORE_HINT)
 
     async def _deliver(self, row: OutboxRow) -> None:
         outcome = await self._attempt(row)
@@ -272,7 +275,9 @@ class Dispatcher:
             await self._apply(row, action, now)
         except Exception as exc:
             self.counters.store_errors += 1
-            _log.error("outbox store update failed", row_id=row.id, error=type(exc).__name__)
+            _log.error(
+                "outbox store update failed", row_id=row.id, error=type(exc).__name__, hint=_STORE_HINT
+            )
 
     async def _attempt(self, row: OutboxRow) -> Outcome:
         try:
@@ -296,7 +301,7 @@ class Dispatcher:
         except Exception as exc:
             self._acks.extend(ids)  # try again next turn rather than deliver them all a second time
             self.counters.store_errors += 1
-            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__)
+            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__, hint=_STORE_HINT)
             return
         self.counters.delivered += len(ids)
 
@@ -308,7 +313,8 @@ class Dispatcher:
         elif isinstance(action, Reschedule):
             await self.store.retry(row.id, action.at, action.error)
             self.counters.retried += 1
-            _log.info(
+            # debug: the service logs a summary of retries once a minute (bridge/retry_summary.py)
+            _log.debug(
                 "outbox delivery will be retried",
                 row_id=row.id,
                 order_key=row.order_key,

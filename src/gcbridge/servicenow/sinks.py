@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import aiohttp
-import structlog
 
+from gcbridge._logs import get_logger
 from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
@@ -50,7 +50,7 @@ __all__ = [
     "interpret_import_result",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _DELIVERED_STATUSES: Final = frozenset({"inserted", "updated", "ignored"})
 _QUERY_UNSAFE: Final = re.compile(r"[\^\r\n]")

@@ -5,7 +5,10 @@
   const $ = (id) => document.getElementById(id);
   const num = (v) => (typeof v === "number" ? v.toLocaleString("en") : "–");
   const secs = (v) => (typeof v === "number" ? (v < 120 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min") : "–");
-  const time = (t) => (typeof t === "number" && t > 0 ? new Date(t * 1000).toLocaleTimeString() : "–");
+  // Date and time, always both and always UTC, so that a channel expiring tomorrow never reads as earlier
+  // than one connected today, and the page agrees with the logs.
+  const time = (t) => (typeof t === "number" && t > 0 ? new Date(t * 1000).toISOString().slice(0, 19).replace("T", " ") : "–");
+  const clock = (t) => new Date(t * 1000).toISOString().slice(11, 16);
   const ago = (t) => (typeof t === "number" && t > 0 ? secs(Math.max(0, Date.now() / 1000 - t)) + " ago" : "–");
 
   function set(id, text) { const el = $(id); if (el) el.textContent = text; }
@@ -33,7 +36,7 @@
     $("ready").dataset.ready = String(Boolean(ready.ready));
     set("ready", ready.ready ? "ready" : "not ready");
     set("reasons", (ready.reasons || []).join(" · "));
-    set("updated", "updated " + new Date().toLocaleTimeString());
+    set("updated", "updated " + time(Date.now() / 1000) + " UTC");
 
     const g = s.genesys || {};
     const ev = s.events || {};
@@ -41,8 +44,8 @@
     set("duplicates", num(g.duplicates_dropped));
     set("unrouted", num(ev.unrouted));
     const rejected = g.rejected_topics || [];
-    $("rejected").hidden = rejected.length === 0;
-    set("rejected", rejected.length ? "topics rejected by Genesys Cloud: " + rejected.join(", ") : "");
+    $("rejected-topics").hidden = rejected.length === 0;
+    set("rejected-topics", rejected.length ? "topics rejected by Genesys Cloud: " + rejected.join(", ") : "");
     const d = s.deliveries || {};
     set("delivered", num(d.delivered));
     set("retries", num(d.retry));
@@ -66,7 +69,10 @@
       c.path || String(c.shard), c.id || "", { text: c.state || "", cls: "state-" + (c.state || "") },
       num(c.topics), time(c.connected_since), ago(c.last_frame_at), time(c.expires_at),
     ]));
-    const counts = (m) => Object.entries(m || {}).map(([k, v]) => [k, num(v)]);
+    const counts = (m) => {
+      const rows = Object.entries(m || {}).map(([k, v]) => [k, num(v)]);
+      return rows.length ? rows : [[{ text: "none", cls: "muted" }, ""]];
+    };
     fillRows("reconnects", counts(g.reconnects));
     fillRows("rotations", counts(g.rotations));
     fillRows("recent-gaps", (gaps.recent || []).map((x) => [
@@ -74,11 +80,90 @@
     ]));
   }
 
+  // -- the last hour: small bar charts and the gap timeline, drawn here as SVG (no library, no network) ----
+  const SVG = "http://www.w3.org/2000/svg";
+  const HOUR = 3600;
+  const WIDTH = 600;
+
+  function svgEl(name, attrs, title) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (title) { const t = document.createElementNS(SVG, "title"); t.textContent = title; el.appendChild(t); }
+    return el;
+  }
+
+  // The figure's SVG (created once) and its axis line below it.
+  function canvas(fig, height) {
+    let svg = fig.querySelector("svg");
+    if (!svg) {
+      svg = svgEl("svg", { viewBox: `0 0 ${WIDTH} ${height}`, preserveAspectRatio: "none", role: "img" });
+      svg.style.height = height + "px";
+      const axis = document.createElement("div");
+      axis.className = "axis muted";
+      for (const text of ["60 min ago", "", "now"]) {
+        const span = document.createElement("span");
+        span.textContent = text;
+        axis.appendChild(span);
+      }
+      fig.append(svg, axis);
+    }
+    svg.replaceChildren();
+    return svg;
+  }
+
+  // x position (0..WIDTH) of a UNIX time within the hour ending at `now`
+  const xOf = (t, now) => Math.min(WIDTH, Math.max(0, ((t - (now - HOUR)) / HOUR) * WIDTH));
+
+  function bars(figId, minutes, now, field, format) {
+    const fig = $(figId);
+    const svg = canvas(fig, 56);
+    const shown = minutes.filter((m) => m.start + 60 > now - HOUR && typeof m[field] === "number");
+    const peak = Math.max(0, ...shown.map((m) => m[field]));
+    const top = Math.max(peak, 1e-9);  // the scale; an all-zero hour draws flat bars
+    for (const m of shown) {
+      const h = (m[field] / top) * 52;
+      const x = xOf(m.start, now);
+      const w = Math.max(1, xOf(m.start + 60, now) - x - 1);
+      svg.appendChild(svgEl("rect", { x, y: 54 - h, width: w, height: Math.max(h, 0.5), class: "bar" },
+        `${clock(m.start)} UTC: ${format(m[field])}`));
+    }
+    svg.appendChild(svgEl("line", { x1: 0, y1: 54.5, x2: WIDTH, y2: 54.5, class: "baseline" }));
+    const last = shown.length ? shown[shown.length - 1][field] : null;
+    fig.querySelector(".latest").textContent = last === null ? "(no data yet)" : `now ${format(last)} · peak ${format(peak)}`;
+    fig.querySelector(".axis span:nth-child(2)").textContent = shown.length ? `bar = 1 minute` : "";
+  }
+
+  function gapTimeline(gaps, now) {
+    const fig = $("gap-timeline");
+    const svg = canvas(fig, 18);
+    svg.appendChild(svgEl("rect", { x: 0, y: 2, width: WIDTH, height: 14, class: "track" }));
+    const inHour = gaps.filter((g) => typeof g.start === "number" && typeof g.end === "number" && g.end > now - HOUR);
+    for (const g of inHour) {
+      const x = xOf(g.start, now);
+      const w = Math.max(2, xOf(g.end, now) - x);  // a 1 s gap still shows
+      svg.appendChild(svgEl("rect", { x, y: 0, width: w, height: 18, class: "gap" },
+        `${time(g.start)} to ${time(g.end)} UTC (${secs(g.seconds)}): ${g.reason || ""}`));
+    }
+    fig.querySelector(".latest").textContent = inHour.length ? `${inHour.length} in the last hour` : "none in the last hour";
+  }
+
+  function charts(s) {
+    const now = typeof s.now === "number" ? s.now : Date.now() / 1000;
+    const minutes = (s.history || {}).minutes || [];
+    bars("chart-events-in", minutes, now, "events_in", num);
+    bars("chart-records-written", minutes, now, "records_written", num);
+    bars("chart-outbox-depth", minutes, now, "outbox_depth", num);
+    bars("chart-servicenow-latency", minutes, now, "servicenow_latency_ms", (v) => num(Math.round(v)) + " ms");
+    gapTimeline((s.gaps || {}).recent || [], now);
+  }
+
   async function poll() {
     try {
       const res = await fetch("/status", { cache: "no-store" });
       if (!res.ok) throw new Error("HTTP " + res.status);
-      render(await res.json());
+      const doc = await res.json();
+      render(doc);
+      charts(doc);
       $("error").hidden = true;
     } catch (err) {
       set("error", "cannot reach the service: " + err.message);

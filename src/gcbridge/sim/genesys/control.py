@@ -7,7 +7,7 @@ process (``gcbridge sim genesys``). Every endpoint is listed by ``GET /_sim/``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -59,8 +59,17 @@ Op = Callable[[ControlledSim, Params], Awaitable[Any]]
 
 
 def _get(
-    params: Params, name: str, kind: type | tuple[type, ...], default: Any = ..., *, nullable: bool = False
+    params: Params,
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = ...,
+    *,
+    nullable: bool = False,
+    low: float | None = None,
+    high: float | None = None,
 ) -> Any:
+    """``params[name]``, checked: of type ``kind`` and, for a number, within ``low``..``high``. Anything
+    else is a 400 that says what was wrong, so that a mistyped fault never silently does something else."""
     value = params.get(name, default)
     if value is ...:
         raise RequestError(400, "bad.request", f"missing parameter {name!r}")
@@ -68,12 +77,21 @@ def _get(
         return None
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise RequestError(400, "bad.request", f"parameter {name!r} has the wrong type")
+    number = value if isinstance(value, int | float) else None
+    if number is not None and ((low is not None and number < low) or (high is not None and number > high)):
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise RequestError(400, "bad.request", f"parameter {name!r} must be {bounds}, got {value!r}")
     return value
+
+
+# Statuses a failure fault may inject (errors only), and close codes a socket may send (RFC 6455 §7.4).
+ERROR_STATUS: Final = (400, 599)
+CLOSE_CODE: Final = (1000, 4999)
 
 
 async def _socket_closing(sim: ControlledSim, p: Params) -> Any:
     return await sim.socket_closing(
-        _get(p, "channel_id", str, None), float(_get(p, "grace", (int, float), 60.0))
+        _get(p, "channel_id", str, None), float(_get(p, "grace", (int, float), 60.0, low=0))
     )
 
 
@@ -82,7 +100,10 @@ async def _drop(sim: ControlledSim, p: Params) -> Any:
 
 
 async def _close(sim: ControlledSim, p: Params) -> Any:
-    return await sim.close_socket(int(_get(p, "code", int, 1001)), _get(p, "channel_id", str, None))
+    return await sim.close_socket(
+        int(_get(p, "code", int, 1001, low=CLOSE_CODE[0], high=CLOSE_CODE[1])),
+        _get(p, "channel_id", str, None),
+    )
 
 
 async def _stall(sim: ControlledSim, p: Params) -> Any:
@@ -103,30 +124,36 @@ async def _revoke(sim: ControlledSim, p: Params) -> Any:
 
 async def _fail_rest(sim: ControlledSim, p: Params) -> Any:
     sim.fail_next_rest(
-        _get(p, "n", int, 1), _get(p, "status", int, 503), _get(p, "retry_after", (int, float), None)
+        _get(p, "n", int, 1, low=1),
+        _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
+        _get(p, "retry_after", (int, float), None, low=0),
     )
     return len(sim.faults.api)
 
 
 async def _fail_token(sim: ControlledSim, p: Params) -> Any:
     sim.fail_next_token(
-        _get(p, "n", int, 1), _get(p, "status", int, 503), _get(p, "retry_after", (int, float), None)
+        _get(p, "n", int, 1, low=1),
+        _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
+        _get(p, "retry_after", (int, float), None, low=0),
     )
     return len(sim.faults.token)
 
 
 async def _duplicate(sim: ControlledSim, p: Params) -> Any:
-    sim.duplicate_next(_get(p, "n", int, 1))
+    sim.duplicate_next(_get(p, "n", int, 1, low=1))
     return True
 
 
 async def _refuse(sim: ControlledSim, p: Params) -> Any:
-    sim.refuse_handshakes(_get(p, "n", int, 1), _get(p, "status", int, 503))
+    sim.refuse_handshakes(
+        _get(p, "n", int, 1, low=1), _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1])
+    )
     return True
 
 
 async def _delay(sim: ControlledSim, p: Params) -> Any:
-    sim.set_rest_delay(float(_get(p, "seconds", (int, float))))
+    sim.set_rest_delay(float(_get(p, "seconds", (int, float), low=0)))
     return True
 
 
@@ -143,11 +170,13 @@ async def _publish(sim: ControlledSim, p: Params) -> Any:
 
 
 async def _traffic(sim: ControlledSim, p: Params) -> Any:
-    rate = float(_get(p, "rate_per_s", (int, float)))
+    rate = float(_get(p, "rate_per_s", (int, float), low=0))
     topics = _get(p, "topics", list, None)
-    if rate <= 0:
+    if any(not isinstance(t, str) for t in topics or ()):
+        raise RequestError(400, "bad.request", "parameter 'topics' must be a list of topic names")
+    if rate == 0:  # the documented way to stop it
         await sim.stop_traffic()
-        return False
+        return "stopped"
     try:
         sim.start_traffic(rate, topics)
     except (TopicError, ValueError) as exc:
@@ -157,7 +186,7 @@ async def _traffic(sim: ControlledSim, p: Params) -> Any:
 
 async def _add_client(sim: ControlledSim, p: Params) -> Any:
     sim.add_oauth_client(
-        _get(p, "client_id", str), _get(p, "secret", str), _get(p, "token_ttl", (int, float), None)
+        _get(p, "client_id", str), _get(p, "secret", str), _get(p, "token_ttl", (int, float), None, low=1)
     )
     return True
 

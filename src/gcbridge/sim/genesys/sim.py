@@ -121,7 +121,7 @@ class GenesysSim:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound_port = _bound_port(site)
+        bound_port = _bound_port(self._runner)
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.base_url = f"http://{shown_host}:{bound_port}"
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
@@ -627,9 +627,9 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    # aiohttp exposes the port that ``port=0`` bound only on the private server object.
-    sockets = getattr(site._server, "sockets", None)
-    if not sockets:
+def _bound_port(runner: web.AppRunner) -> int:
+    """The port a ``port=0`` site bound, from the runner's public list of listening addresses."""
+    addresses = runner.addresses
+    if not addresses:
         raise RuntimeError("the simulator's listening socket is missing")
-    return int(sockets[0].getsockname()[1])
+    return int(addresses[0][1])

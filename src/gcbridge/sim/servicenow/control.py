@@ -140,40 +140,108 @@ def _import_sets(sim: ControlledSim, _body: dict[str, Any], _request: web.Reques
 
 
 def _requests(sim: ControlledSim, _body: dict[str, Any], request: web.Request) -> Any:
-    limit = int(request.query.get("limit", "100"))
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ControlError(f"limit must be a whole number from 1 up, got {raw!r}")
+    limit = int(raw)
     return {"result": [dataclasses.asdict(r) for r in sim.requests[-limit:]]}
 
 
+class ControlError(ValueError):
+    """A control request with a missing or invalid argument; answered 400 with this message."""
+
+
+_MISSING: Any = object()
+
+
+def _arg(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
+    """``body[name]`` of type ``kind`` (``None`` only when that is the default); never coerced, so that
+    ``"false"`` is not taken for true and ``"5"`` not for a number."""
+    if name not in body:
+        if default is _MISSING:
+            raise ControlError(f"missing argument {name!r}")
+        return default
+    value = body[name]
+    if value is None and default is None:
+        return None
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise ControlError(f"argument {name!r} must be {_KIND_NAMES.get(kind, 'an object')}, got {value!r}")
+    return value
+
+
+_KIND_NAMES: dict[type | tuple[type, ...], str] = {
+    bool: "true or false",
+    int: "a whole number",
+    (int, float): "a number",
+    str: "a string",
+    list: "a list",
+}
+
+
+def _number(
+    body: dict[str, Any], name: str, default: Any = _MISSING, *, low: float, high: float | None = None
+) -> Any:
+    value = _arg(body, name, (int, float), default)
+    if value is not None and (value < low or (high is not None and value > high)):
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise ControlError(f"argument {name!r} must be {bounds}, got {value!r}")
+    return value
+
+
+def _count(body: dict[str, Any], name: str = "count", default: Any = 1) -> int:
+    value = _arg(body, name, int, default)
+    if value < 1:
+        raise ControlError(f"argument {name!r} must be at least 1, got {value!r}")
+    return int(value)
+
+
+# The statuses `inject` can answer with (the sim renders each as a real instance does).
+_INJECTABLE = (500, 502, 503)
+
+
 def _inject(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
+    status = _arg(body, "status", int)
+    if status not in _INJECTABLE:
+        raise ControlError(f"argument 'status' must be one of {list(_INJECTABLE)}, got {status!r}")
     sim.inject(
-        int(body["status"]),
-        int(body.get("count", 1)),
-        after_commit=bool(body.get("after_commit", False)),
-        cancelled=bool(body.get("cancelled", False)),
-        path_prefix=str(body.get("path_prefix", "/api/")),
+        status,
+        _count(body),
+        after_commit=_arg(body, "after_commit", bool, False),
+        cancelled=_arg(body, "cancelled", bool, False),
+        path_prefix=_arg(body, "path_prefix", str, "/api/"),
     )
 
 
 def _rate_limit(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
-    per_hour = body.get("per_hour")
+    per_hour = _number(body, "per_hour", None, low=1)
+    if per_hour is not None and not isinstance(per_hour, int):
+        raise ControlError(f"argument 'per_hour' must be a whole number, got {per_hour!r}")
     rule = sim.set_rate_limit(
-        None if per_hour is None else int(per_hour),
-        body.get("table"),
-        api=body.get("api"),
-        user=body.get("user"),
+        per_hour,
+        _arg(body, "table", str, None),
+        api=_arg(body, "api", str, None),
+        user=_arg(body, "user", str, None),
     )
     return {"rule": dataclasses.asdict(rule) if rule else None}
 
 
 def _transform_map(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
+    staging = _arg(body, "staging_table", str)
+    field_map = _arg(body, "field_map", dict, {})
+    coalesce = _arg(body, "coalesce", list, [])
+    auto_map = _arg(body, "auto_map", str, "none")
+    if auto_map not in {a.value for a in AutoMap}:
+        raise ControlError(
+            f"argument 'auto_map' must be one of {[a.value for a in AutoMap]}, got {auto_map!r}"
+        )
     sim.add_transform_map(
-        str(body["staging_table"]),
+        staging,
         TransformMap(
-            name=str(body.get("name", body["staging_table"])),
-            target_table=str(body["target_table"]),
-            field_map={str(k): str(v) for k, v in dict(body.get("field_map", {})).items()},
-            coalesce=[str(c) for c in body.get("coalesce", [])],
-            auto_map=AutoMap(body.get("auto_map", "none")),
+            name=_arg(body, "name", str, staging),
+            target_table=_arg(body, "target_table", str),
+            field_map={str(k): str(v) for k, v in field_map.items()},
+            coalesce=[str(c) for c in coalesce],
+            auto_map=AutoMap(auto_map),
         ),
     )
 
@@ -185,20 +253,22 @@ _GET: dict[str, Handler] = {
 }
 _POST: dict[str, Handler] = {
     "/_sim/inject": _inject,
-    "/_sim/delay": lambda sim, body, _r: sim.set_delay(float(body["seconds"])),
-    "/_sim/transform_time": lambda sim, body, _r: sim.set_transform_time(float(body["seconds"])),
-    "/_sim/hibernate": lambda sim, body, _r: sim.hibernate(bool(body.get("on", True))),
-    "/_sim/truncate_lists": lambda sim, body, _r: sim.truncate_lists(int(body.get("count", 1))),
+    "/_sim/delay": lambda sim, body, _r: sim.set_delay(_number(body, "seconds", low=0)),
+    "/_sim/transform_time": lambda sim, body, _r: sim.set_transform_time(_number(body, "seconds", low=0)),
+    "/_sim/hibernate": lambda sim, body, _r: sim.hibernate(_arg(body, "on", bool, True)),
+    "/_sim/truncate_lists": lambda sim, body, _r: sim.truncate_lists(_count(body)),
     "/_sim/rate_limit": _rate_limit,
     "/_sim/fail_transform": lambda sim, body, _r: sim.fail_transform(
-        str(body["staging_table"]), int(body.get("count", 1)), body.get("message")
+        _arg(body, "staging_table", str), _count(body), _arg(body, "message", str, None)
     ),
-    "/_sim/tables": lambda sim, body, _r: sim.add_table(str(body["name"]), body.get("prefix")),
+    "/_sim/tables": lambda sim, body, _r: sim.add_table(
+        _arg(body, "name", str), _arg(body, "prefix", str, None)
+    ),
     "/_sim/transform_maps": _transform_map,
     "/_sim/deny": lambda sim, body, _r: sim.deny(
-        str(body["table"]), str(body.get("operation", "write")), body.get("user")
+        _arg(body, "table", str), _arg(body, "operation", str, "write"), _arg(body, "user", str, None)
     ),
-    "/_sim/client_credentials": lambda sim, body, _r: sim.set_client_credentials(bool(body["enabled"])),
+    "/_sim/client_credentials": lambda sim, body, _r: sim.set_client_credentials(_arg(body, "enabled", bool)),
     "/_sim/revoke_tokens": lambda sim, _body, _r: sim.revoke_tokens(),
     "/_sim/reset": lambda sim, _body, _r: sim.reset_faults(),
 }
@@ -218,10 +288,14 @@ async def control_routes(sim: ControlledSim, request: web.Request) -> web.Respon
         raw = await request.read()
         body = _json.loads(raw) if raw.strip() else {}
         if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
+            raise ControlError("the body must be a JSON object")
         result: Any = handler(sim, body, request)
         if isinstance(result, Awaitable):
             result = await result
-    except (KeyError, ValueError, TypeError, _json.JSONDecodeError) as exc:
-        return _ok({"error": f"bad control request: {exc!r}"}, 400)
+    except ControlError as exc:
+        return _ok({"error": str(exc)}, 400)
+    except _json.JSONDecodeError:
+        return _ok({"error": "the body is not JSON"}, 400)
+    except (KeyError, ValueError, TypeError) as exc:  # refused by the simulator itself (an unknown table)
+        return _ok({"error": f"bad control request: {exc}"}, 400)
     return _ok(result)
