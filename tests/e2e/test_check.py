@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gcbridge.bridge.check import check_genesys, check_servicenow
+from gcbridge.bridge.check import check_genesys, check_outbox, check_servicenow
 from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.bridge.outbox_location import outbox_location_problem
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.config import DEFAULT_TABLES, SnSimConfig, default_transform_maps
@@ -170,3 +172,139 @@ async def test_check_command_exits_1_on_a_failed_item(
     assert "User Not Authenticated" in text
     assert " 1 failed" in text
     assert "WRONG-SN-PASSWORD" not in text + err
+
+
+# ---- issue #13: no false failures against the shipped simulator; the outbox location -------------------
+
+
+@pytest.fixture
+async def shipped_sn() -> AsyncIterator[ServiceNowSim]:
+    """The ServiceNow simulator as shipped (``gcbridge sim servicenow``): staging tables only reachable
+    through the Import Set API, em_event created by the first event."""
+    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
+    await snsim.start("127.0.0.1", 0)
+    try:
+        yield snsim
+    finally:
+        await snsim.stop()
+
+
+def sn_only_config(
+    snsim: ServiceNowSim, tmp_path: Path, rules: list[dict[str, Any]] | None = None
+) -> BridgeConfig:
+    assert snsim.base_url is not None
+    servicenow: dict[str, Any] = {
+        "instance_url": snsim.base_url,
+        "auth": {"kind": "basic", "username": SN_USER, "password": SN_PASSWORD},
+    }
+    if rules is not None:
+        servicenow["mapping"] = {"rules": rules}
+    return parse_config(
+        {
+            "genesys": {
+                "base_url": "http://127.0.0.1:9",
+                "client_id": "c",
+                "client_secret": "s",
+                "topics": TOPICS,
+            },
+            "servicenow": servicenow,
+        },
+        base_dir=tmp_path,
+    )
+
+
+async def test_check_passes_against_the_shipped_simulator_with_the_default_mapping(
+    shipped_sn: ServiceNowSim, tmp_path: Path
+) -> None:
+    verdicts = await check_servicenow(sn_only_config(shipped_sn, tmp_path))
+    assert [v.level for v in verdicts] == ["ok"] * len(verdicts), verdicts
+    names = [v.name for v in verdicts]
+    assert names[0] == "servicenow auth"
+    assert "servicenow import_set u_genesys_interaction_import" in names
+    assert shipped_sn.records("interaction") == []  # the probes wrote nothing
+
+
+async def test_check_names_a_missing_staging_table_and_what_to_create(
+    shipped_sn: ServiceNowSim, tmp_path: Path
+) -> None:
+    rule = {
+        "name": "presence",
+        "topics": ["v2.users.*.presence"],
+        "sink": "import_set",
+        "target": "u_genesys_presense_import",  # misspelled
+        "key": "{topic_parts[2]}",
+        "key_field": "u_user_id",
+        "fields": {"u_presence": "{body.presenceDefinition.systemPresence}"},
+    }
+    verdicts = await check_servicenow(sn_only_config(shipped_sn, tmp_path, [rule]))
+    by_name = {v.name: v for v in verdicts}
+    assert by_name["servicenow auth"].level == "ok"
+    staging = by_name["servicenow import_set u_genesys_presense_import"]
+    assert staging.level == "fail"
+    assert staging.detail.startswith("u_genesys_presense_import does not exist")
+    assert "create the staging table u_genesys_presense_import and its transform map" in staging.detail
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/etc/passwd", "is an existing file that is not an SQLite database"),
+        ("/etc/passwd/outbox.db", "/etc/passwd is not a directory"),
+        ("/proc/gcbridge", "cannot create files in /proc"),
+    ],
+)
+def test_check_outbox_names_the_key_and_the_problem(path: str, problem: str, tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "genesys": {
+                "base_url": "http://127.0.0.1:9",
+                "client_id": "c",
+                "client_secret": "s",
+                "topics": TOPICS,
+            },
+            "servicenow": {
+                "instance_url": "http://127.0.0.1:9",
+                "auth": {"kind": "basic", "username": "u", "password": "p"},
+            },
+            "outbox": {"path": path},
+        },
+        base_dir=tmp_path,
+    )
+    verdict = check_outbox(cfg)
+    assert verdict.level == "fail"
+    assert verdict.detail.startswith(f'[outbox] path = "{path}": ')
+    assert problem in verdict.detail
+
+
+def test_check_outbox_accepts_a_directory_that_can_be_created_and_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "gcbridge" / "outbox.db"
+    assert outbox_location_problem(target) is None
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "dir.db").mkdir()
+    problem = outbox_location_problem(tmp_path / "dir.db")
+    assert problem is not None
+    assert "is a directory" in problem
+    assert outbox_location_problem(target, create=True) is None
+    assert target.parent.is_dir()
+
+
+async def test_run_with_an_unusable_outbox_path_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    config_file = tmp_path / "gcbridge.toml"
+    config_file.write_text(
+        '[genesys]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s"\n'
+        'topics = ["v2.users.a1.presence"]\n'
+        '[servicenow]\ninstance_url = "http://127.0.0.1:9"\n'
+        '[servicenow.auth]\nkind = "basic"\nusername = "u"\npassword = "p"\n'
+        '[outbox]\npath = "/etc/passwd/outbox.db"\n'
+    )
+    code, out, err = await run_gcbridge("run", "--config", str(config_file), within=60)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert '[outbox] path = "/etc/passwd/outbox.db": /etc/passwd is not a directory' in lines[0]
+    assert "Traceback" not in out + err
+
+    code, out, err = await run_gcbridge("check", "--config", str(config_file), "--skip-servicenow", within=60)
+    assert code == 1
+    assert "fail  outbox" in out
+    assert "/etc/passwd is not a directory" in out

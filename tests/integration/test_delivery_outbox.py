@@ -14,19 +14,22 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from gcbridge.bridge.mapping import MappingRule, event_to_outbox_item
 from gcbridge.bridge.router import Router, ServiceNowSection, build_router
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.events import Event
-from gcbridge.outbox import ALL, Dispatcher, OutboxItem, SqliteOutbox
+from gcbridge.outbox import Dispatcher, OutboxItem, SqliteOutbox
+from gcbridge.servicenow import BasicAuthConfig
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, SnSimConfig, TransformMap
+from tests.library_logs import capture_logs
 
 from .sn_fixtures import basic_writer_config, localhost_url, started_sim, writer_session
 
@@ -335,7 +338,19 @@ async def test_a_429_storm_slows_the_writer_without_losing_anything(
 # ---- poison and replay ---------------------------------------------------------------------------------
 
 
-async def test_poison_events_are_dead_lettered_with_a_reason_and_replayed_after_the_fix(
+async def tick_until(
+    disp: Dispatcher, warp: WarpClock, done: Callable[[], Awaitable[bool]], *, step: float = 1.0
+) -> None:
+    """Move simulated time ``step`` seconds per tick until ``done()`` (the dispatcher runs meanwhile)."""
+    deadline = time.monotonic() + 60.0
+    while not await done():
+        assert time.monotonic() < deadline, "condition not reached"
+        warp.offset += step
+        disp.notify()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_missing_staging_table_holds_every_row_until_it_exists_and_poison_rows_die_alone(
     tmp_path: Path, sim: ServiceNowSim, warp: WarpClock, session: aiohttp.ClientSession
 ) -> None:
     typo = MappingRule(
@@ -364,16 +379,26 @@ async def test_poison_events_are_dead_lettered_with_a_reason_and_replayed_after_
     batch = items(router, 5, states=("connected",))
     item = event_to_outbox_item(presence, router.mapping)
     assert item is not None
-    await store.put_many([*batch, item])
+    await store.put_many([item, *batch])
     sim.fail_transform("u_genesys_interaction_import", 1, "Target record not found")
-    await run_until_settled(store, dispatcher(store, router, warp), warp)
+    disp = dispatcher(store, router, warp, concurrency=1)
+    task = asyncio.create_task(disp.run())
 
-    dead = await store.dead_letters()
-    reasons = sorted(d.last_error or "" for d in dead)
-    assert len(dead) == 2
-    assert reasons[0] == "rejected: HTTP 400: Invalid table u_genesys_presense_import"
-    assert "error: Target record not found" in reasons[1]
-    assert len(sim.records("interaction")) == 4
+    async def paused() -> bool:
+        return disp.health.paused
+
+    await tick_until(disp, warp, paused)
+    assert disp.health.condition is not None
+    assert disp.health.condition.kind == "missing_table"
+    assert "u_genesys_presense_import" in disp.health.condition.summary
+    # a few probes later: still nothing dead-lettered because of the missing table, nothing delivered
+    warp.offset += 10
+    await asyncio.sleep(0.1)
+    stats = await store.stats(warp())
+    assert (stats.dead, stats.delivered) == (0, 0)
+    assert disp.counters.outages == 1
+    (held,) = [r for r in [await store.inspect(1)] if r is not None]
+    assert held.attempts == 0  # held rows keep their attempts: they did nothing wrong
 
     sim.add_transform_map(
         "u_genesys_presense_import",
@@ -381,14 +406,74 @@ async def test_poison_events_are_dead_lettered_with_a_reason_and_replayed_after_
             name="fix", target_table="u_genesys_presence", coalesce=["u_user_id"], auto_map=AutoMap.SAME
         ),
     )
-    assert await store.replay(ALL, warp()) == 2
-    await run_until_settled(store, dispatcher(store, router, warp), warp)
+
+    async def settled() -> bool:
+        s = await store.stats(warp())
+        return s.pending == 0 and s.in_flight == 0
+
+    await tick_until(disp, warp, settled)
+    await disp.drain(timeout=5)
+    await task
+    assert not disp.health.paused
     stats = await store.stats(warp())
+    dead = await store.dead_letters()
     await store.close()
-    assert (stats.delivered, stats.dead) == (6, 0)
-    assert len(sim.records("interaction")) == 5
+    # only the row-level poison (a transform error) is dead-lettered, with its reason
+    assert (stats.delivered, stats.dead) == (5, 1)
+    assert "error: Target record not found" in (dead[0].last_error or "")
     (user,) = sim.records("u_genesys_presence")
     assert user["u_presence"] == "Busy"
+    assert len(sim.records("interaction")) == 4
+
+
+async def test_a_wrong_password_is_one_outage_and_a_restart_after_the_fix_delivers_at_once(
+    tmp_path: Path, sim: ServiceNowSim, warp: WarpClock, session: aiohttp.ClientSession
+) -> None:
+    wrong = config(sim).model_copy(
+        update={"auth": BasicAuthConfig(username="admin", password=SecretStr("not-the-password"))}
+    )
+    router = build_router(wrong, session, wall_clock=warp)
+    store = await SqliteOutbox.open(tmp_path / "outbox.db")
+    await store.put_many(items(router, 40, states=("connected",)))
+    disp = dispatcher(store, router, warp)
+    with capture_logs() as logs:
+        task = asyncio.create_task(disp.run())
+
+        async def paused() -> bool:
+            return disp.health.paused
+
+        await tick_until(disp, warp, paused)
+        for _ in range(30):  # half a simulated minute of probing
+            warp.offset += 1
+            disp.notify()
+            await asyncio.sleep(0.01)
+        await disp.drain(timeout=5)
+        await task
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == [
+        "ServiceNow deliveries paused: ServiceNow rejected the credentials (HTTP 401)"
+    ]
+    assert "[servicenow.auth]" in errors[0]["action"]
+    assert not [e for e in logs if e["event"] == "outbox delivery will be retried"]
+    assert disp.health.condition is not None
+    assert disp.health.condition.kind == "credentials"
+    stats = await store.stats(warp())
+    assert (stats.pending, stats.dead, stats.delivered) == (40, 0, 0)
+    assert all(r.attempts == 0 for r in [await store.inspect(i) for i in range(1, 41)] if r is not None)
+    await store.close()
+
+    # the operator fixes the password and restarts: everything goes at once, without moving the clock
+    store = await SqliteOutbox.open(tmp_path / "outbox.db")
+    fixed = dispatcher(store, build_router(config(sim), session, wall_clock=warp), warp)
+    task = asyncio.create_task(fixed.run())
+    deadline = time.monotonic() + 30
+    while (await store.stats(warp())).delivered < 40:
+        assert time.monotonic() < deadline, await store.stats(warp())
+        await asyncio.sleep(0.02)
+    await fixed.drain(timeout=5)
+    await task
+    await store.close()
+    assert len(sim.records("interaction")) == 40
 
 
 # ---- coalescing ----------------------------------------------------------------------------------------

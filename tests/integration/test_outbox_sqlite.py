@@ -336,3 +336,31 @@ async def test_rows_are_committed_when_put_many_returns(store: SqliteOutbox) -> 
             assert reader.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == n * 3
     finally:
         reader.close()
+
+
+async def test_hold_keeps_attempts_and_puts_the_row_first(store: SqliteOutbox) -> None:
+    await store.put_many([item(1, "a"), item(2, "b")])
+    (row,) = await store.claim(1, now=100.0)
+    assert await store.hold(row.id, "HTTP 401 (authentication refused)")
+    info = await store.inspect(row.id)
+    assert info is not None
+    assert (info.state, info.attempts, info.last_error) == ("pending", 0, "HTTP 401 (authentication refused)")
+    (first,) = await store.claim(1, now=100.0)
+    assert first.id == row.id  # the held row is the next probe, ahead of rows that never failed
+    assert not await store.hold(999, "x")
+
+
+async def test_release_held_makes_backed_off_rows_due_now_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    store = await SqliteOutbox.open(path)
+    await store.put_many([item(1, "a"), item(2, "b"), item(3, "a")])
+    for row in await store.claim(2, now=10.0):
+        await store.retry(row.id, 10_000.0, "HTTP 401")  # a stored backoff far in the future
+    assert await store.claim(5, now=20.0) == []
+    assert await store.release_held(20.0) == 2
+    assert await store.next_due() == 20.0
+    await store.close()
+    store = await SqliteOutbox.open(path)  # the new due times were stored, not only kept in memory
+    assert [r.id for r in await store.claim(5, now=20.0)] == [1, 2]
+    assert await store.release_held(20.0) == 0
+    await store.close()

@@ -227,9 +227,10 @@ async def test_faults_are_classified(sim: ServiceNowSim, session: aiohttp.Client
     assert len(sim.records("interaction")) == 1
 
 
-async def test_acl_denial_and_unknown_staging_table_are_rejected(
+async def test_acl_denial_and_unknown_staging_table_are_sink_wide_conditions_not_rejections(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
+    """Every row would fail alike, so they are retries that name the condition (the dispatcher pauses)."""
     rules = [
         MappingRule(
             name="incidents",
@@ -251,11 +252,15 @@ async def test_acl_denial_and_unknown_staging_table_are_rejected(
     router = build_router(basic_writer_config(localhost_url(sim), rules), session)
     sim.deny("incident", "write")
     denied = await router.deliver(to_row(QUEUE_TOPIC, conversation("c-1", "connected"), router))
-    assert isinstance(denied, Reject)
+    assert isinstance(denied, Retry)
     assert denied.reason.startswith("HTTP 403")
+    assert denied.condition is not None
+    assert denied.condition.kind == "access"
     unknown = await router.deliver(to_row("v2.users.u-1.presence", {"presenceDefinition": {}}, router))
-    assert isinstance(unknown, Reject)
+    assert isinstance(unknown, Retry)
     assert "Invalid table u_genesys_presense_import" in unknown.reason
+    assert unknown.condition is not None
+    assert unknown.condition.summary.startswith("ServiceNow table u_genesys_presense_import does not exist")
 
 
 async def test_oauth_password_grant_survives_token_revocation(

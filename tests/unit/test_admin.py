@@ -190,3 +190,13 @@ def test_lifecycle_events_become_counters() -> None:
     assert 'gcbridge_reconnects_total{reason="closed_1006"} 2.0' in text
     assert 'gcbridge_rotations_total{reason="socket_closing"} 1.0' in text
     assert "gcbridge_token_refreshes_total 1.0" in text
+
+
+def test_readiness_names_a_sink_wide_condition() -> None:
+    live = [{"shard": 0, "state": "live"}]
+    verdict = readiness(live, 1, True, "running", ["ServiceNow rejected the credentials (HTTP 401)"])
+    assert not verdict.ready
+    assert verdict.reasons == ("ServiceNow rejected the credentials (HTTP 401)",)
+    assert not readiness(
+        live, 1, True, "running", ["every one of the last 20 deliveries was dead-lettered"]
+    ).ready

@@ -22,6 +22,7 @@ from gcbridge.bridge.sink import MeasuredSink, answered, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStats, Outcome, Reject, Retry
+from gcbridge.servicenow import conditions
 from tests.logging_state import restored_logging
 
 
@@ -321,3 +322,33 @@ async def test_an_event_the_mapping_cannot_encode_is_stored_not_dropped(tmp_path
     assert json.loads(items[0].payload)["eventBody"]["n"] == "{7}"
     assert "mappingError" in json.loads(items[0].payload)
     assert "stored for the dead-letter list" in logs.getvalue()
+
+
+async def test_measured_sink_notices_when_every_recent_delivery_is_dead_lettered() -> None:
+    row = OutboxRow(1, "k", "o", "t", b"{}", 0.0, 0)
+    sink = MeasuredSink(
+        ScriptedSink([Reject("HTTP 400: bad field u_x")] * 6 + [Delivered()]), BridgeMetrics()
+    )
+    for _ in range(4):
+        await sink.deliver(row)
+    assert sink.wholesale_rejection() is None  # four rejections are not yet "everything"
+    await sink.deliver(row)
+    reason = sink.wholesale_rejection()
+    assert reason is not None
+    assert reason.startswith("every one of the last 5 deliveries was dead-lettered")
+    assert "bad field u_x" in reason
+    await sink.deliver(row)
+    await sink.deliver(row)  # one delivery among the recent outcomes: not wholesale any more
+    assert sink.wholesale_rejection() is None
+
+
+def test_a_refusing_instance_is_reachable_a_silent_one_is_not() -> None:
+    refused = Retry("HTTP 401", condition=conditions.bad_credentials(401))
+    assert answered(refused)
+    assert answered(
+        Retry(
+            "HTTP 400: Invalid table u_x", condition=conditions.missing_table("HTTP 400: Invalid table u_x")
+        )
+    )
+    assert not answered(Retry("HTTP 503", condition=conditions.unavailable(503)))
+    assert not answered(Retry("HTTP 200 html", condition=conditions.hibernating()))

@@ -68,11 +68,10 @@ def test_unparsable_json_is_retried() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "reason"),
     [
-        (400, envelope("Invalid table foo"), "HTTP 400: Invalid table foo"),
         (
             403,
-            envelope("Operation Failed", "ACL Exception Update Failed due to security constraints"),
-            "HTTP 403: Operation Failed: ACL Exception Update Failed due to security constraints",
+            envelope("Operation Failed", "Data Policy Exception: Short description is mandatory"),
+            "HTTP 403: Operation Failed: Data Policy Exception: Short description is mandatory",
         ),
         (
             404,
@@ -84,6 +83,51 @@ def test_unparsable_json_is_retried() -> None:
 )
 def test_client_errors_are_rejected_with_the_envelope_reason(status: int, body: bytes, reason: str) -> None:
     assert answer(status, body) == Reject(reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "summary"),
+    [
+        (400, envelope("Invalid table foo"), "missing_table", "ServiceNow table foo does not exist"),
+        (
+            403,
+            envelope("Operation Failed", "ACL Exception Update Failed due to security constraints"),
+            "access",
+            "ServiceNow refused access (HTTP 403: Operation Failed: ACL Exception",
+        ),
+        (403, envelope("Insufficient rights to query records"), "access", "ServiceNow refused access"),
+        (200, b"<html>hibernating</html>", "hibernating", "ServiceNow answers with an HTML page"),
+    ],
+)
+def test_sink_wide_answers_are_retries_that_name_the_condition(
+    status: int, body: bytes, kind: str, summary: str
+) -> None:
+    result = answer(status, body, ctype=HTML if body.startswith(b"<") else JSON)
+    assert isinstance(result, Retry)
+    assert result.condition is not None
+    assert (result.condition.kind, result.condition.threshold) == (kind, 1)
+    assert result.condition.summary.startswith(summary)
+
+
+def test_5xx_is_a_soft_condition_that_needs_a_run_of_failures() -> None:
+    for result in (answer(500, envelope("boom")), answer(503, b"<html/>", ctype=HTML)):
+        assert isinstance(result, Retry)
+        assert result.condition is not None
+        assert result.condition.kind == "unavailable"
+        assert result.condition.threshold > 1
+    assert answer(429, envelope("Too many")).condition is None
+
+
+def test_import_result_with_a_missing_target_table_is_a_sink_condition() -> None:
+    data = {
+        "result": [
+            {"transform_map": "m", "table": "u_gone", "status": "error", "error_message": "Invalid table"}
+        ]
+    }
+    result = interpret_import_result(data, "u_stage")
+    assert isinstance(result, Retry)
+    assert result.condition is not None
+    assert result.condition.summary.startswith("ServiceNow table u_gone does not exist")
 
 
 def test_401_is_unauthorized() -> None:

@@ -546,9 +546,14 @@ async def test_import_set_rows_and_transform_errors(
     )
     state.import_status = "error"
     failed = await router.deliver(row(TOPIC, {"id": "c2", "state": "a"}, 3))
-    assert failed == Reject(
-        "Import Set u_calls_import: transform map 'Genesys' -> interaction: error: Invalid table"
+    # the transform's target table is missing: the sink's condition, so the row waits instead of dying
+    assert isinstance(failed, Retry)
+    assert (
+        failed.reason
+        == "Import Set u_calls_import: transform map 'Genesys' -> interaction: error: Invalid table"
     )
+    assert failed.condition is not None
+    assert failed.condition.kind == "missing_table"
 
 
 async def test_router_rejects_what_it_cannot_map(

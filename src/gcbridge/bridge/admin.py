@@ -86,9 +86,16 @@ class Readiness:
 
 
 def readiness(
-    channels: Sequence[Mapping[str, Any]], shards: int, servicenow_reachable: bool | None, state: str
+    channels: Sequence[Mapping[str, Any]],
+    shards: int,
+    servicenow_reachable: bool | None,
+    state: str,
+    delivery_problems: Sequence[str] = (),
 ) -> Readiness:
-    """Ready when running, every shard has a live channel, and ServiceNow answered (pure; no I/O)."""
+    """Ready when running, every shard has a live channel, ServiceNow answered, and deliveries are not
+    failing wholesale (pure; no I/O). ``delivery_problems``: a sink-wide condition that pauses deliveries
+    ("ServiceNow rejected the credentials (HTTP 401)"), or every recent delivery dead-lettered. An instance
+    that refuses the credentials answered, so it is not "not reachable" (see :func:`bridge.sink.answered`)."""
     reasons: list[str] = []
     if state != "running":
         reasons.append(f"service is {state}")
@@ -97,6 +104,7 @@ def readiness(
     if missing:
         # a list, so that "shard 0" never reads as "no shard"
         reasons.append(f"shards without a live socket: {missing}")
+    reasons.extend(delivery_problems)
     if servicenow_reachable is False:
         reasons.append("ServiceNow is not reachable")
     elif servicenow_reachable is None:

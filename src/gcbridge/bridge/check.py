@@ -3,8 +3,8 @@
 Each step gives a :class:`Verdict` (``ok``, ``warn`` or ``fail``) with a sentence that says what to do. The
 Genesys steps: an OAuth token, a notification channel, and a subscription of every configured topic on that
 channel with ``ignoreErrors=true`` (rejected topics are listed with their missing permissions); the check
-removes its subscriptions again. The ServiceNow steps: authentication, then read access to every target
-table of the mapping.
+removes its subscriptions again. The ServiceNow steps: authentication, then every target of the mapping
+probed the way delivery uses it (see :func:`check_servicenow`). The outbox step: ``[outbox] path`` is usable.
 
 Mind: if Genesys makes topics exclusive to the newest channel of an OAuth client (spec §2.3a), checking
 topics while the service runs with the same OAuth client moves them to the check's channel for a moment;
@@ -16,13 +16,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import quote
 
 import aiohttp
 
 from gcbridge import _json
 from gcbridge.bridge.config import BridgeConfig
+from gcbridge.bridge.outbox_location import outbox_location_problem
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
+from gcbridge.outbox.base import Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
 from gcbridge.servicenow.config import OAuthConfig
@@ -183,7 +186,20 @@ def mapping_targets(config: BridgeConfig) -> list[tuple[str, str]]:
     return seen
 
 
+def check_outbox(config: BridgeConfig) -> Verdict:
+    """Can ``[outbox] path`` hold the outbox (creates nothing)? See :mod:`gcbridge.bridge.outbox_location`."""
+    path = config.outbox.path
+    problem = outbox_location_problem(path)
+    if problem is not None:
+        return Verdict("outbox", "fail", problem)
+    state = "exists" if path.exists() else "can be created"
+    return Verdict("outbox", "ok", f"{path} {state}; its directory is writable and can lock files")
+
+
 async def check_servicenow(config: BridgeConfig) -> list[Verdict]:
+    """Authentication, then every target of the mapping probed the way delivery uses it, writing nothing:
+    an Import Set staging table through the Import Set API, a Table API target through the Table API, and
+    Event Management with an empty batch. A failure names the table, role or ACL most likely missing."""
     sn = config.servicenow
     out: list[Verdict] = []
     async with create_session(
@@ -191,24 +207,81 @@ async def check_servicenow(config: BridgeConfig) -> list[Verdict]:
     ) as http:
         auth = _authenticator(config, http)
         rest = ServiceNowRest(http, sn.instance_url, auth, timeout=sn.timeouts.total)
-        targets = mapping_targets(config)
-        first = True
-        for kind, table in targets:
-            answer = await rest.table_query(table, "", limit=1)
-            if first:
-                first = False
-                if isinstance(answer, Ok) or "Invalid table" in getattr(answer, "reason", ""):
-                    out.append(Verdict("servicenow auth", "ok", f"authenticated at {sn.instance_url}"))
-                else:
-                    out.append(Verdict("servicenow auth", "fail", f"{sn.instance_url}: {answer.reason}"))
+        for index, (kind, table) in enumerate(mapping_targets(config)):
+            answer = await probe_target(rest, kind, table)
+            if index == 0:
+                verdict = _auth_verdict(sn.instance_url, answer)
+                out.append(verdict)
+                if verdict.level == "fail":
                     break
-            if isinstance(answer, Ok):
-                out.append(Verdict(f"servicenow {kind} {table}", "ok", "table readable"))
-            else:
-                out.append(Verdict(f"servicenow {kind} {table}", "fail", answer.reason))
+            out.append(target_verdict(kind, table, answer))
         if hasattr(auth, "close"):
             await auth.close()
     return out
+
+
+PROBE_SYS_ID: Final = "0" * 32
+"""No staging row has this sys_id: ``GET /api/now/import/<staging>/<it>`` answers 404 when the staging table
+exists and the user may use the Import Set API, ``400 Invalid table`` when the table does not exist."""
+
+
+async def probe_target(rest: ServiceNowRest, kind: str, table: str) -> Ok | Retry | Reject:
+    """One request that exercises ``kind``'s API on ``table`` without writing anything."""
+    if kind == "import_set":
+        answer = await rest.call("GET", f"/api/now/import/{quote(table)}/{PROBE_SYS_ID}")
+        if isinstance(answer, Reject) and answer.reason.startswith("HTTP 404"):
+            return Ok(404, None)  # the staging table is there; the made-up row is not
+        return answer
+    if kind == "event":
+        return await rest.em_events([])  # an empty batch: the role is checked, no event is created
+    return await rest.table_query(table, "", limit=1)
+
+
+_OK_DETAIL: Final = {
+    "import_set": "staging table found through the Import Set API (its transform map is not checked)",
+    "table": "table readable through the Table API (delivery also needs create and write ACLs)",
+    "event": "Event Management accepts events",
+}
+_ACCESS_HINT: Final = {
+    "import_set": (
+        "grant the user the import_set_loader and import_transformer roles, or check the ACLs on {table}"
+    ),
+    "table": (
+        "grant the user read, create and write ACLs on {table} (e.g. the itil role for incident) and "
+        "check that the table allows access via web services"
+    ),
+    "event": "grant the user the evt_mgmt_integration role",
+}
+_MISSING_HINT: Final = {
+    "import_set": "create the staging table {table} and its transform map, or fix the rule's target",
+    "table": "create the table {table} or fix the rule's target",
+    "event": "Event Management is not active on this instance (plugin com.glideapp.itom.em)",
+}
+
+
+def target_verdict(kind: str, table: str, answer: Ok | Retry | Reject) -> Verdict:
+    """What a probe's answer says about one target (pure)."""
+    name = f"servicenow {kind} {table}"
+    if isinstance(answer, Ok):
+        return Verdict(name, "ok", _OK_DETAIL.get(kind, "answers"))
+    condition = answer.condition if isinstance(answer, Retry) else None
+    if condition is not None and condition.kind == "missing_table":
+        hint = _MISSING_HINT.get(kind, "fix the rule's target").format(table=table)
+        return Verdict(name, "fail", f"{table} does not exist ({answer.reason}): {hint}")
+    if condition is not None and condition.kind == "access":
+        hint = _ACCESS_HINT.get(kind, "check the user's roles").format(table=table)
+        return Verdict(name, "fail", f"access refused ({answer.reason}): {hint}")
+    return Verdict(name, "fail", answer.reason)
+
+
+def _auth_verdict(instance_url: str, answer: Ok | Retry | Reject) -> Verdict:
+    condition = answer.condition if isinstance(answer, Retry) else None
+    refused_later = condition is not None and condition.kind in ("missing_table", "access")
+    if isinstance(answer, Ok | Reject) or refused_later:
+        return Verdict("servicenow auth", "ok", f"authenticated at {instance_url}")
+    if condition is not None:
+        return Verdict("servicenow auth", "fail", f"{instance_url}: {condition.summary}: {answer.reason}")
+    return Verdict("servicenow auth", "fail", f"{instance_url}: {answer.reason}")
 
 
 def _bearer(token: Secret) -> dict[str, str]:

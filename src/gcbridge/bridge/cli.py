@@ -91,9 +91,14 @@ def _load(config: Path) -> BridgeConfig:
 
 def run(config: ConfigOption = Path(DEFAULT_CONFIG)) -> None:
     from gcbridge.bridge import logging as bridge_logging
+    from gcbridge.bridge.outbox_location import outbox_location_problem
     from gcbridge.bridge.service import BridgeService
 
     cfg = _load(config)
+    problem = outbox_location_problem(cfg.outbox.path, create=True)
+    if problem is not None:
+        sys.stderr.write(f"{config}: {problem}\n")
+        raise typer.Exit(EXIT_CONFIG)
     bridge_logging.configure(level=cfg.logging.level, fmt=cfg.logging.format)
     service = BridgeService(cfg, config_path=config)
     raise typer.Exit(asyncio.run(service.run()))
@@ -150,13 +155,14 @@ def check(
     ] = False,
     skip_servicenow: Annotated[bool, typer.Option(help="Only check Genesys Cloud.")] = False,
 ) -> None:
-    from gcbridge.bridge.check import Verdict, check_genesys, check_servicenow
+    from gcbridge.bridge.check import Verdict, check_genesys, check_outbox, check_servicenow
 
     cfg = _load(config)
     _out.print(f"[green]ok[/]    configuration     {config} is valid")
 
     async def all_checks() -> list[Verdict]:
-        verdicts = await check_genesys(cfg, topics=not skip_topics)
+        verdicts = [check_outbox(cfg)]
+        verdicts += await check_genesys(cfg, topics=not skip_topics)
         if not skip_servicenow:
             verdicts += await check_servicenow(cfg)
         return verdicts

@@ -14,6 +14,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gcbridge.outbox.base import OutboxStats
+from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 
 MAX_FAMILIES: Final = 200
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -125,6 +126,13 @@ class BridgeMetrics:
         self.servicenow_up = Gauge(
             "gcbridge_servicenow_reachable", "1 when ServiceNow answered recently.", registry=r
         )
+        self.servicenow_condition = Gauge(
+            "gcbridge_servicenow_condition",
+            "1 for the sink-wide condition that pauses deliveries now (credentials, access, missing_table, "
+            "hibernating, unavailable, unreachable); all 0 when deliveries flow.",
+            ["condition"],
+            registry=r,
+        )
         self.ready = Gauge(
             "gcbridge_ready", "1 when every shard is live and ServiceNow is reachable.", registry=r
         )
@@ -132,6 +140,8 @@ class BridgeMetrics:
             self.outbox_depth.labels(state=state)
         for result in ("delivered", "retry", "rejected"):
             self.deliveries.labels(result=result)
+        for condition in SINK_CONDITIONS:
+            self.servicenow_condition.labels(condition=condition)
 
     def family_label(self, topic: str) -> str:
         family = topic_family(topic)

@@ -35,6 +35,7 @@ from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
 from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
 from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
@@ -43,10 +44,11 @@ from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
-from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
+from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
+from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.rest import create_session
 
 REFRESH_INTERVAL: Final = 1.0
@@ -159,7 +161,9 @@ class BridgeService:
             outbox=str(cfg.outbox.path),
         )
         self.journal.load()
-        cfg.outbox.path.parent.mkdir(parents=True, exist_ok=True)
+        problem = outbox_location_problem(cfg.outbox.path, create=True)
+        if problem is not None:
+            raise OutboxLocationError(problem)
         self.outbox = await SqliteOutbox.open(
             cfg.outbox.path,
             synchronous=cfg.outbox.synchronous,
@@ -362,6 +366,8 @@ class BridgeService:
             servicenow_instance=self.config.servicenow.instance_url,
             last_event_at=self.ingest.last_event_at if self.ingest else None,
             history=self.history.documents(),
+            servicenow_condition=self._condition_doc(),
+            delivery_problems=self._delivery_problems(),
         )
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
@@ -460,6 +466,7 @@ class BridgeService:
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
         self.history.record(self._history_sample(now))
+        self._update_condition_gauge()
 
     def _history_sample(self, now: float) -> Sample:
         request_seconds, requests = 0.0, 0
@@ -478,6 +485,37 @@ class BridgeService:
             latency_seconds=request_seconds,
             requests=requests,
         )
+
+    def _condition(self) -> SinkCondition | None:
+        health = self.dispatcher.health if self.dispatcher is not None else None
+        return health.condition if health is not None and health.paused else None
+
+    def _condition_doc(self) -> dict[str, Any] | None:
+        condition = self._condition()
+        if condition is None:
+            return None
+        assert self.dispatcher is not None
+        since = self.dispatcher.health.since
+        return {
+            "kind": condition.kind,
+            "summary": condition.summary,
+            "action": condition.action,
+            "since": since,
+        }
+
+    def _delivery_problems(self) -> list[str]:
+        condition = self._condition()
+        problems = [condition.summary] if condition is not None else []
+        rejection = self.sink.wholesale_rejection() if self.sink is not None else None
+        if rejection is not None:
+            problems.append(rejection)
+        return problems
+
+    def _update_condition_gauge(self) -> None:
+        condition = self._condition()
+        for kind in SINK_CONDITIONS:
+            value = 1 if condition is not None and condition.kind == kind else 0
+            self.metrics.servicenow_condition.labels(condition=kind).set(value)
 
     async def _safe_outbox_stats(self) -> OutboxStats | None:
         if self.outbox is None:

@@ -3,13 +3,17 @@
 Reachability is judged from outcomes: a delivery or a rejection means ServiceNow answered; a retry whose
 reason points at the transport or an unavailable node (connection errors, timeouts, 502/503/504, a 202
 queue overflow) counts as unreachable until the next answer. A 429 is an answer (ServiceNow is there,
-just busy).
+just busy), and so is a sink-wide condition such as rejected credentials or a missing table.
+
+It also notices when deliveries fail wholesale row by row: :meth:`MeasuredSink.wholesale_rejection` says so
+when every one of the recent outcomes was a rejection (dead-lettered), which makes ``/readyz`` not ready.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -21,12 +25,20 @@ _UNREACHABLE: Final = re.compile(
     r"disconnect|hibernat",
     re.I,
 )
+# conditions that come from an instance that answered: it is reachable, just refusing
+_ANSWERED_CONDITIONS: Final = frozenset({"credentials", "access", "missing_table"})
+RECENT_OUTCOMES: Final = 20
+"""Deliveries or rejections remembered for :meth:`MeasuredSink.wholesale_rejection`."""
+MIN_REJECTIONS: Final = 5
+"""Rejections in a row, with no delivery among the recent outcomes, before deliveries count as failing."""
 
 
 def answered(outcome: Outcome) -> bool:
     """Did this outcome come from a ServiceNow that answered (pure)?"""
     if isinstance(outcome, Delivered | Reject):
         return True
+    if outcome.condition is not None:
+        return outcome.condition.kind in _ANSWERED_CONDITIONS
     return not _UNREACHABLE.search(outcome.reason)
 
 
@@ -58,6 +70,7 @@ class MeasuredSink:
         self.delivered = 0
         self.retried = 0
         self.rejected = 0
+        self._recent: deque[bool] = deque(maxlen=RECENT_OUTCOMES)  # True: rejected, False: delivered
 
     async def deliver(self, row: OutboxRow) -> Outcome:
         started = self._timer()
@@ -78,6 +91,7 @@ class MeasuredSink:
             self.delivered += 1
             self._metrics.deliveries.labels(result="delivered").inc()
             self.last_success_at = self._clock()
+            self._recent.append(False)
         elif isinstance(outcome, Retry):
             self.retried += 1
             self._metrics.deliveries.labels(result="retry").inc()
@@ -86,7 +100,17 @@ class MeasuredSink:
             self.rejected += 1
             self._metrics.deliveries.labels(result="rejected").inc()
             self.last_error = outcome.reason[:300]
+            self._recent.append(True)
         self.note_reachable(answered(outcome))
+
+    def wholesale_rejection(self) -> str | None:
+        """A readiness reason when every recent outcome (at least :data:`MIN_REJECTIONS`) was a rejection."""
+        if len(self._recent) < MIN_REJECTIONS or not all(self._recent):
+            return None
+        return (
+            f"every one of the last {len(self._recent)} deliveries was dead-lettered "
+            f"(last reason: {(self.last_error or '?')[:200]})"
+        )
 
     def note_reachable(self, reachable: bool) -> None:
         self.reachable = reachable

@@ -98,10 +98,12 @@ def build_status(
     servicenow_instance: str,
     last_event_at: float | None,
     history: Sequence[Mapping[str, Any]] = (),
+    servicenow_condition: Mapping[str, Any] | None = None,
+    delivery_problems: Sequence[str] = (),
 ) -> dict[str, Any]:
     channels = channel_rows(client_stats)
     shards = _shard_count(client_stats, channels)
-    ready = readiness(channels, shards, servicenow_reachable, state)
+    ready = readiness(channels, shards, servicenow_reachable, state, delivery_problems)
     outbox_doc = dataclasses.asdict(outbox) if outbox is not None else {}
     return {
         "state": state,
@@ -135,6 +137,7 @@ def build_status(
             "instance": servicenow_instance,
             "reachable": servicenow_reachable,
             "last_error": servicenow_last_error,
+            "condition": servicenow_condition,
         },
         "history": {"minute_seconds": MINUTE, "minutes": list(history)},
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Delivered", "Outcome", "Reject", "Retry"]
+__all__ = ["Delivered", "Outcome", "Reject", "Retry", "SinkCondition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,15 +17,34 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkCondition:
+    """A failure of the whole sink rather than of one row: wrong credentials, a missing table, an instance
+    that hibernates or keeps answering 5xx. Every row would fail the same way, so the dispatcher pauses
+    deliveries instead of retrying each row (see :mod:`gcbridge.outbox.outage`).
+
+    ``kind`` is a short label for metrics (``credentials``, ``access``, ``missing_table``, ``hibernating``,
+    ``unavailable``, ``unreachable``); ``summary`` says what is wrong ("ServiceNow rejected the credentials
+    (HTTP 401)"), ``action`` what the operator should do. ``threshold``: how many such failures in a row make
+    it a condition (1 for a definite answer, more for failures that one flaky request can also produce).
+    """
+
+    kind: str
+    summary: str
+    action: str
+    threshold: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Not delivered, try again later (a 429, a 5xx, a 202, a timeout).
 
     ``reason`` is stored with the row and logged: a status and a short text, never a token, a header value or
-    the payload.
+    the payload. ``condition`` is set when the failure is the sink's, not the row's.
     """
 
     reason: str
     after: float | None = None  # seconds the remote asked us to wait (Retry-After), else backoff decides
+    condition: SinkCondition | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,10 @@ from gcbridge.outbox.base import (
     Retry,
     RowInfo,
     Sink,
+    SinkCondition,
 )
 from gcbridge.outbox.dispatcher import Dispatcher, DispatcherCounters
+from gcbridge.outbox.outage import SinkHealth
 from gcbridge.outbox.sqlite import OutboxLockedError, SqliteOutbox
 
 __all__ = [
@@ -39,5 +41,7 @@ __all__ = [
     "Retry",
     "RowInfo",
     "Sink",
+    "SinkCondition",
+    "SinkHealth",
     "SqliteOutbox",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry
+from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry, SinkCondition
 
 __all__ = [
     "ALL",
@@ -28,6 +28,7 @@ __all__ = [
     "RowState",
     "Selection",
     "Sink",
+    "SinkCondition",
 ]
 
 ALL: Literal["all"] = "all"
@@ -126,6 +127,18 @@ class OutboxStore(Protocol):
 
     async def retry(self, row_id: int, next_attempt_at: float, error: str) -> bool:
         """Put an in-flight row back to pending, counting one attempt; ``False`` if it was not in flight."""
+        ...
+
+    async def hold(self, row_id: int, error: str) -> bool:
+        """Put an in-flight row back to pending *without* counting an attempt: the sink as a whole failed
+        (see :class:`SinkCondition`), not this row. It is due at once and ahead of rows that never failed, so
+        the next probe of the sink retries a row that showed the condition. ``False`` if not in flight."""
+        ...
+
+    async def release_held(self, now: float) -> int:
+        """Make every pending row whose next attempt lies after ``now`` due at ``now`` (on recovery from a
+        sink-wide condition and at start: a stored backoff must not delay delivery once the cause is fixed).
+        Returns how many rows were moved forward."""
         ...
 
     async def dead_letter(self, row_id: int, reason: str, now: float) -> bool:

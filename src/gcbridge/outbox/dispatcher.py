@@ -12,6 +12,11 @@ Usage::
 The dispatcher owns no delivery state: attempts, next-attempt times and dead letters are in the store, so a
 restart resumes exactly where the last process stopped (rows it had in flight come back when the store opens).
 Per-key order comes from the store's claim rule (one row in flight per order key); concurrency is across keys.
+
+A failure of the whole sink (see :class:`~gcbridge.outbox.base.SinkCondition`) is one outage, decided by
+:class:`~gcbridge.outbox.outage.SinkHealth`: deliveries pause with one ``error`` log line, failed rows go back
+without an attempt counted (never dead-lettered for it), one row at a time probes the sink with backoff, and
+on recovery, as at every start, rows held back are made due at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from gcbridge._logs import get_logger
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
+from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, Transition, probe_policy
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
 
 __all__ = ["Dispatcher", "DispatcherCounters"]
@@ -45,6 +51,8 @@ class DispatcherCounters:
     sink_errors: int = 0  # exceptions and timeouts from the sink (each also counted as a retry)
     store_errors: int = 0  # failed store calls; the row stays in flight until its lease ends
     expired: int = 0  # delivered rows deleted by retention
+    held: int = 0  # rows put back without an attempt because the sink as a whole was failing
+    outages: int = 0  # sink-wide outages begun
 
 
 class Dispatcher:
@@ -65,6 +73,8 @@ class Dispatcher:
       rows per transaction, at most ``expire_rounds=20`` transactions per round.
     * ``coalesce=False``: claim with coalescing (only for sinks that write whole-state records).
     * ``clock=time.time``: wall clock, because next-attempt times are stored and must survive restarts.
+    * ``health``: the sink's outage state machine (:class:`~gcbridge.outbox.outage.SinkHealth`, probing as
+      ``backoff`` grows but at most a minute apart); read ``dispatcher.health.condition`` for what is wrong.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class Dispatcher:
         coalesce: bool = False,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        health: SinkHealth | None = None,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be >= 1")
@@ -109,6 +120,7 @@ class Dispatcher:
         self.expire_rounds = expire_rounds
         self.coalesce = coalesce
         self.counters = DispatcherCounters()
+        self.health = health if health is not None else SinkHealth(probe_policy(backoff))
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()  # jitter, not cryptography
         self._wake = asyncio.Event()
@@ -143,6 +155,9 @@ class Dispatcher:
             raise RuntimeError("Dispatcher.run() is already running")
         self._running = True
         try:
+            # rows held back by an outage before a restart (or backing off because of it) go first: the
+            # operator restarted because the cause is fixed
+            await self._release_held("start")
             while not self._stopping:
                 # one extra turn of the event loop lets deliveries that are about to finish do so, so that a
                 # burst of completions costs one ack and one claim rather than one of each per row
@@ -198,6 +213,11 @@ class Dispatcher:
         if free <= 0:
             return 0, 0
         asked = min(self.batch, free)
+        allowed = self.health.may_claim(self._clock())
+        if allowed is not None:
+            if allowed == 0:
+                return 0, 0  # paused by an outage: wait for the next probe
+            asked = min(asked, allowed)
         try:
             rows = await self.store.claim(asked, self._clock(), coalesce=self.coalesce)
         except Exception as exc:
@@ -205,7 +225,10 @@ class Dispatcher:
             _log.error(
                 "outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200], hint=_STORE_HINT
             )
-            return 0, 0  # sleep as if idle; the store may recover (disk space, lock)
+            rows, asked = [], 0  # sleep as if idle; the store may recover (disk space, lock)
+        if allowed is not None and not rows:
+            self.health.probe_unused()
+            return 0, 0  # paused and nothing to probe with: sleep until the next probe
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"outbox-deliver-{row.id}")
             self._tasks[task] = row
@@ -229,6 +252,8 @@ class Dispatcher:
                 budget = min(budget, max(0.0, due - self._clock()))
         if self.housekeeping_interval > 0:
             budget = min(budget, max(0.0, self._next_housekeeping - self._clock()))
+        if self.health.paused:
+            budget = min(budget, max(0.0, self.health.next_probe_at - self._clock()))
         return budget
 
     async def _sleep(self, seconds: float) -> None:
@@ -258,6 +283,17 @@ class Dispatcher:
     async def _deliver(self, row: OutboxRow) -> None:
         outcome = await self._attempt(row)
         now = self._clock()
+        transition = self.health.observe(outcome, now)
+        if isinstance(outcome, Retry) and self.health.holds(outcome):
+            try:
+                await self.store.hold(row.id, outcome.reason)
+                self.counters.held += 1
+            except Exception as exc:
+                self.counters.store_errors += 1
+                _log.error("outbox store update failed", row_id=row.id, error=type(exc).__name__)
+            await self._act_on(transition)
+            return
+        await self._act_on(transition)
         try:
             action = decide(
                 outcome,
@@ -290,6 +326,36 @@ class Dispatcher:
             # the class name only: an exception message may quote a request, a header or the payload
             self.counters.sink_errors += 1
             return Retry(type(exc).__name__)
+
+    async def _act_on(self, transition: Transition | None) -> None:
+        if isinstance(transition, Paused):
+            self.counters.outages += 1
+            condition = transition.condition
+            # one line for the whole outage, however many rows wait: what is wrong and what to do
+            _log.error(
+                f"ServiceNow deliveries paused: {condition.summary}",
+                condition=condition.kind,
+                action=condition.action,
+                probing="one row at a time, backing off to at most 1 min apart",
+            )
+        elif isinstance(transition, Resumed):
+            _log.info(
+                "ServiceNow deliveries resumed",
+                condition=transition.condition.kind,
+                outage_seconds=round(transition.seconds, 1),
+            )
+            await self._release_held("recovery")
+            self._wake.set()
+
+    async def _release_held(self, why: str) -> None:
+        try:
+            moved = await self.store.release_held(self._clock())
+        except Exception as exc:
+            self.counters.store_errors += 1
+            _log.error("outbox release of held rows failed", error=type(exc).__name__)
+            return
+        if moved:
+            _log.info("held-back rows are due now", rows=moved, on=why)
 
     async def _flush_acks(self) -> None:
         """Record the deliveries finished since the last loop turn: one store call for all of them."""

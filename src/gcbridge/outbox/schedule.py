@@ -193,6 +193,21 @@ class KeySchedule:
         self._release(row.order_key, key)
         return True
 
+    def due_by(self, now: float) -> list[int]:
+        """Pending rows due after ``now`` become due at ``now``; returns their ids (held by an outage)."""
+        moved: list[int] = []
+        for key_name, key in self._keys.items():
+            changed = False
+            for row_id in key.pending:
+                row = self._rows[row_id]
+                if row.due > now:
+                    row.due = now
+                    moved.append(row_id)
+                    changed = True
+            if changed and key.in_flight is None:
+                heapq.heappush(self._heap, (now, key.pending[0], key_name))
+        return moved
+
     def drop_pending(self, row_ids: Iterable[int]) -> None:
         """Forget pending rows that the store removed or finished without a claim."""
         for row_id in row_ids:

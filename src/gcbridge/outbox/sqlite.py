@@ -323,6 +323,34 @@ class SqliteOutbox:
         self._schedule.retry(row_id, next_attempt_at)
         return True
 
+    async def hold(self, row_id: int, error: str) -> bool:
+        """Back to pending, due first (time 0), attempts unchanged (a sink-wide failure, not the row's)."""
+        return await self._run(lambda conn: self._hold(conn, row_id, error))
+
+    def _hold(self, conn: sqlite3.Connection, row_id: int, error: str) -> bool:
+        if not self._schedule.is_in_flight(row_id):
+            return False
+        conn.execute(
+            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ?, "
+            "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+            (_PENDING, 0.0, _clip(error), row_id),
+        )
+        self._schedule.retry(row_id, 0.0)
+        return True
+
+    async def release_held(self, now: float) -> int:
+        """Every pending row due later than ``now`` becomes due at ``now``; returns how many."""
+        return await self._run(lambda conn: self._release_held(conn, now))
+
+    def _release_held(self, conn: sqlite3.Connection, now: float) -> int:
+        moved = self._schedule.due_by(now)
+        if moved:
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE state = ? AND next_attempt_at > ?",
+                (now, _PENDING, now),
+            )
+        return len(moved)
+
     async def dead_letter(self, row_id: int, reason: str, now: float) -> bool:
         """Move a pending or in-flight row to the dead-letter list with ``reason`` (counted as an attempt
         when it was in flight). Its key is released: later rows proceed. ``False`` if the row was neither."""

@@ -11,7 +11,9 @@ answer                                      outcome
 2xx that is HTML (hibernating instance),    ``Retry``
 not JSON, or a JSON failure envelope
 (``Transaction cancelled`` in a list)
-400, 403, 404, 405, 406, 413, 415, 422      ``Reject`` with the envelope's message and detail
+400, 403, 404, 405, 406, 413, 415, 422      ``Reject`` with the envelope's message and detail, except
+                                            ``400 Invalid table`` and a 403 ACL denial: ``Retry`` with a
+                                            sink-wide ``condition`` (the rows wait, nothing is dead-lettered)
 401                                         :class:`Unauthorized` (the client refreshes the token once, then
                                             ``Retry``)
 429                                         ``Retry(after=Retry-After or X-RateLimit-Reset - now)``
@@ -39,6 +41,7 @@ import aiohttp
 from gcbridge import _json
 from gcbridge.core.backoff import parse_retry_after
 from gcbridge.core.outcome import Reject, Retry
+from gcbridge.servicenow import conditions
 from gcbridge.servicenow.auth import Authenticator, AuthError
 
 __all__ = [
@@ -130,7 +133,10 @@ def classify(status: int, content_type: str, body: bytes, headers: Mapping[str, 
             return Ok(status, None)
         if not is_json:
             kind = "an HTML page (a hibernating instance or a proxy page)" if "html" in ctype else repr(ctype)
-            return Retry(f"HTTP {status} with {kind} instead of JSON: not delivered")
+            return Retry(
+                f"HTTP {status} with {kind} instead of JSON: not delivered",
+                condition=conditions.hibernating(),
+            )
         if not parsed:
             return Retry(f"HTTP {status} with a body that is not JSON: not delivered")
         if isinstance(data, dict) and data.get("status") == "failure":
@@ -144,12 +150,21 @@ def classify(status: int, content_type: str, body: bytes, headers: Mapping[str, 
         if not is_json and status in (404, 405):
             # an HTML 404 comes from something in front of the instance, not from ServiceNow's API
             return Retry(f"HTTP {status} with {ctype or 'no content type'} (not from the ServiceNow API)")
-        return Reject(_clip(label if message else f"HTTP {status} from ServiceNow (no error message)"))
+        reason = _clip(label if message else f"HTTP {status} from ServiceNow (no error message)")
+        # a missing table or an ACL denial fails every row alike: the sink's condition, the rows wait
+        sink_wide = conditions.missing_table(reason) if status == 400 else None
+        if status == 403 and conditions.is_acl_denial(message):
+            sink_wide = conditions.access_denied(message or "")
+        return Reject(reason) if sink_wide is None else Retry(reason, condition=sink_wide)
     if status >= 500 and not is_json:
         return Retry(
-            f"HTTP {status} with {ctype or 'no content type'} (instance or load balancer unavailable)"
+            f"HTTP {status} with {ctype or 'no content type'} (instance or load balancer unavailable)",
+            condition=conditions.unavailable(status),
         )
-    return Retry(_clip(label), after=_retry_delay(headers, now) if status == 503 else None)
+    after = _retry_delay(headers, now) if status == 503 else None
+    return Retry(
+        _clip(label), after=after, condition=conditions.unavailable(status) if status >= 500 else None
+    )
 
 
 def create_session(
@@ -268,12 +283,16 @@ class ServiceNowRest:
             try:
                 header, generation = await self._auth.header()
             except AuthError as exc:
-                return Retry(str(exc), after=exc.retry_after)
+                condition = conditions.bad_credentials("401, token request") if exc.fatal else None
+                return Retry(str(exc), after=exc.retry_after, condition=condition)
             answer = await self._send(method, path, params, json, header)
             if not isinstance(answer, Unauthorized):
                 return answer
             if attempt == 2 or not await self._auth.rejected(generation):
-                return Retry(f"{answer.reason} (authentication refused; check the ServiceNow user and roles)")
+                return Retry(
+                    f"{answer.reason} (authentication refused; check the ServiceNow user and roles)",
+                    condition=conditions.bad_credentials(401),
+                )
         raise AssertionError("unreachable")
 
     async def _send(
@@ -305,9 +324,11 @@ class ServiceNowRest:
                         self._wall_clock(),
                     )
             except TimeoutError:
-                return Retry(f"{method} {path}: no answer within {self._timeout.total} s")
+                no_answer = f"no answer within {self._timeout.total} s"
+                return Retry(f"{method} {path}: {no_answer}", condition=conditions.unreachable(no_answer))
             except aiohttp.ClientError as exc:
-                return Retry(f"{method} {path}: {type(exc).__name__}: {_clip(str(exc))}")
+                condition = conditions.unreachable(type(exc).__name__)
+                return Retry(f"{method} {path}: {type(exc).__name__}: {_clip(str(exc))}", condition=condition)
             finally:
                 if self._on_request is not None:
                     self._on_request(method, self._timer() - started)

@@ -33,6 +33,7 @@ from gcbridge._logs import get_logger
 from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
+from gcbridge.servicenow.conditions import missing_table
 from gcbridge.servicenow.config import BasicAuthConfig, ServiceNowConfig
 from gcbridge.servicenow.rest import Ok, ServiceNowRest
 from gcbridge.servicenow.rows import Row
@@ -83,6 +84,10 @@ def interpret_import_result(data: Any, staging_table: str, on_error: str = "reje
             done.append(f"{item.get('table', '?')} {status} {item.get('sys_id', '')}".rstrip())
         elif status == "error":
             reason = f"Import Set {staging_table}: {where}: error: {message or 'no error message'}"
+            if message.lower() in ("invalid table", "invalid staging table"):
+                # the transform's target is missing: every row fails alike, so the rows wait for the fix
+                table = staging_table if "staging" in message.lower() else str(item.get("table") or "?")
+                return Retry(reason, condition=missing_table(f"HTTP 400: Invalid table {table}"))
             return Retry(reason) if on_error == "retry" else Reject(reason)
         elif status == "skipped":
             return Reject(

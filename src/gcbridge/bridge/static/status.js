@@ -59,8 +59,12 @@
     set("gaps", num(gaps.count));
     set("gap-seconds", secs(gaps.seconds));
     const sn = s.servicenow || {};
-    set("sn-reachable", sn.reachable === true ? "reachable" : sn.reachable === false ? "unreachable" : "unknown");
-    set("sn-detail", sn.last_error ? "last error: " + sn.last_error : sn.instance || "");
+    // a sink-wide condition (credentials refused, a missing table, ...) pauses every delivery: say so first
+    const cond = sn.condition;
+    set("sn-reachable", cond ? "paused" : sn.reachable === true ? "reachable"
+      : sn.reachable === false ? "unreachable" : "unknown");
+    set("sn-detail", cond ? cond.summary + " since " + time(cond.since) + ": " + cond.action
+      : sn.last_error ? "last error: " + sn.last_error : sn.instance || "");
     set("genesys-endpoint", g.endpoint || "–");
     set("topics", num(g.topics));
     set("token-refreshes", num(g.token_refreshes));

@@ -11,6 +11,16 @@ from __future__ import annotations
 from gcbridge.sim.genesys.channels import Channel, EndReason
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.ledger import Delivery, PublishedRecord
+from gcbridge.sim.genesys.org import OrgSettings
 from gcbridge.sim.genesys.sim import GenesysSim, TokenIssued
 
-__all__ = ["Channel", "Delivery", "EndReason", "GenesysSim", "PublishedRecord", "SimConfig", "TokenIssued"]
+__all__ = [
+    "Channel",
+    "Delivery",
+    "EndReason",
+    "GenesysSim",
+    "OrgSettings",
+    "PublishedRecord",
+    "SimConfig",
+    "TokenIssued",
+]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gcbridge.sim.genesys.config import SimConfig
+from gcbridge.sim.genesys.org import OrgSettings
 from gcbridge.sim.genesys.sim import GenesysSim
 
 
@@ -46,10 +47,35 @@ def run(
         list[str] | None, typer.Option(help="fnmatch pattern of topics to deny (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the event body generator.")] = None,
+    org: Annotated[
+        bool,
+        typer.Option(help="Run a simulated org: users, queues, conversations, and the back-fill REST API."),
+    ] = False,
+    org_seed: Annotated[int, typer.Option(help="Seed of the simulated org.")] = 1,
+    org_users: Annotated[int, typer.Option(help="Agents in the simulated org.")] = 12,
+    org_queues: Annotated[int, typer.Option(help="Queues in the simulated org.")] = 3,
+    org_calls_per_hour: Annotated[float, typer.Option(help="Inbound calls per simulated hour.")] = 60.0,
+    org_time_scale: Annotated[
+        float, typer.Option(help="Simulated seconds of the org per real second (0: stopped).")
+    ] = 1.0,
 ) -> None:
     if missing_channel_ws not in ("404", "message"):
         raise typer.BadParameter("--missing-channel-ws must be '404' or 'message'")
+    if org and traffic > 0:
+        # Random bodies on the org's own topics would contradict its REST answers.
+        raise typer.BadParameter("--traffic and --org exclude each other: the org publishes its own events")
     try:
+        org_settings = (
+            OrgSettings(
+                seed=org_seed,
+                users=org_users,
+                queues=org_queues,
+                calls_per_hour=org_calls_per_hour,
+                time_scale=org_time_scale,
+            )
+            if org
+            else None
+        )
         config = SimConfig(
             token_ttl=token_ttl,
             channel_ttl=channel_ttl,
@@ -64,6 +90,7 @@ def run(
             client_id=client_id,
             client_secret=client_secret,
             seed=seed,
+            org=org_settings,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

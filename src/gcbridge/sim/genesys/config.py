@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gcbridge.sim.genesys.org import OrgSettings
+
 #: ``request.bytes.max`` in the Genesys limits document (spec 1.5).
 MAX_REQUEST_BYTES = 512_000
 
@@ -56,6 +58,9 @@ class SimConfig:
     """Oldest ledger records are dropped beyond this many (a long demo must not grow without bound)."""
     seed: int | None = None
     """Seed of the event body generator (``None``: random)."""
+    org: OrgSettings | None = None
+    """A simulated org (users, queues, conversations) whose notifications and REST answers agree; ``None``
+    (the default) keeps only the random traffic generator. See :mod:`gcbridge.sim.genesys.org`."""
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:

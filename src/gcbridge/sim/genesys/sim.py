@@ -29,6 +29,8 @@ from gcbridge.sim.genesys.connection import Connection, SocketState
 from gcbridge.sim.genesys.control import add_control_routes
 from gcbridge.sim.genesys.core import SimCore
 from gcbridge.sim.genesys.ledger import Delivery, PublishedRecord
+from gcbridge.sim.genesys.org_rest import add_org_routes
+from gcbridge.sim.genesys.org_service import OrgService
 from gcbridge.sim.genesys.rest import Faults, InjectedFailure, RestApi, error_response
 from gcbridge.sim.genesys.subscriptions import Grant, RequestError, grant
 from gcbridge.sim.genesys.tokens import TokenRecord
@@ -108,6 +110,10 @@ class GenesysSim:
         self._reaper: asyncio.Task[None] | None = None
         self._traffic: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self.org: OrgService | None = None
+        """The simulated org world, when ``config.org`` is set (started with the simulator)."""
+        if self.config.org is not None:
+            self.org = OrgService(self.config.org, self.publish, self.now, self.config.org.time_scale)
 
     # == lifecycle ===========================================================================================
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -125,6 +131,8 @@ class GenesysSim:
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.base_url = f"http://{shown_host}:{bound_port}"
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        if self.org is not None:
+            self.org.start()
         return self.base_url
 
     def make_app(self) -> web.Application:
@@ -134,11 +142,15 @@ class GenesysSim:
         rest.add_routes(app)
         app.router.add_get("/channels/{channel_id}", self._websocket, allow_head=False)
         add_control_routes(app, self)
+        if self.org is not None:
+            add_org_routes(app, self.org)
         return app
 
     async def stop(self) -> None:
         """Close every socket (1001), stop the generator and timers, and stop serving."""
         await self.stop_traffic()
+        if self.org is not None:
+            await self.org.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

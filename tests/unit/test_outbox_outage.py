@@ -1,0 +1,137 @@
+"""The sink's outage state machine: sink-wide failures become one outage, row failures stay per row (pure)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gcbridge.outbox.base import Delivered, Outcome, Reject, Retry, SinkCondition
+from gcbridge.outbox.outage import Paused, Resumed, SinkHealth
+from gcbridge.servicenow import conditions
+
+CREDENTIALS = Retry("HTTP 401", condition=conditions.bad_credentials(401))
+FIVE_HUNDRED = Retry("HTTP 500", condition=conditions.unavailable(500))
+
+
+def test_a_definite_condition_pauses_at_once_and_only_once() -> None:
+    health = SinkHealth()
+    assert health.observe(CREDENTIALS, 100.0) == Paused(conditions.bad_credentials(401))
+    assert health.paused
+    # the other rows that were in flight fail the same way: no second pause (one error line per outage)
+    assert health.observe(CREDENTIALS, 100.1) is None
+    assert health.observe(CREDENTIALS, 100.2) is None
+    assert health.condition is not None
+    assert health.condition.summary == "ServiceNow rejected the credentials (HTTP 401)"
+    assert health.holds(CREDENTIALS)
+
+
+def test_row_failures_never_start_an_outage() -> None:
+    health = SinkHealth()
+    for outcome in (Reject("HTTP 400: bad field"), Retry("HTTP 429"), Retry("HTTP 202"), Delivered()):
+        assert health.observe(outcome, 1.0) is None
+        assert not health.paused
+        assert not health.holds(outcome)
+    assert health.may_claim(1.0) is None
+
+
+def test_5xx_needs_a_run_and_one_answer_in_between_resets_the_count() -> None:
+    health = SinkHealth()
+    threshold = conditions.RUN_OF_FAILURES
+    for _ in range(threshold - 1):
+        assert health.observe(FIVE_HUNDRED, 1.0) is None
+    assert not health.paused
+    assert not health.holds(FIVE_HUNDRED)  # before the outage a 5xx row keeps its own backoff
+    assert health.observe(Delivered(), 1.0) is None
+    for _ in range(threshold - 1):
+        assert health.observe(FIVE_HUNDRED, 2.0) is None
+    assert isinstance(health.observe(FIVE_HUNDRED, 2.0), Paused)
+    assert health.holds(FIVE_HUNDRED)
+
+
+def test_paused_sink_is_probed_one_row_at_a_time_with_growing_gaps() -> None:
+    health = SinkHealth()
+    health.observe(CREDENTIALS, 0.0)
+    assert health.may_claim(0.5) == 0  # first probe 1 s after the outage began
+    gaps = []
+    now = 0.0
+    for _ in range(8):
+        now = health.next_probe_at
+        assert health.may_claim(now) == 1
+        assert health.may_claim(now) == 0  # one probe in flight at a time
+        health.observe(CREDENTIALS, now)
+        gaps.append(health.next_probe_at - now)
+    assert gaps[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+    assert max(gaps) == 60.0
+
+
+def test_an_unused_probe_is_given_back() -> None:
+    health = SinkHealth()
+    health.observe(CREDENTIALS, 0.0)
+    assert health.may_claim(5.0) == 1
+    health.probe_unused()
+    assert health.may_claim(5.0) == 1
+
+
+def test_any_answer_without_a_condition_ends_the_outage() -> None:
+    for answer in (Delivered(), Reject("HTTP 400: bad field"), Retry("HTTP 429")):
+        health = SinkHealth()
+        health.observe(CREDENTIALS, 10.0)
+        assert health.may_claim(11.0) == 1
+        assert health.observe(answer, 25.0) == Resumed(conditions.bad_credentials(401), 15.0)
+        assert not health.paused
+        assert health.condition is None
+        assert health.may_claim(25.0) is None
+
+
+def test_the_condition_shown_is_the_latest_one() -> None:
+    health = SinkHealth()
+    health.observe(CREDENTIALS, 0.0)
+    gone = Retry(
+        "HTTP 400: Invalid table u_x", condition=conditions.missing_table("HTTP 400: Invalid table u_x")
+    )
+    health.observe(gone, 1.0)
+    assert health.condition is not None
+    assert health.condition.kind == "missing_table"
+    assert "u_x" in health.condition.summary
+
+
+def test_condition_text_builders() -> None:
+    assert conditions.missing_table("HTTP 400: Bad request") is None
+    table = conditions.missing_table("HTTP 400: Invalid table u_genesys_import")
+    assert isinstance(table, SinkCondition)
+    assert table.summary == "ServiceNow table u_genesys_import does not exist (HTTP 400 Invalid table)"
+    assert conditions.is_acl_denial("Insufficient rights to query records")
+    assert not conditions.is_acl_denial("Data Policy Exception: field is mandatory")
+
+
+def test_a_retry_after_on_the_failure_is_a_floor_for_the_next_probe() -> None:
+    health = SinkHealth()
+    busy = Retry("HTTP 503", after=120.0, condition=conditions.unavailable(503))
+    for _ in range(conditions.RUN_OF_FAILURES):
+        health.observe(busy, 0.0)
+    assert health.paused
+    assert health.next_probe_at == 120.0
+
+
+OUTCOMES = [Delivered(), Reject("HTTP 400: bad"), Retry("HTTP 429"), CREDENTIALS, FIVE_HUNDRED]
+
+
+@given(st.lists(st.tuples(st.sampled_from(OUTCOMES), st.floats(0, 100)), max_size=60))
+def test_pauses_and_resumes_alternate_and_probes_never_overlap(steps: list[tuple[Outcome, float]]) -> None:
+    health = SinkHealth()
+    now = 0.0
+    last: type[Paused | Resumed] = Resumed
+    for outcome, dt in steps:
+        now += dt
+        allowed = health.may_claim(now)
+        assert allowed in (None, 0, 1)
+        if allowed == 1:
+            assert health.may_claim(now) == 0
+        transition = health.observe(outcome, now)
+        if transition is not None:
+            assert type(transition) is not last  # never two pauses (two error lines) in a row
+            last = type(transition)
+        assert health.paused == (last is Paused)
+        if not isinstance(outcome, Retry) or outcome.condition is None:  # ServiceNow answered properly
+            assert not health.paused
+            assert not health.holds(outcome)
