@@ -36,17 +36,11 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from gcbridge.bridge.mapping import Record, compile_mapping, event_to_outbox_item, view_from_payload
+from gcbridge.bridge.router import ServiceNowSection, build_router
 from gcbridge.genesys.events import Event
 from gcbridge.outbox import Dispatcher, OutboxItem, SqliteOutbox
-from gcbridge.servicenow import (
-    BasicAuthConfig,
-    ServiceNowConfig,
-    build_router,
-    compile_mapping,
-    create_session,
-    event_to_outbox_item,
-)
-from gcbridge.servicenow.mapping import Record, view_from_payload
+from gcbridge.servicenow import BasicAuthConfig, create_session
 
 TOPIC = "v2.routing.queues.q-1.conversations"
 STATES = ("alerting", "connected", "connected", "connected", "disconnected")
@@ -158,7 +152,7 @@ async def request_count(session: aiohttp.ClientSession, url: str) -> int:
 async def run_outbox(
     url: str, prefix: str, items: list[OutboxItem], coalesce: bool, concurrency: int
 ) -> Result:
-    config = ServiceNowConfig(
+    config = ServiceNowSection(
         instance_url=url,
         auth=BasicAuthConfig(username="admin", password=SecretStr("admin-pass")),
         concurrency=concurrency,

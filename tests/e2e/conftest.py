@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.bridge.mapping import compile_mapping, event_view
 from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
-from gcbridge.servicenow.mapping import compile_mapping, event_view
 from gcbridge.sim.genesys.bodies import BodyGenerator
 from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
@@ -128,6 +128,9 @@ class ScriptedClient:
         self.subscribed: list[str] = []
         self.calls: list[tuple[str, list[str]]] = []
         self.closed = False
+
+    async def start(self) -> None:
+        self.calls.append(("start", []))
 
     async def subscribe(self, topics: list[str]) -> None:
         self.calls.append(("subscribe", list(topics)))

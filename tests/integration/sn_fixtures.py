@@ -12,7 +12,9 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from gcbridge.servicenow import BasicAuthConfig, MappingConfig, MappingRule, ServiceNowConfig, create_session
+from gcbridge.bridge.mapping import MappingConfig, MappingRule
+from gcbridge.bridge.router import ServiceNowSection
+from gcbridge.servicenow import BasicAuthConfig, create_session
 from gcbridge.sim.servicenow import ServiceNowSim, SnSimConfig
 
 USERS = {"admin": "admin-pass", "bridge": "bridge-pass"}
@@ -96,9 +98,9 @@ def localhost_url(sim: ServiceNowSim) -> str:
     return sim.base_url.replace("127.0.0.1", "localhost")
 
 
-def basic_writer_config(url: str, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
+def basic_writer_config(url: str, rules: list[MappingRule] | None = None) -> ServiceNowSection:
     """The writer's configuration for ``url``: Basic auth as ``admin``, the given mapping ``rules``."""
-    return ServiceNowConfig(
+    return ServiceNowSection(
         instance_url=url,
         auth=BasicAuthConfig(username="admin", password=SecretStr(USERS["admin"])),
         mapping=MappingConfig(rules=rules),

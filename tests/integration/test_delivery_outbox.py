@@ -22,17 +22,12 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from gcbridge.bridge.mapping import MappingRule, event_to_outbox_item
+from gcbridge.bridge.router import Router, ServiceNowSection, build_router
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.events import Event
 from gcbridge.outbox import Dispatcher, OutboxItem, SqliteOutbox
-from gcbridge.servicenow import (
-    BasicAuthConfig,
-    MappingRule,
-    Router,
-    ServiceNowConfig,
-    build_router,
-    event_to_outbox_item,
-)
+from gcbridge.servicenow import BasicAuthConfig
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, SnSimConfig, TransformMap
 from tests.library_logs import capture_logs
 
@@ -69,7 +64,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def config(sim: ServiceNowSim, rules: list[MappingRule] | None = None) -> ServiceNowConfig:
+def config(sim: ServiceNowSim, rules: list[MappingRule] | None = None) -> ServiceNowSection:
     return basic_writer_config(localhost_url(sim), rules)
 
 
@@ -227,12 +222,13 @@ CHILD = textwrap.dedent(
     import asyncio, os, signal, sys
     from pydantic import SecretStr
     from gcbridge.outbox import Dispatcher, SqliteOutbox
-    from gcbridge.servicenow import BasicAuthConfig, ServiceNowConfig, build_router, create_session
+    from gcbridge.bridge.router import ServiceNowSection, build_router
+    from gcbridge.servicenow import BasicAuthConfig, create_session
 
     async def main(db, url, kill_after):
         store = await SqliteOutbox.open(db)
         session = create_session()
-        router = build_router(ServiceNowConfig(instance_url=url, auth=BasicAuthConfig(
+        router = build_router(ServiceNowSection(instance_url=url, auth=BasicAuthConfig(
             username="admin", password=SecretStr("admin-pass"))), session)
         written = 0
 

@@ -11,17 +11,11 @@ import pytest
 from pydantic import SecretStr
 
 from gcbridge import _json
+from gcbridge.bridge.mapping import MappingRule, compile_mapping, event_to_outbox_item
+from gcbridge.bridge.router import Router, ServiceNowSection, build_router
 from gcbridge.genesys.events import Event
 from gcbridge.outbox.base import Delivered, OutboxRow, Reject, Retry
-from gcbridge.servicenow import (
-    MappingRule,
-    OAuthConfig,
-    Router,
-    ServiceNowConfig,
-    build_router,
-    compile_mapping,
-    event_to_outbox_item,
-)
+from gcbridge.servicenow import OAuthConfig
 from gcbridge.sim.servicenow import ServiceNowSim
 
 from .conftest import wait_for
@@ -278,7 +272,7 @@ async def test_acl_denial_and_unknown_staging_table_are_sink_wide_conditions_not
 async def test_oauth_password_grant_survives_token_revocation(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
-    config = ServiceNowConfig(
+    config = ServiceNowSection(
         instance_url=localhost_url(sim),
         auth=OAuthConfig(
             client_id="cid",
@@ -307,7 +301,7 @@ async def test_oauth_password_grant_survives_token_revocation(
 async def test_client_credentials_disabled_is_a_clear_retry(
     sim: ServiceNowSim, session: aiohttp.ClientSession
 ) -> None:
-    config = ServiceNowConfig(
+    config = ServiceNowSection(
         instance_url=localhost_url(sim),
         auth=OAuthConfig(client_id="cid", client_secret=SecretStr("csecret"), grant="client_credentials"),
     )

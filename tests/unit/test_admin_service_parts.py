@@ -16,13 +16,13 @@ from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.gaps import GapJournal, LastRun, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle
+from gcbridge.bridge.mapping import compile_mapping
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.sink import MeasuredSink, answered, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStats, Outcome, Reject, Retry
 from gcbridge.servicenow import conditions
-from gcbridge.servicenow.mapping import compile_mapping
 from tests.logging_state import restored_logging
 
 

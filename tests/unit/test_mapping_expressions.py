@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gcbridge.servicenow.expressions import (
+from gcbridge.bridge.expressions import (
     MISSING,
     EventView,
     ExpressionError,

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gcbridge import _json
-from gcbridge.servicenow.expressions import EventView, ExpressionError, compile_expression
-from gcbridge.servicenow.mapping import Record, Unmappable, compile_mapping, fit_row
+from gcbridge.bridge.expressions import EventView, ExpressionError, compile_expression
+from gcbridge.bridge.mapping import Record, Unmappable, compile_mapping, fit_row
 
 MAPPING = compile_mapping()
 MARKER = " [truncated]"

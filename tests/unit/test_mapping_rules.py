@@ -8,11 +8,12 @@ import pytest
 from pydantic import ValidationError
 
 from gcbridge import _json
-from gcbridge.genesys.events import Event
-from gcbridge.servicenow.config import FieldSpec, MappingConfig, MappingRule
-from gcbridge.servicenow.expressions import EventView
-from gcbridge.servicenow.mapping import (
+from gcbridge.bridge.expressions import EventView
+from gcbridge.bridge.mapping import (
+    FieldSpec,
+    MappingConfig,
     MappingError,
+    MappingRule,
     Record,
     Unmappable,
     compile_mapping,
@@ -21,6 +22,7 @@ from gcbridge.servicenow.mapping import (
     fit_row,
     view_from_payload,
 )
+from gcbridge.genesys.events import Event
 from gcbridge.sim.genesys.bodies import BodyGenerator
 
 

@@ -14,20 +14,15 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from gcbridge import _json
+from gcbridge.bridge.mapping import MappingConfig, MappingRule, compile_mapping
+from gcbridge.bridge.router import ServiceNowSection, build_router
 from gcbridge.core.token import TokenPolicy
 from gcbridge.outbox.base import Delivered, OutboxRow, Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import AuthError, BasicAuth, OAuthTokens
-from gcbridge.servicenow.config import (
-    BasicAuthConfig,
-    MappingConfig,
-    MappingRule,
-    OAuthConfig,
-    ServiceNowConfig,
-)
-from gcbridge.servicenow.mapping import compile_mapping
+from gcbridge.servicenow.config import BasicAuthConfig, OAuthConfig
 from gcbridge.servicenow.rest import Ok, ServiceNowRest, create_session
-from gcbridge.servicenow.sinks import KeyLocks, build_router
+from gcbridge.servicenow.sinks import KeyLocks, Writer
 from tests.integration.sn_fixtures import writer_session
 
 SECRET_WORDS = ("csecret-XYZ", "admin-pass-XYZ", "AT-1", "AT-2", "RT-1")
@@ -312,7 +307,7 @@ async def test_waiters_are_released_when_the_token_request_is_cancelled(
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    config = ServiceNowConfig(
+    config = ServiceNowSection(
         instance_url="https://acme.service-now.com",
         auth=OAuthConfig(
             client_id="cid",
@@ -430,8 +425,8 @@ async def test_on_request_times_each_request_without_its_wait_for_a_slot(
 # ---- sinks through the router --------------------------------------------------------------------------
 
 
-def config(url: str, *rules: MappingRule) -> ServiceNowConfig:
-    return ServiceNowConfig(
+def config(url: str, *rules: MappingRule) -> ServiceNowSection:
+    return ServiceNowSection(
         instance_url=url,
         auth=BasicAuthConfig(username="admin", password=SecretStr("admin-pass-XYZ")),
         mapping=MappingConfig(rules=list(rules)) if rules else MappingConfig(),
@@ -509,7 +504,8 @@ async def test_concurrent_writes_of_one_key_create_one_record(
     )
     assert all(isinstance(r, Delivered) for r in results)
     assert len(state.records) == 1
-    table_sink = router.sinks["table"]
+    assert isinstance(router.writer, Writer)
+    table_sink = router.writer.sinks["table"]
     assert len(table_sink.locks) == 0  # type: ignore[attr-defined]
 
 
@@ -585,7 +581,8 @@ async def test_router_turns_a_sink_bug_into_a_retry(
         async def write(self, record: Any) -> Any:
             raise KeyError("Authorization: Basic c2VjcmV0LXBhc3M=")
 
-    router.sinks["table"] = Broken()
+    assert isinstance(router.writer, Writer)
+    router.writer.sinks["table"] = Broken()
     result = await router.deliver(row(TOPIC, {"id": "c1"}))
     assert isinstance(result, Retry)
     assert result.reason == "internal error in sink 'table': KeyError (see the log)"
@@ -596,7 +593,7 @@ async def test_build_router_with_oauth_closes_its_token_task(
 ) -> None:
     state, url = stub
     state.token_answers = [ok_token("AT-1")]
-    cfg = ServiceNowConfig(
+    cfg = ServiceNowSection(
         instance_url=url,
         auth=OAuthConfig(client_id="cid", client_secret=SecretStr("csecret-XYZ")),
         mapping=MappingConfig(rules=[TABLE_RULE]),

@@ -29,7 +29,6 @@ from gcbridge.outbox.base import Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
 from gcbridge.servicenow.config import OAuthConfig
-from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import Ok, ServiceNowRest, create_session
 
 Level = Literal["ok", "warn", "fail"]
@@ -179,7 +178,7 @@ def _authenticator(config: BridgeConfig, http: aiohttp.ClientSession) -> Authent
 def mapping_targets(config: BridgeConfig) -> list[tuple[str, str]]:
     """``(sink kind, table)`` for every rule of the compiled mapping, without repeats."""
     seen: list[tuple[str, str]] = []
-    for rule in compile_mapping(config.servicenow.mapping).rules:
+    for rule in config.servicenow.mapping.compiled.rules:
         kind = rule.sink
         table = rule.target or ("em_event" if kind == "event" else "")
         if table and (kind, table) not in seen:

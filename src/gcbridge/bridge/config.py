@@ -37,10 +37,10 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gcbridge.bridge.router import ServiceNowSection
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys.client import ClientOptions
 from gcbridge.genesys.regions import REGION_DOMAINS
-from gcbridge.servicenow.config import ServiceNowConfig
 
 ENV_PREFIX: Final = "GCBRIDGE_"
 DEFAULT_ADMIN_PORT: Final = 9464
@@ -323,7 +323,7 @@ class BridgeConfig(BaseSettings):
     )
 
     genesys: GenesysConfig
-    servicenow: ServiceNowConfig
+    servicenow: ServiceNowSection
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

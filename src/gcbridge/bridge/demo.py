@@ -29,6 +29,7 @@ from gcbridge import _json
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.bridge.service import BridgeService
+from gcbridge.genesys import ClientStats
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.config import SnSimConfig
@@ -267,7 +268,7 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
         await service.stop()
         _fill_summary(summary, service, gsim, snsim)
         _account(summary, gsim, config.outbox.path, service.journal.recent)
-        if client_stats is not None:
+        if isinstance(client_stats, ClientStats):  # the demo runs the real client
             summary.rotations = sum(client_stats.rotations_by_reason.values())
             summary.reconnects = sum(client_stats.reconnects_by_reason.values())
     finally:

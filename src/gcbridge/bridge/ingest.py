@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.mapping import Mapping, event_to_outbox_item, wire_fields
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import OutboxItem
-from gcbridge.servicenow.mapping import Mapping, event_to_outbox_item, wire_fields
 
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000
@@ -55,7 +55,7 @@ class Ingest:
 
     def __init__(
         self,
-        stream: AsyncIterator[Event | Gap],
+        stream: AsyncIterable[Event | Gap],
         store: BatchWriter,
         mapping: Mapping,
         metrics: BridgeMetrics,

@@ -37,18 +37,20 @@ from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
+from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
 from gcbridge.bridge.retry_summary import RetrySummary
+from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.genesys import NotificationClient
+from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
-from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import create_session
-from gcbridge.servicenow.sinks import build_router
 from gcbridge.stopsignals import Phase, next_phase, unless_set
 
 REFRESH_INTERVAL: Final = 1.0
@@ -79,7 +81,7 @@ class BridgeService:
         *,
         config_path: Path | None = None,
         clock: Callable[[], float] = time.time,
-        client_factory: Callable[[BridgeConfig], Any] | None = None,
+        client_factory: Callable[[BridgeConfig], EventSource] | None = None,
         install_signals: bool = True,
     ) -> None:
         self.config = config
@@ -96,14 +98,14 @@ class BridgeService:
         self.topics: list[str] = list(config.genesys.topics)
         self.started_at = clock()
         self.admin: AdminServer | None = None
-        self.client: Any = None
+        self.client: EventSource | None = None
         self.outbox: SqliteOutbox | None = None
         self.dispatcher: Dispatcher | None = None
         self.sink: MeasuredSink | None = None
         self.ingest: Ingest | None = None
         self.fatal_error: str | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._router: Any = None
+        self._router: DeliverySink | None = None
         self._last_probe = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
@@ -177,7 +179,7 @@ class BridgeService:
                 rows=self.outbox.recovered_on_open,
                 what_to_do="nothing: they are delivered again, and ServiceNow coalesces a repeated write",
             )
-        mapping = compile_mapping(cfg.servicenow.mapping)
+        mapping = cfg.servicenow.mapping.compiled
         sn = cfg.servicenow
         self._session = create_session(
             connect_timeout=sn.timeouts.connect,
@@ -213,11 +215,10 @@ class BridgeService:
             )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
-        self.client = self._client_factory(cfg)
-        if hasattr(self.client, "on_lifecycle"):
-            self.client.on_lifecycle(self._on_lifecycle)
+        client = self.client = self._client_factory(cfg)
+        client.on_lifecycle(self._on_lifecycle)
         self.ingest = Ingest(
-            self.client,
+            client,
             _WakingStore(self.dispatcher),
             mapping,
             self.metrics,
@@ -225,10 +226,9 @@ class BridgeService:
             self.log,
             self._clock,
         )
-        if hasattr(self.client, "start"):
-            await self.client.start()  # the first token: a wrong secret or region fails here, clearly
+        await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
-        self._log_rejections(await self.client.subscribe(list(self.topics)))
+        self._log_rejections(await client.subscribe(list(self.topics)))
         live_at = self._clock()
         gap = downtime_gap(self.journal.last_run(), live_at, self.topics)
         if gap is not None:
@@ -288,7 +288,8 @@ class BridgeService:
 
     async def reload_topics(self) -> None:
         """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
-        if self.config_path is None or self.client is None:
+        client = self.client
+        if self.config_path is None or client is None:
             return
         async with self._reload_lock:
             try:
@@ -308,9 +309,9 @@ class BridgeService:
                 return
             try:
                 if added:
-                    self._log_rejections(await self.client.subscribe(added))
+                    self._log_rejections(await client.subscribe(added))
                 if removed:
-                    await self.client.unsubscribe(removed)
+                    await client.unsubscribe(removed)
             except Exception as exc:
                 self.log.error(
                     "reload: subscription change failed",
@@ -325,9 +326,9 @@ class BridgeService:
                 "reload: topics applied", added=added, removed=removed, topics=topic_count(self.topics)
             )
 
-    def _log_rejections(self, result: Any) -> None:
+    def _log_rejections(self, result: SubscribeAnswer | None) -> None:
         # Each rejected topic has its line from the client's subscription_rejected lifecycle event.
-        pending = getattr(result, "pending", ()) or ()
+        pending = result.pending if result is not None else ()
         if pending:
             self.log.warning(
                 "topics not live yet; the client keeps trying",
@@ -532,8 +533,8 @@ class BridgeService:
         except Exception:
             return self._outbox_stats
 
-    def _client_stats(self) -> Any:
-        if self.client is None or not hasattr(self.client, "stats"):
+    def _client_stats(self) -> object:
+        if self.client is None:
             return None
         try:
             return self.client.stats()
@@ -551,7 +552,7 @@ class BridgeService:
         self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] in EVENTS_FLOW_STATES}))
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
 
-    def _on_lifecycle(self, event: Any) -> None:
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
         # Counted here, not logged: the client writes one line per change of a path itself (through the
         # service's log set-up), the gap journal writes the gap's line, and a fatal error gets the service's
         # own "failed" line. Logging them here too would say everything twice.
@@ -653,10 +654,8 @@ class _DeadLetters:
         return purged
 
 
-def build_client(config: BridgeConfig) -> Any:
+def build_client(config: BridgeConfig) -> EventSource:
     """The Genesys notification client for ``config.genesys``."""
-    from gcbridge.genesys import NotificationClient
-
     g = config.genesys
     return NotificationClient(
         region=g.region,

@@ -9,7 +9,7 @@ which Genesys counts as one of the 1,000 topics a channel may hold.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -264,8 +264,12 @@ class TopicPlanner:
 
 def topic_matches(pattern: str, topic: str) -> bool:
     """``*`` matches one dot-separated segment, a final ``#`` matches the rest (``v2.users.*.presence``)."""
-    p_parts = pattern.split(".")
-    t_parts = topic.split(".")
+    return segments_match(pattern.split("."), topic.split("."))
+
+
+def segments_match(p_parts: Sequence[str], t_parts: Sequence[str]) -> bool:
+    """:func:`topic_matches` on topics already split at the dots (for callers that match one topic against
+    many patterns)."""
     for i, part in enumerate(p_parts):
         if part == "#" and i == len(p_parts) - 1:
             return True

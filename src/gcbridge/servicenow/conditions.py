@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from gcbridge.outbox.base import SinkCondition
+from gcbridge.core.outcome import SinkCondition
 
 __all__ = [
     "KINDS",

@@ -40,7 +40,7 @@ import aiohttp
 
 from gcbridge import _json
 from gcbridge.core.backoff import parse_retry_after
-from gcbridge.outbox.base import Reject, Retry
+from gcbridge.core.outcome import Reject, Retry
 from gcbridge.servicenow import conditions
 from gcbridge.servicenow.auth import Authenticator, AuthError
 

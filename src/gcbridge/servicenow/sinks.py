@@ -1,4 +1,4 @@
-"""The three ways a mapped row reaches ServiceNow, and the :class:`Router` the outbox dispatcher calls.
+"""The three ways a row reaches ServiceNow, and the :class:`Writer` that picks one per row.
 
 * :class:`ImportSetSink` (default): one ``POST /api/now/import/<staging>`` per event; the customer's transform
   map coalesces on the key column (the Genesys conversation id), so a re-sent row updates instead of
@@ -14,7 +14,7 @@
 * :class:`EventSink`: ``POST /api/global/em/jsonv2``; ``message_key`` (the key) lets Event Management
   de-duplicate re-sent events.
 
-Every path returns an outbox :data:`~gcbridge.outbox.base.Outcome`; nothing raises to the dispatcher.
+Every path returns an :data:`~gcbridge.core.outcome.Outcome`; nothing raises to the caller.
 """
 
 from __future__ import annotations
@@ -30,23 +30,22 @@ from typing import Any, Final, Protocol
 import aiohttp
 
 from gcbridge._logs import get_logger
-from gcbridge.outbox.base import Delivered, OutboxRow, Outcome, Reject, Retry
+from gcbridge.core.outcome import Delivered, Outcome, Reject, Retry
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.auth import Authenticator, BasicAuth, OAuthTokens
 from gcbridge.servicenow.conditions import missing_table
 from gcbridge.servicenow.config import BasicAuthConfig, ServiceNowConfig
-from gcbridge.servicenow.mapping import Mapping as EventMapping
-from gcbridge.servicenow.mapping import Record, Unmappable, compile_mapping, view_from_payload
 from gcbridge.servicenow.rest import Ok, ServiceNowRest
+from gcbridge.servicenow.rows import Row
 
 __all__ = [
     "EventSink",
     "ImportSetSink",
     "KeyLocks",
-    "RecordSink",
-    "Router",
+    "RowSink",
     "TableUpsertSink",
-    "build_router",
+    "Writer",
+    "build_writer",
     "decide_upsert",
     "interpret_em_result",
     "interpret_import_result",
@@ -59,8 +58,8 @@ _QUERY_UNSAFE: Final = re.compile(r"[\^\r\n]")
 _EM_INSERTED: Final = re.compile(r"(\d+)\s+events?\s+(?:were|was)\s+inserted", re.IGNORECASE)
 
 
-class RecordSink(Protocol):
-    async def write(self, record: Record) -> Outcome: ...
+class RowSink(Protocol):
+    async def write(self, row: Row) -> Outcome: ...
 
 
 # ---- Import Set ------------------------------------------------------------------------------------------
@@ -108,12 +107,12 @@ class ImportSetSink:
     def __init__(self, rest: ServiceNowRest) -> None:
         self._rest = rest
 
-    async def write(self, record: Record) -> Outcome:
-        staging = record.rule.target
-        answer = await self._rest.import_row(staging, record.fields)
+    async def write(self, row: Row) -> Outcome:
+        staging = row.target
+        answer = await self._rest.import_row(staging, row.fields)
         if not isinstance(answer, Ok):
             return answer
-        return interpret_import_result(answer.data, staging, record.rule.on_transform_error)
+        return interpret_import_result(answer.data, staging, row.on_transform_error)
 
 
 # ---- Table API upsert ------------------------------------------------------------------------------------
@@ -189,8 +188,8 @@ class TableUpsertSink:
         self._rest = rest
         self.locks = KeyLocks()
 
-    async def write(self, record: Record) -> Outcome:
-        table, field, key = record.rule.target, record.rule.key_field, record.key
+    async def write(self, row: Row) -> Outcome:
+        table, field, key = row.target, row.key_field, row.key
         if _QUERY_UNSAFE.search(key):
             return Reject(
                 f"table {table}: key {key[:100]!r} contains '^' or a line break; it cannot be queried"
@@ -201,19 +200,19 @@ class TableUpsertSink:
                 return found
             step = decide_upsert(found.data, table, field, key)
             if isinstance(step, Create):
-                return await self._create(table, record)
+                return await self._create(table, row)
             if not isinstance(step, Patch):
                 return step
             sys_id = step.sys_id
-            patched = await self._rest.table_patch(table, sys_id, record.fields, fields="sys_id")
+            patched = await self._rest.table_patch(table, sys_id, row.fields, fields="sys_id")
             if isinstance(patched, Reject) and patched.reason.startswith("HTTP 404"):
                 return Retry(f"table {table}: record {sys_id} vanished before the update ({patched.reason})")
             if not isinstance(patched, Ok):
                 return patched
             return Delivered(f"{table} updated {sys_id}")
 
-    async def _create(self, table: str, record: Record) -> Outcome:
-        created = await self._rest.table_create(table, record.fields, fields="sys_id")
+    async def _create(self, table: str, row: Row) -> Outcome:
+        created = await self._rest.table_create(table, row.fields, fields="sys_id")
         if not isinstance(created, Ok):
             return created
         result = created.data.get("result") if isinstance(created.data, dict) else None
@@ -240,76 +239,56 @@ class EventSink:
     def __init__(self, rest: ServiceNowRest) -> None:
         self._rest = rest
 
-    async def write(self, record: Record) -> Outcome:
-        answer = await self._rest.em_events([dict(record.fields)])
+    async def write(self, row: Row) -> Outcome:
+        answer = await self._rest.em_events([dict(row.fields)])
         if not isinstance(answer, Ok):
             return answer
         return interpret_em_result(answer.data)
 
 
-# ---- the router ------------------------------------------------------------------------------------------
+# ---- the writer ------------------------------------------------------------------------------------------
 
 
-class Router:
-    """The outbox :class:`~gcbridge.outbox.base.Sink`: decode the row, map it by topic, hand it to a sink.
+class Writer:
+    """Writes a :class:`~gcbridge.servicenow.rows.Row` through the sink its ``sink`` names.
 
-    Undecodable payloads, topics without a rule and events without their key are rejected to the
-    dead-letter list with the reason; an unexpected exception in a sink becomes a ``Retry`` (logged), never a
-    crash of the dispatcher.
+    A row for a sink that does not exist is rejected with the reason; an unexpected exception in a sink
+    becomes a ``Retry`` (logged), never an exception to the caller.
     """
 
-    def __init__(
-        self,
-        mapping: EventMapping,
-        sinks: Mapping[str, RecordSink],
-        *,
-        closers: tuple[Any, ...] = (),
-    ) -> None:
-        missing = {r.sink for r in mapping.rules} - set(sinks)
-        if missing:
-            raise ValueError(f"Router: no sink for {sorted(missing)} (rules use them)")
-        self.mapping = mapping
+    def __init__(self, sinks: Mapping[str, RowSink], *, closers: tuple[Any, ...] = ()) -> None:
         self.sinks = dict(sinks)
         self._closers = closers
 
-    async def deliver(self, row: OutboxRow) -> Outcome:
+    async def write(self, row: Row) -> Outcome:
+        sink = self.sinks.get(row.sink)
+        if sink is None:
+            return Reject(f"no ServiceNow sink {row.sink!r} (expected one of {sorted(self.sinks)})")
         try:
-            view = view_from_payload(row.payload, row.topic, row.dedup_key, row.received_at)
-        except ValueError as exc:
-            return Reject(f"outbox row {row.id}: {exc}")
-        record = self.mapping.map_event(view)
-        if isinstance(record, Unmappable):
-            return Reject(record.reason)
-        try:
-            outcome = await self.sinks[record.rule.sink].write(record)
+            return await sink.write(row)
         except Exception as exc:  # a bug must not stop delivery of everything else
-            log.exception("servicenow.sink_error", rule=record.rule.name, row_id=row.id)
+            log.exception("servicenow.sink_error", sink=row.sink, target=row.target)
             # The reason is stored with the row and shown on /status: the class name only, because an
             # exception's text may quote a header or the payload (the log above has it, redacted).
-            return Retry(f"internal error in sink {record.rule.sink!r}: {type(exc).__name__} (see the log)")
-        if isinstance(outcome, Delivered) and record.notes:
-            notes = "; ".join(record.notes)
-            return Delivered(f"{outcome.detail} ({notes})"[:1000] if outcome.detail else notes[:1000])
-        return outcome
+            return Retry(f"internal error in sink {row.sink!r}: {type(exc).__name__} (see the log)")
 
     async def close(self) -> None:
         for closer in self._closers:
             await closer.close()
 
 
-def build_router(
+def build_writer(
     config: ServiceNowConfig,
     session: aiohttp.ClientSession,
     *,
-    mapping: EventMapping | None = None,
     wall_clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     on_request: Callable[[str, float], None] | None = None,
-) -> Router:
-    """The writer for ``config``: authentication, REST client, the three sinks and the compiled mapping.
+) -> Writer:
+    """The writer for ``config``: authentication, REST client and the three sinks.
 
     ``session`` must use ``aiohttp.DummyCookieJar()`` (see :func:`gcbridge.servicenow.rest.create_session`);
-    the caller owns and closes it. Call :meth:`Router.close` at shutdown. ``wall_clock`` (UNIX seconds,
+    the caller owns and closes it. Call :meth:`Writer.close` at shutdown. ``wall_clock`` (UNIX seconds,
     turns ``X-RateLimit-Reset`` into a delay) and ``monotonic`` (token lifetimes) are for tests;
     ``on_request`` times each HTTP request (see :class:`gcbridge.servicenow.rest.ServiceNowRest`).
     """
@@ -341,9 +320,9 @@ def build_router(
         wall_clock=wall_clock,
         on_request=on_request,
     )
-    sinks: dict[str, RecordSink] = {
+    sinks: dict[str, RowSink] = {
         "import_set": ImportSetSink(rest),
         "table": TableUpsertSink(rest),
         "event": EventSink(rest),
     }
-    return Router(mapping or compile_mapping(config.mapping), sinks, closers=closers)
+    return Writer(sinks, closers=closers)

@@ -6,20 +6,56 @@ process (``gcbridge sim genesys``). Every endpoint is listed by ``GET /_sim/``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from gcbridge.sim.genesys.rest import json_response, read_json
+from gcbridge.sim.genesys.channels import Channel
+from gcbridge.sim.genesys.ledger import PublishedRecord
+from gcbridge.sim.genesys.rest import Faults, json_response, read_json
 from gcbridge.sim.genesys.subscriptions import RequestError
 from gcbridge.sim.genesys.topics import TopicError
 
-if TYPE_CHECKING:
-    from gcbridge.sim.genesys.sim import GenesysSim
+
+class ControlledSim(Protocol):
+    """What the control API drives (:class:`~gcbridge.sim.genesys.sim.GenesysSim`): one method per route."""
+
+    base_url: str
+
+    @property
+    def faults(self) -> Faults: ...
+    @property
+    def ledger(self) -> list[PublishedRecord]: ...
+    @property
+    def channels(self) -> list[Channel]: ...
+    @property
+    def token_requests(self) -> int: ...
+    @property
+    def connected_channel_ids(self) -> list[str]: ...
+    def now(self) -> float: ...
+    async def socket_closing(self, channel_id: str | None = None, grace: float = 60.0) -> list[str]: ...
+    async def drop_socket(self, channel_id: str | None = None) -> list[str]: ...
+    async def close_socket(self, code: int = 1001, channel_id: str | None = None) -> list[str]: ...
+    def stall_socket(self, channel_id: str | None = None) -> list[str]: ...
+    def resume_socket(self, channel_id: str | None = None) -> list[str]: ...
+    def expire_channel(self, channel_id: str) -> bool: ...
+    def revoke_token(self, token: str | None = None) -> int: ...
+    def fail_next_rest(self, n: int = 1, status: int = 503, retry_after: float | None = None) -> None: ...
+    def fail_next_token(self, n: int = 1, status: int = 503, retry_after: float | None = None) -> None: ...
+    def duplicate_next(self, n: int = 1) -> None: ...
+    def refuse_handshakes(self, n: int = 1, status: int = 503) -> None: ...
+    def set_rest_delay(self, seconds: float) -> None: ...
+    def clear_faults(self) -> None: ...
+    def publish(self, topic: str, body: dict[str, Any] | None = None) -> int: ...
+    def start_traffic(self, rate_per_s: float, topics: Iterable[str] | None = None) -> None: ...
+    async def stop_traffic(self) -> None: ...
+    def add_oauth_client(self, client_id: str, secret: str, token_ttl: float | None = None) -> None: ...
+    def forbid_topic(self, pattern: str, missing_permissions: Sequence[str] = ()) -> None: ...
+
 
 Params = dict[str, Any]
-Op = Callable[["GenesysSim", Params], Awaitable[Any]]
+Op = Callable[[ControlledSim, Params], Awaitable[Any]]
 
 
 def _get(
@@ -53,40 +89,40 @@ ERROR_STATUS: Final = (400, 599)
 CLOSE_CODE: Final = (1000, 4999)
 
 
-async def _socket_closing(sim: GenesysSim, p: Params) -> Any:
+async def _socket_closing(sim: ControlledSim, p: Params) -> Any:
     return await sim.socket_closing(
         _get(p, "channel_id", str, None), float(_get(p, "grace", (int, float), 60.0, low=0))
     )
 
 
-async def _drop(sim: GenesysSim, p: Params) -> Any:
+async def _drop(sim: ControlledSim, p: Params) -> Any:
     return await sim.drop_socket(_get(p, "channel_id", str, None))
 
 
-async def _close(sim: GenesysSim, p: Params) -> Any:
+async def _close(sim: ControlledSim, p: Params) -> Any:
     return await sim.close_socket(
         int(_get(p, "code", int, 1001, low=CLOSE_CODE[0], high=CLOSE_CODE[1])),
         _get(p, "channel_id", str, None),
     )
 
 
-async def _stall(sim: GenesysSim, p: Params) -> Any:
+async def _stall(sim: ControlledSim, p: Params) -> Any:
     return sim.stall_socket(_get(p, "channel_id", str, None))
 
 
-async def _resume(sim: GenesysSim, p: Params) -> Any:
+async def _resume(sim: ControlledSim, p: Params) -> Any:
     return sim.resume_socket(_get(p, "channel_id", str, None))
 
 
-async def _expire(sim: GenesysSim, p: Params) -> Any:
+async def _expire(sim: ControlledSim, p: Params) -> Any:
     return sim.expire_channel(_get(p, "channel_id", str))
 
 
-async def _revoke(sim: GenesysSim, p: Params) -> Any:
+async def _revoke(sim: ControlledSim, p: Params) -> Any:
     return sim.revoke_token(_get(p, "token", str, None))
 
 
-async def _fail_rest(sim: GenesysSim, p: Params) -> Any:
+async def _fail_rest(sim: ControlledSim, p: Params) -> Any:
     sim.fail_next_rest(
         _get(p, "n", int, 1, low=1),
         _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
@@ -95,7 +131,7 @@ async def _fail_rest(sim: GenesysSim, p: Params) -> Any:
     return len(sim.faults.api)
 
 
-async def _fail_token(sim: GenesysSim, p: Params) -> Any:
+async def _fail_token(sim: ControlledSim, p: Params) -> Any:
     sim.fail_next_token(
         _get(p, "n", int, 1, low=1),
         _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1]),
@@ -104,36 +140,36 @@ async def _fail_token(sim: GenesysSim, p: Params) -> Any:
     return len(sim.faults.token)
 
 
-async def _duplicate(sim: GenesysSim, p: Params) -> Any:
+async def _duplicate(sim: ControlledSim, p: Params) -> Any:
     sim.duplicate_next(_get(p, "n", int, 1, low=1))
     return True
 
 
-async def _refuse(sim: GenesysSim, p: Params) -> Any:
+async def _refuse(sim: ControlledSim, p: Params) -> Any:
     sim.refuse_handshakes(
         _get(p, "n", int, 1, low=1), _get(p, "status", int, 503, low=ERROR_STATUS[0], high=ERROR_STATUS[1])
     )
     return True
 
 
-async def _delay(sim: GenesysSim, p: Params) -> Any:
+async def _delay(sim: ControlledSim, p: Params) -> Any:
     sim.set_rest_delay(float(_get(p, "seconds", (int, float), low=0)))
     return True
 
 
-async def _clear(sim: GenesysSim, p: Params) -> Any:
+async def _clear(sim: ControlledSim, p: Params) -> Any:
     sim.clear_faults()
     return True
 
 
-async def _publish(sim: GenesysSim, p: Params) -> Any:
+async def _publish(sim: ControlledSim, p: Params) -> Any:
     try:
         return sim.publish(_get(p, "topic", str), _get(p, "body", dict, None))
     except TopicError as exc:
         raise RequestError(400, "bad.request", str(exc)) from None
 
 
-async def _traffic(sim: GenesysSim, p: Params) -> Any:
+async def _traffic(sim: ControlledSim, p: Params) -> Any:
     rate = float(_get(p, "rate_per_s", (int, float), low=0))
     topics = _get(p, "topics", list, None)
     if any(not isinstance(t, str) for t in topics or ()):
@@ -148,14 +184,14 @@ async def _traffic(sim: GenesysSim, p: Params) -> Any:
     return True
 
 
-async def _add_client(sim: GenesysSim, p: Params) -> Any:
+async def _add_client(sim: ControlledSim, p: Params) -> Any:
     sim.add_oauth_client(
         _get(p, "client_id", str), _get(p, "secret", str), _get(p, "token_ttl", (int, float), None, low=1)
     )
     return True
 
 
-async def _forbid(sim: GenesysSim, p: Params) -> Any:
+async def _forbid(sim: ControlledSim, p: Params) -> Any:
     sim.forbid_topic(_get(p, "pattern", str), _get(p, "missing_permissions", list, []))
     return True
 
@@ -181,7 +217,7 @@ _OPS: dict[str, Op] = {
 }
 
 
-def add_control_routes(app: web.Application, sim: GenesysSim) -> None:
+def add_control_routes(app: web.Application, sim: ControlledSim) -> None:
     async def operate(request: web.Request) -> web.StreamResponse:
         op = _OPS.get(request.match_info["op"])
         if op is None:

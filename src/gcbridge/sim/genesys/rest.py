@@ -16,20 +16,18 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gcbridge import _json
 from gcbridge.sim.genesys.bodies import AVAILABLE_TOPICS, iso
 from gcbridge.sim.genesys.channels import Channel
-from gcbridge.sim.genesys.config import MAX_REQUEST_BYTES
+from gcbridge.sim.genesys.config import MAX_REQUEST_BYTES, SimConfig
+from gcbridge.sim.genesys.core import SimCore
 from gcbridge.sim.genesys.messages import error_body, oauth_error
-from gcbridge.sim.genesys.subscriptions import RequestError, TopicEntity, grant, topic_ids
+from gcbridge.sim.genesys.subscriptions import Grant, RequestError, TopicEntity, grant, topic_ids
 from gcbridge.sim.genesys.tokens import TokenRecord
-
-if TYPE_CHECKING:
-    from gcbridge.sim.genesys.sim import GenesysSim
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +104,27 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return value == "true"
 
 
+class RestHost(Protocol):
+    """What the REST handlers need of the simulator (:class:`~gcbridge.sim.genesys.sim.GenesysSim`)."""
+
+    @property
+    def config(self) -> SimConfig: ...
+    @property
+    def core(self) -> SimCore: ...
+    @property
+    def faults(self) -> Faults: ...
+    def now(self) -> float: ...
+    def process_due(self) -> None: ...
+    def token_issued(self, record: TokenRecord) -> None: ...
+    def create_channel(self, record: TokenRecord) -> Channel: ...
+    def subscribe(self, channel_id: str, granted: Grant, *, replace: bool) -> None: ...
+    def revoke_token(self, token: str | None = None) -> int: ...
+
+
 class RestApi:
     """Request handlers bound to one simulator."""
 
-    def __init__(self, sim: GenesysSim) -> None:
+    def __init__(self, sim: RestHost) -> None:
         self.sim = sim
         self.core = sim.core
 

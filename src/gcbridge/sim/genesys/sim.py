@@ -26,6 +26,7 @@ from gcbridge.sim.genesys.bodies import BodyGenerator
 from gcbridge.sim.genesys.channels import Action, Channel, ChannelEnded, EndReason, TopicsTaken
 from gcbridge.sim.genesys.config import MAX_REQUEST_BYTES, SimConfig
 from gcbridge.sim.genesys.connection import Connection, SocketState
+from gcbridge.sim.genesys.control import add_control_routes
 from gcbridge.sim.genesys.core import SimCore
 from gcbridge.sim.genesys.ledger import Delivery, PublishedRecord
 from gcbridge.sim.genesys.org_rest import add_org_routes
@@ -136,8 +137,6 @@ class GenesysSim:
 
     def make_app(self) -> web.Application:
         """The aiohttp application (REST, token, WebSocket and control routes); :meth:`start` serves it."""
-        from gcbridge.sim.genesys.control import add_control_routes
-
         rest = RestApi(self)
         app = web.Application(middlewares=[rest.middleware], client_max_size=MAX_REQUEST_BYTES)
         rest.add_routes(app)

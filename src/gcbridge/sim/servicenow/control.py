@@ -25,19 +25,63 @@ Same controls as the Python API, for a simulator run from the CLI::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gcbridge import _json
 
+from .importsets import ImportSet
+from .ratelimit import RateLimitRule
+from .request_log import RequestRecord
+from .state import SimState
 from .transform import AutoMap, TransformMap
 
-if TYPE_CHECKING:
-    from .sim import ServiceNowSim
 
-Handler = Callable[["ServiceNowSim", dict[str, Any], web.Request], Any]
+class ControlledSim(Protocol):
+    """What the control API drives (:class:`~gcbridge.sim.servicenow.sim.ServiceNowSim`)."""
+
+    base_url: str | None
+
+    @property
+    def state(self) -> SimState: ...
+    @property
+    def import_sets(self) -> Sequence[ImportSet]: ...
+    @property
+    def requests(self) -> Sequence[RequestRecord]: ...
+    def records(self, table: str) -> list[dict[str, str]]: ...
+    def inject(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        after_commit: bool = False,
+        cancelled: bool = False,
+        path_prefix: str = "/api/",
+    ) -> None: ...
+    def set_delay(self, seconds: float) -> None: ...
+    def set_transform_time(self, seconds: float) -> None: ...
+    def hibernate(self, on: bool = True) -> None: ...
+    def truncate_lists(self, count: int = 1) -> None: ...
+    def set_rate_limit(
+        self,
+        per_hour: int | None,
+        table: str | None = None,
+        *,
+        api: str | None = None,
+        user: str | None = None,
+    ) -> RateLimitRule | None: ...
+    def fail_transform(self, staging_table: str, count: int = 1, message: str | None = None) -> None: ...
+    def add_table(self, name: str, prefix: str | None = None) -> None: ...
+    def add_transform_map(self, staging_table: str, transform_map: TransformMap) -> None: ...
+    def deny(self, table: str, operation: str = "write", user: str | None = None) -> None: ...
+    def set_client_credentials(self, enabled: bool) -> None: ...
+    def revoke_tokens(self) -> None: ...
+    def reset_faults(self) -> None: ...
+
+
+Handler = Callable[[ControlledSim, dict[str, Any], web.Request], Any]
 
 
 def _ok(payload: Any = None, status: int = 200) -> web.Response:
@@ -46,7 +90,7 @@ def _ok(payload: Any = None, status: int = 200) -> web.Response:
     )
 
 
-def _state(sim: ServiceNowSim, _body: dict[str, Any], _request: web.Request) -> Any:
+def _state(sim: ControlledSim, _body: dict[str, Any], _request: web.Request) -> Any:
     faults = sim.state.faults
     return {
         "base_url": sim.base_url,
@@ -69,14 +113,14 @@ def _state(sim: ServiceNowSim, _body: dict[str, Any], _request: web.Request) -> 
     }
 
 
-def _records(sim: ServiceNowSim, _body: dict[str, Any], request: web.Request) -> Any:
+def _records(sim: ControlledSim, _body: dict[str, Any], request: web.Request) -> Any:
     table = request.path.removeprefix("/_sim/records/")
     if not sim.state.store.has_table(table):
         raise ValueError(f"no table {table!r}")
     return {"result": sim.records(table)}
 
 
-def _import_sets(sim: ServiceNowSim, _body: dict[str, Any], _request: web.Request) -> Any:
+def _import_sets(sim: ControlledSim, _body: dict[str, Any], _request: web.Request) -> Any:
     return {
         "result": [
             {
@@ -95,7 +139,7 @@ def _import_sets(sim: ServiceNowSim, _body: dict[str, Any], _request: web.Reques
     }
 
 
-def _requests(sim: ServiceNowSim, _body: dict[str, Any], request: web.Request) -> Any:
+def _requests(sim: ControlledSim, _body: dict[str, Any], request: web.Request) -> Any:
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or int(raw) < 1:
         raise ControlError(f"limit must be a whole number from 1 up, got {raw!r}")
@@ -155,7 +199,7 @@ def _count(body: dict[str, Any], name: str = "count", default: Any = 1) -> int:
 _INJECTABLE = (500, 502, 503)
 
 
-def _inject(sim: ServiceNowSim, body: dict[str, Any], _request: web.Request) -> Any:
+def _inject(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
     status = _arg(body, "status", int)
     if status not in _INJECTABLE:
         raise ControlError(f"argument 'status' must be one of {list(_INJECTABLE)}, got {status!r}")
@@ -168,7 +212,7 @@ def _inject(sim: ServiceNowSim, body: dict[str, Any], _request: web.Request) -> 
     )
 
 
-def _rate_limit(sim: ServiceNowSim, body: dict[str, Any], _request: web.Request) -> Any:
+def _rate_limit(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
     per_hour = _number(body, "per_hour", None, low=1)
     if per_hour is not None and not isinstance(per_hour, int):
         raise ControlError(f"argument 'per_hour' must be a whole number, got {per_hour!r}")
@@ -181,7 +225,7 @@ def _rate_limit(sim: ServiceNowSim, body: dict[str, Any], _request: web.Request)
     return {"rule": dataclasses.asdict(rule) if rule else None}
 
 
-def _transform_map(sim: ServiceNowSim, body: dict[str, Any], _request: web.Request) -> Any:
+def _transform_map(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
     staging = _arg(body, "staging_table", str)
     field_map = _arg(body, "field_map", dict, {})
     coalesce = _arg(body, "coalesce", list, [])
@@ -236,7 +280,7 @@ def _lookup(method: str, path: str) -> Handler | None:
     return (_GET if method == "GET" else _POST if method == "POST" else {}).get(path)
 
 
-async def control_routes(sim: ServiceNowSim, request: web.Request) -> web.Response:
+async def control_routes(sim: ControlledSim, request: web.Request) -> web.Response:
     handler = _lookup(request.method, request.path)
     if handler is None:
         return _ok({"error": f"no control {request.method} {request.path}"}, 404)

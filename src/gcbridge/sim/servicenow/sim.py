@@ -32,6 +32,7 @@ from .control import control_routes
 from .faults import Injection
 from .importsets import ImportSet
 from .ratelimit import RateLimitRule
+from .request_log import RequestRecord
 from .routes import ALLOWED_METHODS, Resource, resolve
 from .state import AclDenial, KeyedLocks, SimState
 from .store import JournalEntry
@@ -52,19 +53,6 @@ class _Exchange:
 
     session: str | None  # a JSESSIONID this simulator issued, sent back by the client
     user: str | None = None  # set once authenticated
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request the simulator answered (``/_sim`` control requests are not recorded)."""
-
-    method: str
-    path: str
-    query: str
-    status: int
-    user: str | None
-    had_cookie: bool  # the request carried a JSESSIONID this simulator had issued
-    at: float
 
 
 class ServiceNowSim:

@@ -1,12 +1,15 @@
 """From Genesys events to flat ServiceNow rows: rules chosen by topic pattern, fields from expressions.
 
-A rule (:class:`~gcbridge.servicenow.config.MappingRule`) says which topics it takes (``*`` is one topic
-segment, a final ``**`` one or more), which sink writes them (``import_set``, ``table``, ``event``), the key
-that identifies the record (a conversation, user or queue id) and how each target field is computed (see
-:mod:`gcbridge.servicenow.expressions`). Rules are tried in order; the first whose pattern matches wins.
+A rule (:class:`~gcbridge.bridge.mapping_rules.MappingRule`) says which topics it takes (``*`` is one topic
+segment, a final ``#`` any number of them: the notification client's pattern syntax; the older final ``**``
+still works and logs a deprecation warning), which sink writes them (``import_set``, ``table``, ``event``),
+the key that identifies the record (a conversation, user or queue id) and how each target field is computed
+(see :mod:`gcbridge.bridge.expressions`). Rules are tried in order; the first whose pattern matches wins. The
+result is a :class:`~gcbridge.servicenow.rows.Row`, which is all the ServiceNow writer sees.
 
-Everything that can be wrong with a mapping is found by :func:`compile_mapping` at start-up and raised as one
-:class:`MappingError` naming the rule and the field. At runtime, per event:
+Everything that can be wrong with a mapping is found when :class:`MappingConfig` is validated (at start-up,
+once) and raised as one :class:`MappingError` naming the rule and the field; the compiled form is
+:attr:`MappingConfig.compiled`. At runtime, per event:
 
 * a field whose value is missing is **left out of the row** (so that an update never blanks a value an earlier
   event set; ServiceNow transform maps do not copy empty fields by default), unless the field has a
@@ -20,15 +23,16 @@ Everything that can be wrong with a mapping is found by :func:`compile_mapping` 
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
 from gcbridge import _json
-from gcbridge.genesys.events import Event
-from gcbridge.outbox.base import OutboxItem
-from gcbridge.servicenow.config import FieldSpec, MappingConfig, MappingRule
-from gcbridge.servicenow.expressions import (
+from gcbridge.bridge.expressions import (
     MISSING,
     EventView,
     Expression,
@@ -37,13 +41,21 @@ from gcbridge.servicenow.expressions import (
     compile_expression,
     first_present,
 )
+from gcbridge.bridge.mapping_rules import FieldSpec, MappingRule, default_rules
+from gcbridge.core.topics import segments_match
+from gcbridge.genesys.events import Event
+from gcbridge.outbox.base import OutboxItem
+from gcbridge.servicenow.rows import SINKS, Row
 
 __all__ = [
     "SINKS",
     "CompiledField",
     "CompiledRule",
+    "FieldSpec",
     "Mapping",
+    "MappingConfig",
     "MappingError",
+    "MappingRule",
     "Record",
     "Unmappable",
     "compile_mapping",
@@ -55,7 +67,8 @@ __all__ = [
     "wire_fields",
 ]
 
-SINKS: Final = ("import_set", "table", "event")
+log = logging.getLogger(__name__)
+
 _DEFAULT_KEY_FIELD: Final = {"table": "correlation_id", "event": "message_key"}
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TOPIC_CACHE_LIMIT: Final = 10_000
@@ -67,19 +80,18 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TopicPattern:
-    source: str
-    segments: tuple[str, ...]
+    """A topic pattern as written (``source``) and in the client's syntax (``pattern``, ``#`` not ``**``)."""
 
-    def matches(self, parts: list[str]) -> bool:
-        segments = self.segments
-        if segments and segments[-1] == "**":
-            if len(parts) < len(segments):
-                return False
-            segments = segments[:-1]
-            parts = parts[: len(segments)]
-        elif len(parts) != len(segments):
-            return False
-        return all(s in ("*", p) for s, p in zip(segments, parts, strict=True))
+    source: str
+    pattern: str
+    parts: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.pattern.split(".")))
+
+    def matches(self, topic_parts: Sequence[str]) -> bool:
+        """Does the topic (split at the dots) match? The client's own matcher decides."""
+        return segments_match(self.parts, topic_parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +118,20 @@ class CompiledRule:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One row for a sink: the key (also in ``fields[rule.key_field]``), flat string fields, notes."""
+    """What one event maps to: the :class:`~gcbridge.servicenow.rows.Row` for the writer, the rule that
+    made it and notes for the delivery detail (fields left out or truncated)."""
 
     rule: CompiledRule = field(repr=False)
-    key: str
-    fields: dict[str, str]
+    row: Row
     notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.row.key
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return self.row.fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +209,8 @@ class Mapping:
             if fitted.notes:
                 notes.extend(fitted.notes)
             fields = fitted.fields
-        return Record(rule, key, fields, tuple(notes))
+        row = Row(rule.sink, rule.target, key, rule.key_field, fields, rule.on_transform_error)
+        return Record(rule, row, tuple(notes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,17 +272,30 @@ def fit_row(fields: dict[str, str], key_field: str, max_bytes: int, marker: str)
 
 
 def _compile_pattern(rule: str, source: str) -> TopicPattern:
-    segments = tuple(source.split("."))
+    segments = source.split(".")
     if not source or any(not s for s in segments):
         raise MappingError(f"rule {rule!r}: topic pattern {source!r} has an empty segment")
     for i, segment in enumerate(segments):
-        if segment == "**" and i != len(segments) - 1:
-            raise MappingError(f"rule {rule!r}: topic pattern {source!r}: '**' may only be the last segment")
-        if segment not in ("*", "**") and ("*" in segment or "?" in segment):
+        if segment in ("#", "**") and i != len(segments) - 1:
             raise MappingError(
-                f"rule {rule!r}: topic pattern {source!r}: a wildcard must be a whole segment ('*' or '**')"
+                f"rule {rule!r}: topic pattern {source!r}: {segment!r} may only be the last segment"
             )
-    return TopicPattern(source, segments)
+        if segment not in ("*", "#", "**") and any(c in segment for c in "*?#"):
+            raise MappingError(
+                f"rule {rule!r}: topic pattern {source!r}: a wildcard must be a whole segment"
+                " ('*' or a final '#')"
+            )
+    if segments[-1] == "**":
+        # The mapping's own spelling until the client's '#' became the one syntax. '**' takes one or more
+        # segments and '#' any number, so '**' becomes '*.#' (the same topics as before).
+        segments[-1:] = ["*", "#"]
+        log.warning(
+            "mapping rule %r: topic pattern %r: a final '**' is deprecated; write '%s' instead",
+            rule,
+            source,
+            ".".join([*segments[:-2], "#"]),
+        )
+    return TopicPattern(source, ".".join(segments))
 
 
 def _compile_expr(rule: str, what: str, source: str) -> Expression:
@@ -322,9 +356,7 @@ def _compile_rule(rule: MappingRule) -> CompiledRule:
     )
 
 
-def compile_mapping(config: MappingConfig | None = None) -> Mapping:
-    """Compile and check every rule; raises :class:`MappingError` naming the rule and the field."""
-    config = config if config is not None else MappingConfig()
+def _compile(config: MappingConfig) -> Mapping:
     rules: list[MappingRule] = list(config.rules) if config.rules is not None else default_rules()
     if config.rules is not None and config.include_defaults:
         rules += default_rules()
@@ -338,6 +370,47 @@ def compile_mapping(config: MappingConfig | None = None) -> Mapping:
     if not compiled:
         raise MappingError("mapping: no rules (leave 'rules' out to use the built-in defaults)")
     return Mapping(tuple(compiled), config.max_row_bytes, config.truncation_marker)
+
+
+class MappingConfig(BaseModel):
+    """The ordered rule list (first matching rule wins) and the row limits.
+
+    ``rules`` defaults to :func:`~gcbridge.bridge.mapping_rules.default_rules` (``default_mapping.toml``:
+    conversations, detail events, presence/routing status, queue observations into the ``u_genesys_*_import``
+    staging tables);
+    ``include_defaults = true`` appends the defaults after your own rules.
+    ``max_row_bytes``: ServiceNow skips Import Set rows above 8126 bytes; longer rows have their longest
+    non-key fields truncated with ``truncation_marker`` until they fit (the key is never truncated; a row
+    whose key fields alone do not fit is rejected with the reason).
+
+    Validating the model compiles the mapping, once: a bad rule fails at start-up with a :class:`MappingError`
+    (a ``ValueError``) naming the rule and the field; :attr:`compiled` is the result that everything uses.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[MappingRule] | None = None
+    include_defaults: bool = False
+    max_row_bytes: int = Field(default=8126, ge=256)
+    truncation_marker: str = " [truncated]"
+    _compiled: Mapping | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> MappingConfig:
+        self._compiled = _compile(self)
+        return self
+
+    @property
+    def compiled(self) -> Mapping:
+        """The compiled rules (compiled when the model was validated)."""
+        if self._compiled is None:  # only a model built with model_construct() skips validation
+            self._compiled = _compile(self)
+        return self._compiled
+
+
+def compile_mapping(config: MappingConfig | None = None) -> Mapping:
+    """The compiled form of ``config`` (default: the built-in rules); see :attr:`MappingConfig.compiled`."""
+    return (config if config is not None else MappingConfig()).compiled
 
 
 # ---- events and outbox payloads --------------------------------------------------------------------------
@@ -414,144 +487,3 @@ def event_to_outbox_item(event: Event, mapping: Mapping) -> OutboxItem | None:
         payload=payload_of(event),
         received_at=event.received_at,
     )
-
-
-# ---- built-in defaults -----------------------------------------------------------------------------------
-
-_MEDIA_ARRAYS: Final = ("calls", "callbacks", "chats", "emails", "messages", "videos", "screenshares")
-_CUSTOMER: Final = "body.participants[?purpose=='customer']"
-_AGENT: Final = "body.participants[?purpose=='agent']"
-
-_CONVERSATION_STATES: Final = {
-    "alerting": "work_in_progress",
-    "dialing": "work_in_progress",
-    "contacting": "work_in_progress",
-    "offering": "work_in_progress",
-    "connected": "work_in_progress",
-    "disconnected": "closed_complete",
-    "terminated": "closed_complete",
-}
-_DETAIL_STATES: Final = {
-    "acd.start": "queued",
-    "user.start": "work_in_progress",
-    "acw": "work_in_progress",
-    "customer.end": "closed_complete",
-    "wrapup": "closed_complete",
-}
-
-
-def _media_alternatives(who: str, tail: str) -> list[str]:
-    return [f"{{{who}.{media}[0].{tail}}}" for media in _MEDIA_ARRAYS]
-
-
-def default_rules() -> list[MappingRule]:
-    """The built-in rules, used when the config has no ``rules``.
-
-    * ``conversations``: ``v2.routing.queues.*.conversations`` and ``v2.users.*.conversations`` into staging
-      table ``u_genesys_interaction_import`` (coalesce ``u_conversation_id``): one interaction-like record per
-      conversation, kept up to date through wrap-up; state from the customer's media state
-      (alerting/connected -> ``work_in_progress``, disconnected/terminated -> ``closed_complete``).
-    * ``conversation_details``: ``v2.detail.events.conversation.**`` into the same staging table (ANI, DNIS,
-      direction, media type, queue, agent, wrap-up code/notes, state from the event type).
-    * ``presence``: ``v2.users.*.presence`` and ``.routingStatus`` into ``u_genesys_presence_import``
-      (coalesce ``u_user_id``).
-    * ``queue_stats``: ``v2.analytics.queues.*.observations`` into ``u_genesys_queue_stats_import`` (coalesce
-      ``u_queue_id``).
-    """
-    media_type = [f"{media[:-1]}{{{_CUSTOMER}.{media}|exists}}" for media in _MEDIA_ARRAYS]
-    media_type[0] = f"voice{{{_CUSTOMER}.calls|exists}}"
-    conversation = MappingRule(
-        name="conversations",
-        topics=["v2.routing.queues.*.conversations", "v2.users.*.conversations"],
-        sink="import_set",
-        target="u_genesys_interaction_import",
-        key="{body.id}",
-        key_field="u_conversation_id",
-        fields={
-            "u_short_description": FieldSpec(
-                value=f"Genesys {{{_CUSTOMER}.address}} conversation {{body.id}}",
-                default="Genesys conversation",
-                max_length=160,
-            ),
-            "u_state": FieldSpec(value=_media_alternatives(_CUSTOMER, "state"), map=_CONVERSATION_STATES),
-            "u_media_type": FieldSpec(value=media_type),
-            "u_direction": FieldSpec(
-                value=[*_media_alternatives(_CUSTOMER, "direction"), "{body.direction}"]
-            ),
-            "u_ani": f"{{{_CUSTOMER}.ani}}",
-            "u_customer_address": f"{{{_CUSTOMER}.address}}",
-            "u_dnis": FieldSpec(value=[f"{{{_CUSTOMER}.dnis}}", f"{{{_AGENT}.address}}"]),
-            "u_queue_id": FieldSpec(value=[f"{{{_AGENT}.queueId}}", "{topic_parts[3]}"]),
-            "u_agent_id": f"{{{_AGENT}.userId}}",
-            "u_agent_name": f"{{{_AGENT}.name}}",
-            "u_wrapup_code": f"{{{_AGENT}.wrapup.code}}",
-            "u_wrapup_notes": FieldSpec(value=f"{{{_AGENT}.wrapup.notes}}", max_length=4000),
-            "u_start_time": f"{{{_CUSTOMER}.connectedTime|datetime}}",
-            "u_end_time": f"{{{_CUSTOMER}.endTime|datetime}}",
-            "u_last_event": "{topic}",
-            "u_received_at": "{received_at}",
-        },
-    )
-    details = MappingRule(
-        name="conversation_details",
-        topics=["v2.detail.events.conversation.**"],
-        sink="import_set",
-        target="u_genesys_interaction_import",
-        key="{body.conversationId}",
-        key_field="u_conversation_id",
-        fields={
-            "u_state": FieldSpec(
-                value=["{body.eventType}", "{topic_parts[5]}.{topic_parts[6]}", "{topic_parts[5]}"],
-                map=_DETAIL_STATES,
-            ),
-            "u_media_type": "{body.mediaType|lower}",
-            "u_direction": "{body.direction|lower}",
-            "u_ani": "{body.ani}",
-            "u_dnis": "{body.dnis}",
-            "u_queue_id": "{body.queueId}",
-            "u_agent_id": "{body.userId}",
-            "u_wrapup_code": "{body.wrapupCode}",
-            "u_wrapup_notes": FieldSpec(value="{body.wrapupNotes}", max_length=4000),
-            "u_last_event": "{topic}",
-            "u_event_time": "{body.eventTime|datetime}",
-            "u_received_at": "{received_at}",
-        },
-    )
-    presence = MappingRule(
-        name="presence",
-        topics=["v2.users.*.presence", "v2.users.*.routingStatus"],
-        sink="import_set",
-        target="u_genesys_presence_import",
-        key="{topic_parts[2]}",
-        key_field="u_user_id",
-        fields={
-            "u_presence": "{body.presenceDefinition.systemPresence}",
-            "u_presence_id": "{body.presenceDefinition.id}",
-            "u_presence_message": "{body.message}",
-            "u_routing_status": "{body.routingStatus.status}",
-            "u_changed_at": FieldSpec(
-                value=["{body.modifiedDate|datetime}", "{body.routingStatus.startTime|datetime}"]
-            ),
-            "u_received_at": "{received_at}",
-        },
-    )
-    metrics = ("oWaiting", "oInteracting", "oOnQueueUsers", "oOffQueueUsers", "oActiveUsers")
-    queue_fields: dict[str, str | list[str] | FieldSpec] = {
-        "u_media_type": "{body.group.mediaType}",
-        "u_observed_at": "{received_at}",
-    }
-    for metric in metrics:
-        column = (
-            "u_" + re.sub(r"(?<!^)([A-Z])", r"_\1", metric[1:]).lower()
-        )  # oOnQueueUsers -> u_on_queue_users
-        queue_fields[column] = f"{{body.data[?metric=='{metric}'].stats.count}}"
-    queues = MappingRule(
-        name="queue_stats",
-        topics=["v2.analytics.queues.*.observations"],
-        sink="import_set",
-        target="u_genesys_queue_stats_import",
-        key="{topic_parts[3]}",
-        key_field="u_queue_id",
-        fields=queue_fields,
-    )
-    return [conversation, details, presence, queues]
