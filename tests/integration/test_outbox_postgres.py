@@ -33,7 +33,8 @@ async def url(pg_database: str) -> AsyncIterator[str]:
 
 
 async def test_concurrent_claimers_never_have_two_rows_of_a_key_in_flight(url: str) -> None:
-    stores = [await PostgresOutbox.open(url, lease_ttl=30.0) for _ in range(4)]  # 4 sessions, like 4 processes
+    # four stores, four connection pools: to the database these are four separate claimers
+    stores = [await PostgresOutbox.open(url, lease_ttl=30.0) for _ in range(4)]
     try:
         total = 400
         await stores[0].put_many([item(n, f"k{n % 8}") for n in range(total)])
@@ -45,11 +46,12 @@ async def test_concurrent_claimers_never_have_two_rows_of_a_key_in_flight(url: s
             while not done.is_set():
                 rows = await store.claim(3, now=100.0)
                 for row in rows:
-                    assert row.order_key not in in_flight, f"{row.order_key} has {in_flight.get(row.order_key)}"
+                    assert row.order_key not in in_flight, f"{row.order_key}: {in_flight.get(row.order_key)}"
                     in_flight[row.order_key] = row.id
                 await asyncio.sleep(0)  # let the other claimers run while these rows are in flight
                 for row in rows:
-                    del in_flight[row.order_key]  # before the ack: the next row may be claimed once it commits
+                    # forget it before the ack: the key's next row may be claimed as soon as the ack commits
+                    del in_flight[row.order_key]
                     delivered[row.order_key].append(row.id)
                 if rows:
                     await store.ack([r.id for r in rows], now=100.0)
@@ -129,7 +131,10 @@ async def test_a_restarted_owner_takes_back_its_claims_and_others_wait_for_the_l
     ("url", "expected"),
     [
         ("mysql://u:s3cret-pw@127.0.0.1/db", "must start with postgresql://"),
-        ("postgresql://u:s3cret-pw@127.0.0.1:1/db", "cannot open the PostgreSQL outbox at postgresql://u:***@"),
+        (
+            "postgresql://u:s3cret-pw@127.0.0.1:1/db",
+            "cannot open the PostgreSQL outbox at postgresql://u:***@",
+        ),
     ],
 )
 async def test_unusable_urls_fail_with_one_line_without_the_password(url: str, expected: str) -> None:
@@ -143,7 +148,7 @@ async def test_unusable_urls_fail_with_one_line_without_the_password(url: str, e
 
 async def test_a_missing_database_is_named_in_the_error(pg_database: str) -> None:
     missing = pg_database.rsplit("/", 1)[0] + "/gcbridge_no_such_database"
-    with pytest.raises(OutboxConnectError, match="gcbridge_no_such_database.*does not exist"):
+    with pytest.raises(OutboxConnectError, match=r"gcbridge_no_such_database.*does not exist"):
         await PostgresOutbox.open(missing)
 
 
