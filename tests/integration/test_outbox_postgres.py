@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
+from gcbridge.bridge.config import OutboxConfig
+from gcbridge.bridge.outbox_choice import open_outbox
 from gcbridge.outbox import OutboxItem
 from gcbridge.outbox.pg_schema import migrations
 from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox, redact_url
@@ -165,5 +168,23 @@ async def test_repr_and_attributes_never_show_the_password(url: str) -> None:
     try:
         assert "hunter2" not in repr(store)
         assert "hunter2" not in store.url
+    finally:
+        await store.close()
+
+
+async def test_the_service_names_outbox_url_when_the_database_cannot_be_opened() -> None:
+    cfg = OutboxConfig(url=SecretStr("postgresql://bridge:s3cret-pw@127.0.0.1:1/gcbridge"))
+    with pytest.raises(OutboxConnectError) as caught:
+        await open_outbox(cfg)
+    message = str(caught.value)
+    assert message.startswith("[outbox] url: cannot open the PostgreSQL outbox at postgresql://bridge:***@")
+    assert "s3cret-pw" not in message
+
+
+async def test_the_service_opens_postgresql_when_a_url_is_configured(url: str) -> None:
+    store = await open_outbox(OutboxConfig(url=SecretStr(url)))
+    try:
+        assert isinstance(store, PostgresOutbox)
+        assert await store.put_many([item(1, "a")]) == 1
     finally:
         await store.close()

@@ -34,12 +34,12 @@ from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection
+from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection
 from gcbridge.outbox.dispatcher import Dispatcher
-from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.mapping import compile_mapping
 from gcbridge.servicenow.rest import create_session
@@ -91,7 +91,7 @@ class BridgeService:
         self.started_at = clock()
         self.admin: AdminServer | None = None
         self.client: Any = None
-        self.outbox: SqliteOutbox | None = None
+        self.outbox: OpenOutbox | None = None
         self.dispatcher: Dispatcher | None = None
         self.sink: MeasuredSink | None = None
         self.ingest: Ingest | None = None
@@ -147,15 +147,10 @@ class BridgeService:
             version=gcbridge.__version__,
             endpoint=self.endpoint,
             topics=len(self.topics),
-            outbox=str(cfg.outbox.path),
+            outbox=describe_outbox(cfg.outbox),
         )
         self.journal.load()
-        cfg.outbox.path.parent.mkdir(parents=True, exist_ok=True)
-        self.outbox = await SqliteOutbox.open(
-            cfg.outbox.path,
-            synchronous=cfg.outbox.synchronous,
-            retention=cfg.outbox.retention_days * 86400.0,
-        )
+        self.outbox = await open_outbox(cfg.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
@@ -517,7 +512,7 @@ class _DeadLetters:
     service runs and holds the outbox); a replay wakes the dispatcher, so replayed rows go out at once."""
 
     def __init__(
-        self, outbox: SqliteOutbox, dispatcher: Dispatcher, clock: Callable[[], float], log: Any
+        self, outbox: OutboxStore, dispatcher: Dispatcher, clock: Callable[[], float], log: Any
     ) -> None:
         self._outbox, self._dispatcher, self._clock, self._log = outbox, dispatcher, clock, log
 
