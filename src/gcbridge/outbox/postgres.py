@@ -74,15 +74,37 @@ _IS_HEAD = """NOT EXISTS (
     WHERE o.order_key = p.order_key AND o.state IN (0, 1) AND (o.state = 1 OR o.id < p.id)
 )"""
 
-_CLAIM = f"""
+# Due heads, earliest due first, locked; rows another claimer holds are skipped rather than waited for.
+_PICK_HEADS = f"""
+SELECT p.id, p.order_key, p.topic FROM outbox p
+WHERE p.state = 0 AND p.next_attempt_at <= $1 AND {_IS_HEAD}
+ORDER BY p.next_attempt_at, p.id
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""  # noqa: S608 - constants only
+
+_CLAIM_HEADS = f"""
 WITH picked AS (
-    SELECT p.id FROM outbox p
+    SELECT p.id, p.next_attempt_at FROM outbox p
     WHERE p.state = 0 AND p.next_attempt_at <= $1 AND {_IS_HEAD}
     ORDER BY p.next_attempt_at, p.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-SELECT p.id, p.order_key, p.topic FROM outbox p JOIN picked USING (id) ORDER BY p.next_attempt_at, p.id
+UPDATE outbox o SET state = 1, lease_owner = $3, lease_expires_at = $4 FROM picked WHERE o.id = picked.id
+RETURNING picked.next_attempt_at, o.id, o.dedup_key, o.order_key, o.topic, o.payload,
+    o.received_at, o.attempts, o.last_error
+"""  # noqa: S608 - constants only
+
+_MARK_IN_FLIGHT = f"""
+UPDATE outbox SET state = 1, lease_owner = $2, lease_expires_at = $3 WHERE id = ANY($1::bigint[])
+RETURNING {_ROW_COLUMNS}
+"""  # noqa: S608 - constants only
+
+# The earliest due head: walks pending rows in due order and stops at the first that is its key's head.
+_NEXT_DUE = f"""
+SELECT p.next_attempt_at FROM outbox p WHERE p.state = 0 AND {_IS_HEAD}
+ORDER BY p.next_attempt_at, p.id LIMIT 1
 """  # noqa: S608 - constants only
 
 _RECLAIM_EXPIRED = (
@@ -229,26 +251,15 @@ class PostgresOutbox:
 
     async def _claim(self, conn: Any, limit: int, now: float, coalesce: bool) -> list[OutboxRow]:
         await conn.execute(_RECLAIM_EXPIRED, now)
-        heads = await conn.fetch(_CLAIM, now, limit)
-        chosen: list[int] = []
-        for head_id, order_key, topic in heads:
-            row_id = head_id
-            if coalesce:
-                row_id = await self._coalesce(conn, head_id, order_key, topic, now)
-            chosen.append(row_id)
+        lease = (self.owner, now + self.lease_ttl)
+        if not coalesce:  # the hot path: pick, lock, mark and return in one statement
+            rows = await conn.fetch(_CLAIM_HEADS, now, limit, *lease)
+            return [OutboxRow(*r[1:]) for r in sorted(rows, key=lambda r: (r[0], r[1]))]  # due, id
+        heads = await conn.fetch(_PICK_HEADS, now, limit)
+        chosen = [await self._coalesce(conn, head_id, key, topic, now) for head_id, key, topic in heads]
         if not chosen:
             return []
-        await conn.execute(
-            "UPDATE outbox SET state = 1, lease_owner = $2, lease_expires_at = $3 "
-            "WHERE id = ANY($1::bigint[])",
-            chosen,
-            self.owner,
-            now + self.lease_ttl,
-        )
-        rows = await conn.fetch(
-            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ANY($1::bigint[])",  # noqa: S608 - constants only
-            chosen,
-        )
+        rows = await conn.fetch(_MARK_IN_FLIGHT, chosen, *lease)
         by_id = {r["id"]: OutboxRow(*r) for r in rows}
         return [by_id[i] for i in chosen]
 
@@ -278,11 +289,7 @@ class PostgresOutbox:
 
         A query, not a cached value: other processes change the rows too.
         """
-        return await self._read(
-            lambda conn: conn.fetchval(
-                f"SELECT MIN(p.next_attempt_at) FROM outbox p WHERE p.state = 0 AND {_IS_HEAD}"  # noqa: S608 - constants only
-            )
-        )
+        return await self._read(lambda conn: conn.fetchval(_NEXT_DUE))
 
     async def ack(self, row_ids: Sequence[int], now: float) -> int:
         """Mark in-flight rows delivered; ids not in flight (already acked, lease lost) are ignored."""
