@@ -231,7 +231,7 @@ class PostgresOutbox:
             )
             return len(rows)
 
-        return await self._write(put)
+        return await self._write(put, durable=True)
 
     # -- delivery ----------------------------------------------------------------------------------------
 
@@ -374,14 +374,16 @@ class PostgresOutbox:
                     f"WHERE state = 3 {where}",
                     *ids,
                 )
-            )
+            ),
+            durable=True,
         )
 
     async def purge(self, rows: Selection) -> int:
         """Delete dead rows (``ALL`` or the given ids; other ids are ignored). Their dedup keys are freed."""
         where, ids = _selection(rows)
         return await self._write(
-            lambda conn: _counted(conn.execute(f"DELETE FROM outbox WHERE state = 3 {where}", *ids))  # noqa: S608 - constants only
+            lambda conn: _counted(conn.execute(f"DELETE FROM outbox WHERE state = 3 {where}", *ids)),  # noqa: S608 - constants only
+            durable=True,
         )
 
     async def expire_delivered(self, now: float, *, batch: int = 500) -> int:
@@ -428,9 +430,16 @@ class PostgresOutbox:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``op`` in one transaction (the place a later fencing check joins every write)."""
+    async def _write(self, op: Callable[[Any], Awaitable[T]], *, durable: bool = False) -> T:
+        """Run ``op`` in one transaction (the place a later fencing check joins every write).
+
+        Only ``durable`` writes (ingest, replay, purge) wait for the WAL flush. Claims, acks, retries and
+        dead-letterings do not, as in SQLite: losing the newest of them to a server crash only hands a row out
+        again (at-least-once), and the WAL is ordered, so the next flushed commit persists them too.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
+            if not durable:
+                await conn.execute("SET LOCAL synchronous_commit = off")
             return await op(conn)
 
     async def _read(self, op: Callable[[Any], Awaitable[T]]) -> T:
