@@ -15,7 +15,8 @@ from pydantic import SecretStr
 
 from gcbridge.bridge.config import OutboxConfig
 from gcbridge.bridge.outbox_choice import open_outbox
-from gcbridge.outbox import OutboxItem
+from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcome, Retry
 from gcbridge.outbox.pg_schema import migrations
 from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox, redact_url
 
@@ -187,4 +188,54 @@ async def test_the_service_opens_postgresql_when_a_url_is_configured(url: str) -
         assert isinstance(store, PostgresOutbox)
         assert await store.put_many([item(1, "a")]) == 1
     finally:
+        await store.close()
+
+
+class FlakySink:
+    """Fails the first attempt of every third row (a 503), accepts everything else; records the order."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.delivered: dict[str, list[int]] = defaultdict(list)
+
+    async def deliver(self, row: OutboxRow) -> Outcome:
+        if row.id % 3 == 0 and row.id not in self.seen:
+            self.seen.add(row.id)
+            return Retry("HTTP 503")
+        self.delivered[row.order_key].append(row.id)
+        return Delivered()
+
+
+async def test_the_dispatcher_delivers_from_postgresql_in_order_through_retries(url: str) -> None:
+    clock = [1_000_000.0]
+    store = await PostgresOutbox.open(url)
+    sink = FlakySink()
+    dispatcher = Dispatcher(
+        store,
+        sink,
+        concurrency=4,
+        backoff=BackoffPolicy(initial=0.5, factor=2, cap=1, jitter="none"),
+        clock=lambda: clock[0],
+        idle_poll=0.01,
+    )
+    runner = asyncio.create_task(dispatcher.run())
+    try:
+        await dispatcher.ingest([item(n, f"k{n % 5}") for n in range(60)])
+        for _ in range(2000):  # the fake clock moves only when the dispatcher has to wait for a retry
+            stats = await store.stats(clock[0])
+            if stats.delivered == 60:
+                break
+            clock[0] += 0.25
+            dispatcher.notify()
+            await asyncio.sleep(0.005)
+        assert (await store.stats(clock[0])).delivered == 60
+        for key, ids in sink.delivered.items():
+            assert ids == sorted(ids), f"{key} out of order"
+        assert sum(len(v) for v in sink.delivered.values()) == 60
+        retried = await store.inspect(3)
+        assert retried is not None
+        assert (retried.state, retried.attempts, retried.last_error) == ("delivered", 1, "HTTP 503")
+    finally:
+        await dispatcher.drain(timeout=10)
+        await runner
         await store.close()
