@@ -239,3 +239,23 @@ async def test_the_dispatcher_delivers_from_postgresql_in_order_through_retries(
         await dispatcher.drain(timeout=10)
         await runner
         await store.close()
+
+
+async def test_a_claimer_whose_lease_expired_cannot_release_the_row_under_its_new_holder(url: str) -> None:
+    slow = await PostgresOutbox.open(url, owner="slow", lease_ttl=30.0)
+    fast = await PostgresOutbox.open(url, owner="fast", lease_ttl=30.0)
+    try:
+        await slow.put_many([item(1, "a"), item(2, "a")])
+        (row,) = await slow.claim(5, now=100.0)
+        (again,) = await fast.claim(5, now=131.0)  # slow's lease ran out: the row is fast's now
+        assert again.id == row.id
+        assert await slow.retry(row.id, 131.0, "HTTP 503") is False
+        assert await slow.dead_letter(row.id, "gave up", now=131.0) is False
+        assert await slow.ack([row.id], now=131.0) == 0
+        assert await fast.claim(5, now=131.0) == []  # still fast's, so key a's next row still waits
+        assert await fast.ack([row.id], now=132.0) == 1
+        (nxt,) = await fast.claim(5, now=132.0)
+        assert nxt.dedup_key == "evt-2"
+    finally:
+        await slow.close()
+        await fast.close()

@@ -292,7 +292,8 @@ class PostgresOutbox:
         return await self._read(lambda conn: conn.fetchval(_NEXT_DUE))
 
     async def ack(self, row_ids: Sequence[int], now: float) -> int:
-        """Mark in-flight rows delivered; ids not in flight (already acked, lease lost) are ignored."""
+        """Mark rows this store has in flight delivered; other ids (already acked, lease expired and the row
+        handed to another claimer) are ignored."""
         ids = [int(i) for i in row_ids]
         if not ids:
             return 0
@@ -301,25 +302,28 @@ class PostgresOutbox:
                 conn.execute(
                     "UPDATE outbox SET state = 2, finished_at = $2, lease_owner = NULL, "
                     "lease_expires_at = NULL "
-                    "WHERE id = ANY($1::bigint[]) AND state = 1",
+                    "WHERE id = ANY($1::bigint[]) AND state = 1 AND lease_owner = $3",
                     ids,
                     now,
+                    self.owner,
                 )
             )
         )
 
     async def retry(self, row_id: int, next_attempt_at: float, error: str) -> bool:
         """Back to pending, due at ``next_attempt_at``, one more attempt counted, ``error`` kept as
-        ``last_error``. Later rows of the key wait for it. ``False`` if the row was not in flight."""
+        ``last_error``. Later rows of the key wait for it. ``False`` if this store does not hold the row in
+        flight (a claimer whose lease expired must not release the row under its new holder)."""
         changed = await self._write(
             lambda conn: _counted(
                 conn.execute(
                     "UPDATE outbox SET state = 0, attempts = attempts + 1, next_attempt_at = $2, "
                     "last_error = $3, lease_owner = NULL, lease_expires_at = NULL "
-                    "WHERE id = $1 AND state = 1",
+                    "WHERE id = $1 AND state = 1 AND lease_owner = $4",
                     row_id,
                     next_attempt_at,
                     _clip(error),
+                    self.owner,
                 )
             )
         )
@@ -327,17 +331,19 @@ class PostgresOutbox:
 
     async def dead_letter(self, row_id: int, reason: str, now: float) -> bool:
         """Move a pending or in-flight row to the dead-letter list with ``reason`` (counted as an attempt
-        when it was in flight). Its key is released: later rows proceed. ``False`` if the row was neither."""
+        when it was in flight). Its key is released: later rows proceed. ``False`` if the row was neither
+        pending nor in flight under this store's lease."""
         changed = await self._write(
             lambda conn: _counted(
                 conn.execute(
                     "UPDATE outbox SET state = 3, "
                     "attempts = attempts + CASE WHEN state = 1 THEN 1 ELSE 0 END, "
                     "last_error = $2, finished_at = $3, lease_owner = NULL, lease_expires_at = NULL "
-                    "WHERE id = $1 AND state IN (0, 1)",
+                    "WHERE id = $1 AND (state = 0 OR (state = 1 AND lease_owner = $4))",
                     row_id,
                     _clip(reason),
                     now,
+                    self.owner,
                 )
             )
         )
