@@ -1,4 +1,5 @@
-"""Outbox benchmark: durable ingest (and delivery) rate of SqliteOutbox next to a bare SQLite loop.
+"""Outbox benchmark: durable ingest (and delivery) rate of SqliteOutbox next to a bare SQLite loop, and of
+PostgresOutbox beside them.
 
 Ingest: ``--producers`` asyncio tasks (one per shard/socket) each call ``put_many`` with ``--batch`` events of
 about 1.1 KB, as the notification client hands them over. Baseline: a bare ``sqlite3`` loop in one thread
@@ -10,6 +11,10 @@ Mixed: the ingest rate again while the dispatcher delivers at the same time (one
 Delivery: the dispatcher draining the stored rows into a sink that accepts at once (claim, deliver, ack
 through the store), next to a bare loop that selects a batch of pending rows and marks them delivered per
 transaction (no per-key order, no leases: the physical limit, not an equivalent).
+
+PostgreSQL: the same ingest and delivery through ``PostgresOutbox`` against a database created for the run on
+``--pg-dsn`` (default: ``GCBRIDGE_TEST_PG_DSN`` or ``postgresql://postgres@127.0.0.1:5432/postgres``) and
+dropped after; ``--pg-dsn none`` leaves it out.
 
     .venv/bin/python bench/bench_outbox.py                  # defaults: 50,000 events, batch 50, 4 producers
     .venv/bin/python bench/bench_outbox.py --events 200000 --batch 100
@@ -23,11 +28,18 @@ import os
 import sqlite3
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import orjson
 
-from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcome, SqliteOutbox
+from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, OutboxStore, Outcome, SqliteOutbox
+from gcbridge.outbox.postgres import PostgresOutbox
+
+Opener = Callable[[], Awaitable[SqliteOutbox | PostgresOutbox]]
 
 SCHEMA = """
 CREATE TABLE outbox (
@@ -67,12 +79,26 @@ def batches(items: list[OutboxItem], size: int) -> list[list[OutboxItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def sqlite_opener(path: Path, sync: str) -> Opener:
+    async def open_store() -> SqliteOutbox | PostgresOutbox:
+        return await SqliteOutbox.open(path, synchronous=sync)  # type: ignore[arg-type]
+
+    return open_store
+
+
+def pg_opener(url: str) -> Opener:
+    async def open_store() -> SqliteOutbox | PostgresOutbox:
+        return await PostgresOutbox.open(url)
+
+    return open_store
+
+
 async def outbox_ingest(
-    path: Path, items: list[OutboxItem], batch: int, producers: int, sync: str
+    open_store: Opener, items: list[OutboxItem], batch: int, producers: int
 ) -> tuple[float, float]:
-    store = await SqliteOutbox.open(path, synchronous=sync)  # type: ignore[arg-type]
+    store = await open_store()
     work = batches(items, batch)
-    commits_before = store.commits
+    commits_before = store.commits if isinstance(store, SqliteOutbox) else 0
     start = time.perf_counter()
 
     async def producer(k: int) -> None:
@@ -81,7 +107,8 @@ async def outbox_ingest(
 
     await asyncio.gather(*(producer(k) for k in range(producers)))
     elapsed = time.perf_counter() - start
-    calls_per_commit = len(work) / max(1, store.commits - commits_before)
+    commits = store.commits - commits_before if isinstance(store, SqliteOutbox) else len(work)
+    calls_per_commit = len(work) / max(1, commits)
     stats = await store.stats(time.time())
     assert stats.pending == len(items), stats
     await store.close()
@@ -126,8 +153,8 @@ class NullSink:
         return Delivered()
 
 
-async def outbox_dispatch(path: Path, n: int, sync: str, concurrency: int, batch: int) -> float:
-    store = await SqliteOutbox.open(path, synchronous=sync)  # type: ignore[arg-type]
+async def outbox_dispatch(open_store: Opener, n: int, concurrency: int, batch: int) -> float:
+    store: OutboxStore = await open_store()
     sink = NullSink(n)
     dispatcher = Dispatcher(store, sink, concurrency=concurrency, batch=batch, idle_poll=0.05)
     start = time.perf_counter()
@@ -204,6 +231,12 @@ def main() -> None:
     parser.add_argument("--sync", choices=["FULL", "NORMAL", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept (default 3)")
     parser.add_argument("--dir", default=None, help="where the database files go (default: a temp dir)")
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("GCBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL role that may CREATE DATABASE, or 'none' (default: GCBRIDGE_TEST_PG_DSN or "
+        "postgres@127.0.0.1:5432)",
+    )
     args = parser.parse_args()
 
     items = make_events(args.events, args.conversations)
@@ -223,12 +256,16 @@ def main() -> None:
                 base.mkdir()
                 results["bare"].append(bare_ingest(base / "bare.db", items, args.batch, sync))
                 ours, per_commit = asyncio.run(
-                    outbox_ingest(base / "outbox.db", items, args.batch, args.producers, sync)
+                    outbox_ingest(sqlite_opener(base / "outbox.db", sync), items, args.batch, args.producers)
                 )
                 results["ours"].append(ours)
                 results["bare_d"].append(bare_dispatch(base / "bare.db", args.events, sync, 64))
                 results["ours_d"].append(
-                    asyncio.run(outbox_dispatch(base / "outbox.db", args.events, sync, args.concurrency, 64))
+                    asyncio.run(
+                        outbox_dispatch(
+                            sqlite_opener(base / "outbox.db", sync), args.events, args.concurrency, 64
+                        )
+                    )
                 )
                 results["mixed"].append(
                     asyncio.run(
@@ -252,6 +289,52 @@ def main() -> None:
                 f"put_many while delivering {best['mixed']:>5,.0f} rows/s   "
                 f"ratio {best['mixed'] / best['ours']:5.2f}"
             )
+
+    if args.pg_dsn != "none":
+        pg_results = asyncio.run(postgres_round(args.pg_dsn, items, args))
+        print(
+            f"postgres {pg_results['version']:<16} (synchronous_commit={pg_results['sync_commit']}): "
+            f"PostgresOutbox.put_many {pg_results['ingest']:>9,.0f} rows/s   "
+            f"Dispatcher->null sink {pg_results['deliver']:>9,.0f} rows/s   "
+            f"(beside SqliteOutbox above, same events and batches)"
+        )
+
+
+async def postgres_round(
+    dsn: str, items: list[OutboxItem], args: argparse.Namespace
+) -> dict[str, str | float]:
+    """Best of ``--repeat`` ingest and delivery runs on PostgresOutbox, each on a fresh schema of a database
+    created for this run and dropped after."""
+    database = f"gcbridge_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        version = str(await admin.fetchval("SHOW server_version")).split()[0]
+        sync_commit = str(await admin.fetchval("SHOW synchronous_commit"))
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(dsn)
+    db_url = urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+    ingest: list[float] = []
+    deliver: list[float] = []
+    try:
+        for rep in range(args.repeat):
+            conn = await asyncpg.connect(db_url)
+            try:
+                await conn.execute(f"CREATE SCHEMA r{rep}")
+            finally:
+                await conn.close()
+            opener = pg_opener(f"{db_url}?search_path=r{rep}")
+            rate, _ = await outbox_ingest(opener, items, args.batch, args.producers)
+            ingest.append(rate)
+            deliver.append(await outbox_dispatch(opener, len(items), args.concurrency, 64))
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+    return {"version": version, "sync_commit": sync_commit, "ingest": max(ingest), "deliver": max(deliver)}
 
 
 if __name__ == "__main__":

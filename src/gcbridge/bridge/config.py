@@ -259,14 +259,35 @@ class DispatcherConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    """``[outbox]``: the durable SQLite outbox between Genesys and ServiceNow."""
+    """``[outbox]``: the durable outbox between Genesys and ServiceNow.
+
+    SQLite at ``path`` by default; ``url = "postgresql://user@host/database"`` puts it in PostgreSQL instead
+    (``synchronous`` then does not apply: PostgreSQL's own ``synchronous_commit`` governs durability).
+    """
 
     path: Path = Path("gcbridge-outbox.db")
+    url: SecretStr | None = None  # a secret: the URL may carry the database password
     gap_log: Path | None = None
     retention_days: float = Field(default=1.0, ge=0)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     drain_timeout: float = Field(default=30.0, gt=0, le=3600)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.get_secret_value())
+            _ = parts.port  # raises ValueError for a port that is not a number
+            ok = parts.scheme in ("postgresql", "postgres") and bool(parts.hostname) and len(parts.path) > 1
+        except ValueError:
+            ok = False
+        if not ok:
+            # never echo the value: it may hold a password
+            raise ValueError("must look like postgresql://user[:password]@host[:port]/database")
+        return value
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> OutboxConfig:

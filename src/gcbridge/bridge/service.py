@@ -36,6 +36,7 @@ from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
+from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
 from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
 from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
 from gcbridge.bridge.retry_summary import RetrySummary
@@ -45,9 +46,8 @@ from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
-from gcbridge.outbox.base import OutboxItem, OutboxStats, RowInfo, Selection, SinkCondition
+from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
-from gcbridge.outbox.sqlite import SqliteOutbox
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.rest import create_session
@@ -99,7 +99,7 @@ class BridgeService:
         self.started_at = clock()
         self.admin: AdminServer | None = None
         self.client: EventSource | None = None
-        self.outbox: SqliteOutbox | None = None
+        self.outbox: OpenOutbox | None = None
         self.dispatcher: Dispatcher | None = None
         self.sink: MeasuredSink | None = None
         self.ingest: Ingest | None = None
@@ -162,17 +162,14 @@ class BridgeService:
             version=gcbridge.__version__,
             endpoint=self.endpoint,
             topics=topic_count(self.topics),
-            outbox=str(cfg.outbox.path),
+            outbox=describe_outbox(cfg.outbox),
         )
         self.journal.load()
-        problem = outbox_location_problem(cfg.outbox.path, create=True)
-        if problem is not None:
-            raise OutboxLocationError(problem)
-        self.outbox = await SqliteOutbox.open(
-            cfg.outbox.path,
-            synchronous=cfg.outbox.synchronous,
-            retention=cfg.outbox.retention_days * 86400.0,
-        )
+        if cfg.outbox.url is None:
+            problem = outbox_location_problem(cfg.outbox.path, create=True)
+            if problem is not None:
+                raise OutboxLocationError(problem)
+        self.outbox = await open_outbox(cfg.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
@@ -631,7 +628,7 @@ class _DeadLetters:
     service runs and holds the outbox); a replay wakes the dispatcher, so replayed rows go out at once."""
 
     def __init__(
-        self, outbox: SqliteOutbox, dispatcher: Dispatcher, clock: Callable[[], float], log: Any
+        self, outbox: OutboxStore, dispatcher: Dispatcher, clock: Callable[[], float], log: Any
     ) -> None:
         self._outbox, self._dispatcher, self._clock, self._log = outbox, dispatcher, clock, log
 

@@ -1,5 +1,9 @@
 """Which outbox rows may be handed out now: the pure per-key scheduler behind :class:`SqliteOutbox`.
 
+The rules below are the contract of every :class:`~gcbridge.outbox.base.OutboxStore`: SQLite decides them
+here, in memory; :class:`~gcbridge.outbox.postgres.PostgresOutbox` decides the same in SQL (and enforces "one
+in flight per key" with a unique index). ``tests/integration/test_outbox_contract.py`` checks both stores.
+
 The database is the source of truth; this class is an in-memory index over the *undelivered* rows (pending
 and in flight) that the SQLite store rebuilds on open and keeps in step with every committed change. It
 answers "which rows are claimable at ``now``" in ``O(claimed * log keys)`` instead of a scan over the backlog,

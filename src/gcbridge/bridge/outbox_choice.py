@@ -1,0 +1,32 @@
+"""Which outbox store the service opens: SQLite at ``[outbox] path`` (the default) or PostgreSQL at
+``[outbox] url``."""
+
+from __future__ import annotations
+
+from gcbridge.bridge.config import OutboxConfig
+from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox, redact_url
+from gcbridge.outbox.sqlite import SqliteOutbox
+
+__all__ = ["OpenOutbox", "describe_outbox", "open_outbox"]
+
+OpenOutbox = SqliteOutbox | PostgresOutbox
+"""The stores the service can run on (both have ``recovered_on_open``)."""
+
+
+def describe_outbox(cfg: OutboxConfig) -> str:
+    """Where the outbox lives, for logs: the path, or the URL without its password."""
+    if cfg.url is None:
+        return str(cfg.path)
+    return redact_url(cfg.url.get_secret_value())
+
+
+async def open_outbox(cfg: OutboxConfig) -> OpenOutbox:
+    """Open the configured store. A PostgreSQL failure is one line naming ``[outbox] url`` (no password)."""
+    retention = cfg.retention_days * 86400.0
+    if cfg.url is None:
+        cfg.path.parent.mkdir(parents=True, exist_ok=True)
+        return await SqliteOutbox.open(cfg.path, synchronous=cfg.synchronous, retention=retention)
+    try:
+        return await PostgresOutbox.open(cfg.url.get_secret_value(), retention=retention)
+    except OutboxConnectError as exc:
+        raise OutboxConnectError(f"[outbox] url: {exc}") from None
