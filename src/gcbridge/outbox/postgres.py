@@ -42,23 +42,23 @@ from gcbridge.outbox.base import (
     OutboxRow,
     OutboxStats,
     RowInfo,
-    RowState,
     Selection,
 )
 from gcbridge.outbox.pg_schema import migrate
-from gcbridge.outbox.sqlite import _clip, _item_params
+from gcbridge.outbox.rowcodes import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    STATE_NAMES,
+    clip_error,
+    item_params,
+)
 
 __all__ = ["OutboxConnectError", "PostgresOutbox", "redact_url"]
 
 T = TypeVar("T")
 
-_PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = 0, 1, 2, 3
-_STATE_NAMES: dict[int, RowState] = {
-    _PENDING: "pending",
-    _IN_FLIGHT: "in_flight",
-    _DELIVERED: "delivered",
-    _DEAD: "dead",
-}
 _CLAIM_ATTEMPTS = 5  # a unique violation means another claimer won a race on a key: try again, not fail
 
 _ROW_COLUMNS = "id, dedup_key, order_key, topic, payload, received_at, attempts, last_error"
@@ -217,7 +217,7 @@ class PostgresOutbox:
         the order of ``items``."""
         if not items:
             return 0
-        params = [_item_params(i, item) for i, item in enumerate(items)]
+        params = [item_params(i, item) for i, item in enumerate(items)]
         columns = list(zip(*params, strict=True))
 
         async def put(conn: Any) -> int:
@@ -321,7 +321,7 @@ class PostgresOutbox:
                     "WHERE id = $1 AND state = 1 AND lease_owner = $4",
                     row_id,
                     next_attempt_at,
-                    _clip(error),
+                    clip_error(error),
                     self.owner,
                 )
             )
@@ -339,7 +339,7 @@ class PostgresOutbox:
                     "lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE id = $1 AND state = 1 AND lease_owner = $3",
                     row_id,
-                    _clip(error),
+                    clip_error(error),
                     self.owner,
                 )
             )
@@ -369,7 +369,7 @@ class PostgresOutbox:
                     "last_error = $2, finished_at = $3, lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE id = $1 AND (state = 0 OR (state = 1 AND lease_owner = $4))",
                     row_id,
-                    _clip(reason),
+                    clip_error(reason),
                     now,
                     self.owner,
                 )
@@ -443,10 +443,10 @@ class PostgresOutbox:
                 "SELECT received_at FROM outbox WHERE id = (SELECT MIN(id) FROM outbox WHERE state IN (0, 1))"
             )
             return OutboxStats(
-                pending=counts.get(_PENDING, 0),
-                in_flight=counts.get(_IN_FLIGHT, 0),
-                dead=counts.get(_DEAD, 0),
-                delivered=counts.get(_DELIVERED, 0),
+                pending=counts.get(PENDING, 0),
+                in_flight=counts.get(IN_FLIGHT, 0),
+                dead=counts.get(DEAD, 0),
+                delivered=counts.get(DELIVERED, 0),
                 oldest_pending_age=0.0 if oldest is None else max(0.0, now - oldest),
             )
 
@@ -492,7 +492,7 @@ def _count(status: str) -> int:
 
 def _info(row: Any) -> RowInfo:
     values = list(row)
-    values[6] = _STATE_NAMES[values[6]]
+    values[6] = STATE_NAMES[values[6]]
     return RowInfo(*values)
 
 
