@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gcbridge.genesys.catch_up import QUIET_RECEIVES, CatchUp
+from gcbridge.genesys.catch_up import QUIET_RECEIVES, QUIET_TURNS, CatchUp
 
 
 def after_turns(turns: int) -> Callable[[], asyncio.Future[None]]:
@@ -61,3 +61,26 @@ async def test_a_new_hold_starts_the_count_again() -> None:
     c.held()
     assert not await receive_with(c, after_turns(5))
     assert await receive_with(c, after_turns(5))
+
+
+async def test_a_quiet_socket_does_not_keep_the_loop_spinning() -> None:
+    loop = asyncio.get_running_loop()
+    c = CatchUp(loop)
+    c.held()
+    turns_seen = 0
+    original = loop.call_soon
+
+    def counting_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal turns_seen
+        if getattr(callback, "__self__", None) is c:
+            turns_seen += 1
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+    try:
+        c.before_receive()
+        await asyncio.sleep(0.05)  # a receive that waits for a heartbeat: the loop goes idle meanwhile
+        assert not c.after_receive()  # one quiet receive of the two asked for
+    finally:
+        del loop.call_soon
+    assert turns_seen == QUIET_TURNS  # counted up to what decides, then no more callbacks

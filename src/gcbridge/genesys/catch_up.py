@@ -60,7 +60,8 @@ class CatchUp:
 
     def _turn(self) -> None:
         self._turns += 1
-        self._handle = self._loop.call_soon(self._turn)
+        # enough turns seen: stop counting, so that a quiet socket does not keep the loop spinning
+        self._handle = self._loop.call_soon(self._turn) if self._turns < QUIET_TURNS else None
 
 
 __all__ = ["QUIET_RECEIVES", "QUIET_TURNS", "CatchUp"]
