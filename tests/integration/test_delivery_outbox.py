@@ -453,7 +453,7 @@ async def test_a_wrong_password_is_one_outage_and_a_restart_after_the_fix_delive
     assert [e["event"] for e in errors] == [
         "ServiceNow deliveries paused: ServiceNow rejected the credentials (HTTP 401)"
     ]
-    assert "[servicenow.auth]" in errors[0]["action"]
+    assert "[servicenow.auth]" in errors[0]["what_to_do"]
     assert not [e for e in logs if e["event"] == "outbox delivery will be retried"]
     assert disp.health.condition is not None
     assert disp.health.condition.kind == "credentials"

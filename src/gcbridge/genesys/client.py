@@ -853,8 +853,10 @@ class NotificationClient:
         )
         self._n.gaps += 1
         self._n.gap_seconds += item.seconds
-        log.warning(
-            "gap in notifications: events in it may be missing; back-fill its topics from the Gap item",
+        # debug: the Gap item in the stream is the report; the program decides how to log it (the service's
+        # gap journal writes one line), and the path's own 'lost its connection' line is already a warning
+        log.debug(
+            "gap in notifications: events in it may be missing (the Gap item in the stream has its interval)",
             shard=gap.shard,
             seconds=round(item.seconds, 3),
             reason=item.reason,

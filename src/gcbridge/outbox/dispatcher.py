@@ -335,7 +335,7 @@ class Dispatcher:
             _log.error(
                 f"ServiceNow deliveries paused: {condition.summary}",
                 condition=condition.kind,
-                action=condition.action,
+                what_to_do=condition.action,
                 probing="one row at a time, backing off to at most 1 min apart",
             )
         elif isinstance(transition, Resumed):
