@@ -105,3 +105,13 @@ def test_capture_logs_sees_debug_lines_and_context() -> None:
             "exc_info": False,
         }
     ]
+
+
+def test_the_service_log_set_up_leaves_the_process_logger_class_alone() -> None:
+    # structlog's LoggerFactory would make every later logger (the library's too) a structlog subclass whose
+    # caller lookup ignores ``stacklevel`` on older structlog versions, so records named the wrapper instead
+    with restored_logging():
+        bridge_logging.configure(level="info", stream=io.StringIO())
+        assert logging.getLoggerClass() is logging.Logger
+        bridge_logging.get_logger("gcbridge.service.test").info("configured")
+        assert type(logging.getLogger("gcbridge.service.test")) is logging.Logger

@@ -140,7 +140,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_stdlib_logger,
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
@@ -162,6 +162,13 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     root.setLevel(numeric_level)
     # aiohttp's access log is noise for an admin endpoint scraped every few seconds.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _stdlib_logger(*args: Any) -> logging.Logger:
+    """The standard logger a structlog logger writes through. Not ``structlog.stdlib.LoggerFactory``: it calls
+    ``logging.setLoggerClass`` for the whole process, and every logger made after that (the library's too)
+    would then report its caller differently on some structlog versions."""
+    return logging.getLogger(str(args[0]) if args else "gcbridge")
 
 
 def get_logger(name: str = "gcbridge") -> Any:
