@@ -24,6 +24,7 @@ import aiohttp
 from gcbridge import _json
 from gcbridge.bridge.config import BridgeConfig
 from gcbridge.bridge.outbox_location import outbox_location_problem
+from gcbridge.bridge.status import topic_count
 from gcbridge.genesys.regions import RegionHosts, hosts_for_base_url, resolve_region
 from gcbridge.outbox.base import Reject, Retry
 from gcbridge.secrets import Secret
@@ -154,9 +155,9 @@ async def _genesys_topics(
         return Verdict(
             "genesys topics",
             "fail",
-            f"{len(rejected)} of {len(topics)} topics rejected: " + "; ".join(rejected[:10]),
+            f"{len(rejected)} of {topic_count(topics)} topics rejected: " + "; ".join(rejected[:10]),
         )
-    return Verdict("genesys topics", "ok", f"all {len(topics)} topics permitted")
+    return Verdict("genesys topics", "ok", f"all {topic_count(topics)} topics permitted")
 
 
 def _authenticator(config: BridgeConfig, http: aiohttp.ClientSession) -> Authenticator:
