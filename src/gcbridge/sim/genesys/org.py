@@ -19,7 +19,7 @@ import math
 import random
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "CONVERSATION_TRANSITIONS",
@@ -226,7 +226,6 @@ class Participant:
     user_id: str | None = None
     queue_id: str | None = None
     leg: Leg | None = None
-    held: bool = False
     hold_start: float | None = None
     disconnect_type: str | None = None
     wrapup_required: bool = False
@@ -235,6 +234,11 @@ class Participant:
     terminated: bool = False
     """The whole conversation has ended (call state ``terminated`` rather than ``disconnected``)."""
     segments: tuple[Segment, ...] = ()
+
+    @property
+    def held(self) -> bool:
+        """On hold now (a hold that has begun and not ended)."""
+        return self.hold_start is not None
 
     @property
     def call_state(self) -> str:
@@ -681,7 +685,7 @@ class OrgWorld:
             return
         self._schedule(self.now + self._exp(self.settings.mean_presence), "presence", user_id)
         presence = self._rng.choice(PRESENCE_NEXT[worker.user.presence])
-        worker.user = _replace_user(worker.user, presence=presence, presence_since=self.now)
+        worker.user = replace(worker.user, presence=presence, presence_since=self.now)
         touched.presence.add(user_id)
         self._set_routing(worker, "IDLE" if presence == "ON_QUEUE" else "OFF_QUEUE", touched)
 
@@ -778,7 +782,7 @@ class OrgWorld:
 
     def _set_routing(self, worker: _Agent, status: str, touched: _Touched) -> None:
         if worker.user.routing != status:
-            worker.user = _replace_user(worker.user, routing=status, routing_since=self.now)
+            worker.user = replace(worker.user, routing=status, routing_since=self.now)
             touched.routing.add(worker.user.id)
 
     def _emit(self, touched: _Touched) -> list[Change]:
@@ -830,12 +834,6 @@ class _Touched:
         self.calls.setdefault(cid, []).extend(details)
 
 
-def _replace_user(user: User, **changes: object) -> User:
-    fields = {name: getattr(user, name) for name in User.__dataclass_fields__}
-    fields.update(changes)
-    return User(**fields)
-
-
 def _freeze(call: _Call) -> Conversation:
     ended = call.phase is Phase.ENDED
     participants = tuple(
@@ -850,7 +848,6 @@ def _freeze(call: _Call) -> Conversation:
             user_id=p.user_id,
             queue_id=p.queue_id,
             leg=p.leg,
-            held=p.hold_start is not None,
             hold_start=p.hold_start,
             disconnect_type=p.disconnect_type,
             wrapup_required=p.wrapup_required,
