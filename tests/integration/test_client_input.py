@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+
+import pytest
 
 from gcbridge.genesys.socket import Frame, classify
 
@@ -47,6 +51,25 @@ async def test_malformed_frames_and_unknown_topics_do_not_hurt(genesys_sim_facto
     assert len(dropped) == 4
     assert sum(1 for reason in dropped if reason.startswith("not JSON")) == 2  # "not json" and the cut frame
     audit(sim, got, {TOPIC})
+
+
+async def test_unsubscribed_topic_is_said_once_per_topic(
+    genesys_sim_factory: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    caplog.set_level(logging.DEBUG, logger="gcbridge.genesys")
+    async with client_for(sim) as client:
+        got = await receiving(sim, client, [TOPIC])
+        conn = sim._connections[client.stats().paths[0].channel_id]
+        for n, who in enumerate(["a", "a", "a", "b"]):
+            frame = {"topicName": f"v2.users.{who}.presence", "eventBody": {"n": n}, "metadata": {}}
+            conn.send_payload(json.dumps(frame).encode())
+        await wait_until(lambda: client.stats().unknown_topic_events == 4, what="four unknown events")
+        await publish_until_received(sim, got, TOPIC)
+    said = [r for r in caplog.records if r.getMessage().startswith("event for a topic not subscribed")]
+    assert [r.levelno for r in said].count(logging.INFO) == 2  # one per topic, not one per event
+    assert [r.levelno for r in said].count(logging.DEBUG) == 2
+    assert sum(1 for e in got.events if e.topic.startswith("v2.users.a.")) == 3  # all delivered
 
 
 async def test_oversize_message_is_reported_and_survived(genesys_sim_factory: SimFactory) -> None:

@@ -94,6 +94,7 @@ _NOTICES = {
 
 
 _END = object()
+_UNKNOWN_TOPICS_SAID_MAX = 1_000  # bounds the memory of topics already said
 _DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 
@@ -257,6 +258,7 @@ class NotificationClient:
         self._unhook: list[Callable[[], None]] = []
         self._n = _Counters()
         self._lifecycle_log = LifecycleLog()  # one log line per change of a path, retries at debug
+        self._unknown_topics_said: set[str] = set()  # topics whose unsubscribed events were logged at info
         self._started = False
         self._closed = False
         self._fatal: BaseException | None = None
@@ -788,7 +790,17 @@ class NotificationClient:
                 )
 
     def _unknown_topic(self, sock: _Socket, event: Event) -> bool:
-        log.info("event for a topic not subscribed", topic=event.topic, channel_id=sock.channel_id)
+        # Once per topic at info (a burst of them would be a burst of lines); the counter keeps the total.
+        said = self._unknown_topics_said
+        if event.topic in said or len(said) >= _UNKNOWN_TOPICS_SAID_MAX:
+            log.debug("event for a topic not subscribed", topic=event.topic, channel_id=sock.channel_id)
+        else:
+            said.add(event.topic)
+            log.info(
+                "event for a topic not subscribed (delivered; further ones for this topic at debug)",
+                topic=event.topic,
+                channel_id=sock.channel_id,
+            )
         self._queue.put(event)
         return False
 
