@@ -17,8 +17,8 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from gcbridge import _json
 from gcbridge.core.shard_leases import Lease
+from gcbridge.outbox.pg_gaps import insert_gap
 
 __all__ = [
     "BudgetExhausted",
@@ -339,22 +339,3 @@ class ShardLeaseStore:
     async def _tx(self, op: Callable[[Any], Awaitable[T]]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():
             return await op(conn)
-
-
-async def insert_gap(
-    conn: Any, entry: Mapping[str, Any], *, recorded_by: str | None, shard: int | None
-) -> None:
-    """One gap journal entry (the dict of :func:`gcbridge.bridge.gaps.gap_record`) into the ``gaps`` table."""
-    await conn.execute(
-        "INSERT INTO gaps(start_at, end_at, seconds, reason, topics, detail, recorded_at, recorded_by, "
-        "shard) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)",
-        entry["start"],
-        entry["end"],
-        entry["seconds"],
-        entry["reason"],
-        _json.dumps(list(entry["topics"])).decode(),
-        entry.get("detail"),
-        entry["recorded_at"],
-        recorded_by,
-        shard,
-    )
