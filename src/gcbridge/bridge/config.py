@@ -311,13 +311,15 @@ class HaConfig(_Section):
 
     ``instance_id`` defaults to ``<host name>-<process id>`` (a new id per start: a restarted instance joins
     as a new member and the old id ages out of the instance list after ``lease_ttl``). Every instance must
-    have the same ``shards`` and topics.
+    have the same ``shards`` and topics. ``handoff_overlap``: seconds a taker stays live beside the old owner
+    before it takes the lease, so that events the old owner received just before are still written by it.
     """
 
     instance_id: str | None = None
     shards: int = Field(default=16, ge=1, le=4096)
     lease_ttl: float = Field(default=15.0, ge=0.5, le=600)
     handoff_timeout: float = Field(default=30.0, gt=0, le=3600)
+    handoff_overlap: float = Field(default=2.0, ge=0, le=60)
     channel_budget: int = Field(default=6, ge=2, le=20)
 
     @field_validator("instance_id")

@@ -208,6 +208,9 @@ class HaCoordinator:
             topics = [t for s in shards for t in self.shard_map.topics(s)]
             if topics and self.client is not None:
                 await self.client.subscribe(topics)
+            if any(snap.leases[s].held(snap.now) for s in shards):
+                # both of us are live now: let the old owner write what it received before we arrived
+                await asyncio.sleep(self.cfg.handoff_overlap)
             for shard in shards:
                 seen = snap.leases[shard]
                 result = await self.leases.take(
