@@ -129,6 +129,9 @@ class HaCoordinator:
                     error=f"{type(exc).__name__}: {exc}",
                     what_to_do="nothing: the shards are released at the end of the drain",
                 )
+            snap = self.last_snapshot
+            if snap is not None and not [m for m in snap.running() if m != self.instance_id]:
+                break  # nobody to hand over to: release at once
             if self.owned:
                 await asyncio.sleep(min(0.2, self.interval))
         await self.stop()

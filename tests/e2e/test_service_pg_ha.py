@@ -1,0 +1,148 @@
+"""The service in this process on a PostgreSQL outbox: the gap journal in the database (the single-instance
+downtime gap included), and two ``[ha]`` services sharing the topics by shard leases."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from gcbridge.bridge.config import BridgeConfig, parse_config
+from gcbridge.bridge.gaps_pg import PgGapJournal
+from gcbridge.bridge.service import BridgeService
+from gcbridge.core.shard_leases import ShardMap
+from gcbridge.genesys.events import Event, Gap
+from gcbridge.sim.genesys.bodies import BodyGenerator
+from gcbridge.sim.servicenow.sim import ServiceNowSim
+from tests.integration.pg_fixtures import create_schema, drop_schema, pg_database
+
+from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER, ScriptedClient, wait_for
+
+__all__ = ["pg_database"]
+
+TOPICS = [f"v2.routing.queues.5e1f{i:04d}-0000-4000-8000-00000000{i:04d}.conversations" for i in range(1, 9)]
+
+
+@pytest.fixture
+async def url(pg_database: str) -> AsyncIterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield await create_schema(pg_database, schema)
+    await drop_schema(pg_database, schema)
+
+
+def config(sn: ServiceNowSim, url: str, topics: list[str], ha: dict[str, Any] | None = None) -> BridgeConfig:
+    data: dict[str, Any] = {
+        "genesys": {
+            "base_url": "http://127.0.0.1:9",
+            "client_id": "cid",
+            "client_secret": GENESYS_SECRET,
+            "topics": topics,
+        },
+        "servicenow": {
+            "instance_url": sn.base_url,
+            "auth": {"kind": "basic", "username": SN_USER, "password": SN_PASSWORD},
+        },
+        "outbox": {"url": url, "dispatcher": {"backoff_initial": 0.05, "backoff_max": 0.5}},
+        "admin": {"enabled": False},
+    }
+    if ha is not None:
+        data["ha"] = ha
+    return parse_config(data)
+
+
+async def gaps_in(url: str) -> list[dict[str, Any]]:
+    async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
+        return [dict(r) for r in await pool.fetch("SELECT reason, recorded_by, shard FROM gaps ORDER BY id")]
+
+
+async def test_the_gap_journal_lives_in_postgresql_and_keeps_the_downtime_gap(
+    tmp_path: Path, sn: ServiceNowSim, url: str
+) -> None:
+    from .conftest import TOPICS as topics
+
+    client = ScriptedClient()
+    service = BridgeService(config(sn, url, topics), install_signals=False, client_factory=lambda _c: client)
+    await service.start()
+    try:
+        assert isinstance(service.journal, PgGapJournal)
+        now = time.time()
+        client.queue.put_nowait(Gap(start=now - 2, end=now - 1, topics=(topics[0],), reason="socket_dropped"))
+        await wait_for(lambda: service.journal.count == 1, what="the client's gap journalled")
+    finally:
+        await service.stop()
+    assert not (tmp_path / "gcbridge-gaps.jsonl").exists()
+    # a restart finds the clean mark in the database and journals the time it was away
+    again = BridgeService(
+        config(sn, url, topics), install_signals=False, client_factory=lambda _c: ScriptedClient()
+    )
+    await again.start()
+    try:
+        assert again.journal.recent[-1]["reason"] == "service_down"
+        assert [g["reason"] for g in again.journal.recent] == ["socket_dropped", "service_down"]
+    finally:
+        await again.stop()
+    assert [g["reason"] for g in await gaps_in(url)] == ["socket_dropped", "service_down"]
+
+
+async def test_two_ha_services_share_the_shards_and_each_subscribes_only_its_own(
+    tmp_path: Path, sn: ServiceNowSim, url: str
+) -> None:
+    ha = {"shards": 4, "lease_ttl": 1.0, "handoff_overlap": 0.1, "handoff_timeout": 5.0}
+    clients = {"a": ScriptedClient(), "b": ScriptedClient()}
+    services = {
+        name: BridgeService(
+            config(sn, url, TOPICS, {**ha, "instance_id": name}),
+            install_signals=False,
+            client_factory=lambda _c, n=name: clients[n],  # type: ignore[misc]
+        )
+        for name in clients
+    }
+    shard_map = ShardMap(TOPICS, 4)
+
+    def topics_of(name: str) -> set[str]:
+        coordinator = services[name].ha
+        assert coordinator is not None
+        return {t for s in coordinator.owned for t in shard_map.topics(s)}
+
+    await services["a"].start()
+    try:
+        assert set(clients["a"].subscribed) == set(TOPICS)  # alone: every shard, live when start returns
+        await services["b"].start()
+        await wait_for(
+            lambda: len(services["a"].ha.owned) == 2 and len(services["b"].ha.owned) == 2,  # type: ignore[union-attr]
+            what="two shards each",
+        )
+        await wait_for(
+            lambda: set(clients["a"].subscribed) == topics_of("a"), what="a unsubscribed b's shards"
+        )
+        assert set(clients["b"].subscribed) == topics_of("b")
+        assert not topics_of("a") & topics_of("b")
+        # a writes the events of its own shards, not those of b's (b writes those)
+        mine, theirs = sorted(topics_of("a"))[0], sorted(topics_of("b"))[0]
+        bodies = BodyGenerator(3, conversation_pool=4)
+        for i, topic in enumerate([mine, theirs]):
+            clients["a"].queue.put_nowait(
+                Event(
+                    topic=topic,
+                    body=bodies.body(topic),
+                    version="2",
+                    metadata={"seq": i},
+                    dedup_key=str(uuid.uuid4()),
+                    received_at=time.time(),
+                )
+            )
+        ingest = services["a"].ingest
+        assert ingest is not None
+        await wait_for(lambda: ingest.received == 2, what="a's batch handled")
+        async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
+            rows = await pool.fetch("SELECT topic, ingested_by FROM outbox")
+        assert [(r["topic"], r["ingested_by"]) for r in rows] == [(mine, "a")]
+    finally:
+        await services["b"].stop()
+        await services["a"].stop()
+    assert await gaps_in(url) == []  # a planned move, then a drain that hands everything back: no gap
