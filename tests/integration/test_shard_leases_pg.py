@@ -209,3 +209,23 @@ def test_takeover_gap_rules() -> None:
     assert takeover_gap(held=False, covered_until=None, live_at=20.0) is None
     assert takeover_gap(held=False, covered_until=25.0, live_at=20.0) is None
     assert takeover_gap(held=False, covered_until=10.0, live_at=20.0) == (10.0, 20.0)
+
+
+async def test_a_restart_under_the_same_id_takes_its_leases_back_at_once_with_the_gap(url: str) -> None:
+    a = await instance(url, "a")
+    try:
+        first = await a.leases.take(0, await lease(a, 0), TTL * 10, topics=["t"])
+        assert first is not None
+    finally:
+        await close(a)
+    again = await instance(url, "a")  # the same id, a new process: it knows no epoch
+    try:
+        seen = await lease(again, 0)
+        assert seen.owner == "a"
+        taken = await again.leases.take(0, seen, TTL, topics=["t"])
+        assert taken is not None
+        assert taken.epoch == first.epoch + 1
+        assert taken.gap is not None
+        assert taken.gap["reason"] == "service_crashed"
+    finally:
+        await close(again)

@@ -200,8 +200,17 @@ class HaCoordinator:
         for shard, to in p.offer:
             if shard in self.owned and await self.leases.offer(shard, self.owned[shard], to):
                 self._log.info("shard offered to another instance", shard=shard, to=to)
-        if p.take or p.accept:
-            await self._take(snap, [*p.take, *p.accept])
+        # leases held under our id by a previous run (a restart with a fixed instance_id): take them back now
+        # rather than wait for them to expire
+        orphans = [
+            s
+            for s, lease in snap.leases.items()
+            if lease.owner == self.instance_id and lease.held(snap.now) and s not in self.owned
+        ]
+        if self.leaving:
+            orphans = []
+        if p.take or p.accept or orphans:
+            await self._take(snap, sorted({*p.take, *p.accept, *orphans}))
 
     async def _take(self, snap: Snapshot, shards: Sequence[int]) -> None:
         """Subscribe first, then take each lease; a lease lost to a faster instance is unsubscribed."""
@@ -211,7 +220,9 @@ class HaCoordinator:
             topics = [t for s in shards for t in self.shard_map.topics(s)]
             if topics and self.client is not None:
                 await self.client.subscribe(topics)
-            if any(snap.leases[s].held(snap.now) for s in shards):
+            if any(
+                snap.leases[s].held(snap.now) and snap.leases[s].owner != self.instance_id for s in shards
+            ):
                 # both of us are live now: let the old owner write what it received before we arrived
                 await asyncio.sleep(self.cfg.handoff_overlap)
             for shard in shards:

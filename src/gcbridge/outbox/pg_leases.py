@@ -261,11 +261,11 @@ class ShardLeaseStore:
         topics: Sequence[str],
         live_at: float | None = None,
     ) -> TakeResult | None:
-        """Take ``shard`` if its row is still as ``seen`` (same epoch; offered to this instance, or not held
-        by anyone). Subscribe BEFORE calling this: the lease moves when this instance is already live. The
-        gap since the last covered moment (if the lease was not held) is journalled in the same transaction
-        with ``topics``; it ends at ``live_at`` (database time; default: now). ``None`` if another instance
-        won the race."""
+        """Take ``shard`` if its row is still as ``seen`` (same epoch; offered to this instance, not held by
+        anyone, or held under this instance's id by a previous run of it). Subscribe BEFORE calling this: the
+        lease moves when this instance is already live. The gap since the last covered moment (if the lease
+        was not held) is journalled in the same transaction with ``topics``; it ends at ``live_at`` (database
+        time; default: now). ``None`` if another instance won the race."""
 
         async def op(conn: Any) -> TakeResult | None:
             row = await conn.fetchrow(
@@ -276,10 +276,12 @@ class ShardLeaseStore:
             if row is None or row["epoch"] != seen.epoch:
                 return None
             held = bool(row["held"]) and row["owner"] is not None
-            if held and row["handoff_to"] != self.instance_id:
-                return None  # someone holds it and did not offer it to us
             if held and row["owner"] == self.instance_id:
-                return None
+                # a previous run under the same instance_id held it: nobody covered it since that run's
+                # last renewal, so take it back at once and report that interval
+                held = False
+            elif held and row["handoff_to"] != self.instance_id:
+                return None  # someone holds it and did not offer it to us
             now = float(row["now"])
             end = min(live_at, now) if live_at is not None else now
             epoch = int(row["epoch"]) + 1
