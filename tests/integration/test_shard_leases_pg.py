@@ -161,7 +161,7 @@ async def test_a_takeover_waits_for_a_fenced_write_in_progress_then_fences_the_n
         async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool, pool.acquire() as conn:
             tx = conn.transaction()
             await tx.start()
-            await conn.fetch("SELECT 1 FROM shard_leases WHERE shard = 0 FOR SHARE")
+            await conn.fetch("SELECT 1 FROM shard_leases WHERE shard = 0 FOR KEY SHARE")  # as the fence locks
             take = asyncio.create_task(b.leases.take(0, seen, TTL, topics=["t"]))
             await asyncio.sleep(0.3)
             assert not take.done()
