@@ -229,3 +229,18 @@ async def test_a_restart_under_the_same_id_takes_its_leases_back_at_once_with_th
         assert taken.gap["reason"] == "service_crashed"
     finally:
         await close(again)
+
+
+async def test_a_lease_that_ran_out_untaken_is_renewed_and_writable_again(url: str) -> None:
+    # the database was unreachable for longer than the TTL: nobody took the shard, so it is still ours
+    a = await instance(url, "a")
+    try:
+        first = await a.leases.take(0, await lease(a, 0), TTL, topics=["t"])
+        assert first is not None
+        await asyncio.sleep(TTL + 0.3)
+        with pytest.raises(LeaseLost):
+            await a.outbox.put_many([item(1)], fence=Fence("a", {0: first.epoch}))
+        assert await a.leases.renew({0: first.epoch}, TTL, 0) == {0}
+        assert await a.outbox.put_many([item(1)], fence=Fence("a", {0: first.epoch})) == 1
+    finally:
+        await close(a)

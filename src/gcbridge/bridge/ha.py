@@ -87,9 +87,8 @@ class HaCoordinator:
         self._on_gap = on_gap
         self._channels_in_use = channels_in_use
         self._incoming: dict[int, asyncio.Event] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one round at a time (the loop, a confirm, leave)
-        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()  # one planning round at a time (the loop, leave)
 
     @property
     def interval(self) -> float:
@@ -103,14 +102,21 @@ class HaCoordinator:
         renewing and rebalancing in the background."""
         self.client = client
         await self.round()
-        self._task = asyncio.create_task(self._loop(), name="gcbridge-ha")
+        # Renewals run on their own, so that a slow subscription in a planning round never lets a lease lapse.
+        self._tasks = [
+            asyncio.create_task(self._every_interval(self._renew, "renewal"), name="gcbridge-ha-renew"),
+            asyncio.create_task(
+                self._every_interval(self._plan_round, "rebalancing"), name="gcbridge-ha-plan"
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     async def leave(self, within: float) -> None:
         """Hand every shard to the other instances (make-before-break), waiting up to ``within`` seconds; then
@@ -167,22 +173,32 @@ class HaCoordinator:
     async def confirm(self, shards: frozenset[int]) -> None:
         """A fenced write found ``shards`` not held (expired, or taken): renew them if they are still ours
         at the same epoch (expired, nobody took them), else drop them at once."""
-        async with self._lock:
-            held = {s: self.owned[s] for s in shards if s in self.owned}
-            # a database error propagates: the caller retries the write, nothing is dropped for it
-            renewed = await self.leases.renew(held, self.cfg.lease_ttl, self._channels_in_use())
-            await self._drop(set(held) - renewed, "the lease moved to another instance")
+        # a database error propagates: the caller retries the write, nothing is dropped for it
+        await self._renew(shards, why="the lease moved to another instance")
 
     # -- the round ----------------------------------------------------------------------------------------
 
     async def round(self) -> None:
-        async with self._lock:
-            await self._round()
+        """Renew, then plan and act: one step of what the background tasks do."""
+        await self._renew()
+        await self._plan_round()
 
-    async def _round(self) -> None:
+    async def _renew(
+        self, only: Iterable[int] | None = None, why: str = "lease renewal refused: another instance holds it"
+    ) -> None:
+        """Heartbeat and renew the owned leases (or ``only`` those); drop at once every shard the database
+        did not renew at the epoch held (unless it changed meanwhile: a take of it just finished)."""
+        held = dict(self.owned) if only is None else {s: self.owned[s] for s in only if s in self.owned}
+        renewed = await self.leases.renew(held, self.cfg.lease_ttl, self._channels_in_use())
+        lost = {s for s, epoch in held.items() if s not in renewed and self.owned.get(s) == epoch}
+        await self._drop(lost, why)
+
+    async def _plan_round(self) -> None:
+        async with self._lock:
+            await self._plan()
+
+    async def _plan(self) -> None:
         cfg = self.cfg
-        renewed = await self.leases.renew(self.owned, cfg.lease_ttl, self._channels_in_use())
-        await self._drop(set(self.owned) - renewed, "lease renewal refused: another instance holds it")
         snap = await self.leases.snapshot(self.shard_map.shards, cfg.lease_ttl)
         self.last_snapshot = snap
         members = [m for m in snap.running() if not (self.leaving and m == self.instance_id)]
@@ -276,18 +292,16 @@ class HaCoordinator:
                 what_to_do="nothing: their events are not written; the next rebalance retries",
             )
 
-    async def _loop(self) -> None:
+    async def _every_interval(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
+            await asyncio.sleep(self.interval)
             try:
-                await self.round()
+                await step()
             except Exception as exc:
                 # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
                 # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
                 self._log.warning(
-                    "shard lease round failed",
+                    f"shard lease {what} failed",
                     error=f"{type(exc).__name__}: {exc}",
                     what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile",
                 )

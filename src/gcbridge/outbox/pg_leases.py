@@ -177,8 +177,10 @@ class ShardLeaseStore:
 
     async def renew(self, owned: Mapping[int, int], ttl: float, channels_in_use: int) -> set[int]:
         """Heartbeat, and extend each owned shard's lease (at the epoch held) by ``ttl`` from now; returns
-        the shards renewed. A shard missing from the answer is lost: another instance took it, or its lease
-        expired first (a paused process), and the caller must drop it at once."""
+        the shards renewed. A shard missing from the answer is lost: another instance took it (the epoch
+        moved on), and the caller must drop it at once. A lease that ran out but that nobody took (the
+        database was unreachable for longer than ``ttl``) is renewed: nobody else wrote that shard meanwhile,
+        and the fence refused this instance's writes while it was expired."""
 
         async def op(conn: Any) -> set[int]:
             await conn.execute(
@@ -191,7 +193,7 @@ class ShardLeaseStore:
             rows = await conn.fetch(
                 f"UPDATE shard_leases l SET expires_at = {DB_NOW} + $3, covered_until = {DB_NOW} "  # noqa: S608 - constants only
                 "FROM unnest($1::int[], $2::bigint[]) AS o(shard, epoch) "
-                f"WHERE l.shard = o.shard AND l.epoch = o.epoch AND l.owner = $4 AND l.expires_at > {DB_NOW} "
+                "WHERE l.shard = o.shard AND l.epoch = o.epoch AND l.owner = $4 "
                 "RETURNING l.shard",
                 list(owned),
                 list(owned.values()),
