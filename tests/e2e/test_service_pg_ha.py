@@ -3,6 +3,7 @@ downtime gap included), and two ``[ha]`` services sharing the topics by shard le
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -146,3 +147,42 @@ async def test_two_ha_services_share_the_shards_and_each_subscribes_only_its_own
         await services["b"].stop()
         await services["a"].stop()
     assert await gaps_in(url) == []  # a planned move, then a drain that hands everything back: no gap
+
+
+async def test_a_lease_that_ran_out_while_nobody_could_take_it_is_kept_without_a_gap(url: str) -> None:
+    # as after a database outage longer than the TTL: the coordinator's rounds stop, then resume
+    from gcbridge.bridge.config import HaConfig
+    from gcbridge.bridge.ha import HaCoordinator
+    from gcbridge.outbox.pg_leases import ShardLeaseStore
+    from gcbridge.outbox.postgres import PostgresOutbox
+
+    await (await PostgresOutbox.open(url)).close()
+    leases = await ShardLeaseStore.open(url, "a")
+    gaps: list[dict[str, Any]] = []
+
+    async def on_gap(entry: dict[str, Any]) -> None:
+        gaps.append(entry)
+
+    try:
+        await leases.join(shards=2, client_id="c", wanted_budget=6, ttl=1.0, host="h", pid=1)
+        cfg = HaConfig(shards=2, lease_ttl=1.0, handoff_overlap=0.0)
+        ha = HaCoordinator(
+            cfg, instance_id="a", shard_map=ShardMap(TOPICS, 2), leases=leases, log=_Quiet(), on_gap=on_gap
+        )
+        client = ScriptedClient()
+        ha.client = client
+        await ha.round()
+        first = dict(ha.owned)
+        assert set(first) == {0, 1}
+        await asyncio.sleep(1.3)  # every lease ran out; nobody else is there to take them
+        await ha.round()
+        assert ha.owned == first  # renewed at the same epochs
+        assert gaps == []
+        assert set(client.subscribed) == set(TOPICS)
+    finally:
+        await leases.close()
+
+
+class _Quiet:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None

@@ -225,8 +225,11 @@ class HaCoordinator:
         ]
         if self.leaving:
             orphans = []
-        if p.take or p.accept or orphans:
-            await self._take(snap, sorted({*p.take, *p.accept, *orphans}))
+        # a lease of ours that ran out untaken (the database was away) looks free to the plan; the renewal
+        # takes care of it, at the same epoch and without a gap
+        wanted = sorted({*p.take, *p.accept, *orphans} - set(self.owned))
+        if wanted:
+            await self._take(snap, wanted)
 
     async def _take(self, snap: Snapshot, shards: Sequence[int]) -> None:
         """Subscribe first, then take each lease; a lease lost to a faster instance is unsubscribed."""
