@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from gcbridge.core.shard_leases import Lease
+from gcbridge.core.shard_leases import Lease, work_digest
 from gcbridge.outbox import OutboxItem
 from gcbridge.outbox.fencing import Fence, LeaseLost
-from gcbridge.outbox.pg_leases import BudgetExhausted, ShardLeaseStore, takeover_gap
+from gcbridge.outbox.pg_leases import BudgetExhausted, ConfigMismatch, ShardLeaseStore, takeover_gap
 from gcbridge.outbox.postgres import PostgresOutbox
 
 from .pg_fixtures import create_schema, drop_schema, pg_database
@@ -244,3 +244,31 @@ async def test_a_lease_that_ran_out_untaken_is_renewed_and_writable_again(url: s
         assert await a.outbox.put_many([item(1)], fence=Fence("a", {0: first.epoch})) == 1
     finally:
         await close(a)
+
+
+async def test_an_instance_with_other_topics_or_shards_cannot_join(url: str) -> None:
+    a = await ShardLeaseStore.open(url, "a")
+    b = await ShardLeaseStore.open(url, "b")
+    await (await PostgresOutbox.open(url)).close()
+
+    async def join(store: ShardLeaseStore, topics: list[str], shards: int) -> int:
+        return await store.join(
+            shards=4,
+            client_id="c",
+            wanted_budget=4,
+            ttl=TTL,
+            host="h",
+            pid=1,
+            config_digest=work_digest(topics, shards),
+        )
+
+    try:
+        await join(a, ["t1", "t2"], 4)
+        with pytest.raises(ConfigMismatch, match="'a'"):
+            await join(b, ["t1", "t3"], 4)
+        with pytest.raises(ConfigMismatch):
+            await join(b, ["t1", "t2"], 8)
+        assert await join(b, ["t2", "t1"], 4) == 4  # the same work in another order
+    finally:
+        await a.close()
+        await b.close()

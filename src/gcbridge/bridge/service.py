@@ -48,7 +48,7 @@ from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.core.shard_leases import ShardMap
+from gcbridge.core.shard_leases import ShardMap, work_digest
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
@@ -651,6 +651,7 @@ class BridgeService:
             ttl=ha.lease_ttl,
             host=socket.gethostname(),
             pid=os.getpid(),
+            config_digest=work_digest(self.topics, ha.shards),
         )
         self.ha = HaCoordinator(
             ha,

@@ -36,6 +36,7 @@ __all__ = [
     "plan",
     "shard_of",
     "targets",
+    "work_digest",
 ]
 
 
@@ -48,6 +49,13 @@ def shard_of(topic: str, shards: int) -> int:
         raise ValueError("shards must be >= 1")
     digest = hashlib.blake2b(topic.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
+
+
+def work_digest(topics: Sequence[str], shards: int) -> str:
+    """What every instance sharing an outbox must agree on (the topics and the number of shards), as a short
+    stable digest: the same set of topics in any order gives the same digest."""
+    text = "\n".join([str(shards), *sorted(set(topics))])
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 class ShardMap:

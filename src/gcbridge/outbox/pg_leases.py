@@ -22,6 +22,7 @@ from gcbridge.outbox.pg_gaps import insert_gap
 
 __all__ = [
     "BudgetExhausted",
+    "ConfigMismatch",
     "Member",
     "ShardLeaseStore",
     "Snapshot",
@@ -38,15 +39,20 @@ _BUDGET_LOCK: Final = 0x6763_6272_6264_6774  # advisory lock serialising budget 
 
 
 _UPSERT_INSTANCE: Final = (
-    "INSERT INTO instances(id, client_id, state, started_at, heartbeat_at, channel_budget, host, pid) "  # noqa: S608 - constants only
-    f"VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5) "
+    "INSERT INTO instances(id, client_id, state, started_at, heartbeat_at, channel_budget, host, pid, "  # noqa: S608 - constants only
+    f"config_digest) VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5, $6) "
     f"ON CONFLICT (id) DO UPDATE SET client_id = $2, state = 'running', started_at = {DB_NOW}, "
-    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5"
+    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5, config_digest = $6"
 )
 
 
 class BudgetExhausted(RuntimeError):
     """The OAuth client's channels are all granted to live instances; this one cannot join now."""
+
+
+class ConfigMismatch(RuntimeError):
+    """A live instance divides different topics or a different number of shards: joining would leave
+    topics unowned or owned twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +133,13 @@ class ShardLeaseStore:
         pid: int,
         limit: int = CHANNEL_LIMIT,
         minimum: int = 2,
+        config_digest: str | None = None,
     ) -> int:
         """Register this instance and grant it a channel budget: at most ``wanted_budget``, and never more
         than ``limit`` minus what live instances on the same OAuth client hold. Creates missing shard rows.
-        Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left."""
+        Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left, and
+        :class:`ConfigMismatch` when a live instance registered another ``config_digest`` (see
+        :func:`gcbridge.core.shard_leases.work_digest`)."""
 
         async def op(conn: Any) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
@@ -138,6 +147,19 @@ class ShardLeaseStore:
                 "INSERT INTO shard_leases(shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
                 shards,
             )
+            if config_digest is not None:
+                other = await conn.fetchrow(
+                    f"SELECT id FROM instances WHERE id <> $1 AND state <> 'stopped' "  # noqa: S608 - constants only
+                    f"AND heartbeat_at > {DB_NOW} - $2 AND config_digest IS DISTINCT FROM $3 LIMIT 1",
+                    self.instance_id,
+                    ttl,
+                    config_digest,
+                )
+                if other is not None:
+                    raise ConfigMismatch(
+                        f"the running instance {other['id']!r} has other topics or another [ha] shards "
+                        "than this one; every instance must list the same topics and shards"
+                    )
             used = await conn.fetchval(
                 f"SELECT COALESCE(SUM(channel_budget), 0) FROM instances WHERE client_id = $1 AND id <> $2 "  # noqa: S608 - constants only
                 f"AND state <> 'stopped' AND heartbeat_at > {DB_NOW} - $3",
@@ -158,6 +180,7 @@ class ShardLeaseStore:
                 granted,
                 host,
                 pid,
+                config_digest,
             )
             return granted
 

@@ -27,6 +27,7 @@ CREATE TABLE instances (
     heartbeat_at    double precision NOT NULL,
     channel_budget  integer          NOT NULL,
     channels_in_use integer          NOT NULL DEFAULT 0,
+    config_digest   text,            -- shards and topics: every instance must divide the same work
     host            text,
     pid             integer
 );
