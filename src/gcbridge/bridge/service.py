@@ -48,7 +48,7 @@ from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.core.shard_leases import ShardMap, work_digest
+from gcbridge.core.shard_leases import ShardMap, topics_digest
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
@@ -651,8 +651,15 @@ class BridgeService:
             ttl=ha.lease_ttl,
             host=socket.gethostname(),
             pid=os.getpid(),
-            config_digest=work_digest(self.topics, ha.shards),
+            topics_digest=topics_digest(self.topics),
         )
+        if leases.other_topic_lists:
+            self.log.warning(
+                "running instances list other topics than this one",
+                instances=leases.other_topic_lists,
+                what_to_do="finish the change of topics: give every instance the same list (a shard's "
+                "topics are subscribed as its current owner lists them)",
+            )
         self.ha = HaCoordinator(
             ha,
             instance_id=instance_id,

@@ -36,7 +36,7 @@ __all__ = [
     "plan",
     "shard_of",
     "targets",
-    "work_digest",
+    "topics_digest",
 ]
 
 
@@ -51,10 +51,10 @@ def shard_of(topic: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def work_digest(topics: Sequence[str], shards: int) -> str:
-    """What every instance sharing an outbox must agree on (the topics and the number of shards), as a short
-    stable digest: the same set of topics in any order gives the same digest."""
-    text = "\n".join([str(shards), *sorted(set(topics))])
+def topics_digest(topics: Sequence[str]) -> str:
+    """A short stable digest of a topic list (order and repeats do not matter), to tell whether instances
+    sharing an outbox were configured with the same topics."""
+    text = "\n".join(sorted(set(topics)))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 

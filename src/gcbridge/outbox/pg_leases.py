@@ -40,9 +40,9 @@ _BUDGET_LOCK: Final = 0x6763_6272_6264_6774  # advisory lock serialising budget 
 
 _UPSERT_INSTANCE: Final = (
     "INSERT INTO instances(id, client_id, state, started_at, heartbeat_at, channel_budget, host, pid, "  # noqa: S608 - constants only
-    f"config_digest) VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5, $6) "
+    f"shards, topics_digest) VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5, $6, $7) "
     f"ON CONFLICT (id) DO UPDATE SET client_id = $2, state = 'running', started_at = {DB_NOW}, "
-    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5, config_digest = $6"
+    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5, shards = $6, topics_digest = $7"
 )
 
 
@@ -51,8 +51,8 @@ class BudgetExhausted(RuntimeError):
 
 
 class ConfigMismatch(RuntimeError):
-    """A live instance divides different topics or a different number of shards: joining would leave
-    topics unowned or owned twice."""
+    """A live instance divides the topics into another number of shards: the two would disagree on which
+    topic is in which shard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,8 @@ class ShardLeaseStore:
 
     def __init__(self, pool: Any, instance_id: str) -> None:
         self.instance_id = instance_id
+        self.other_topic_lists: list[str] = []
+        """Live instances whose topic list differed from this one's at :meth:`join`."""
         self._pool = pool
 
     @classmethod
@@ -133,13 +135,14 @@ class ShardLeaseStore:
         pid: int,
         limit: int = CHANNEL_LIMIT,
         minimum: int = 2,
-        config_digest: str | None = None,
+        topics_digest: str | None = None,
     ) -> int:
         """Register this instance and grant it a channel budget: at most ``wanted_budget``, and never more
         than ``limit`` minus what live instances on the same OAuth client hold. Creates missing shard rows.
         Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left, and
-        :class:`ConfigMismatch` when a live instance registered another ``config_digest`` (see
-        :func:`gcbridge.core.shard_leases.work_digest`)."""
+        :class:`ConfigMismatch` when a live instance has another number of ``shards``. Live instances whose
+        topic list differs (:func:`gcbridge.core.shard_leases.topics_digest`; a rolling change of the topics)
+        are listed in :attr:`other_topic_lists` afterwards."""
 
         async def op(conn: Any) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
@@ -147,19 +150,19 @@ class ShardLeaseStore:
                 "INSERT INTO shard_leases(shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
                 shards,
             )
-            if config_digest is not None:
-                other = await conn.fetchrow(
-                    f"SELECT id FROM instances WHERE id <> $1 AND state <> 'stopped' "  # noqa: S608 - constants only
-                    f"AND heartbeat_at > {DB_NOW} - $2 AND config_digest IS DISTINCT FROM $3 LIMIT 1",
-                    self.instance_id,
-                    ttl,
-                    config_digest,
-                )
-                if other is not None:
+            others = await conn.fetch(
+                f"SELECT id, shards, topics_digest FROM instances WHERE id <> $1 AND state <> 'stopped' "  # noqa: S608 - constants only
+                f"AND heartbeat_at > {DB_NOW} - $2 ORDER BY id",
+                self.instance_id,
+                ttl,
+            )
+            for other in others:
+                if other["shards"] != shards:
                     raise ConfigMismatch(
-                        f"the running instance {other['id']!r} has other topics or another [ha] shards "
-                        "than this one; every instance must list the same topics and shards"
+                        f"the running instance {other['id']!r} has [ha] shards = {other['shards']}, this one "
+                        f"{shards}; every instance must divide the topics into the same number of shards"
                     )
+            self.other_topic_lists = [o["id"] for o in others if o["topics_digest"] != topics_digest]
             used = await conn.fetchval(
                 f"SELECT COALESCE(SUM(channel_budget), 0) FROM instances WHERE client_id = $1 AND id <> $2 "  # noqa: S608 - constants only
                 f"AND state <> 'stopped' AND heartbeat_at > {DB_NOW} - $3",
@@ -180,7 +183,8 @@ class ShardLeaseStore:
                 granted,
                 host,
                 pid,
-                config_digest,
+                shards,
+                topics_digest,
             )
             return granted
 
