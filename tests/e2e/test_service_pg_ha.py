@@ -123,6 +123,10 @@ async def test_two_ha_services_share_the_shards_and_each_subscribes_only_its_own
         )
         assert set(clients["b"].subscribed) == topics_of("b")
         assert not topics_of("a") & topics_of("b")
+        b_took = services["b"].ha.recent_takes  # type: ignore[union-attr]
+        assert [(t["previous_owner"], t["handoff"], t["gap_seconds"]) for t in b_took] == [
+            ("a", True, None)
+        ] * 2
         # a writes the events of its own shards, not those of b's (b writes those)
         mine, theirs = sorted(topics_of("a"))[0], sorted(topics_of("b"))[0]
         bodies = BodyGenerator(3, conversation_pool=4)

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -34,6 +36,7 @@ from gcbridge.outbox.postgres import PostgresOutbox
 
 __all__ = ["FencedWriter", "HaCoordinator", "default_instance_id", "with_channel_budget"]
 
+RECENT_TAKES: Final = 20
 _FENCE_HOLD_FRACTION: Final = 0.3
 """A fenced write may sit idle in its transaction for this fraction of the lease TTL before the database
 ends its session (a paused process must not block a takeover much longer than its lease)."""
@@ -83,6 +86,9 @@ class HaCoordinator:
         self.last_snapshot: Snapshot | None = None
         self.takeovers = 0
         self.lost = 0
+        self.recent_takes: deque[dict[str, Any]] = deque(maxlen=RECENT_TAKES)
+        """The last shards this instance took: shard, epoch, previous owner, handoff or not, when (local
+        clock), and the gap in seconds (``None`` for none), newest last; for the status page."""
         self._log = log
         self._on_gap = on_gap
         self._channels_in_use = channels_in_use
@@ -254,6 +260,16 @@ class HaCoordinator:
                     continue
                 self.owned[shard] = result.epoch
                 self.takeovers += 1
+                self.recent_takes.append(
+                    {
+                        "shard": shard,
+                        "epoch": result.epoch,
+                        "previous_owner": seen.owner,
+                        "handoff": seen.held(snap.now) and seen.owner != self.instance_id,
+                        "at": time.time(),
+                        "gap_seconds": None if result.gap is None else result.gap["seconds"],
+                    }
+                )
                 self._log.info(
                     "shard taken",
                     shard=shard,
