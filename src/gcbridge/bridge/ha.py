@@ -24,17 +24,26 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gcbridge.bridge.config import BridgeConfig, HaConfig
+from gcbridge.bridge.gaps_pg import SINGLE_INSTANCE, PgGapJournal
 from gcbridge.bridge.ports import EventSource
-from gcbridge.core.shard_leases import ShardMap, plan
+from gcbridge.core.shard_leases import ShardMap, plan, topics_digest
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.fencing import Fence, LeaseLost
 from gcbridge.outbox.pg_leases import ShardLeaseStore, Snapshot
 from gcbridge.outbox.postgres import PostgresOutbox
 
-__all__ = ["FencedWriter", "HaCoordinator", "default_instance_id", "with_channel_budget"]
+__all__ = [
+    "FencedWriter",
+    "HaCoordinator",
+    "PostgresParts",
+    "default_instance_id",
+    "open_postgres_parts",
+    "with_channel_budget",
+]
 
 RECENT_TAKES: Final = 20
 _FENCE_HOLD_FRACTION: Final = 0.3
@@ -56,6 +65,81 @@ def with_channel_budget(config: BridgeConfig, granted: int) -> BridgeConfig:
     options["rotation_headroom"] = max(1, min(headroom, granted - 1))
     genesys = config.genesys.model_copy(update={"client": options})
     return config.model_copy(update={"genesys": genesys})
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresParts:
+    """What a service on a PostgreSQL outbox opens beside it (see :func:`open_postgres_parts`)."""
+
+    journal: PgGapJournal
+    leases: ShardLeaseStore | None
+    coordinator: HaCoordinator | None
+    client_config: BridgeConfig
+    """The config to build the notification client from (with ``[ha]``: the granted channel budget)."""
+
+
+async def open_postgres_parts(
+    config: BridgeConfig,
+    topics: Sequence[str],
+    *,
+    log: Any,
+    on_gap: Callable[[dict[str, Any]], Awaitable[None]],
+    channels_in_use: Callable[[], int],
+) -> PostgresParts:
+    """The gap journal in the outbox's database and, with ``[ha]``, this instance's membership: joined (the
+    channel grant), and its coordinator (not started). Whatever was opened is closed again on failure
+    (:class:`~gcbridge.outbox.pg_leases.BudgetExhausted`, :class:`~gcbridge.outbox.pg_leases.ConfigMismatch`,
+    a database error)."""
+    assert config.outbox.url is not None
+    url = config.outbox.url.get_secret_value()
+    ha = config.ha
+    instance_id = (ha.instance_id or default_instance_id()) if ha is not None else None
+    journal = await PgGapJournal.open(
+        url, recorded_by=instance_id, alive_name=SINGLE_INSTANCE if ha is None else None
+    )
+    if ha is None or instance_id is None:
+        return PostgresParts(journal, None, None, config)
+    leases: ShardLeaseStore | None = None
+    try:
+        leases = await ShardLeaseStore.open(url, instance_id)
+        granted = await leases.join(
+            shards=ha.shards,
+            client_id=config.genesys.client_id,
+            wanted_budget=ha.channel_budget,
+            ttl=ha.lease_ttl,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            topics_digest=topics_digest(topics),
+        )
+    except BaseException:
+        if leases is not None:
+            await leases.close()
+        await journal.close()
+        raise
+    if leases.other_topic_lists:
+        log.warning(
+            "running instances list other topics than this one",
+            instances=leases.other_topic_lists,
+            what_to_do="finish the change of topics: give every instance the same list (a shard's topics "
+            "are subscribed as its current owner lists them)",
+        )
+    coordinator = HaCoordinator(
+        ha,
+        instance_id=instance_id,
+        shard_map=ShardMap(topics, ha.shards),
+        leases=leases,
+        log=log,
+        on_gap=on_gap,
+        channels_in_use=channels_in_use,
+    )
+    log.info(
+        "joined as one of several instances",
+        instance_id=instance_id,
+        shards=ha.shards,
+        channel_budget=granted,
+        lease_ttl=ha.lease_ttl,
+    )
+    return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted))
 
 
 class HaCoordinator:
