@@ -190,3 +190,34 @@ async def test_a_lease_that_ran_out_while_nobody_could_take_it_is_kept_without_a
 class _Quiet:
     def __getattr__(self, name: str) -> Any:
         return lambda *a, **k: None
+
+
+async def test_a_service_that_finds_no_channels_left_for_its_oauth_client_does_not_start(
+    sn: ServiceNowSim, url: str
+) -> None:
+    from gcbridge.bridge.ha import open_postgres_parts
+    from gcbridge.outbox.pg_leases import BudgetExhausted, ShardLeaseStore
+    from gcbridge.outbox.postgres import PostgresOutbox
+
+    await (await PostgresOutbox.open(url)).close()
+    others = [await ShardLeaseStore.open(url, name) for name in ("x", "y")]
+    try:
+        for store in others:
+            await store.join(shards=4, client_id="cid", wanted_budget=10, ttl=60.0, host="h", pid=1)
+        service = BridgeService(
+            config(sn, url, TOPICS, {"shards": 4, "instance_id": "z"}),
+            install_signals=False,
+            client_factory=lambda _c: ScriptedClient(),
+        )
+        assert await service.run() == 1  # start-up failed: one clear line, exit code 1
+        with pytest.raises(BudgetExhausted, match="OAuth client 'cid': live instances hold 20 of its 20"):
+            await open_postgres_parts(
+                service.config, TOPICS, log=_Quiet(), on_gap=_no_gap, channels_in_use=lambda: 0
+            )
+    finally:
+        for store in others:
+            await store.close()
+
+
+async def _no_gap(entry: dict[str, Any]) -> None:
+    raise AssertionError(f"no gap expected: {entry}")
