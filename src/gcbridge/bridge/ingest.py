@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.gaps import GapLog
 from gcbridge.bridge.mapping import Mapping, event_to_outbox_item, wire_fields
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
@@ -59,7 +59,7 @@ class Ingest:
         store: BatchWriter,
         mapping: Mapping,
         metrics: BridgeMetrics,
-        journal: GapJournal,
+        journal: GapLog,
         log: Any,
         clock: Callable[[], float],
         *,
@@ -190,21 +190,24 @@ class Ingest:
 
     async def record_gap(self, gap: Gap) -> None:
         """Count, log and journal ``gap``."""
-        entry = await self._journal.record(gap, self._clock())
-        self._metrics.gaps.labels(reason=gap.reason).inc()
-        self._metrics.gap_seconds.inc(gap.seconds)
+        self.announce_gap(await self._journal.record(gap, self._clock()))
+
+    def announce_gap(self, entry: dict[str, Any]) -> None:
+        """Count and log a journalled gap (``record_gap``'s, or a takeover gap stored with its lease)."""
+        self._metrics.gaps.labels(reason=entry["reason"]).inc()
+        self._metrics.gap_seconds.inc(max(0.0, entry["end"] - entry["start"]))
         # The one line for a gap (the service does not log the client's "gap" lifecycle event).
         self._log.warning(
             "gap: events may have been missed",
-            reason=gap.reason,
-            start=gap.start,
-            end=gap.end,
-            start_utc=_utc(gap.start),
-            end_utc=_utc(gap.end),
+            reason=entry["reason"],
+            start=entry["start"],
+            end=entry["end"],
+            start_utc=_utc(entry["start"]),
+            end_utc=_utc(entry["end"]),
             seconds=entry["seconds"],
-            topics=len(gap.topics),
-            detail=gap.detail,
-            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.path} "
+            topics=len(entry["topics"]),
+            detail=entry["detail"],
+            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.location} "
             "lists every gap with its topics",
         )
 

@@ -31,9 +31,11 @@ import gcbridge
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
-from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.gaps import GapJournal, GapLog, downtime_gap
+from gcbridge.bridge.gaps_pg import PgGapJournal
+from gcbridge.bridge.ha import FencedWriter, HaCoordinator, open_postgres_parts
 from gcbridge.bridge.history import MinuteHistory, Sample
-from gcbridge.bridge.ingest import Ingest
+from gcbridge.bridge.ingest import BatchWriter, Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
@@ -48,6 +50,8 @@ from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
+from gcbridge.outbox.pg_leases import ShardLeaseStore
+from gcbridge.outbox.postgres import PostgresOutbox
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.rest import create_session
@@ -92,7 +96,10 @@ class BridgeService:
         self.log = bridge_logging.get_logger("gcbridge.service")
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
-        self.journal = GapJournal(config.outbox.gap_log_path)
+        self.journal: GapLog = GapJournal(config.outbox.gap_log_path)
+        self.ha: HaCoordinator | None = None
+        """Shard leases across instances (``[ha]``), else ``None``."""
+        self._leases: ShardLeaseStore | None = None
         self.history = MinuteHistory()
         self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
         self.topics: list[str] = list(config.genesys.topics)
@@ -170,6 +177,7 @@ class BridgeService:
             if problem is not None:
                 raise OutboxLocationError(problem)
         self.outbox = await open_outbox(cfg.outbox)
+        client_cfg = await self._open_postgres_parts(self.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
@@ -212,11 +220,14 @@ class BridgeService:
             )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
-        client = self.client = self._client_factory(cfg)
+        client = self.client = self._client_factory(client_cfg)
         client.on_lifecycle(self._on_lifecycle)
+        writer: BatchWriter = _WakingStore(self.dispatcher)
+        if self.ha is not None and isinstance(self.outbox, PostgresOutbox):
+            writer = FencedWriter(self.outbox, self.ha, on_written=self.dispatcher.notify)
         self.ingest = Ingest(
             client,
-            _WakingStore(self.dispatcher),
+            writer,
             mapping,
             self.metrics,
             self.journal,
@@ -225,9 +236,13 @@ class BridgeService:
         )
         await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
-        self._log_rejections(await client.subscribe(list(self.topics)))
+        if self.ha is not None:
+            # only the owned shards' topics; a takeover's gap is journalled with its lease
+            await self.ha.start(client)
+        else:
+            self._log_rejections(await client.subscribe(list(self.topics)))
         live_at = self._clock()
-        gap = downtime_gap(self.journal.last_run(), live_at, self.topics)
+        gap = downtime_gap(self.journal.last_run(), live_at, self.topics) if self.ha is None else None
         if gap is not None:
             await self.ingest.record_gap(gap)
         await self.journal.mark_alive(live_at)
@@ -246,6 +261,9 @@ class BridgeService:
         timeout = self.config.outbox.drain_timeout
         deadline = asyncio.get_running_loop().time() + timeout
         self.log.info("draining", timeout=timeout)
+        if self.ha is not None:
+            # make-before-break: the other instances subscribe and take over before our sockets close
+            await self.ha.leave(min(self.ha.cfg.handoff_timeout, timeout / 2))
         await self._stop_receiving()
         if self._ingest_task is not None:
             try:
@@ -287,6 +305,12 @@ class BridgeService:
         """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
         client = self.client
         if self.config_path is None or client is None:
+            return
+        if self.ha is not None:
+            self.log.warning(
+                "reload ignored: topics are shared by the instances of [ha]",
+                what_to_do="change the topics in every instance's config file, then restart them one by one",
+            )
             return
         async with self._reload_lock:
             try:
@@ -600,7 +624,39 @@ class BridgeService:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_resources()
 
+    async def _open_postgres_parts(self, outbox: OpenOutbox) -> BridgeConfig:
+        """Beside a PostgreSQL outbox: the gap journal in its database and, with ``[ha]``, this instance's
+        membership (:func:`gcbridge.bridge.ha.open_postgres_parts`). Returns the client's config."""
+        if self.config.outbox.url is None or not isinstance(outbox, PostgresOutbox):
+            return self.config
+        parts = await open_postgres_parts(
+            self.config,
+            self.topics,
+            log=self.log,
+            on_gap=self._on_takeover_gap,
+            channels_in_use=self._channels_in_use,
+        )
+        self.journal, self._leases, self.ha = parts.journal, parts.leases, parts.coordinator
+        return parts.client_config
+
+    async def _on_takeover_gap(self, entry: dict[str, Any]) -> None:
+        self.journal.remember(entry)
+        if self.ingest is not None:
+            self.ingest.announce_gap(entry)
+
+    def _channels_in_use(self) -> int:
+        held = getattr(self._client_stats(), "channels_held", None)
+        return held if isinstance(held, int) else 0
+
     async def _close_resources(self) -> None:
+        if self.ha is not None:
+            await self.ha.stop()
+        if self._leases is not None:
+            with contextlib.suppress(Exception):
+                await self._leases.close()
+        if isinstance(self.journal, PgGapJournal):
+            with contextlib.suppress(Exception):
+                await self.journal.close()
         if self.admin is not None:
             await self.admin.stop()
         if self._router is not None:
