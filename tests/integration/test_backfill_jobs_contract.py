@@ -85,7 +85,7 @@ async def test_start_counts_an_attempt_once_and_finish_records_the_outcome(
     outcome = JobOutcome(
         events_found=7,
         events_written=5,
-        events_skipped_newer=1,
+        events_skipped=1,
         requests=4,
         conversations=3,
         unfillable=(Unfilled(("v2.users.u1.presence",), "missing permission x:y:view"),),

@@ -60,12 +60,15 @@ class Unfilled:
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
-    """What the last attempt found and did. ``events_written``: new outbox rows (the rest were already there,
-    or older than a live row of their record); ``last_error``: why the last attempt failed, if it did."""
+    """What the last attempt found and did. ``events_written``: new outbox rows; ``events_skipped``: events
+    not written because the outbox already had them (a live copy of the same state) or a live row of their
+    record was received after the state was read; ``events_unrouted``: no mapping rule takes their topic;
+    ``last_error``: why the last attempt failed, if it did."""
 
     events_found: int = 0
     events_written: int = 0
-    events_skipped_newer: int = 0
+    events_skipped: int = 0
+    events_unrouted: int = 0
     requests: int = 0
     conversations: int = 0
     unfillable: tuple[Unfilled, ...] = ()
@@ -104,7 +107,8 @@ class BackfillJob:
             "finished_at": self.finished_at,
             "events_found": o.events_found,
             "events_written": o.events_written,
-            "events_skipped_newer": o.events_skipped_newer,
+            "events_skipped": o.events_skipped,
+            "events_unrouted": o.events_unrouted,
             "requests": o.requests,
             "conversations": o.conversations,
             "unfillable": [
@@ -116,10 +120,17 @@ class BackfillJob:
         }
 
 
+MANUAL = "manual"
+"""The reason of a job an operator asked for (``gcbridge backfill``): each request is a job of its own."""
+
+
 def gap_key(gap: JobGap) -> str:
     """Identifies a gap: the same gap reported twice (a retried start, two instances seeing one failover)
-    makes one job."""
-    canonical = _json.dumps([round(gap.start, 3), round(gap.end, 3), gap.reason, sorted(set(gap.topics))])
+    makes one job. An operator's request (reason :data:`MANUAL`) is told apart by its detail."""
+    parts: list[object] = [round(gap.start, 3), round(gap.end, 3), gap.reason, sorted(set(gap.topics))]
+    if gap.reason == MANUAL:
+        parts.append(gap.detail)
+    canonical = _json.dumps(parts)
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -128,7 +139,8 @@ def outcome_to_json(outcome: JobOutcome) -> str:
         {
             "events_found": outcome.events_found,
             "events_written": outcome.events_written,
-            "events_skipped_newer": outcome.events_skipped_newer,
+            "events_skipped": outcome.events_skipped,
+            "events_unrouted": outcome.events_unrouted,
             "requests": outcome.requests,
             "conversations": outcome.conversations,
             "unfillable": [{"topics": list(u.topics), "reason": u.reason} for u in outcome.unfillable],
@@ -145,7 +157,8 @@ def outcome_from_json(text: str | None) -> JobOutcome:
     return JobOutcome(
         events_found=int(data.get("events_found", 0)),
         events_written=int(data.get("events_written", 0)),
-        events_skipped_newer=int(data.get("events_skipped_newer", 0)),
+        events_skipped=int(data.get("events_skipped", 0)),
+        events_unrouted=int(data.get("events_unrouted", 0)),
         requests=int(data.get("requests", 0)),
         conversations=int(data.get("conversations", 0)),
         unfillable=tuple(
