@@ -60,6 +60,10 @@ class FakeFiller:
         self.gaps: list[Gap] = []
         self.hold = hold
         self.started = asyncio.Event()
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
 
     def fill(self, gap: Gap) -> FakeRun:
         self.gaps.append(gap)
@@ -71,7 +75,9 @@ class FakeFiller:
 def conversation_event(conversation_id: str, state: str, read_at: float, queue: str = "q1") -> Event:
     body = {
         "id": conversation_id,
-        "participants": [{"purpose": "customer", "address": "+15550100", "state": state}],
+        "participants": [
+            {"purpose": "customer", "address": "+15550100", "state": state, "calls": [{"state": state}]}
+        ],
     }
     return Event(
         topic=f"v2.routing.queues.{queue}.conversations",

@@ -69,6 +69,8 @@ class Filler(Protocol):
 
     def fill(self, gap: Gap) -> FillRun: ...
 
+    async def aclose(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackfillSettings:
@@ -192,16 +194,24 @@ class BackfillRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def close(self) -> None:
+        """:meth:`stop`, then close the filler (its token manager and session)."""
+        await self.stop()
+        with contextlib.suppress(Exception):
+            await self._filler.aclose()
+
     def wake(self) -> None:
         self._wake.set()
 
     # -- status --------------------------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Read job counts and the recent jobs for ``/status`` and the gauges."""
-        self._counts = await self.jobs.counts()
-        self._recent = [j.document() for j in await self.jobs.recent(RECENT_SHOWN)]
-        self.metrics.set_jobs(self._counts)
+        """Read job counts and the recent jobs for ``/status`` and the gauges (the last figures stay when the
+        database does not answer: the outbox's own status says why)."""
+        with contextlib.suppress(Exception):
+            self._counts = await self.jobs.counts()
+            self._recent = [j.document() for j in await self.jobs.recent(RECENT_SHOWN)]
+            self.metrics.set_jobs(self._counts)
 
     def status_doc(self) -> dict[str, Any]:
         return {
@@ -386,5 +396,4 @@ class BackfillRunner:
                 what_to_do="the gap stays unrepaired: fix the cause (`gcbridge check`), then run "
                 "`gcbridge backfill --from ... --to ...` for this interval",
             )
-        with contextlib.suppress(Exception):
-            await self.refresh()
+        await self.refresh()
