@@ -284,12 +284,14 @@ class BackfillRunner:
         unfillable: list[Unfilled] = []
         errors: list[str] = []
         batch: list[OutboxItem] = []
+        # every row received after a state was read is stored after this id: the guarded put scans only those
+        floor = await self._outbox.last_id()
         run = self._filler.fill(_gap_of(job))
 
         async def flush() -> None:
             nonlocal written
             if batch:
-                written += await self._outbox.put_unless_newer(batch)
+                written += await self._outbox.put_unless_newer(batch, after_id=floor)
                 batch.clear()
                 self._on_written()
 
