@@ -250,3 +250,31 @@ async def test_other_failures_raise_backfill_error_without_secrets(
             await collect(bf, gap)
         assert "HTTP 500" in str(caught.value)
         assert sim.config.client_secret not in str(caught.value) + repr(bf)
+
+
+async def test_detail_events_are_rebuilt_as_published_live(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    sim = await org_sim(genesys_sim_factory)
+    assert sim.org is not None
+    world = sim.org.world
+    sim.org.advance_by(3600)
+    gap_start = world.now
+    seen_before = len(sim.ledger)
+    sim.org.advance_by(1200)
+    gap_end = world.now
+    live = [(r.topic, r.body) for r in sim.ledger[seen_before:] if r.topic.startswith("v2.detail.events.")]
+    sim.org.advance_by(120)
+    families = ("customer.start", "customer.end", "acd.start", "acd.end", "user.start", "user.end", "acw")
+    touched = {topic.split(".")[4] for topic, _ in live}
+    assert len(touched) > 5
+    topics = tuple(f"v2.detail.events.conversation.{cid}.{f}" for cid in sorted(touched) for f in families)
+    gap = Gap(gap_start, gap_end, topics, "socket_dropped")
+    async with backfiller(sim, session, BackfillOptions(margin=0.0)) as bf:
+        events, unfillable, _ = await collect(bf, gap)
+    assert unfillable == []
+    assert len(live) > 20
+    assert sorted((e.topic, e.dedup_key) for e in events) == sorted(pairs(live))
+    assert {e.metadata["backfill"]["source"] for e in events} == {
+        "POST /api/v2/analytics/conversations/details/query"
+    }
