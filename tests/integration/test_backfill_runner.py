@@ -314,3 +314,13 @@ async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
     final = await runner.jobs.get(job.id)
     assert final is not None
     assert (final.outcome.events_written, final.outcome.events_skipped) == (0, 1)
+
+
+async def test_the_journal_keeps_gaps_and_backfill_outcomes_apart_when_loaded(tmp_path: Path) -> None:
+    journal = GapJournal(tmp_path / "gaps.jsonl")
+    await journal.record(GAP, now=1061.0)
+    await journal.record_backfill({"start": 1000.0, "end": 1060.0, "reason": "x"}, {"job": 1}, now=1200.0)
+    again = GapJournal(tmp_path / "gaps.jsonl")
+    again.load()
+    assert [e["reason"] for e in again.recent] == ["socket_dropped"]  # the gap table shows gaps only
+    assert [e["backfill"]["job"] for e in again.recent_backfills] == [1]
