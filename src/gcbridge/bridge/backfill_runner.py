@@ -245,9 +245,10 @@ class BackfillRunner:
                 raise
             except Exception as exc:
                 self._log.error(
-                    "back-fill job table could not be read",
+                    "back-fill could not read or update its jobs",
                     error=_one_line(exc),
-                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself",
+                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, and "
+                    "a job left running is taken up again at the next start",
                 )
                 next_at = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
