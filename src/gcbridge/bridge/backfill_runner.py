@@ -247,8 +247,8 @@ class BackfillRunner:
                 self._log.error(
                     "back-fill could not read or update its jobs",
                     error=_one_line(exc),
-                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, and "
-                    "a job left running is taken up again at the next start",
+                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, "
+                    "and a job left running is taken up again at the next start",
                 )
                 next_at = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
