@@ -95,6 +95,13 @@ def _gap_of(job: BackfillJob) -> Gap:
     return Gap(start=g.start, end=g.end, topics=g.topics, reason=g.reason, detail=g.detail)
 
 
+async def _close_run(run: FillRun) -> None:
+    close = getattr(run, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -324,6 +331,7 @@ class BackfillRunner:
                     unfillable.append(Unfilled(tuple(item.topics), str(item.reason)))
             await flush()
         except asyncio.CancelledError:
+            await _close_run(run)  # its open request and generator go with it (the job stays running)
             raise
         except Exception as exc:
             error = _one_line(exc)
