@@ -54,6 +54,8 @@ IDLE_WAKE: Final = 5.0
 """Seconds the idle loop sleeps at most between looks at the job table (a job enqueued elsewhere, a clock
 that jumped)."""
 RECENT_SHOWN: Final = 10
+KEEP_FINISHED: Final = 30 * 86400.0
+"""Seconds a finished job stays in the job table (its outcome is in the gap journal for good)."""
 READ_SLACK: Final = 10.0
 """Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
 the answer arrived, but the server read the state earlier: a live event received in between may be newer than
@@ -189,8 +191,10 @@ class BackfillRunner:
         return final
 
     async def start(self) -> None:
-        """Take back jobs a dead process left running, then run due jobs until :meth:`stop`."""
+        """Take back jobs a dead process left running, forget jobs finished long ago, then run due jobs until
+        :meth:`stop`."""
         self.recovered = await self.jobs.recover(self._clock())
+        await self.jobs.forget_finished(self._clock() - KEEP_FINISHED)
         if self.recovered:
             self._log.warning(
                 "back-fill jobs left running by the previous run are queued again",
