@@ -56,6 +56,7 @@ that jumped)."""
 RECENT_SHOWN: Final = 10
 KEEP_FINISHED: Final = 30 * 86400.0
 """Seconds a finished job stays in the job table (its outcome is in the gap journal for good)."""
+FORGET_EVERY: Final = 3600.0
 READ_SLACK: Final = 10.0
 """Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
 the answer arrived, but the server read the state earlier: a live event received in between may be newer than
@@ -144,6 +145,7 @@ class BackfillRunner:
         self._counts: dict[str, int] = {}
         self._recent: list[dict[str, Any]] = []
         self.recovered = 0
+        self._forgotten_at = float("-inf")
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -191,10 +193,9 @@ class BackfillRunner:
         return final
 
     async def start(self) -> None:
-        """Take back jobs a dead process left running, forget jobs finished long ago, then run due jobs until
-        :meth:`stop`."""
+        """Take back jobs a dead process left running, then run due jobs until :meth:`stop` (and forget jobs
+        finished long ago, at start and hourly)."""
         self.recovered = await self.jobs.recover(self._clock())
-        await self.jobs.forget_finished(self._clock() - KEEP_FINISHED)
         if self.recovered:
             self._log.warning(
                 "back-fill jobs left running by the previous run are queued again",
@@ -247,6 +248,9 @@ class BackfillRunner:
             self._wake.clear()
             now = self._clock()
             try:
+                if now - self._forgotten_at >= FORGET_EVERY:
+                    self._forgotten_at = now
+                    await self.jobs.forget_finished(now - KEEP_FINISHED)
                 due = await self.jobs.due(now, limit=1)
                 if due:
                     await self.attempt(due[0])
