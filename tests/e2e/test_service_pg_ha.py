@@ -74,6 +74,8 @@ async def test_the_gap_journal_lives_in_postgresql_and_keeps_the_downtime_gap(
         now = time.time()
         client.queue.put_nowait(Gap(start=now - 2, end=now - 1, topics=(topics[0],), reason="socket_dropped"))
         await wait_for(lambda: service.journal.count == 1, what="the client's gap journalled")
+        gap = {"start": now - 2, "end": now - 1, "reason": "socket_dropped"}
+        await service.journal.record_backfill(gap, {"state": "done", "events_written": 3}, now)
     finally:
         await service.stop()
     assert not (tmp_path / "gcbridge-gaps.jsonl").exists()
@@ -85,6 +87,10 @@ async def test_the_gap_journal_lives_in_postgresql_and_keeps_the_downtime_gap(
     try:
         assert again.journal.recent[-1]["reason"] == "service_down"
         assert [g["reason"] for g in again.journal.recent] == ["socket_dropped", "service_down"]
+        # the back-fill outcome is in the database too, as the file journal's "backfill" line would be
+        assert [(b["gap"], b["backfill"]) for b in again.journal.recent_backfills] == [
+            (gap, {"state": "done", "events_written": 3})
+        ]
     finally:
         await again.stop()
     assert [g["reason"] for g in await gaps_in(url)] == ["socket_dropped", "service_down"]

@@ -31,11 +31,13 @@ class PgGapJournal:
         *,
         alive_name: str | None = SINGLE_INSTANCE,
         recent: Iterable[dict[str, Any]] = (),
+        recent_backfills: Iterable[dict[str, Any]] = (),
         last_run: LastRun | None = None,
     ) -> None:
         self.count = 0
         self.seconds = 0.0
         self.recent: deque[dict[str, Any]] = deque(recent, maxlen=RECENT)
+        self.recent_backfills: deque[dict[str, Any]] = deque(recent_backfills, maxlen=RECENT)
         self._store = store
         self._alive_name = alive_name
         self._last_run = last_run
@@ -49,12 +51,13 @@ class PgGapJournal:
         store = await PgGapStore.open(url, recorded_by=recorded_by)
         try:
             recent = await store.recent(RECENT)
+            backfills = await store.recent_backfills(RECENT)
             last = await store.last_alive(alive_name) if alive_name is not None else None
         except BaseException:
             await store.close()
             raise
         last_run = None if last is None else LastRun(alive_at=last[0], clean=last[1])
-        return cls(store, alive_name=alive_name, recent=recent, last_run=last_run)
+        return cls(store, alive_name=alive_name, recent=recent, recent_backfills=backfills, last_run=last_run)
 
     @property
     def location(self) -> str:
@@ -73,6 +76,15 @@ class PgGapJournal:
         self.count += 1
         self.seconds += float(entry["seconds"])
         self.recent.append(entry)
+
+    async def record_backfill(
+        self, gap: dict[str, Any], outcome: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        """Store the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
+        entry = {"backfill": outcome, "gap": gap, "recorded_at": now}
+        await self._store.append_backfill(entry)
+        self.recent_backfills.append(entry)
+        return entry
 
     def last_run(self) -> LastRun | None:
         return self._last_run

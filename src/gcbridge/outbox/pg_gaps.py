@@ -1,4 +1,5 @@
-"""The gap journal's storage in PostgreSQL (the ``gaps`` and ``service_alive`` tables of migration 0003).
+"""The gap journal's storage in PostgreSQL (the ``gaps`` and ``service_alive`` tables of migration 0003,
+``gap_backfills`` of 0004).
 
 Entries are the dicts of :func:`gcbridge.bridge.gaps.gap_record` (start, end, seconds, reason, topics,
 detail, recorded_at), so the file journal and this table hold the same facts.
@@ -70,6 +71,35 @@ class PgGapStore:
                 "reason": r["reason"],
                 "topics": _json.loads(r["topics"]),
                 "detail": r["detail"],
+                "recorded_at": r["recorded_at"],
+            }
+            for r in rows
+        ]
+
+    async def append_backfill(self, entry: Mapping[str, Any]) -> None:
+        """One back-fill outcome (a ``record_backfill`` entry) into ``gap_backfills``."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO gap_backfills(gap, outcome, recorded_at, recorded_by) "
+                "VALUES ($1::jsonb, $2::jsonb, $3, $4)",
+                _json.dumps(entry["gap"]).decode(),
+                _json.dumps(entry["backfill"]).decode(),
+                entry["recorded_at"],
+                self.recorded_by,
+            )
+
+    async def recent_backfills(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` back-fill outcomes, oldest first, in the file journal's shape."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT gap, outcome, recorded_at FROM "
+                "(SELECT * FROM gap_backfills ORDER BY id DESC LIMIT $1) b ORDER BY id",
+                limit,
+            )
+        return [
+            {
+                "backfill": _json.loads(r["outcome"]),
+                "gap": _json.loads(r["gap"]),
                 "recorded_at": r["recorded_at"],
             }
             for r in rows

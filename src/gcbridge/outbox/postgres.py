@@ -54,6 +54,7 @@ from gcbridge.outbox.rowcodes import (
     STATE_NAMES,
     clip_error,
     item_params,
+    not_older,
 )
 
 __all__ = ["OutboxConnectError", "PostgresOutbox", "redact_url"]
@@ -106,6 +107,15 @@ _NEXT_DUE = f"""
 SELECT p.next_attempt_at FROM outbox p WHERE p.state = 0 AND {_IS_HEAD}
 ORDER BY p.next_attempt_at, p.id LIMIT 1
 """  # noqa: S608 - constants only
+
+# Items in their order (ids follow it), repeats by dedup key ignored; the new rows' ids come back.
+# $6: the instance that wrote the rows under a fence (NULL otherwise)
+_INSERT_ITEMS = (
+    "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at, ingested_by) "
+    "SELECT d, o, t, p, r, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+    "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
+    "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+)
 
 _RECLAIM_EXPIRED = (
     "UPDATE outbox SET state = 0, lease_owner = NULL, lease_expires_at = NULL, "
@@ -234,16 +244,57 @@ class PostgresOutbox:
             if fence is not None:
                 await _check_fence(conn, fence, self.fence_hold_limit)
             rows = await conn.fetch(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at, ingested_by) "
-                "SELECT d, o, t, p, r, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
-                "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                _INSERT_ITEMS,
                 *columns,
                 writer,
             )
             return len(rows)
 
         return await self._write(put, durable=True)
+
+    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+        """Like :meth:`put_many`, for back-filled states (``received_at``: the moment the state was read): an
+        item is skipped when a row of its ``order_key`` with an id above ``after_id`` was received after the
+        item's ``received_at`` (or an earlier item of ``items`` was), so that an older state never lands
+        behind a newer live one. Returns how many were stored.
+
+        The table is locked against other writers (``SHARE``; readers go on) for this one transaction, so a
+        live put still uncommitted when the check runs cannot slip in beside it; back-fill is rare and its
+        batches short. ``after_id``: :meth:`last_id` taken before the states were read (rows received later
+        have higher ids, so only they are scanned, by primary key: no index on ``order_key`` is needed)."""
+        if not items:
+            return 0
+        params = [item_params(i, item) for i, item in enumerate(items)]
+        keys = sorted({p[1] for p in params})
+
+        async def put(conn: Any) -> int:
+            await conn.execute("LOCK TABLE outbox IN SHARE MODE")
+            found = await conn.fetch(
+                "SELECT order_key, MAX(received_at) FROM outbox "
+                "WHERE id > $1 AND order_key = ANY($2::text[]) GROUP BY order_key",
+                after_id,
+                keys,
+            )
+            kept = not_older(params, {r[0]: r[1] for r in found})
+            if not kept:
+                return 0
+            rows = await conn.fetch(
+                _INSERT_ITEMS,
+                *zip(*kept, strict=True),
+                None,
+            )
+            return len(rows)
+
+        return await self._write(put, durable=True)
+
+    async def last_id(self) -> int:
+        """The highest row id stored so far (0 for an empty outbox); see :meth:`put_unless_newer`."""
+        return int(await self._read(lambda conn: conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM outbox")))
+
+    async def transact(self, op: Callable[[Any], Awaitable[T]], *, durable: bool = False) -> T:
+        """Run ``op(connection)`` in one transaction of this store's pool, for tables that live beside the
+        outbox in this database (back-fill jobs)."""
+        return await self._write(op, durable=durable)
 
     # -- delivery ----------------------------------------------------------------------------------------
 
