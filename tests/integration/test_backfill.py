@@ -7,12 +7,15 @@ renderers (``org_bodies.topic_*``) and from its ledger of what it did publish du
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from gcbridge.core.dedup import dedup_key
 from gcbridge.genesys import (
@@ -27,9 +30,11 @@ from gcbridge.genesys import (
 from gcbridge.genesys.regions import hosts_for_base_url
 from gcbridge.genesys.rest import RestPolicy, new_session
 from gcbridge.sim.genesys import GenesysSim, org_bodies
+from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.org import OrgSettings
 
 from .conftest import SimFactory
+from .test_sim_genesys_sdk import _unknown_fields
 
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 MIDNIGHT = 1_800_057_600.0  # 2027-01-16T00:00:00Z
@@ -277,4 +282,147 @@ async def test_detail_events_are_rebuilt_as_published_live(
     assert sorted((e.topic, e.dedup_key) for e in events) == sorted(pairs(live))
     assert {e.metadata["backfill"]["source"] for e in events} == {
         "POST /api/v2/analytics/conversations/details/query"
+    }
+
+
+class VirtualTime:
+    """The back-filler's pacing clock: sleeping moves it, and nothing else does (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+class CountingSim(GenesysSim):
+    """A simulator that notes the (virtual) time of every ``/api/`` request it receives."""
+
+    def __init__(self, config: SimConfig, time: VirtualTime) -> None:
+        super().__init__(config)
+        self.api_times: list[float] = []
+        self._time = time
+
+    def make_app(self) -> web.Application:
+        app = super().make_app()
+
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.path.startswith("/api/"):
+                self.api_times.append(self._time.now)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app.middlewares.insert(0, count)
+        return app
+
+
+def most_in_a_minute(times: list[float]) -> int:
+    """The largest number of requests in any rolling minute ``(t - 60, t]`` (two requests exactly 60 s apart,
+    to within float rounding, are in different minutes)."""
+    ordered = sorted(times)
+    return max((sum(1 for s in ordered if t - 60 + 1e-6 < s <= t) for t in ordered), default=0)
+
+
+async def test_a_429_storm_finishes_later_and_never_exceeds_the_cap(session: aiohttp.ClientSession) -> None:
+    results: dict[bool, tuple[set[tuple[str, str]], float, list[float]]] = {}
+    for storm in (False, True):
+        vt = VirtualTime()
+        config = SimConfig(
+            org=OrgSettings(seed=7, users=8, time_scale=0, start=START), api_rate_limit_per_min=None
+        )
+        sim = CountingSim(config, vt)
+        await sim.start("127.0.0.1", 0)
+        try:
+            assert sim.org is not None
+            sim.org.advance_by(2 * 3600)
+            gap = Gap(START + 3600, sim.org.world.now, tuple(all_topics(sim)), "socket_dropped")
+            if storm:
+                sim.fail_next_rest(25, status=429, retry_after=7)
+            options = BackfillOptions(margin=0.0, max_requests_per_minute=12)
+            async with backfiller(sim, session, options, sleep=vt.sleep, monotonic=vt.monotonic) as bf:
+                events, unfillable, report = await collect(bf, gap)
+            assert unfillable == []
+            assert report.requests == len(sim.api_times)
+            results[storm] = ({(e.topic, e.dedup_key) for e in events}, vt.now, sim.api_times)
+        finally:
+            await sim.stop()
+    calm, stormy = results[False], results[True]
+    assert stormy[0] == calm[0]  # the same events in the end
+    assert len(calm[2]) > 40  # enough requests that the cap matters
+    assert len(stormy[2]) == len(calm[2]) + 25
+    assert stormy[1] >= calm[1] + 25 * 7 * 0.9  # finished later: every 429 waited out its Retry-After
+    assert most_in_a_minute(calm[2]) <= 12
+    assert most_in_a_minute(stormy[2]) <= 12
+    assert most_in_a_minute(calm[2]) == 12  # the pacing used the budget it had
+
+
+SDK_MODELS = {
+    "presence": "PresenceEventUserPresence",
+    "routingStatus": "UserRoutingStatusUserRoutingStatus",
+    "observations": "StatEventQueueTopicStatsNotification",
+    "acd.start": "AcdStartDetailEventTopicAcdStartEvent",
+    "acd.end": "AcdEndDetailEventTopicAcdEndEvent",
+    "acw": "AcwDetailEventTopicAfterCallWorkEvent",
+    "customer.start": "CustomerStartDetailEventTopicCustomerStartEvent",
+    "customer.end": "CustomerEndDetailEventTopicCustomerEndEvent",
+    "user.start": "UserStartDetailEventTopicUserStartEvent",
+    "user.end": "UserEndDetailEventTopicUserEndEvent",
+}
+
+
+class _Answer:
+    """What ``ApiClient.deserialize`` reads: a JSON body and its content type."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body)
+
+    def getheader(self, name: str, default: str | None = None) -> str:
+        return "application/json"
+
+
+def sdk_model(topic: str) -> str:
+    if topic.startswith("v2.routing.queues."):
+        return "QueueConversationEventTopicConversation"
+    if topic.startswith("v2.users.") and topic.endswith(".conversations"):
+        return "ConversationEventTopicConversation"
+    if topic.startswith("v2.detail.events."):
+        return SDK_MODELS[topic.split(".", 5)[5]]
+    return SDK_MODELS[topic.rsplit(".", 1)[1]]
+
+
+async def test_the_official_sdk_deserialises_every_back_filled_body(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    import PureCloudPlatformClientV2 as sdk
+
+    sim = await org_sim(genesys_sim_factory)
+    assert sim.org is not None
+    sim.org.advance_by(3 * 3600)
+    families = ("customer.start", "customer.end", "acd.start", "acd.end", "user.start", "user.end", "acw")
+    details = [
+        f"v2.detail.events.conversation.{c.id}.{f}"
+        for c in sim.org.world.conversations()[-20:]
+        for f in families
+    ]
+    gap = Gap(START, sim.org.world.now, (*all_topics(sim), *details), "socket_dropped")
+    async with backfiller(sim, session, BackfillOptions(max_requests_per_minute=100_000)) as bf:
+        events, unfillable, _ = await collect(bf, gap)
+    assert unfillable == []
+    client = sdk.api_client.ApiClient()
+    checked: set[str] = set()
+    for event in events:
+        name = sdk_model(event.topic)
+        model = client.deserialize(_Answer(event.body), name)
+        assert isinstance(model, getattr(sdk, name)), event.topic
+        assert _unknown_fields(sdk, event.body, name, event.topic) == []
+        checked.add(name)
+    assert checked == {
+        *SDK_MODELS.values(),
+        "QueueConversationEventTopicConversation",
+        "ConversationEventTopicConversation",
     }
