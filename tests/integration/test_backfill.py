@@ -32,6 +32,7 @@ from gcbridge.genesys.rest import RestPolicy, new_session
 from gcbridge.sim.genesys import GenesysSim, org_bodies
 from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.org import OrgSettings
+from tests.library_logs import capture_logs
 
 from .conftest import SimFactory
 from .test_sim_genesys_sdk import _unknown_fields
@@ -426,3 +427,67 @@ async def test_the_official_sdk_deserialises_every_back_filled_body(
         "QueueConversationEventTopicConversation",
         "ConversationEventTopicConversation",
     }
+
+
+async def test_a_403_on_the_details_query_or_on_conversations_leaves_the_rest_filling(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    sim = await org_sim(genesys_sim_factory)
+    assert sim.org is not None
+    sim.org.advance_by(3600)
+    world = sim.org.world
+    last = world.conversations()[-1].id
+    details = (f"v2.detail.events.conversation.{last}.customer.start",)
+    gap = Gap(START, world.now, (*all_topics(sim), *details), "socket_dropped")
+    conversation_topics = [t for t in all_topics(sim) if t.endswith(".conversations")]
+
+    sim.org.denied_permissions.update(
+        {"analytics:conversationDetail:view", "analytics:agentConversationDetail:view"}
+    )
+    async with backfiller(sim, session) as bf:
+        events, unfillable, _ = await collect(bf, gap)
+    assert len(unfillable) == 1
+    assert set(unfillable[0].topics) == {*conversation_topics, *details}
+    assert unfillable[0].reason.startswith("missing permission analytics:conversationDetail:view")
+    assert {e.topic.rsplit(".", 1)[-1] for e in events} == {"presence", "routingStatus", "observations"}
+
+    sim.org.denied_permissions.clear()
+    sim.org.denied_permissions.add("conversation:communication:view")
+    async with backfiller(sim, session) as bf:
+        events, unfillable, _ = await collect(bf, gap)
+    assert len(unfillable) == 1
+    assert set(unfillable[0].topics) == set(conversation_topics)
+    assert unfillable[0].reason.startswith("missing permission conversation:communication:view")
+    assert {e.topic for e in events if e.topic.startswith("v2.detail.")} == set(details)  # analytics only
+
+
+async def test_no_secret_or_token_in_errors_logs_or_repr(
+    genesys_sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    sim = await org_sim(genesys_sim_factory)
+    assert sim.org is not None
+    sim.org.advance_by(1800)
+    gap = Gap(START, sim.org.world.now, (*all_topics(sim), "v2.users.x.geolocation"), "socket_dropped")
+    sim.org.denied_permissions.add("analytics:queueObservation:view")
+    hosts = hosts_for_base_url(sim.base_url)
+    secret = sim.config.client_secret
+    with capture_logs() as logs:
+        async with TokenManager(session, hosts.token_url, sim.config.client_id, secret) as tokens:
+            bf = Backfiller(
+                tokens, session, hosts.api_base, options=BackfillOptions(rest_policy=RestPolicy(1))
+            )
+            run = bf.fill(gap)
+            items = [item async for item in run]
+            sim.fail_next_rest(1, status=502)
+            with pytest.raises(BackfillError) as caught:
+                await collect(bf, gap)
+            token = tokens.current
+            assert token is not None
+            value = token.value.reveal()
+    assert any(isinstance(i, Unfillable) for i in items)
+    assert any(entry.get("what_to_do") for entry in logs if entry["log_level"] == "warning")
+    text = " ".join(
+        [str(caught.value), repr(caught.value), repr(bf), repr(run.report), repr(items), repr(logs)]
+    )
+    assert secret not in text
+    assert value not in text
