@@ -196,7 +196,7 @@ def _count(body: dict[str, Any], name: str = "count", default: Any = 1) -> int:
 
 
 # The statuses `inject` can answer with (the sim renders each as a real instance does).
-_INJECTABLE = (500, 502, 503)
+_INJECTABLE = (429, 500, 502, 503)
 
 
 def _inject(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:
