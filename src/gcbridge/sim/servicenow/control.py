@@ -130,7 +130,13 @@ def _import_sets(sim: ControlledSim, _body: dict[str, Any], _request: web.Reques
                 "mode": s.mode,
                 "state": s.state,
                 "rows": [
-                    {"sys_id": r.sys_id, "values": r.values, "state": r.state, "results": r.results}
+                    {
+                        "sys_id": r.sys_id,
+                        "values": r.values,
+                        "state": r.state,
+                        "results": r.results,
+                        "committed_at": r.committed_at,
+                    }
                     for r in s.rows
                 ],
             }
