@@ -81,6 +81,7 @@ def write_config(
     *,
     dispatcher: Mapping[str, Any] | None = None,
     servicenow: Mapping[str, Any] | None = None,
+    outbox: Mapping[str, Any] | None = None,
     with_sequence: bool = True,
 ) -> Path:
     """A ``gcbridge.toml`` for the two simulators: product defaults except what the arguments name."""
@@ -109,6 +110,7 @@ password_file = "sn_password"
 
 [outbox]
 path = "state/outbox.db"
+{table(outbox)}
 [outbox.dispatcher]
 {table(dispatcher)}
 [admin]

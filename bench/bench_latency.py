@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import sqlite3
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from _service import (
     GENESYS_CLIENT,
     GENESYS_SECRET,
@@ -65,7 +67,11 @@ from gcbridge.sim.genesys.ledger import PublishedRecord
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "defaults": {},
     "coalesce": {"dispatcher": {"coalesce": True}},
-    "concurrency32": {"dispatcher": {"concurrency": 32}, "servicenow": {"concurrency": 32}},
+    **{
+        f"concurrency{n}": {"dispatcher": {"concurrency": n}, "servicenow": {"concurrency": n}}
+        for n in (8, 16, 64)
+    },
+    "sync-normal": {"outbox": {"synchronous": "NORMAL"}},
 }
 
 
@@ -78,6 +84,7 @@ class Run:
     drained: bool = True
     points: list[tuple[float, float]] = field(default_factory=list)  # (published_at, latency s) per event
     missing: int = 0  # measured events never committed (should be 0)
+    received: dict[int, float] = field(default_factory=dict)  # seq -> when the bridge received it (outbox)
 
     @property
     def latencies(self) -> list[float]:
@@ -130,8 +137,9 @@ async def run_bridge(
         async with running_bridge(config) as bridge:
             first, last = await traffic_window(sim, traffic, rate, args.warmup, args.duration)
             drained = await bridge.wait_drained(args.drain_limit)
+        received = received_times(Path(tmp) / "state" / "outbox.db")
     label = "gcbridge run" + ("" if variant == "defaults" else f", {variant}")
-    return Run(label, rate, window(sim, first, last), load_average(), drained)
+    return Run(label, rate, window(sim, first, last), load_average(), drained, received=received)
 
 
 async def run_storm(
@@ -246,6 +254,17 @@ async def run_forwarder(
     return Run("bare forwarder (baseline)", rate, window(sim, first, last), load_average())
 
 
+def received_times(outbox: Path) -> dict[int, float]:
+    """Sequence number -> the bridge's ``receivedAt`` of every event in its outbox (for the breakdown)."""
+    with contextlib.closing(sqlite3.connect(outbox)) as db:
+        payloads = db.execute("SELECT payload FROM outbox").fetchall()
+    times = {}
+    for (payload,) in payloads:
+        data = orjson.loads(payload)
+        times[int(data["metadata"]["simSequence"])] = float(data["receivedAt"])
+    return times
+
+
 # ---- latency from the two simulators' stamps ----------------------------------------------------------
 
 
@@ -304,10 +323,17 @@ def summary(run: Run) -> str:
     ordered = sorted(run.latencies)
     ms = [1000 * pct(ordered, q) for q in (0.5, 0.99, 1.0)]
     note = "" if run.drained else " (outbox not drained in time)"
-    return (
+    line = (
         f"{run.label:38} {run.rate:6.0f}/s  events {len(run.events):6d}  p50 {ms[0]:8.1f} ms  "
         f"p99 {ms[1]:8.1f} ms  max {ms[2]:8.1f} ms  missing {run.missing}  load {run.load}{note}"
     )
+    inbound = sorted(run.received[e.seq] - e.published_at for e in run.events if e.seq in run.received)
+    if inbound:
+        line += (
+            f"\n{'':38}   of which publish -> outbox receivedAt: p50 {1000 * pct(inbound, 0.5):.1f} ms, "
+            f"p99 {1000 * pct(inbound, 0.99):.1f} ms"
+        )
+    return line
 
 
 def storm_report(run: Run, started: float, ended: float, slo: float) -> tuple[list[str], float]:
@@ -416,7 +442,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before measuring")
     parser.add_argument("--sn-latency", type=float, default=0.05, help="ServiceNow response time (s)")
-    parser.add_argument("--concurrency", type=int, default=8, help="the baseline's POSTs in flight")
+    parser.add_argument("--concurrency", type=int, default=32, help="the baseline's POSTs in flight")
     parser.add_argument("--queues", type=int, default=10)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument(
