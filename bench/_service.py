@@ -35,13 +35,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def queue_topics(count: int) -> list[str]:
-    return [
-        f"v2.routing.queues.5e1f{i:04d}-0000-4000-8000-00000000{i:04d}.conversations" for i in range(count)
-    ]
+    return [f"v2.routing.queues.{i:08x}-5e1f-4000-8000-{i:012x}.conversations" for i in range(count)]
 
 
 def presence_topics(count: int) -> list[str]:
-    return [f"v2.users.a9e7{i:04d}-0000-4000-8000-0000{i:08d}.presence" for i in range(count)]
+    return [f"v2.users.{i:08x}-a9e7-4000-8000-{i:012x}.presence" for i in range(count)]
 
 
 def load_average() -> str:
