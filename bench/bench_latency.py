@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -137,6 +138,8 @@ async def run_bridge(
         async with running_bridge(config) as bridge:
             first, last = await traffic_window(sim, traffic, rate, args.warmup, args.duration)
             drained = await bridge.wait_drained(args.drain_limit)
+        if args.logs:
+            shutil.copy(bridge.log, args.logs / f"{variant}-{rate:g}.log")
         received = received_times(Path(tmp) / "state" / "outbox.db")
     label = "gcbridge run" + ("" if variant == "defaults" else f", {variant}")
     return Run(label, rate, window(sim, first, last), load_average(), drained, received=received)
@@ -173,6 +176,8 @@ async def run_storm(
                 finally:
                     await sim.stop_traffic()
                 drained = await bridge.wait_drained(args.drain_limit)
+            if args.logs:
+                shutil.copy(bridge.log, args.logs / "storm.log")
     run = Run(
         f"gcbridge run, {args.storm:g} s 429 storm", rate, window(sim, first, last), load_average(), drained
     )
@@ -454,6 +459,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storm-tail", type=float, default=30.0, help="measured seconds after the storm")
     parser.add_argument("--slo", type=float, default=0.2, help="latency that counts as recovered (s)")
     parser.add_argument("--drain-limit", type=float, default=120.0, help="seconds to wait for the outbox")
+    parser.add_argument("--logs", type=Path, help="keep each run's gcbridge log in this directory")
     parser.add_argument("--plot", type=Path, help="write the latency plot (PNG, needs matplotlib)")
     parser.add_argument(
         "--bare-forwarder", nargs=4, metavar=("GENESYS", "SN", "TOPICS", "N"), help=argparse.SUPPRESS
