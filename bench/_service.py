@@ -149,9 +149,13 @@ class BridgeProcess:
 
     async def start(self) -> None:
         env = {**os.environ, "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET}
+        # BENCH_PROFILE=FILE: run the service under cProfile (its event loop thread), stats to FILE.<pid>
+        profile = os.environ.get("BENCH_PROFILE")
+        profiler = ["-m", "cProfile", "-o", f"{profile}.{os.getpid()}.{id(self)}"] if profile else []
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *profiler,
                 "-m",
                 "gcbridge",
                 "run",

@@ -64,6 +64,8 @@ from gcbridge.genesys import Event, NotificationClient
 from gcbridge.sim.genesys import GenesysSim
 from gcbridge.sim.genesys.ledger import PublishedRecord
 
+STORM_COUNT = 1_000_000_000  # "every request" for the length of a storm
+
 # Named dispatcher/writer settings a run can compare with the defaults (``--variant NAME``).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "defaults": {},
@@ -86,6 +88,7 @@ class Run:
     points: list[tuple[float, float]] = field(default_factory=list)  # (published_at, latency s) per event
     missing: int = 0  # measured events never committed (should be 0)
     received: dict[int, float] = field(default_factory=dict)  # seq -> when the bridge received it (outbox)
+    answered_429: int = 0  # requests ServiceNow answered with the storm's 429
 
     @property
     def latencies(self) -> list[float]:
@@ -166,8 +169,11 @@ async def run_storm(
                     first = last_seq(sim)
                     await asyncio.sleep(args.storm_lead)
                     started = time.time()
-                    await control("inject", {"status": 429, "count": 1_000_000_000})
+                    await control("inject", {"status": 429, "count": STORM_COUNT})
                     await asyncio.sleep(args.storm)
+                    async with http.get(f"{sn_url}/_sim/state") as response:
+                        armed = (await response.json())["faults"]["injections"]
+                    answered_429 = STORM_COUNT - (armed[0]["remaining"] if armed else 0)
                     await control("reset", {})  # also clears the latency: set it again at once
                     await control("delay", {"seconds": args.sn_latency})
                     ended = time.time()
@@ -181,6 +187,7 @@ async def run_storm(
     run = Run(
         f"gcbridge run, {args.storm:g} s 429 storm", rate, window(sim, first, last), load_average(), drained
     )
+    run.answered_429 = answered_429
     return run, started, ended
 
 
@@ -430,7 +437,10 @@ async def main(args: argparse.Namespace) -> None:
         run, started, ended = storm
         print(summary(run))
         lines, recovery = storm_report(run, started, ended, args.slo)
-        print(f"429 storm from t=0 to t={ended - started:.1f} s, latency per second of publish time:")
+        print(
+            f"429 storm from t=0 to t={ended - started:.1f} s ({run.answered_429} requests answered 429), "
+            "latency per second of publish time:"
+        )
         print("\n".join(lines))
         print(
             f"recovered (every later event within {1000 * args.slo:.0f} ms) {recovery:.1f} s after the storm"
