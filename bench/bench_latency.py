@@ -348,9 +348,10 @@ def summary(run: Run) -> str:
     return line
 
 
-def storm_report(run: Run, started: float, ended: float, slo: float) -> tuple[list[str], float]:
-    """Per second of publish time: p50/p99/max. Recovery: from the storm's end to the first publish second
-    from which every later event made it within ``slo``."""
+def storm_report(run: Run, started: float, ended: float, slo: float) -> tuple[list[str], float, float]:
+    """Per second of publish time: p50/p99/max. Backlog: from the storm's end until the last event published
+    before it was committed. Recovery: from the storm's end to the publish time from which every later event
+    made it within ``slo`` (one late event on a loaded machine moves it: read it beside the per-second rows)."""
     per_second: dict[int, list[float]] = defaultdict(list)
     for published_at, latency in run.points:
         per_second[math.floor(published_at - started)].append(latency)
@@ -366,7 +367,8 @@ def storm_report(run: Run, started: float, ended: float, slo: float) -> tuple[li
     for published_at, latency in sorted(run.points):
         if published_at >= ended and latency > slo:
             recovered_from = published_at
-    return lines, recovered_from - ended
+    backlog = max((at + latency for at, latency in run.points if at < ended), default=ended) - ended
+    return lines, backlog, recovered_from - ended
 
 
 def plot(path: Path, steady: list[Run], storm: tuple[Run, float, float] | None) -> None:
@@ -436,7 +438,7 @@ async def main(args: argparse.Namespace) -> None:
     if storm:
         run, started, ended = storm
         print(summary(run))
-        lines, recovery = storm_report(run, started, ended, args.slo)
+        lines, backlog, recovery = storm_report(run, started, ended, args.slo)
         print(
             f"429 storm from t=0 to t={ended - started:.1f} s ({run.answered_429} requests answered 429), "
             "latency per second of publish time:"
