@@ -444,6 +444,7 @@ async def main(args: argparse.Namespace) -> None:
             "latency per second of publish time:"
         )
         print("\n".join(lines))
+        print(f"backlog committed {backlog:.1f} s after the storm")
         print(
             f"recovered (every later event within {1000 * args.slo:.0f} ms) {recovery:.1f} s after the storm"
         )

@@ -115,6 +115,7 @@ def test_latency_benchmark_times_the_service_beside_the_bare_forwarder_and_a_sto
         ), out
     assert "of which publish -> outbox receivedAt" in out
     assert re.search(r"recovered \(every later event within 200 ms\) -?[0-9.]+ s after the storm", out), out
+    assert re.search(r"backlog committed -?[0-9.]+ s after the storm", out), out
 
 
 @pytest.mark.slow
