@@ -351,7 +351,7 @@ def summary(run: Run) -> str:
 def storm_report(run: Run, started: float, ended: float, slo: float) -> tuple[list[str], float, float]:
     """Per second of publish time: p50/p99/max. Backlog: from the storm's end until the last event published
     before it was committed. Recovery: from the storm's end to the publish time from which every later event
-    made it within ``slo`` (one late event on a loaded machine moves it: read it beside the per-second rows)."""
+    made it within ``slo`` (one late event on a loaded machine moves it: read it with the rows per second)."""
     per_second: dict[int, list[float]] = defaultdict(list)
     for published_at, latency in run.points:
         per_second[math.floor(published_at - started)].append(latency)
