@@ -234,6 +234,7 @@ class ProcSample:
     at: float  # time.monotonic()
     cpu_seconds: float  # user + system, this process and its threads
     rss_bytes: int
+    switches: int  # context switches of all its threads: how often it woke up (a timer that spins shows)
 
 
 def proc_sample(pid: int) -> ProcSample:
@@ -242,7 +243,13 @@ def proc_sample(pid: int) -> ProcSample:
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
     utime, stime = int(fields[11]), int(fields[12])
     rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    return ProcSample(time.monotonic(), (utime + stime) / CLOCK_TICKS, rss_pages * PAGE_SIZE)
+    switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread may end between listing and reading
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    switches += int(line.split()[1])
+    return ProcSample(time.monotonic(), (utime + stime) / CLOCK_TICKS, rss_pages * PAGE_SIZE, switches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,7 @@ class Cost:
     cpu_percent: float  # of one core, averaged over the window
     rss_mib: float  # at the end of the window
     rss_max_mib: float  # largest sample in the window
+    wakeups: float  # context switches per second, all threads
 
 
 async def measure_cost(pid: int, window: float, every: float = 1.0) -> Cost:
@@ -261,4 +269,10 @@ async def measure_cost(pid: int, window: float, every: float = 1.0) -> Cost:
         samples.append(proc_sample(pid))
     last = samples[-1]
     cpu = 100.0 * (last.cpu_seconds - first.cpu_seconds) / (last.at - first.at)
-    return Cost(cpu, last.rss_bytes / 2**20, max(s.rss_bytes for s in samples) / 2**20)
+    seconds = last.at - first.at
+    return Cost(
+        cpu,
+        last.rss_bytes / 2**20,
+        max(s.rss_bytes for s in samples) / 2**20,
+        (last.switches - first.switches) / seconds,
+    )

@@ -52,7 +52,7 @@ def line(label: str, rate: float | None, cost: Cost, load: str) -> str:
     shown = "  idle " if rate is None else f"{rate:5.0f}/s"
     return (
         f"{label:42} {shown}  cpu {cost.cpu_percent:6.2f} % of a core  rss {cost.rss_mib:7.1f} MiB "
-        f"(max {cost.rss_max_mib:.1f})  load {load}"
+        f"(max {cost.rss_max_mib:.1f})  wake-ups {cost.wakeups:7.1f}/s  load {load}"
     )
 
 
