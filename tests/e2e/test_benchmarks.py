@@ -98,3 +98,39 @@ def test_other_benchmarks_print_product_and_baseline(
     out = _run(script, *args)
     for text in expected:
         assert text in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_latency_benchmark_times_the_service_beside_the_bare_forwarder_and_a_storm() -> None:
+    out = _run(
+        "bench_latency.py",
+        *("--rates", "20", "--duration", "2", "--warmup", "1", "--variant", "concurrency8"),
+        *("--storm", "1", "--storm-lead", "1", "--storm-tail", "2", "--drain-limit", "60"),
+    )
+    number = r"[0-9.]+ ms"
+    for label in ("bare forwarder (baseline)", "gcbridge run ", "gcbridge run, concurrency8", "429 storm"):
+        assert re.search(
+            rf"{re.escape(label)}.*p50 +{number} +p99 +{number} +max +{number} +missing 0", out
+        ), out
+    assert "of which publish -> outbox receivedAt" in out
+    assert re.search(r"recovered \(every later event within 200 ms\) -?[0-9.]+ s after the storm", out), out
+    assert re.search(r"backlog committed -?[0-9.]+ s after the storm", out), out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cost_benchmark_reads_cpu_and_rss_of_the_service_and_the_client() -> None:
+    out = _run(
+        "bench_cost.py",
+        *("--rates", "0", "20", "--warmup", "1", "--window", "2", "--client-window", "2", "--topics", "1500"),
+    ).split("summary", 1)[1]
+    usage = r"cpu +[0-9.]+ % of a core +rss +[0-9.]+ MiB"
+    for label in (
+        r"gcbridge run +0/s",
+        r"gcbridge run +20/s",
+        r"bare forwarder \(baseline\) +20/s",
+        r"NotificationClient, 1,500 topics on 2 channels +idle",
+        r"bare aiohttp sockets, 1,500 topics on 2 channels +idle",
+    ):
+        assert re.search(label + " +" + usage, out), out

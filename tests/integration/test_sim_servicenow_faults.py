@@ -55,6 +55,20 @@ async def test_load_balancer_errors_are_html(
     assert (await client.call("GET", INCIDENTS)).status == 200
 
 
+async def test_injected_429_is_a_full_pool_without_retry_after(sn: tuple[ServiceNowSim, SnClient]) -> None:
+    """A 429 storm on demand (a rate-limit rule's 429 waits for the end of its hour window instead)."""
+    sim, client = sn
+    sim.inject(429, count=2)
+    for _ in range(2):
+        answer = await client.call("POST", INCIDENTS, json={"short_description": "x"})
+        assert answer.status == 429
+        assert "API_INT" in answer.body["error"]["detail"]
+        assert "Retry-After" not in answer.headers
+        assert not any(h in answer.headers for h in RATE_LIMIT_HEADERS)
+    assert sim.records("incident") == []
+    assert (await client.call("POST", INCIDENTS, json={})).status == 201
+
+
 async def test_cancelled_transaction_body(sn: tuple[ServiceNowSim, SnClient]) -> None:
     sim, client = sn
     sim.inject(500, cancelled=True)
@@ -398,7 +412,7 @@ async def test_an_internal_error_is_a_500_envelope_and_the_server_lives_on(
         ("/_sim/delay", {}, "missing argument 'seconds'"),
         ("/_sim/delay", {"seconds": "5"}, "argument 'seconds' must be a number, got '5'"),
         ("/_sim/transform_time", {"seconds": -0.1}, "argument 'seconds' must be at least 0"),
-        ("/_sim/inject", {"status": 404}, "argument 'status' must be one of [500, 502, 503], got 404"),
+        ("/_sim/inject", {"status": 404}, "argument 'status' must be one of [429, 500, 502, 503], got 404"),
         ("/_sim/inject", {"status": 503, "count": 0}, "argument 'count' must be at least 1, got 0"),
         ("/_sim/inject", {"status": 503, "after_commit": "yes"}, "'after_commit' must be true or false"),
         ("/_sim/hibernate", {"on": "false"}, "argument 'on' must be true or false, got 'false'"),

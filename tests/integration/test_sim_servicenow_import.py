@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from gcbridge.sim.servicenow import AutoMap, ServiceNowSim, TransformMap
 
@@ -193,3 +194,17 @@ async def test_non_u_columns_do_not_reach_the_target(sn: tuple[ServiceNowSim, Sn
         "POST", "/api/now/import/u_copy_import", json={"u_user_id": "u", "short_description": "x"}
     )
     assert "short_description" not in sim.records("u_genesys_presence")[0]
+
+
+async def test_each_import_row_records_when_its_transform_committed(
+    sn: tuple[ServiceNowSim, SnClient],
+) -> None:
+    """The stamp a latency benchmark compares with the Genesys simulator's publish time (both wall clock)."""
+    sim, client = sn
+    before = time.time()
+    await client.call("POST", STAGE, json={"u_conversation_id": "conv-1", "u_state": "queued"})
+    await client.call("POST", STAGE, json={"u_conversation_id": "conv-1", "u_state": "closed_complete"})
+    first, second = sim.import_sets[0].rows
+    assert first.committed_at is not None
+    assert second.committed_at is not None
+    assert before <= first.committed_at <= second.committed_at <= time.time()

@@ -64,6 +64,23 @@ def test_paused_sink_is_probed_one_row_at_a_time_with_growing_gaps() -> None:
     assert max(gaps) == 60.0
 
 
+def test_rows_in_flight_when_the_outage_began_do_not_push_the_first_probe_out() -> None:
+    """32 rows in flight all fail alike; only failed probes grow the gap between probes."""
+    health = SinkHealth()
+    for _ in range(conditions.RUN_OF_FAILURES - 1):
+        health.observe(FIVE_HUNDRED, 0.0)
+    assert isinstance(health.observe(FIVE_HUNDRED, 0.0), Paused)
+    for i in range(27):
+        assert health.observe(FIVE_HUNDRED, 0.001 * i) is None
+    assert health.next_probe_at == 1.0
+    assert health.may_claim(1.0) == 1
+    health.observe(FIVE_HUNDRED, 1.0)
+    assert health.next_probe_at == 3.0
+    # a late row's Retry-After still holds the next probe back
+    health.observe(Retry("HTTP 503", after=10.0, condition=conditions.unavailable(503)), 1.5)
+    assert health.next_probe_at == 11.5
+
+
 def test_an_unused_probe_is_given_back() -> None:
     health = SinkHealth()
     health.observe(CREDENTIALS, 0.0)

@@ -115,7 +115,6 @@ def test_5xx_is_a_soft_condition_that_needs_a_run_of_failures() -> None:
         assert result.condition is not None
         assert result.condition.kind == "unavailable"
         assert result.condition.threshold > 1
-    assert answer(429, envelope("Too many")).condition is None
 
 
 def test_import_result_with_a_missing_target_table_is_a_sink_condition() -> None:
@@ -149,9 +148,25 @@ def test_429_falls_back_to_rate_limit_reset_timestamp() -> None:
     assert result.after == 900.0
 
 
-def test_429_without_headers_leaves_the_delay_to_backoff() -> None:
+def test_429_without_headers_is_a_full_pool_a_soft_sink_condition() -> None:
+    """The instance's inbound pool is full for everyone: a run of these pauses deliveries and probes, instead
+    of every row retrying into a saturated instance and sitting out its own backoff afterwards."""
     result = answer(429, b"")
-    assert result == Retry("HTTP 429: rate limited", after=None)
+    assert isinstance(result, Retry)
+    assert (result.reason, result.after) == ("HTTP 429: rate limited", None)
+    assert result.condition is not None
+    assert result.condition.kind == "overloaded"
+    assert result.condition.threshold > 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Retry-After": "42"}, {"X-RateLimit-Reset": str(int(NOW) + 900)}, {"X-RateLimit-Limit": "100"}],
+)
+def test_rate_limit_rule_429_stays_the_rows_own(headers: dict[str, str]) -> None:
+    result = answer(429, envelope("Rate limit exceeded"), headers=headers)
+    assert isinstance(result, Retry)
+    assert result.condition is None
 
 
 def test_retry_after_is_capped_at_an_hour() -> None:

@@ -248,7 +248,8 @@ class DispatcherConfig(_Section):
     ``max_attempts = 0`` retries forever (rows never reach the dead-letter list on their own).
     """
 
-    concurrency: int = Field(default=8, ge=1, le=256)
+    # as servicenow.concurrency: rows in flight = rows/s x response time (bench/README.md, latency)
+    concurrency: int = Field(default=32, ge=1, le=256)
     batch: int = Field(default=64, ge=1, le=10_000)
     max_attempts: int = Field(default=100, ge=0)
     backoff_initial: float = Field(default=1.0, gt=0)

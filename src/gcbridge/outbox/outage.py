@@ -155,9 +155,14 @@ class SinkHealth:
         return Paused(condition)
 
     def _probe_failed(self, condition: SinkCondition | None, now: float) -> Transition | None:
-        # rows in flight when the outage began finish here too: each pushes the next probe further out,
-        # which is what a failing sink deserves
         self.condition = condition or self.condition
+        if not self._probing:
+            # a row that was in flight when the outage began: it says nothing new about the sink. Only a
+            # failed probe grows the gap, else with many rows in flight (concurrency 32) the first probe
+            # would wait the full cap and a 10 s storm would hold deliveries for a minute.
+            if self._retry_after is not None:
+                self.next_probe_at = max(self.next_probe_at, now + self._retry_after)
+            return None
         self.next_probe_at = now + self._backoff.next_delay(retry_after=self._retry_after)
         self._probing = False
         return None

@@ -21,11 +21,20 @@ __all__ = [
     "hibernating",
     "is_acl_denial",
     "missing_table",
+    "overloaded",
     "unavailable",
     "unreachable",
 ]
 
-KINDS: Final = ("credentials", "access", "missing_table", "hibernating", "unavailable", "unreachable")
+KINDS: Final = (
+    "credentials",
+    "access",
+    "missing_table",
+    "hibernating",
+    "overloaded",
+    "unavailable",
+    "unreachable",
+)
 """Every ``SinkCondition.kind`` built here (the label values of ``gcbridge_servicenow_condition``)."""
 
 RUN_OF_FAILURES: Final = 5
@@ -80,6 +89,19 @@ def hibernating() -> SinkCondition:
         "hibernating",
         "ServiceNow answers with an HTML page instead of JSON (a hibernating instance or a proxy)",
         "wake the instance (developer instances hibernate when idle) or check the proxy in front of it",
+    )
+
+
+def overloaded() -> SinkCondition:
+    """A 429 without ``Retry-After`` or rate-limit headers: the instance's inbound REST pool and its queue
+    are full, for every caller alike. Retrying each row would hammer a saturated instance and leave every
+    row with a growing backoff to sit out after the instance recovers (bench/README.md, 429 storm)."""
+    return SinkCondition(
+        "overloaded",
+        "ServiceNow keeps answering HTTP 429 without Retry-After (its inbound REST pool and queue are full)",
+        "nothing if it passes; if it persists, lower [servicenow] concurrency or find what else fills the "
+        "instance's inbound REST pool; delivery resumes by itself",
+        threshold=RUN_OF_FAILURES,
     )
 
 

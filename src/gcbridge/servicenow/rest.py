@@ -16,7 +16,9 @@ not JSON, or a JSON failure envelope
                                             sink-wide ``condition`` (the rows wait, nothing is dead-lettered)
 401                                         :class:`Unauthorized` (the client refreshes the token once, then
                                             ``Retry``)
-429                                         ``Retry(after=Retry-After or X-RateLimit-Reset - now)``
+429                                         ``Retry(after=Retry-After or X-RateLimit-Reset - now)``; without
+                                            either nor any ``X-RateLimit-*`` (a full pool) with the soft
+                                            sink-wide ``overloaded`` condition
 5xx (JSON or a load balancer's HTML),       ``Retry``
 408/409/423/425, anything else
 timeouts and connection errors              ``Retry``
@@ -145,7 +147,14 @@ def classify(status: int, content_type: str, body: bytes, headers: Mapping[str, 
     if status == 401:
         return Unauthorized(_clip(label))
     if status == 429:
-        return Retry(_clip(label if message else "HTTP 429: rate limited"), after=_retry_delay(headers, now))
+        after = _retry_delay(headers, now)
+        # a rate-limit rule's 429 says when to come back (that row waits); one without says the pool is full
+        pool_full = after is None and not any(h.lower().startswith("x-ratelimit") for h in headers)
+        return Retry(
+            _clip(label if message else "HTTP 429: rate limited"),
+            after=after,
+            condition=conditions.overloaded() if pool_full else None,
+        )
     if status in _REJECT:
         if not is_json and status in (404, 405):
             # an HTML 404 comes from something in front of the instance, not from ServiceNow's API

@@ -130,7 +130,13 @@ def _import_sets(sim: ControlledSim, _body: dict[str, Any], _request: web.Reques
                 "mode": s.mode,
                 "state": s.state,
                 "rows": [
-                    {"sys_id": r.sys_id, "values": r.values, "state": r.state, "results": r.results}
+                    {
+                        "sys_id": r.sys_id,
+                        "values": r.values,
+                        "state": r.state,
+                        "results": r.results,
+                        "committed_at": r.committed_at,
+                    }
                     for r in s.rows
                 ],
             }
@@ -196,7 +202,7 @@ def _count(body: dict[str, Any], name: str = "count", default: Any = 1) -> int:
 
 
 # The statuses `inject` can answer with (the sim renders each as a real instance does).
-_INJECTABLE = (500, 502, 503)
+_INJECTABLE = (429, 500, 502, 503)
 
 
 def _inject(sim: ControlledSim, body: dict[str, Any], _request: web.Request) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-INJECTABLE_STATUSES: Final = frozenset({500, 502, 503})
+INJECTABLE_STATUSES: Final = frozenset({429, 500, 502, 503})
 DEFAULT_TRANSFORM_ERROR: Final = "Target record not found"
 
 

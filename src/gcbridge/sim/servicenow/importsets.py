@@ -23,6 +23,9 @@ class ImportRow:
     import_set: str  # the set's number, e.g. ISET0010001
     values: dict[str, str]
     results: list[dict[str, Any]] = field(default_factory=list)  # one per transform map, once processed
+    committed_at: float | None = None
+    """When the transform committed the row to its target (wall clock, ``time.time()``; ``None`` before):
+    what a benchmark compares with the Genesys simulator's ``published_at`` for end-to-end latency."""
 
     @property
     def processed(self) -> bool:

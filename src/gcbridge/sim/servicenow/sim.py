@@ -138,9 +138,11 @@ class ServiceNowSim:
         cancelled: bool = False,
         path_prefix: str = "/api/",
     ) -> None:
-        """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (500, 502 or 503).
+        """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (429, 500, 502 or 503).
 
-        502/503 come from the load balancer as HTML. A 500 carries the exception envelope, or with
+        429 is the full semaphore pool's answer (no ``Retry-After``, no rate-limit headers), for a 429 storm
+        that does not depend on the hour window of rate-limit rules. 502/503 come from the load balancer as
+        HTML. A 500 carries the exception envelope, or with
         ``cancelled`` the transaction-cancelled body. ``after_commit``: the request takes effect first.
         """
         self.state.faults.inject(Injection(status, path_prefix, after_commit, cancelled), count)
@@ -288,6 +290,8 @@ class ServiceNowSim:
             return html_reply(502, envelopes.BAD_GATEWAY_HTML)
         if injection is not None and injection.status == 503:
             return html_reply(503, envelopes.SERVICE_UNAVAILABLE_HTML)
+        if injection is not None and injection.status == 429:
+            return json_reply(429, envelopes.pool_full())
         if injection is not None and not injection.after_commit:
             return _injected_500(injection)
         session = exchange.session
