@@ -48,6 +48,7 @@ from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
+from gcbridge.outbox.store_outage import LoggedStoreOutage
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.rest import create_session
@@ -116,6 +117,9 @@ class BridgeService:
         self._outbox_stats: OutboxStats | None = None
         self._last_refresh = 0.0
         self._reload_lock = asyncio.Lock()
+        self.store_outage = LoggedStoreOutage()
+        """Failed outbox calls of the ingest and the dispatcher, as one outage (one log line, a readiness
+        reason) while the database restarts."""
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class BridgeService:
             idle_poll=d.idle_poll,
             coalesce=d.coalesce,
             clock=self._clock,
+            store_outage=self.store_outage,
         )
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="gcbridge-dispatcher")
         if cfg.admin.enabled:
@@ -222,6 +227,7 @@ class BridgeService:
             self.journal,
             self.log,
             self._clock,
+            store_outage=self.store_outage,
         )
         await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
@@ -511,6 +517,8 @@ class BridgeService:
     def _delivery_problems(self) -> list[str]:
         condition = self._condition()
         problems = [condition.summary] if condition is not None else []
+        if self.store_outage.problem is not None:
+            problems.append(self.store_outage.problem)
         rejection = self.sink.wholesale_rejection() if self.sink is not None else None
         if rejection is not None:
             problems.append(rejection)
