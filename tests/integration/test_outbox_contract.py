@@ -21,7 +21,7 @@ from gcbridge.outbox.postgres import PostgresOutbox
 
 from .pg_fixtures import create_schema, drop_schema, pg_database, pg_server
 
-__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds it
+__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds them
 
 LEASE_TTL = 30.0
 RETENTION = 3600.0

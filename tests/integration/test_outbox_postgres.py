@@ -22,7 +22,7 @@ from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox, redact_
 
 from .pg_fixtures import create_schema, drop_schema, pg_database, pg_server
 
-__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds it
+__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds them
 
 
 def item(n: int, key: str, *, topic: str = "v2.conversations.x") -> OutboxItem:
