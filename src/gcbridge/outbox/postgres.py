@@ -44,6 +44,7 @@ from gcbridge.outbox.base import (
     RowInfo,
     Selection,
 )
+from gcbridge.outbox.fencing import Fence, LeaseLost
 from gcbridge.outbox.pg_schema import migrate
 from gcbridge.outbox.rowcodes import (
     DEAD,
@@ -151,6 +152,10 @@ class PostgresOutbox:
         """How many rows leased to this ``owner`` were in flight at open (left by a previous incarnation)."""
         self.migrations_applied: list[int] = []
         """Schema versions this open applied (empty when the database was current)."""
+        self.fence_hold_limit = 5.0
+        """Seconds a fenced write may sit idle inside its transaction (a paused process) before the server
+        ends its session: the lease rows it locked must not block a takeover for longer. Set it below the
+        shard lease TTL."""
 
     @classmethod
     async def open(
@@ -227,22 +232,30 @@ class PostgresOutbox:
 
     # -- ingest ------------------------------------------------------------------------------------------
 
-    async def put_many(self, items: Sequence[OutboxItem]) -> int:
+    async def put_many(self, items: Sequence[OutboxItem], *, fence: Fence | None = None) -> int:
         """Store ``items`` in one transaction; returns how many were new. Repeats (same ``dedup_key``, in
         this batch or stored: pending, delivered within retention, dead until purged) are ignored. Ids follow
-        the order of ``items``."""
+        the order of ``items``.
+
+        With a ``fence`` (several instances, see :mod:`gcbridge.outbox.fencing`), the same transaction first
+        locks the lease rows of ``fence.epochs`` against a takeover and checks them; a lease no longer held
+        raises :class:`~gcbridge.outbox.fencing.LeaseLost` and nothing is inserted."""
         if not items:
             return 0
         params = [item_params(i, item) for i, item in enumerate(items)]
         columns = list(zip(*params, strict=True))
+        writer = fence.owner if fence is not None else None
 
         async def put(conn: Any) -> int:
+            if fence is not None:
+                await _check_fence(conn, fence, self.fence_hold_limit)
             rows = await conn.fetch(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
-                "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at, ingested_by) "
+                "SELECT d, o, t, p, r, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
                 "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
                 "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
                 *columns,
+                writer,
             )
             return len(rows)
 
@@ -495,6 +508,27 @@ class PostgresOutbox:
     async def _read(self, op: Callable[[Any], Awaitable[T]]) -> T:
         async with self._pool.acquire() as conn:
             return await op(conn)
+
+
+async def _check_fence(conn: Any, fence: Fence, hold_limit: float) -> None:
+    """Lock ``fence``'s lease rows (a takeover waits for this transaction) and raise :class:`LeaseLost`
+    for those that ``fence.owner`` does not hold at the given epoch, unexpired by the database clock."""
+    # A process paused inside this transaction must not keep the rows locked: the server ends its session.
+    await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {int(hold_limit * 1000)}")
+    shards = sorted(fence.epochs)
+    rows = await conn.fetch(
+        "SELECT shard, owner, epoch, expires_at > extract(epoch from clock_timestamp()) AS valid "
+        "FROM shard_leases WHERE shard = ANY($1::int[]) ORDER BY shard FOR SHARE",
+        shards,
+    )
+    held = {
+        r["shard"]
+        for r in rows
+        if r["owner"] == fence.owner and r["valid"] and r["epoch"] == fence.epochs[r["shard"]]
+    }
+    lost = frozenset(shards) - held
+    if lost:
+        raise LeaseLost(fence.owner, lost)
 
 
 async def _counted(status: Awaitable[str]) -> int:
