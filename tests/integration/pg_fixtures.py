@@ -47,15 +47,13 @@ def _listens(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
+def server_dsn(request: pytest.FixtureRequest) -> str:
     """The admin URL of the server this run uses: ``GCBRIDGE_TEST_PG_DSN``, the machine's on 5432, or a
-    throwaway cluster started here and stopped when the run ends."""
+    throwaway cluster started now and stopped when ``request``'s scope ends."""
     if os.environ.get(PG_DSN_ENV) or (
         not os.environ.get(THROWAWAY_ENV) and _listens(urlsplit(DEFAULT_ADMIN_DSN).port or 5432)
     ):
-        yield admin_dsn()
-        return
+        return admin_dsn()
     try:
         cluster = ThrowawayCluster()
         cluster.start()
@@ -63,10 +61,8 @@ def pg_server() -> Iterator[str]:
         pytest.fail(
             f"PostgreSQL is needed for these tests: none answers on 127.0.0.1:5432 and {exc}", pytrace=False
         )
-    try:
-        yield cluster.dsn
-    finally:
-        cluster.destroy()
+    request.addfinalizer(cluster.destroy)
+    return cluster.dsn
 
 
 @pytest.fixture
@@ -104,9 +100,10 @@ async def _admin(dsn: str, sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_database(pg_server: str) -> Iterator[str]:
-    """The URL of a database created for this test run and dropped after it."""
-    dsn = pg_server
+def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a database created for this test run and dropped after it (on a throwaway cluster where
+    no server answers, see :func:`server_dsn`)."""
+    dsn = server_dsn(request)
     name = f"gcbridge_test_{uuid.uuid4().hex[:12]}"
     try:
         _admin_blocking(dsn, f'CREATE DATABASE "{name}"')

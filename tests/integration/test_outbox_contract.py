@@ -19,9 +19,9 @@ import pytest
 from gcbridge.outbox import ALL, OutboxItem, OutboxStore, SqliteOutbox
 from gcbridge.outbox.postgres import PostgresOutbox
 
-from .pg_fixtures import create_schema, drop_schema, pg_database, pg_server
+from .pg_fixtures import create_schema, drop_schema, pg_database
 
-__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds them
+__all__ = ["pg_database"]  # a fixture: imported so that pytest finds it
 
 LEASE_TTL = 30.0
 RETENTION = 3600.0

@@ -19,9 +19,9 @@ import pytest
 from gcbridge.outbox import OutboxItem
 from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox
 
-from .pg_fixtures import _admin, pg_database, pg_server, with_database
+from .pg_fixtures import _admin, pg_database, with_database
 
-__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds them
+__all__ = ["pg_database"]  # a fixture: imported so that pytest finds it
 
 PASSWORD = "pw-9c1e-not-a-secret"
 

@@ -20,9 +20,9 @@ from gcbridge.outbox import Delivered, Dispatcher, OutboxItem, OutboxRow, Outcom
 from gcbridge.outbox.pg_schema import migrations
 from gcbridge.outbox.postgres import OutboxConnectError, PostgresOutbox, redact_url
 
-from .pg_fixtures import create_schema, drop_schema, pg_database, pg_server
+from .pg_fixtures import create_schema, drop_schema, pg_database
 
-__all__ = ["pg_database", "pg_server"]  # fixtures: imported so that pytest finds them
+__all__ = ["pg_database"]  # a fixture: imported so that pytest finds it
 
 
 def item(n: int, key: str, *, topic: str = "v2.conversations.x") -> OutboxItem:
