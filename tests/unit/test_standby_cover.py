@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gcbridge.core.standby_cover import CoverSpan, Hole, subtract, uncovered
+from gcbridge.core.standby_cover import CoverSpan, Hole, minus, split, subtract, uncovered
 
 A, B = "v2.users.a.presence", "v2.users.b.presence"
 
@@ -52,3 +52,30 @@ def test_subtract_keeps_exactly_the_uncovered_moments(
     on_edge = any(probe in (a, b) for a, b in [*left, *covers])
     if not on_edge:
         assert in_left == (in_gap and not covered)
+
+
+def test_a_live_standby_lagging_behind_leaves_only_a_provisional_tail() -> None:
+    live = CoverSpan("standby-1", 50.0, 109.0, frozenset({A, B}), updated_at=109.5)
+    definite, provisional = split(100.0, 110.0, [A, B], [live], now=110.0, margin=0.5)
+    assert definite == []
+    assert provisional == [Hole(108.5, 110.0, (A, B))]
+    # a few seconds later it has published frames past the end: nothing is left
+    later = CoverSpan("standby-1", 50.0, 113.0, frozenset({A, B}), updated_at=113.2)
+    assert uncovered(provisional[0].start, provisional[0].end, [A, B], [later]) == []
+
+
+def test_a_silent_standby_is_no_hope() -> None:
+    stale = CoverSpan("standby-1", 50.0, 104.0, frozenset({A}), updated_at=104.2)
+    definite, provisional = split(100.0, 110.0, [A], [stale], now=110.0, margin=0.5)
+    assert definite == [Hole(103.5, 110.0, (A,))]
+    assert provisional == []
+
+
+def test_minus_takes_holes_away_topic_by_topic() -> None:
+    holes = [Hole(0.0, 10.0, (A, B))]
+    assert minus(holes, [Hole(2.0, 4.0, (A,))]) == [
+        Hole(0.0, 2.0, (A,)),
+        Hole(0.0, 10.0, (B,)),
+        Hole(4.0, 10.0, (A,)),
+    ]
+    assert minus(holes, holes) == []

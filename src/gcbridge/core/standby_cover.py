@@ -10,6 +10,11 @@ read frames up to ``seen`` (their last frame), for ``topics``". Only ``[since, s
 in flight when a socket failed may be lost (the same margin the client takes off its own gaps), and a silent
 socket's coverage ends at its last frame, whatever happens later. :func:`uncovered` takes those spans off a
 gap, topic by topic, and returns what no path covered, grouped into gaps with the same interval.
+
+A takeover happens while the standby is still live, and its ``seen`` lags its latest frame by up to a publish
+interval: the end of the gap is *undecided* while a live (recently published) standby may yet prove to have
+covered it. :func:`split` separates the *definite* holes (not even a live standby can cover them) from the
+*provisional* ones, which the taker checks again a few seconds later with :func:`uncovered` (strict).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CoverSpan", "Hole", "subtract", "uncovered"]
+__all__ = ["CoverSpan", "Hole", "minus", "split", "subtract", "uncovered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,7 @@ class CoverSpan:
     since: float
     seen: float
     topics: frozenset[str]
+    updated_at: float = float("-inf")  # when the standby last published it (is it still live?)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +84,40 @@ def uncovered(
             by_intervals.setdefault(left, []).append(topic)
     holes = [Hole(a, b, tuple(ts)) for intervals, ts in by_intervals.items() for a, b in intervals]
     return sorted(holes, key=lambda h: (h.start, h.end))
+
+
+def minus(holes: Sequence[Hole], taken: Sequence[Hole]) -> list[Hole]:
+    """``holes`` less ``taken``, topic by topic (what is in ``holes`` and not in ``taken``)."""
+    left: dict[tuple[Interval, ...], list[str]] = {}
+    for hole in holes:
+        for topic in hole.topics:
+            covers = [(t.start, t.end) for t in taken if topic in t.topics]
+            parts = tuple(subtract(hole.start, hole.end, covers))
+            if parts:
+                left.setdefault(parts, []).append(topic)
+    out = [Hole(a, b, tuple(dict.fromkeys(ts))) for parts, ts in left.items() for a, b in parts]
+    return sorted(out, key=lambda h: (h.start, h.end))
+
+
+def split(
+    start: float,
+    end: float,
+    topics: Sequence[str],
+    spans: Iterable[CoverSpan],
+    *,
+    now: float,
+    fresh: float = 5.0,
+    margin: float = 0.5,
+) -> tuple[list[Hole], list[Hole]]:
+    """(definite, provisional) holes of the gap. A span published within ``fresh`` seconds before ``now``
+    belongs to a live standby: it may still cover up to ``end``, so what only it can cover is provisional."""
+    spans = list(spans)
+    hopeful = [
+        CoverSpan(s.instance, s.since, max(s.seen, end + margin), s.topics, s.updated_at)
+        if s.updated_at >= now - fresh
+        else s
+        for s in spans
+    ]
+    definite = uncovered(start, end, topics, hopeful, margin)
+    provisional = minus(uncovered(start, end, topics, spans, margin), definite)
+    return definite, provisional

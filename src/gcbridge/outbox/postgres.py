@@ -230,6 +230,11 @@ class PostgresOutbox:
     def __repr__(self) -> str:
         return f"PostgresOutbox(url={self.url!r}, owner={self.owner!r})"
 
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool, for the tables that live beside the outbox (hot standby coverage)."""
+        return self._pool
+
     # -- ingest ------------------------------------------------------------------------------------------
 
     async def put_many(self, items: Sequence[OutboxItem], *, fence: Fence | None = None) -> int:
