@@ -302,6 +302,38 @@ class OutboxConfig(_Section):
         return self.gap_log
 
 
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,100}$")
+
+
+class HaConfig(_Section):
+    """``[ha]``: several instances share the work on one PostgreSQL outbox (see
+    :mod:`gcbridge.bridge.ha`). Needs ``[outbox] url``; without this section the service runs alone.
+
+    ``instance_id`` defaults to ``<host name>-<process id>`` (a new id per start: a restarted instance joins
+    as a new member and the old id ages out of the instance list after ``lease_ttl``). Every instance must
+    have the same ``shards`` and topics. ``handoff_overlap``: seconds a taker stays live beside the old owner
+    before it takes the lease, so that events the old owner received just before are still written by it.
+    """
+
+    instance_id: str | None = None
+    shards: int = Field(default=16, ge=1, le=4096)
+    lease_ttl: float = Field(default=15.0, ge=0.5, le=600)
+    handoff_timeout: float = Field(default=30.0, gt=0, le=3600)
+    handoff_overlap: float = Field(default=2.0, ge=0, le=60)
+    channel_budget: int = Field(default=6, ge=2, le=20)
+    # A hot standby: subscribes to every topic on its own OAuth client ([genesys] client_id), takes no shard
+    # lease, writes unfenced (the outbox drops repeats), and its coverage keeps takeovers from reporting gaps
+    # it delivered (bridge/standby.py). Give it a client no other instance uses.
+    standby: bool = False
+
+    @field_validator("instance_id")
+    @classmethod
+    def _plain_id(cls, value: str | None) -> str | None:
+        if value is not None and not _INSTANCE_ID.match(value):
+            raise ValueError("1 to 100 of letters, digits and . _ - : @")
+        return value
+
+
 class AdminConfig(_Section):
     """``[admin]``: the health, metrics and status endpoint. Loopback only unless you say otherwise."""
 
@@ -348,6 +380,16 @@ class BridgeConfig(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ha: HaConfig | None = None
+
+    @model_validator(mode="after")
+    def _ha_needs_postgresql(self) -> BridgeConfig:
+        if self.ha is not None and self.outbox.url is None:
+            raise ValueError(
+                'ha: needs [outbox] url = "postgresql://..." (instances share one PostgreSQL outbox; '
+                "SQLite serves one process)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -385,7 +427,7 @@ _FRIENDLY: Final[Mapping[str, str]] = {
 }
 
 
-_NAMED_KEY: Final = re.compile(r"^((?:genesys|servicenow|outbox|admin|logging)[\w.\[\]]*): ")
+_NAMED_KEY: Final = re.compile(r"^((?:genesys|servicenow|outbox|admin|logging|ha)[\w.\[\]]*): ")
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

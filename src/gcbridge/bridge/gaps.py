@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gcbridge import _json
 from gcbridge.core.topics import expand_topic
@@ -62,6 +62,30 @@ def downtime_gap(last: LastRun | None, live_at: float, topics: Sequence[str]) ->
     )
 
 
+class GapLog(Protocol):
+    """What the service needs of a gap journal: :class:`GapJournal` (a file, beside a SQLite outbox) or
+    :class:`gcbridge.bridge.gaps_pg.PgGapJournal` (a table, beside a PostgreSQL outbox)."""
+
+    count: int
+    seconds: float
+    recent: deque[dict[str, Any]]
+
+    @property
+    def location(self) -> str:
+        """Where operators find every gap (for log lines)."""
+
+    def load(self) -> None: ...
+
+    async def record(self, gap: Gap, now: float) -> dict[str, Any]: ...
+
+    def remember(self, entry: dict[str, Any]) -> None:
+        """Count an entry that is already stored (a takeover gap, written with its lease)."""
+
+    def last_run(self) -> LastRun | None: ...
+
+    async def mark_alive(self, now: float, *, clean: bool = False) -> None: ...
+
+
 class GapJournal:
     """Append-only gap log plus the ``alive`` mark. Keeps totals and the most recent gaps in memory."""
 
@@ -84,14 +108,21 @@ class GapJournal:
                 except _json.JSONDecodeError:
                     continue  # a torn last line after a crash; the next append starts a fresh line
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     async def record(self, gap: Gap, now: float) -> dict[str, Any]:
         entry = gap_record(gap, now)
         async with self._lock:
             await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
-        self.count += 1
-        self.seconds += gap.seconds
-        self.recent.append(entry)
+        self.remember(entry)
         return entry
+
+    def remember(self, entry: dict[str, Any]) -> None:
+        self.count += 1
+        self.seconds += float(entry["seconds"])
+        self.recent.append(entry)
 
     def _append(self, line: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

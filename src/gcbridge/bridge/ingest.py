@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.gaps import GapLog
 from gcbridge.bridge.mapping import Mapping, event_to_outbox_item, wire_fields
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
@@ -60,13 +60,14 @@ class Ingest:
         store: BatchWriter,
         mapping: Mapping,
         metrics: BridgeMetrics,
-        journal: GapJournal,
+        journal: GapLog,
         log: Any,
         clock: Callable[[], float],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         store_outage: LoggedStoreOutage | None = None,
+        gap_handler: Callable[[Gap], Awaitable[None]] | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -79,6 +80,8 @@ class Ingest:
         # shared with the dispatcher by the service: a restarting database is one log line, not one per caller
         self._store_outage = store_outage if store_outage is not None else LoggedStoreOutage()
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        # a hot standby's own gaps are not the shards' gaps (bridge/standby.py): they go there instead
+        self._gap_handler = gap_handler if gap_handler is not None else self.record_gap
         self.received = 0
         self.unrouted = 0
         self.batches = 0
@@ -131,7 +134,7 @@ class Ingest:
                 # Events before the gap first, so that the journal and the outbox agree on the order.
                 await self._put(items)
                 items = []
-                await self.record_gap(entry)
+                await self._gap_handler(entry)
             elif isinstance(entry, Event):
                 item = self._to_item(entry)
                 if item is not None:
@@ -187,21 +190,24 @@ class Ingest:
 
     async def record_gap(self, gap: Gap) -> None:
         """Count, log and journal ``gap``."""
-        entry = await self._journal.record(gap, self._clock())
-        self._metrics.gaps.labels(reason=gap.reason).inc()
-        self._metrics.gap_seconds.inc(gap.seconds)
+        self.announce_gap(await self._journal.record(gap, self._clock()))
+
+    def announce_gap(self, entry: dict[str, Any]) -> None:
+        """Count and log a journalled gap (``record_gap``'s, or a takeover gap stored with its lease)."""
+        self._metrics.gaps.labels(reason=entry["reason"]).inc()
+        self._metrics.gap_seconds.inc(max(0.0, entry["end"] - entry["start"]))
         # The one line for a gap (the service does not log the client's "gap" lifecycle event).
         self._log.warning(
             "gap: events may have been missed",
-            reason=gap.reason,
-            start=gap.start,
-            end=gap.end,
-            start_utc=_utc(gap.start),
-            end_utc=_utc(gap.end),
+            reason=entry["reason"],
+            start=entry["start"],
+            end=entry["end"],
+            start_utc=_utc(entry["start"]),
+            end_utc=_utc(entry["end"]),
             seconds=entry["seconds"],
-            topics=len(gap.topics),
-            detail=gap.detail,
-            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.path} "
+            topics=len(entry["topics"]),
+            detail=entry["detail"],
+            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.location} "
             "lists every gap with its topics",
         )
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,9 +33,11 @@ import gcbridge
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
-from gcbridge.bridge.gaps import GapJournal, downtime_gap
+from gcbridge.bridge.gaps import GapJournal, GapLog, downtime_gap
+from gcbridge.bridge.gaps_pg import PgGapJournal
+from gcbridge.bridge.ha import FencedWriter, HaCoordinator, default_instance_id, with_channel_budget
 from gcbridge.bridge.history import MinuteHistory, Sample
-from gcbridge.bridge.ingest import Ingest
+from gcbridge.bridge.ingest import BatchWriter, Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
@@ -42,12 +46,17 @@ from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
 from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
+from gcbridge.bridge.standby import StandbyPublisher
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
+from gcbridge.core.shard_leases import ShardMap
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
+from gcbridge.outbox.pg_leases import ShardLeaseStore
+from gcbridge.outbox.pg_standby import StandbyCoverageStore
+from gcbridge.outbox.postgres import PostgresOutbox
 from gcbridge.outbox.store_outage import LoggedStoreOutage
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
@@ -93,7 +102,12 @@ class BridgeService:
         self.log = bridge_logging.get_logger("gcbridge.service")
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
-        self.journal = GapJournal(config.outbox.gap_log_path)
+        self.journal: GapLog = GapJournal(config.outbox.gap_log_path)
+        self.ha: HaCoordinator | None = None
+        """Shard leases across instances (``[ha]``), else ``None``."""
+        self._leases: ShardLeaseStore | None = None
+        self.standby: StandbyPublisher | None = None
+        """With ``[ha] standby = true``: this instance is a redundant path that owns no shard."""
         self.history = MinuteHistory()
         self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
         self.topics: list[str] = list(config.genesys.topics)
@@ -174,6 +188,7 @@ class BridgeService:
             if problem is not None:
                 raise OutboxLocationError(problem)
         self.outbox = await open_outbox(cfg.outbox)
+        client_cfg = await self._open_postgres_parts(self.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
                 "rows left in flight by the previous run are pending again",
@@ -217,27 +232,38 @@ class BridgeService:
             )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
-        client = self.client = self._client_factory(cfg)
+        client = self.client = self._client_factory(client_cfg)
         client.on_lifecycle(self._on_lifecycle)
+        writer: BatchWriter = _WakingStore(self.dispatcher)
+        if self.ha is not None and isinstance(self.outbox, PostgresOutbox):
+            writer = FencedWriter(self.outbox, self.ha, on_written=self.dispatcher.notify)
         self.ingest = Ingest(
             client,
-            _WakingStore(self.dispatcher),
+            writer,
             mapping,
             self.metrics,
             self.journal,
             self.log,
             self._clock,
             store_outage=self.store_outage,
+            gap_handler=self.standby.own_gap if self.standby is not None else None,
         )
         await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
-        self._log_rejections(await client.subscribe(list(self.topics)))
+        if self.ha is not None:
+            # only the owned shards' topics; a takeover's gap is journalled with its lease
+            await self.ha.start(client)
+        else:
+            self._log_rejections(await client.subscribe(list(self.topics)))
         live_at = self._clock()
-        gap = downtime_gap(self.journal.last_run(), live_at, self.topics)
+        alone = self.ha is None and self.standby is None  # else downtime is a matter of shard leases
+        gap = downtime_gap(self.journal.last_run(), live_at, self.topics) if alone else None
         if gap is not None:
             await self.ingest.record_gap(gap)
         await self.journal.mark_alive(live_at)
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
+        if self.standby is not None:
+            self._tasks.append(asyncio.create_task(self.standby.run(), name="gcbridge-standby"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
         self.log.info("running", topics=topic_count(self.topics))
@@ -252,6 +278,9 @@ class BridgeService:
         timeout = self.config.outbox.drain_timeout
         deadline = asyncio.get_running_loop().time() + timeout
         self.log.info("draining", timeout=timeout)
+        if self.ha is not None:
+            # make-before-break: the other instances subscribe and take over before our sockets close
+            await self.ha.leave(min(self.ha.cfg.handoff_timeout, timeout / 2))
         await self._stop_receiving()
         if self._ingest_task is not None:
             try:
@@ -293,6 +322,12 @@ class BridgeService:
         """Re-read the config file's topic list and apply the difference (what SIGHUP does)."""
         client = self.client
         if self.config_path is None or client is None:
+            return
+        if self.ha is not None:
+            self.log.warning(
+                "reload ignored: topics are shared by the instances of [ha]",
+                what_to_do="change the topics in every instance's config file, then restart them one by one",
+            )
             return
         async with self._reload_lock:
             try:
@@ -608,7 +643,77 @@ class BridgeService:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_resources()
 
+    async def _open_postgres_parts(self, outbox: OpenOutbox) -> BridgeConfig:
+        """Beside a PostgreSQL outbox: the gap journal in its database and, with ``[ha]``, this instance's
+        membership and channel grant. Returns the config the notification client is built from."""
+        cfg = self.config
+        url = cfg.outbox.url
+        if url is None or not isinstance(outbox, PostgresOutbox):
+            return cfg
+        ha = cfg.ha
+        instance_id = (ha.instance_id or default_instance_id()) if ha is not None else None
+        self.journal = await PgGapJournal.open(
+            url.get_secret_value(),
+            recorded_by=instance_id,
+            alive_name=None if ha is not None else "single",
+        )
+        if ha is None or instance_id is None:
+            return cfg
+        if ha.standby:
+            self.standby = StandbyPublisher(
+                StandbyCoverageStore(outbox.pool, instance_id),
+                self.topics,
+                self._client_stats,
+                self._clock,
+                self.log,
+            )
+            self.log.info("running as a hot standby: every topic, no shard leases", instance_id=instance_id)
+            return cfg
+        leases = self._leases = await ShardLeaseStore.open(url.get_secret_value(), instance_id)
+        granted = await leases.join(
+            shards=ha.shards,
+            client_id=cfg.genesys.client_id,
+            wanted_budget=ha.channel_budget,
+            ttl=ha.lease_ttl,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        self.ha = HaCoordinator(
+            ha,
+            instance_id=instance_id,
+            shard_map=ShardMap(self.topics, ha.shards),
+            leases=leases,
+            log=self.log,
+            on_gap=self._on_takeover_gap,
+            channels_in_use=self._channels_in_use,
+        )
+        self.log.info(
+            "joined as one of several instances",
+            instance_id=instance_id,
+            shards=ha.shards,
+            channel_budget=granted,
+            lease_ttl=ha.lease_ttl,
+        )
+        return with_channel_budget(cfg, granted)
+
+    async def _on_takeover_gap(self, entry: dict[str, Any]) -> None:
+        self.journal.remember(entry)
+        if self.ingest is not None:
+            self.ingest.announce_gap(entry)
+
+    def _channels_in_use(self) -> int:
+        held = getattr(self._client_stats(), "channels_held", None)
+        return held if isinstance(held, int) else 0
+
     async def _close_resources(self) -> None:
+        if self.ha is not None:
+            await self.ha.stop()
+        if self._leases is not None:
+            with contextlib.suppress(Exception):
+                await self._leases.close()
+        if isinstance(self.journal, PgGapJournal):
+            with contextlib.suppress(Exception):
+                await self.journal.close()
         if self.admin is not None:
             await self.admin.stop()
         if self._router is not None:

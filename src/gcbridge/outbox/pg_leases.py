@@ -17,9 +17,9 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from gcbridge import _json
 from gcbridge.core.shard_leases import Lease
 from gcbridge.core.standby_cover import Hole
+from gcbridge.outbox.pg_gaps import insert_gap
 from gcbridge.outbox.pg_standby import STANDBY_FRESH, standby_holes
 
 __all__ = [
@@ -380,22 +380,3 @@ def _gap_entry(hole: Hole, reason: str, detail: str, now: float) -> dict[str, An
         "detail": detail,
         "recorded_at": now,
     }
-
-
-async def insert_gap(
-    conn: Any, entry: Mapping[str, Any], *, recorded_by: str | None, shard: int | None
-) -> None:
-    """One gap journal entry (the dict of :func:`gcbridge.bridge.gaps.gap_record`) into the ``gaps`` table."""
-    await conn.execute(
-        "INSERT INTO gaps(start_at, end_at, seconds, reason, topics, detail, recorded_at, recorded_by, "
-        "shard) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)",
-        entry["start"],
-        entry["end"],
-        entry["seconds"],
-        entry["reason"],
-        _json.dumps(list(entry["topics"])).decode(),
-        entry.get("detail"),
-        entry["recorded_at"],
-        recorded_by,
-        shard,
-    )

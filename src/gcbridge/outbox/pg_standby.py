@@ -81,13 +81,16 @@ class StandbyCoverageStore:
             now,
         )
 
-    async def truncate(self, at: float, now: float) -> int:
-        """This standby missed events from ``at`` (wall-clock): none of its coverage reaches past it."""
+    async def truncate(self, at: float, until: float, now: float) -> int:
+        """This standby missed events from ``at`` to ``until`` (wall-clock): no stretch that began before
+        ``until`` reaches past ``at`` (later stretches, live again after the gap, stay)."""
         status = await self.pool.execute(
-            f"UPDATE standby_coverage SET seen = GREATEST(since, $2::float8 - $3::float8 + {DB_NOW}) "  # noqa: S608 - constants only
-            f"WHERE instance = $1 AND seen > $2::float8 - $3::float8 + {DB_NOW}",
+            f"UPDATE standby_coverage SET seen = GREATEST(since, $2::float8 - $4::float8 + {DB_NOW}) "  # noqa: S608 - constants only
+            f"WHERE instance = $1 AND seen > $2::float8 - $4::float8 + {DB_NOW} "
+            f"AND since < $3::float8 - $4::float8 + {DB_NOW}",
             self.instance_id,
             at,
+            until,
             now,
         )
         return int(status.rsplit(" ", 1)[-1])

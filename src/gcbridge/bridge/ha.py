@@ -1,0 +1,361 @@
+"""Several instances on one PostgreSQL outbox: the thin asyncio shell around the shard leases.
+
+::
+
+    every lease_ttl / 3:  renew (heartbeat; shards not renewed are dropped at once)
+                          snapshot -> core.shard_leases.plan -> withdraw / offer / take / accept
+    take, accept:         subscribe the shard's topics FIRST, then take the lease (the takeover's gap, if
+                          any, is journalled in the same transaction); a planned move leaves no gap
+    every ingest batch:   FencedWriter -> PostgresOutbox.put_many(..., fence) -> LeaseLost?
+                          -> renew what can be renewed, drop the rest (unsubscribe), write the others
+    SIGTERM:              leave(): offer every shard to the others, wait for them to take over (up to
+                          handoff_timeout), release what is left, then the usual drain
+
+Decisions are pure (:mod:`gcbridge.core.shard_leases`); database work is in
+:class:`~gcbridge.outbox.pg_leases.ShardLeaseStore`; this module only sequences them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final
+
+from gcbridge.bridge.config import BridgeConfig, HaConfig
+from gcbridge.bridge.ports import EventSource
+from gcbridge.core.shard_leases import ShardMap, plan
+from gcbridge.outbox.base import OutboxItem
+from gcbridge.outbox.fencing import Fence, LeaseLost
+from gcbridge.outbox.pg_leases import ShardLeaseStore, Snapshot, TakeResult
+from gcbridge.outbox.pg_standby import STANDBY_FRESH
+from gcbridge.outbox.postgres import PostgresOutbox
+
+__all__ = ["FencedWriter", "HaCoordinator", "default_instance_id", "with_channel_budget"]
+
+_FENCE_HOLD_FRACTION: Final = 0.3
+"""A fenced write may sit idle in its transaction for this fraction of the lease TTL before the database
+ends its session (a paused process must not block a takeover much longer than its lease)."""
+
+
+def default_instance_id() -> str:
+    """``<host name>-<pid>``: unique among running processes, new at every start."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def with_channel_budget(config: BridgeConfig, granted: int) -> BridgeConfig:
+    """``config`` with the notification client's channel budget set to what the database granted (the
+    rotation headroom shrinks with it if it would not fit)."""
+    options = dict(config.genesys.client)
+    options["channel_budget"] = granted
+    headroom = int(options.get("rotation_headroom", 3))
+    options["rotation_headroom"] = max(1, min(headroom, granted - 1))
+    genesys = config.genesys.model_copy(update={"client": options})
+    return config.model_copy(update={"genesys": genesys})
+
+
+class HaCoordinator:
+    """Holds this instance's shard leases and keeps the client subscribed to exactly the owned shards.
+
+    ``owned`` maps shard -> epoch held. ``on_gap(entry)`` is awaited for each takeover gap (already stored
+    in the database with the lease): the service counts, logs and remembers it.
+    """
+
+    def __init__(
+        self,
+        cfg: HaConfig,
+        *,
+        instance_id: str,
+        shard_map: ShardMap,
+        leases: ShardLeaseStore,
+        log: Any,
+        on_gap: Callable[[dict[str, Any]], Awaitable[None]],
+        channels_in_use: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.cfg = cfg
+        self.instance_id = instance_id
+        self.shard_map = shard_map
+        self.leases = leases
+        self.owned: dict[int, int] = {}
+        self.client: EventSource | None = None
+        self.leaving = False
+        self.last_snapshot: Snapshot | None = None
+        self.takeovers = 0
+        self.lost = 0
+        self._log = log
+        self._on_gap = on_gap
+        self._channels_in_use = channels_in_use
+        self._incoming: dict[int, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one round at a time (the loop, a confirm, leave)
+        self._wake = asyncio.Event()
+        # takeover gaps a hot standby may have covered, decided a few seconds after the takeover
+        self._settling: dict[asyncio.Task[None], TakeResult] = {}
+
+    @property
+    def interval(self) -> float:
+        return self.cfg.lease_ttl / 3
+
+    def owned_topics(self) -> list[str]:
+        return [t for s in sorted(self.owned) for t in self.shard_map.topics(s)]
+
+    async def start(self, client: EventSource) -> None:
+        """Take the first shards (one round, so a lone instance is live when this returns), then keep
+        renewing and rebalancing in the background."""
+        self.client = client
+        await self.round()
+        self._task = asyncio.create_task(self._loop(), name="gcbridge-ha")
+
+    async def stop(self) -> None:
+        # undecided takeover gaps are decided now, strictly: better a gap reported that a standby covered
+        # than one lost with this process
+        pending = dict(self._settling)
+        for task in pending:
+            task.cancel()
+        for taken in pending.values():
+            with contextlib.suppress(Exception):
+                for entry in await self.leases.settle(taken):
+                    await self._on_gap(entry)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def leave(self, within: float) -> None:
+        """Hand every shard to the other instances (make-before-break), waiting up to ``within`` seconds; then
+        release what nobody took, so that the next owner need not wait for the lease to expire."""
+        self.leaving = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        with contextlib.suppress(Exception):
+            await self.leases.set_state("leaving")
+        while self.owned and loop.time() < deadline:
+            try:
+                await self.round()
+            except Exception as exc:
+                self._log.warning(
+                    "handoff round failed while leaving",
+                    error=f"{type(exc).__name__}: {exc}",
+                    what_to_do="nothing: the shards are released at the end of the drain",
+                )
+            if self.owned:
+                await asyncio.sleep(min(0.2, self.interval))
+        await self.stop()
+        left = dict(self.owned)
+        if left:
+            try:
+                released = await self.leases.release(left)
+            except Exception as exc:
+                released = 0
+                self._log.warning(
+                    "could not release shard leases; they expire on their own",
+                    error=f"{type(exc).__name__}: {exc}",
+                    what_to_do=f"nothing: another instance takes them within {self.cfg.lease_ttl:g} s",
+                )
+            self._log.info("shards released without a taker", shards=sorted(left), released=released)
+        self.owned.clear()
+        with contextlib.suppress(Exception):
+            await self.leases.set_state("stopped")
+
+    # -- ingest side --------------------------------------------------------------------------------------
+
+    async def owned_epochs(self, shards: Iterable[int]) -> dict[int, int]:
+        """The epochs of those of ``shards`` this instance owns, after any takeover of them in progress has
+        finished (events that arrived on a new subscription wait for its lease, they are not dropped)."""
+        wanted = set(shards)
+        for shard in wanted:
+            pending = self._incoming.get(shard)
+            if pending is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pending.wait(), self.cfg.handoff_timeout)
+        return {s: self.owned[s] for s in wanted if s in self.owned}
+
+    async def confirm(self, shards: frozenset[int]) -> None:
+        """A fenced write found ``shards`` not held (expired, or taken): renew them if they are still ours
+        at the same epoch (expired, nobody took them), else drop them at once."""
+        async with self._lock:
+            held = {s: self.owned[s] for s in shards if s in self.owned}
+            # a database error propagates: the caller retries the write, nothing is dropped for it
+            renewed = await self.leases.renew(held, self.cfg.lease_ttl, self._channels_in_use())
+            await self._drop(set(held) - renewed, "the lease moved to another instance")
+
+    # -- the round ----------------------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        async with self._lock:
+            await self._round()
+
+    async def _round(self) -> None:
+        cfg = self.cfg
+        renewed = await self.leases.renew(self.owned, cfg.lease_ttl, self._channels_in_use())
+        await self._drop(set(self.owned) - renewed, "lease renewal refused: another instance holds it")
+        snap = await self.leases.snapshot(self.shard_map.shards, cfg.lease_ttl)
+        self.last_snapshot = snap
+        members = [m for m in snap.running() if not (self.leaving and m == self.instance_id)]
+        p = plan(
+            self.instance_id,
+            members,
+            snap.leases,
+            self.shard_map.shards,
+            snap.now,
+            handoff_timeout=cfg.handoff_timeout,
+        )
+        for shard in p.withdraw:
+            if shard in self.owned and await self.leases.withdraw(shard, self.owned[shard]):
+                self._log.info("handoff withdrawn: the taker did not come in time", shard=shard)
+        for shard, to in p.offer:
+            if shard in self.owned and await self.leases.offer(shard, self.owned[shard], to):
+                self._log.info("shard offered to another instance", shard=shard, to=to)
+        if p.take or p.accept:
+            await self._take(snap, [*p.take, *p.accept])
+
+    async def _take(self, snap: Snapshot, shards: Sequence[int]) -> None:
+        """Subscribe first, then take each lease; a lease lost to a faster instance is unsubscribed."""
+        for shard in shards:
+            self._incoming.setdefault(shard, asyncio.Event())
+        try:
+            topics = [t for s in shards for t in self.shard_map.topics(s)]
+            if topics and self.client is not None:
+                await self.client.subscribe(topics)
+            if any(snap.leases[s].held(snap.now) for s in shards):
+                # both of us are live now: let the old owner write what it received before we arrived
+                await asyncio.sleep(self.cfg.handoff_overlap)
+            for shard in shards:
+                seen = snap.leases[shard]
+                result = await self.leases.take(
+                    shard, seen, self.cfg.lease_ttl, topics=self.shard_map.single_topics(shard)
+                )
+                if result is None:
+                    await self._unsubscribe([shard])
+                    continue
+                self.owned[shard] = result.epoch
+                self.takeovers += 1
+                self._log.info(
+                    "shard taken",
+                    shard=shard,
+                    epoch=result.epoch,
+                    previous_owner=seen.owner,
+                    handoff=seen.handoff_to == self.instance_id,
+                    topics=len(self.shard_map.topics(shard)),
+                )
+                if result.gap is not None:
+                    await self._on_gap(result.gap)
+                for entry in result.more_gaps:
+                    await self._on_gap(entry)
+                if result.provisional:
+                    # a live hot standby may have covered the rest: decide once it has published past it
+                    task = asyncio.create_task(self._settle(result), name=f"gcbridge-ha-settle-{shard}")
+                    self._settling[task] = result
+                    task.add_done_callback(lambda t: self._settling.pop(t, None))
+        finally:
+            for shard in shards:
+                event = self._incoming.pop(shard, None)
+                if event is not None:
+                    event.set()
+
+    async def _settle(self, taken: TakeResult) -> None:
+        await asyncio.sleep(STANDBY_FRESH)
+        self._settling.pop(asyncio.current_task(), None)  # type: ignore[arg-type]  # decided below, not at stop
+        for attempt in range(5):
+            try:
+                entries = await self.leases.settle(taken)
+                break
+            except Exception as exc:
+                if attempt == 4:
+                    self._log.warning(
+                        "could not decide a takeover gap that a hot standby may have covered",
+                        shard=taken.shard,
+                        error=f"{type(exc).__name__}: {exc}",
+                        what_to_do="check that PostgreSQL is reachable; back-fill the interval if unsure",
+                        intervals=[(e["start"], e["end"]) for e in taken.provisional],
+                    )
+                    return
+                await asyncio.sleep(STANDBY_FRESH)
+        for entry in entries:
+            await self._on_gap(entry)
+
+    async def _drop(self, shards: set[int], why: str) -> None:
+        """Stop owning ``shards`` at once: no more writes (the fence) and no more subscriptions."""
+        shards = {s for s in shards if s in self.owned}
+        if not shards:
+            return
+        for shard in shards:
+            del self.owned[shard]
+        self.lost += len(shards)
+        self._log.info("shards dropped", shards=sorted(shards), why=why)
+        await self._unsubscribe(shards)
+
+    async def _unsubscribe(self, shards: Iterable[int]) -> None:
+        topics = [t for s in shards for t in self.shard_map.topics(s)]
+        if not topics or self.client is None:
+            return
+        try:
+            await self.client.unsubscribe(topics)
+        except Exception as exc:
+            # the fence already keeps their events out of the outbox; only channels are wasted
+            self._log.warning(
+                "unsubscribing the topics of dropped shards failed",
+                error=f"{type(exc).__name__}: {exc}",
+                what_to_do="nothing: their events are not written; the next rebalance retries",
+            )
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                await self.round()
+            except Exception as exc:
+                # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
+                # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
+                self._log.warning(
+                    "shard lease round failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile",
+                )
+
+
+class FencedWriter:
+    """The outbox as Ingest sees it on an instance with ``[ha]``: every batch is written with a fence of the
+    shards its events belong to. Events of shards this instance does not own are not written (another
+    instance owns them); on :class:`LeaseLost` the lost shards are confirmed or dropped and the rest of the
+    batch is written again."""
+
+    def __init__(
+        self,
+        outbox: PostgresOutbox,
+        coordinator: HaCoordinator,
+        *,
+        on_written: Callable[[], None],
+    ) -> None:
+        self._outbox = outbox
+        self._ha = coordinator
+        self._on_written = on_written
+        self.dropped = 0
+        """Events not written because their shard is not (or no longer) this instance's."""
+        outbox.fence_hold_limit = max(0.2, coordinator.cfg.lease_ttl * _FENCE_HOLD_FRACTION)
+
+    async def put_many(self, items: Sequence[OutboxItem]) -> int:
+        shard_of = self._ha.shard_map.shard_for_event
+        pending = list(items)
+        while pending:
+            shards = {shard_of(i.topic) for i in pending}
+            epochs = await self._ha.owned_epochs(shards)
+            keep = [i for i in pending if shard_of(i.topic) in epochs]
+            self.dropped += len(pending) - len(keep)
+            if not keep:
+                return 0
+            try:
+                new = await self._outbox.put_many(keep, fence=Fence(self._ha.instance_id, epochs))
+            except LeaseLost as exc:
+                await self._ha.confirm(exc.shards)
+                pending = keep
+                continue
+            if new:
+                self._on_written()
+            return new
+        return 0
