@@ -18,6 +18,7 @@ Decisions are pure (:mod:`gcbridge.core.shard_leases`); database work is in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from gcbridge.bridge.config import BridgeConfig, HaConfig
+from gcbridge.bridge.ha_status import RECENT_FAILOVERS, Failover
 from gcbridge.bridge.ports import EventSource
 from gcbridge.core.shard_leases import ShardMap, plan
 from gcbridge.outbox.base import OutboxItem
@@ -84,6 +86,11 @@ class HaCoordinator:
         self.last_snapshot: Snapshot | None = None
         self.takeovers = 0
         self.lost = 0
+        self.failovers: collections.deque[Failover] = collections.deque(maxlen=RECENT_FAILOVERS)
+        """Shards taken without a handoff (the owner died or released them), newest last (status page)."""
+        self.failover_count = 0
+        self.round_failures = 0
+        """Lease rounds (renew, plan) that failed: the database slow or unreachable from here."""
         self._log = log
         self._on_gap = on_gap
         self._channels_in_use = channels_in_use
@@ -241,6 +248,18 @@ class HaCoordinator:
                     handoff=seen.handoff_to == self.instance_id,
                     topics=len(self.shard_map.topics(shard)),
                 )
+                if seen.owner is not None and seen.handoff_to != self.instance_id:
+                    self.failover_count += 1
+                    gap = result.gap
+                    self.failovers.append(
+                        Failover(
+                            at=snap.now,
+                            shard=shard,
+                            previous_owner=seen.owner,
+                            epoch=result.epoch,
+                            gap_seconds=None if gap is None else float(gap["end"] - gap["start"]),
+                        )
+                    )
                 if result.gap is not None:
                     await self._on_gap(result.gap)
                 for entry in result.more_gaps:
@@ -310,6 +329,7 @@ class HaCoordinator:
             try:
                 await self.round()
             except Exception as exc:
+                self.round_failures += 1
                 # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
                 # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
                 self._log.warning(

@@ -36,6 +36,7 @@ from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, GapLog, downtime_gap
 from gcbridge.bridge.gaps_pg import PgGapJournal
 from gcbridge.bridge.ha import FencedWriter, HaCoordinator, default_instance_id, with_channel_budget
+from gcbridge.bridge.ha_view import HaView
 from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import BatchWriter, Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
@@ -107,6 +108,8 @@ class BridgeService:
         """Shard leases across instances (``[ha]``), else ``None``."""
         self._leases: ShardLeaseStore | None = None
         self.standby: StandbyPublisher | None = None
+        self.ha_view: HaView | None = None
+        """The ``ha`` part of /status and the gcbridge_ha_* metrics (with ``[ha]``)."""
         """With ``[ha] standby = true``: this instance is a redundant path that owns no shard."""
         self.history = MinuteHistory()
         self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
@@ -415,6 +418,8 @@ class BridgeService:
             servicenow_condition=self._condition_doc(),
             delivery_problems=self._delivery_problems(),
         )
+        if self.ha_view is not None:
+            doc["ha"] = self.ha_view.document()
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
 
@@ -513,6 +518,8 @@ class BridgeService:
         self._update_client_gauges()
         self.history.record(self._history_sample(now))
         self._update_condition_gauge()
+        if self.ha_view is not None:
+            await self.ha_view.refresh(now)
 
     def _history_sample(self, now: float) -> Sample:
         request_seconds, requests = 0.0, 0
@@ -668,6 +675,13 @@ class BridgeService:
                 self.log,
             )
             self.log.info("running as a hot standby: every topic, no shard leases", instance_id=instance_id)
+            self.ha_view = HaView(
+                self.metrics,
+                instance_id=instance_id,
+                coordinator=None,
+                standby=self.standby,
+                coverage=StandbyCoverageStore(outbox.pool, instance_id),
+            )
             return cfg
         leases = self._leases = await ShardLeaseStore.open(url.get_secret_value(), instance_id)
         granted = await leases.join(
@@ -686,6 +700,13 @@ class BridgeService:
             log=self.log,
             on_gap=self._on_takeover_gap,
             channels_in_use=self._channels_in_use,
+        )
+        self.ha_view = HaView(
+            self.metrics,
+            instance_id=instance_id,
+            coordinator=self.ha,
+            standby=None,
+            coverage=StandbyCoverageStore(outbox.pool, instance_id),
         )
         self.log.info(
             "joined as one of several instances",

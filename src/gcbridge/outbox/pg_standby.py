@@ -103,9 +103,15 @@ class StandbyCoverageStore:
         )
         return int(status.rsplit(" ", 1)[-1])
 
-    async def spans(self) -> list[CoverSpan]:
-        """Every stored span, oldest first (for the status page and tests)."""
+    async def spans(self, recent: float = 3600.0) -> tuple[float, list[CoverSpan]]:
+        """(database now, the spans seen within ``recent`` seconds, oldest first): for the status page."""
         rows = await self.pool.fetch(
-            "SELECT instance, since, seen, topics FROM standby_coverage ORDER BY since, instance"
+            f"SELECT instance, since, seen, topics, updated_at, {DB_NOW} AS now FROM standby_coverage "  # noqa: S608 - constants only
+            f"WHERE seen > {DB_NOW} - $1::float8 ORDER BY since, instance",
+            recent,
         )
-        return [CoverSpan(r["instance"], r["since"], r["seen"], frozenset(r["topics"])) for r in rows]
+        now = float(rows[0]["now"]) if rows else float(await self.pool.fetchval(f"SELECT {DB_NOW}"))
+        return now, [
+            CoverSpan(r["instance"], r["since"], r["seen"], frozenset(r["topics"]), r["updated_at"])
+            for r in rows
+        ]
