@@ -37,8 +37,8 @@ async def standby_holes(
     """(definite, provisional) parts of the gap ``[start, end]`` (database time) on ``topics`` that no
     standby covered (see :func:`gcbridge.core.standby_cover.split`; ``conn``: an asyncpg connection,
     typically inside the takeover's transaction). ``fresh=None``: strict, nothing provisional (a re-check)."""
-    if not topics:  # nothing to compare with a standby's topics: the gap stands as it is
-        return [Hole(start, end, ())], []
+    if not topics:  # a shard without topics: no event can have been missed
+        return [], []
     rows = await conn.fetch(
         f"SELECT instance, since, seen, topics, updated_at, {DB_NOW} AS now FROM standby_coverage "  # noqa: S608 - constants only
         "WHERE seen > $1::float8 - $3::float8 AND since < $2::float8",
