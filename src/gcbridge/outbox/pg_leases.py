@@ -111,8 +111,10 @@ class ShardLeaseStore:
 
     @classmethod
     async def open(cls, url: str, instance_id: str, *, pool_size: int = 2) -> ShardLeaseStore:
+        # min_size=0: a floor makes asyncpg reconnect in the background while the server is down, logging a
+        # traceback per try (see PostgresOutbox.open)
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=pool_size, timeout=10.0, command_timeout=30.0
+            url, min_size=0, max_size=pool_size, timeout=10.0, command_timeout=30.0
         )
         return cls(pool, instance_id)
 
