@@ -86,6 +86,7 @@ async def run_chaos(cluster: HaCluster, gsim: GenesysSim, seconds: float, rng: r
     return kills
 
 
+@pytest.mark.timeout(SECONDS + 420)  # the chaos itself, plus start-up, settling and the books
 @pytest.mark.parametrize("standby", [False, True], ids=["three-owners", "three-owners-and-a-hot-standby"])
 async def test_three_instances_one_killed_every_20_to_40_s(
     tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim], url: str, standby: bool
