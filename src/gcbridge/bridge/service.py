@@ -474,6 +474,10 @@ class BridgeService:
                     await self._probe_servicenow(now)
                 self._summarise_retries(now)
             except Exception as exc:
+                if isinstance(self.journal, PgGapJournal) or self.store_outage.failing:
+                    # the journal lives in the outbox database: its outage is said once, for every caller
+                    self.store_outage.failed("refresh", exc, now)
+                    continue
                 self.log.warning(
                     "state refresh failed",
                     error=str(exc),
