@@ -18,16 +18,14 @@ import orjson
 import pytest
 
 from gcbridge.outbox.postgres import PostgresOutbox
-from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
-from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 from tests.integration.pg_fixtures import create_schema, drop_schema, pg_database
 
-from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
-from .test_service_e2e import GENESYS_CLIENT, Bridge
+from .conftest import SN_PASSWORD, SN_USER
+from .test_service_e2e import GENESYS_CLIENT, Bridge, sims
 
-__all__ = ["pg_database"]
+__all__ = ["pg_database", "sims"]  # fixtures: imported so that pytest finds them
 
 pytestmark = pytest.mark.slow
 
@@ -42,21 +40,6 @@ async def url(pg_database: str) -> AsyncIterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield await create_schema(pg_database, schema)
     await drop_schema(pg_database, schema)
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
-    gsim = GenesysSim(SimConfig(seed=15, heartbeat_interval=5.0))
-    gsim.add_oauth_client(GENESYS_CLIENT, GENESYS_SECRET)
-    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
-    await gsim.start("127.0.0.1", 0)
-    await snsim.start("127.0.0.1", 0)
-    try:
-        yield gsim, snsim
-    finally:
-        await gsim.stop_traffic()
-        await gsim.stop()
-        await snsim.stop()
 
 
 def write_config(

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from gcbridge.core.shard_leases import Lease
+from gcbridge.core.shard_leases import Lease, topics_digest
 from gcbridge.outbox import OutboxItem
 from gcbridge.outbox.fencing import Fence, LeaseLost
-from gcbridge.outbox.pg_leases import BudgetExhausted, ShardLeaseStore, takeover_gap
+from gcbridge.outbox.pg_leases import BudgetExhausted, ConfigMismatch, ShardLeaseStore, takeover_gap
 from gcbridge.outbox.postgres import PostgresOutbox
 
 from .pg_fixtures import create_schema, drop_schema, pg_database
@@ -161,7 +161,7 @@ async def test_a_takeover_waits_for_a_fenced_write_in_progress_then_fences_the_n
         async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool, pool.acquire() as conn:
             tx = conn.transaction()
             await tx.start()
-            await conn.fetch("SELECT 1 FROM shard_leases WHERE shard = 0 FOR SHARE")
+            await conn.fetch("SELECT 1 FROM shard_leases WHERE shard = 0 FOR KEY SHARE")  # as the fence locks
             take = asyncio.create_task(b.leases.take(0, seen, TTL, topics=["t"]))
             await asyncio.sleep(0.3)
             assert not take.done()
@@ -209,3 +209,68 @@ def test_takeover_gap_rules() -> None:
     assert takeover_gap(held=False, covered_until=None, live_at=20.0) is None
     assert takeover_gap(held=False, covered_until=25.0, live_at=20.0) is None
     assert takeover_gap(held=False, covered_until=10.0, live_at=20.0) == (10.0, 20.0)
+
+
+async def test_a_restart_under_the_same_id_takes_its_leases_back_at_once_with_the_gap(url: str) -> None:
+    a = await instance(url, "a")
+    try:
+        first = await a.leases.take(0, await lease(a, 0), TTL * 10, topics=["t"])
+        assert first is not None
+    finally:
+        await close(a)
+    again = await instance(url, "a")  # the same id, a new process: it knows no epoch
+    try:
+        seen = await lease(again, 0)
+        assert seen.owner == "a"
+        taken = await again.leases.take(0, seen, TTL, topics=["t"])
+        assert taken is not None
+        assert taken.epoch == first.epoch + 1
+        assert taken.gap is not None
+        assert taken.gap["reason"] == "service_crashed"
+    finally:
+        await close(again)
+
+
+async def test_a_lease_that_ran_out_untaken_is_renewed_and_writable_again(url: str) -> None:
+    # the database was unreachable for longer than the TTL: nobody took the shard, so it is still ours
+    a = await instance(url, "a")
+    try:
+        first = await a.leases.take(0, await lease(a, 0), TTL, topics=["t"])
+        assert first is not None
+        await asyncio.sleep(TTL + 0.3)
+        with pytest.raises(LeaseLost):
+            await a.outbox.put_many([item(1)], fence=Fence("a", {0: first.epoch}))
+        assert await a.leases.renew({0: first.epoch}, TTL, 0) == {0}
+        assert await a.outbox.put_many([item(1)], fence=Fence("a", {0: first.epoch})) == 1
+    finally:
+        await close(a)
+
+
+async def test_an_instance_with_another_number_of_shards_cannot_join(url: str) -> None:
+    a = await ShardLeaseStore.open(url, "a")
+    b = await ShardLeaseStore.open(url, "b")
+    await (await PostgresOutbox.open(url)).close()
+
+    async def join(store: ShardLeaseStore, topics: list[str], shards: int) -> int:
+        return await store.join(
+            shards=shards,
+            client_id="c",
+            wanted_budget=4,
+            ttl=TTL,
+            host="h",
+            pid=1,
+            topics_digest=topics_digest(topics),
+        )
+
+    try:
+        await join(a, ["t1", "t2"], 4)
+        with pytest.raises(ConfigMismatch, match="'a' has \\[ha\\] shards = 4, this one 8"):
+            await join(b, ["t1", "t2"], 8)
+        # other topics (a rolling change of the list): allowed, and said
+        assert await join(b, ["t1", "t3"], 4) == 4
+        assert b.other_topic_lists == ["a"]
+        assert await join(b, ["t2", "t1"], 4) == 4  # the same list in another order
+        assert b.other_topic_lists == []
+    finally:
+        await a.close()
+        await b.close()

@@ -216,3 +216,15 @@ def test_credentials_in_a_url_are_refused_without_echoing_them() -> None:
         "put them in [servicenow.auth]",
     ]
     assert "URL-PASS" not in repr(problems)
+
+
+def test_ha_needs_a_postgresql_outbox_and_has_documented_defaults() -> None:
+    assert parse_config(minimal()).ha is None  # without [ha]: one instance, as before
+    problems = problems_of({**minimal(), "ha": {}})
+    assert len(problems) == 1
+    assert problems[0].startswith("ha: needs [outbox] url")
+    cfg = parse_config({**minimal(), "outbox": {"url": "postgresql://gc@db.example/gc"}, "ha": {}})
+    assert cfg.ha is not None
+    assert (cfg.ha.instance_id, cfg.ha.shards, cfg.ha.lease_ttl, cfg.ha.channel_budget) == (None, 16, 15.0, 6)
+    bad = {**minimal(), "outbox": {"url": "postgresql://gc@db.example/gc"}, "ha": {"instance_id": "a b"}}
+    assert any(p.startswith("ha.instance_id:") for p in problems_of(bad))

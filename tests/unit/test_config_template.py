@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import typing
 from importlib import resources
 from typing import Any
 
@@ -32,11 +33,14 @@ def section_defaults(section: str) -> dict[str, Any] | None:
     model: Any = BridgeConfig
     for part in section.split("."):
         field = model.model_fields.get(part)
-        if field is None or not (
-            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-        ):
+        annotation = field.annotation if field is not None else None
+        # an optional section (`ha: HaConfig | None`) has the defaults of its model
+        optional = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(optional) == 1:
+            annotation = optional[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
-        model = field.annotation
+        model = annotation
     return {name: _pydantic_default(f) for name, f in model.model_fields.items()}
 
 

@@ -18,25 +18,36 @@ Decisions are pure (:mod:`gcbridge.core.shard_leases`); database work is in
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gcbridge.bridge.config import BridgeConfig, HaConfig
+from gcbridge.bridge.gaps_pg import SINGLE_INSTANCE, PgGapJournal
 from gcbridge.bridge.ha_status import RECENT_FAILOVERS, Failover
 from gcbridge.bridge.ports import EventSource
-from gcbridge.core.shard_leases import ShardMap, plan
+from gcbridge.core.shard_leases import ShardMap, plan, topics_digest
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.fencing import Fence, LeaseLost
 from gcbridge.outbox.pg_leases import ShardLeaseStore, Snapshot, TakeResult
 from gcbridge.outbox.pg_standby import STANDBY_FRESH
 from gcbridge.outbox.postgres import PostgresOutbox
 
-__all__ = ["FencedWriter", "HaCoordinator", "default_instance_id", "with_channel_budget"]
+__all__ = [
+    "FencedWriter",
+    "HaCoordinator",
+    "PostgresParts",
+    "default_instance_id",
+    "open_postgres_parts",
+    "with_channel_budget",
+]
 
+RECENT_TAKES: Final = 20
 _FENCE_HOLD_FRACTION: Final = 0.3
 """A fenced write may sit idle in its transaction for this fraction of the lease TTL before the database
 ends its session (a paused process must not block a takeover much longer than its lease)."""
@@ -56,6 +67,87 @@ def with_channel_budget(config: BridgeConfig, granted: int) -> BridgeConfig:
     options["rotation_headroom"] = max(1, min(headroom, granted - 1))
     genesys = config.genesys.model_copy(update={"client": options})
     return config.model_copy(update={"genesys": genesys})
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresParts:
+    """What a service on a PostgreSQL outbox opens beside it (see :func:`open_postgres_parts`)."""
+
+    journal: PgGapJournal
+    leases: ShardLeaseStore | None
+    coordinator: HaCoordinator | None
+    client_config: BridgeConfig
+    """The config to build the notification client from (with ``[ha]``: the granted channel budget)."""
+    instance_id: str = ""
+    """This instance's id with ``[ha]`` (also a hot standby's), else empty."""
+
+
+async def open_postgres_parts(
+    config: BridgeConfig,
+    topics: Sequence[str],
+    *,
+    log: Any,
+    on_gap: Callable[[dict[str, Any]], Awaitable[None]],
+    channels_in_use: Callable[[], int],
+) -> PostgresParts:
+    """The gap journal in the outbox's database and, with ``[ha]``, this instance's membership: joined (the
+    channel grant), and its coordinator (not started). Whatever was opened is closed again on failure
+    (:class:`~gcbridge.outbox.pg_leases.BudgetExhausted`, :class:`~gcbridge.outbox.pg_leases.ConfigMismatch`,
+    a database error)."""
+    assert config.outbox.url is not None
+    url = config.outbox.url.get_secret_value()
+    ha = config.ha
+    instance_id = (ha.instance_id or default_instance_id()) if ha is not None else None
+    journal = await PgGapJournal.open(
+        url, recorded_by=instance_id, alive_name=SINGLE_INSTANCE if ha is None else None
+    )
+    if ha is None or instance_id is None:
+        return PostgresParts(journal, None, None, config)
+    if (
+        ha.standby
+    ):  # a redundant path: no membership, no leases, its own client's channels (bridge/standby.py)
+        return PostgresParts(journal, None, None, config, instance_id)
+    leases: ShardLeaseStore | None = None
+    try:
+        leases = await ShardLeaseStore.open(url, instance_id)
+        granted = await leases.join(
+            shards=ha.shards,
+            client_id=config.genesys.client_id,
+            wanted_budget=ha.channel_budget,
+            ttl=ha.lease_ttl,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            topics_digest=topics_digest(topics),
+        )
+    except BaseException:
+        if leases is not None:
+            await leases.close()
+        await journal.close()
+        raise
+    if leases.other_topic_lists:
+        log.warning(
+            "running instances list other topics than this one",
+            instances=leases.other_topic_lists,
+            what_to_do="finish the change of topics: give every instance the same list (a shard's topics "
+            "are subscribed as its current owner lists them)",
+        )
+    coordinator = HaCoordinator(
+        ha,
+        instance_id=instance_id,
+        shard_map=ShardMap(topics, ha.shards),
+        leases=leases,
+        log=log,
+        on_gap=on_gap,
+        channels_in_use=channels_in_use,
+    )
+    log.info(
+        "joined as one of several instances",
+        instance_id=instance_id,
+        shards=ha.shards,
+        channel_budget=granted,
+        lease_ttl=ha.lease_ttl,
+    )
+    return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted), instance_id)
 
 
 class HaCoordinator:
@@ -86,18 +178,20 @@ class HaCoordinator:
         self.last_snapshot: Snapshot | None = None
         self.takeovers = 0
         self.lost = 0
-        self.failovers: collections.deque[Failover] = collections.deque(maxlen=RECENT_FAILOVERS)
+        self.recent_takes: deque[dict[str, Any]] = deque(maxlen=RECENT_TAKES)
+        """The last shards this instance took: shard, epoch, previous owner, handoff or not, when (local
+        clock), and the gap in seconds (``None`` for none), newest last; for the status page."""
+        self.failovers: deque[Failover] = deque(maxlen=RECENT_FAILOVERS)
         """Shards taken without a handoff (the owner died or released them), newest last (status page)."""
         self.failover_count = 0
         self.round_failures = 0
-        """Lease rounds (renew, plan) that failed: the database slow or unreachable from here."""
+        """Lease rounds (renewal, rebalancing) that failed: the database slow or unreachable from here."""
         self._log = log
         self._on_gap = on_gap
         self._channels_in_use = channels_in_use
         self._incoming: dict[int, asyncio.Event] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one round at a time (the loop, a confirm, leave)
-        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()  # one planning round at a time (the loop, leave)
         # takeover gaps a hot standby may have covered, decided a few seconds after the takeover
         self._settling: dict[asyncio.Task[None], TakeResult] = {}
 
@@ -113,23 +207,30 @@ class HaCoordinator:
         renewing and rebalancing in the background."""
         self.client = client
         await self.round()
-        self._task = asyncio.create_task(self._loop(), name="gcbridge-ha")
+        # Renewals run on their own, so that a slow subscription in a planning round never lets a lease lapse.
+        self._tasks = [
+            asyncio.create_task(self._every_interval(self._renew, "renewal"), name="gcbridge-ha-renew"),
+            asyncio.create_task(
+                self._every_interval(self._plan_round, "rebalancing"), name="gcbridge-ha-plan"
+            ),
+        ]
 
     async def stop(self) -> None:
         # undecided takeover gaps are decided now, strictly: better a gap reported that a standby covered
         # than one lost with this process
         pending = dict(self._settling)
-        for task in pending:
-            task.cancel()
+        for settling in pending:
+            settling.cancel()
         for taken in pending.values():
             with contextlib.suppress(Exception):
                 for entry in await self.leases.settle(taken):
                     await self._on_gap(entry)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     async def leave(self, within: float) -> None:
         """Hand every shard to the other instances (make-before-break), waiting up to ``within`` seconds; then
@@ -148,6 +249,9 @@ class HaCoordinator:
                     error=f"{type(exc).__name__}: {exc}",
                     what_to_do="nothing: the shards are released at the end of the drain",
                 )
+            snap = self.last_snapshot
+            if snap is not None and not [m for m in snap.running() if m != self.instance_id]:
+                break  # nobody to hand over to: release at once
             if self.owned:
                 await asyncio.sleep(min(0.2, self.interval))
         await self.stop()
@@ -183,22 +287,32 @@ class HaCoordinator:
     async def confirm(self, shards: frozenset[int]) -> None:
         """A fenced write found ``shards`` not held (expired, or taken): renew them if they are still ours
         at the same epoch (expired, nobody took them), else drop them at once."""
-        async with self._lock:
-            held = {s: self.owned[s] for s in shards if s in self.owned}
-            # a database error propagates: the caller retries the write, nothing is dropped for it
-            renewed = await self.leases.renew(held, self.cfg.lease_ttl, self._channels_in_use())
-            await self._drop(set(held) - renewed, "the lease moved to another instance")
+        # a database error propagates: the caller retries the write, nothing is dropped for it
+        await self._renew(shards, why="the lease moved to another instance")
 
     # -- the round ----------------------------------------------------------------------------------------
 
     async def round(self) -> None:
-        async with self._lock:
-            await self._round()
+        """Renew, then plan and act: one step of what the background tasks do."""
+        await self._renew()
+        await self._plan_round()
 
-    async def _round(self) -> None:
+    async def _renew(
+        self, only: Iterable[int] | None = None, why: str = "lease renewal refused: another instance holds it"
+    ) -> None:
+        """Heartbeat and renew the owned leases (or ``only`` those); drop at once every shard the database
+        did not renew at the epoch held (unless it changed meanwhile: a take of it just finished)."""
+        held = dict(self.owned) if only is None else {s: self.owned[s] for s in only if s in self.owned}
+        renewed = await self.leases.renew(held, self.cfg.lease_ttl, self._channels_in_use())
+        lost = {s for s, epoch in held.items() if s not in renewed and self.owned.get(s) == epoch}
+        await self._drop(lost, why)
+
+    async def _plan_round(self) -> None:
+        async with self._lock:
+            await self._plan()
+
+    async def _plan(self) -> None:
         cfg = self.cfg
-        renewed = await self.leases.renew(self.owned, cfg.lease_ttl, self._channels_in_use())
-        await self._drop(set(self.owned) - renewed, "lease renewal refused: another instance holds it")
         snap = await self.leases.snapshot(self.shard_map.shards, cfg.lease_ttl)
         self.last_snapshot = snap
         members = [m for m in snap.running() if not (self.leaving and m == self.instance_id)]
@@ -216,8 +330,20 @@ class HaCoordinator:
         for shard, to in p.offer:
             if shard in self.owned and await self.leases.offer(shard, self.owned[shard], to):
                 self._log.info("shard offered to another instance", shard=shard, to=to)
-        if p.take or p.accept:
-            await self._take(snap, [*p.take, *p.accept])
+        # leases held under our id by a previous run (a restart with a fixed instance_id): take them back now
+        # rather than wait for them to expire
+        orphans = [
+            s
+            for s, lease in snap.leases.items()
+            if lease.owner == self.instance_id and lease.held(snap.now) and s not in self.owned
+        ]
+        if self.leaving:
+            orphans = []
+        # a lease of ours that ran out untaken (the database was away) looks free to the plan; the renewal
+        # takes care of it, at the same epoch and without a gap
+        wanted = sorted({*p.take, *p.accept, *orphans} - set(self.owned))
+        if wanted:
+            await self._take(snap, wanted)
 
     async def _take(self, snap: Snapshot, shards: Sequence[int]) -> None:
         """Subscribe first, then take each lease; a lease lost to a faster instance is unsubscribed."""
@@ -227,7 +353,9 @@ class HaCoordinator:
             topics = [t for s in shards for t in self.shard_map.topics(s)]
             if topics and self.client is not None:
                 await self.client.subscribe(topics)
-            if any(snap.leases[s].held(snap.now) for s in shards):
+            if any(
+                snap.leases[s].held(snap.now) and snap.leases[s].owner != self.instance_id for s in shards
+            ):
                 # both of us are live now: let the old owner write what it received before we arrived
                 await asyncio.sleep(self.cfg.handoff_overlap)
             for shard in shards:
@@ -240,6 +368,16 @@ class HaCoordinator:
                     continue
                 self.owned[shard] = result.epoch
                 self.takeovers += 1
+                self.recent_takes.append(
+                    {
+                        "shard": shard,
+                        "epoch": result.epoch,
+                        "previous_owner": seen.owner,
+                        "handoff": seen.held(snap.now) and seen.owner != self.instance_id,
+                        "at": time.time(),
+                        "gap_seconds": None if result.gap is None else result.gap["seconds"],
+                    }
+                )
                 self._log.info(
                     "shard taken",
                     shard=shard,
@@ -321,19 +459,17 @@ class HaCoordinator:
                 what_to_do="nothing: their events are not written; the next rebalance retries",
             )
 
-    async def _loop(self) -> None:
+    async def _every_interval(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
+            await asyncio.sleep(self.interval)
             try:
-                await self.round()
+                await step()
             except Exception as exc:
                 self.round_failures += 1
                 # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
                 # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
                 self._log.warning(
-                    "shard lease round failed",
+                    f"shard lease {what} failed",
                     error=f"{type(exc).__name__}: {exc}",
                     what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile",
                 )

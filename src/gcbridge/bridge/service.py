@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +33,7 @@ from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, GapLog, downtime_gap
 from gcbridge.bridge.gaps_pg import PgGapJournal
-from gcbridge.bridge.ha import FencedWriter, HaCoordinator, default_instance_id, with_channel_budget
+from gcbridge.bridge.ha import FencedWriter, HaCoordinator, open_postgres_parts
 from gcbridge.bridge.ha_view import HaView
 from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import BatchWriter, Ingest
@@ -50,7 +48,6 @@ from gcbridge.bridge.sink import MeasuredSink, probe_answered
 from gcbridge.bridge.standby import StandbyPublisher
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.core.shard_leases import ShardMap
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
@@ -656,70 +653,37 @@ class BridgeService:
 
     async def _open_postgres_parts(self, outbox: OpenOutbox) -> BridgeConfig:
         """Beside a PostgreSQL outbox: the gap journal in its database and, with ``[ha]``, this instance's
-        membership and channel grant. Returns the config the notification client is built from."""
-        cfg = self.config
-        url = cfg.outbox.url
-        if url is None or not isinstance(outbox, PostgresOutbox):
-            return cfg
-        ha = cfg.ha
-        instance_id = (ha.instance_id or default_instance_id()) if ha is not None else None
-        self.journal = await PgGapJournal.open(
-            url.get_secret_value(),
-            recorded_by=instance_id,
-            alive_name=None if ha is not None else "single",
-        )
-        if ha is None or instance_id is None:
-            return cfg
-        if ha.standby:
-            self.standby = StandbyPublisher(
-                StandbyCoverageStore(outbox.pool, instance_id),
-                self.topics,
-                self._client_stats,
-                self._clock,
-                self.log,
-            )
-            self.log.info("running as a hot standby: every topic, no shard leases", instance_id=instance_id)
-            self.ha_view = HaView(
-                self.metrics,
-                instance_id=instance_id,
-                coordinator=None,
-                standby=self.standby,
-                coverage=StandbyCoverageStore(outbox.pool, instance_id),
-            )
-            return cfg
-        leases = self._leases = await ShardLeaseStore.open(url.get_secret_value(), instance_id)
-        granted = await leases.join(
-            shards=ha.shards,
-            client_id=cfg.genesys.client_id,
-            wanted_budget=ha.channel_budget,
-            ttl=ha.lease_ttl,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-        )
-        self.ha = HaCoordinator(
-            ha,
-            instance_id=instance_id,
-            shard_map=ShardMap(self.topics, ha.shards),
-            leases=leases,
+        membership (:func:`gcbridge.bridge.ha.open_postgres_parts`); as a hot standby (``[ha] standby``), its
+        coverage publisher instead. Returns the client's config."""
+        if self.config.outbox.url is None or not isinstance(outbox, PostgresOutbox):
+            return self.config
+        parts = await open_postgres_parts(
+            self.config,
+            self.topics,
             log=self.log,
             on_gap=self._on_takeover_gap,
             channels_in_use=self._channels_in_use,
         )
-        self.ha_view = HaView(
-            self.metrics,
-            instance_id=instance_id,
-            coordinator=self.ha,
-            standby=None,
-            coverage=StandbyCoverageStore(outbox.pool, instance_id),
-        )
-        self.log.info(
-            "joined as one of several instances",
-            instance_id=instance_id,
-            shards=ha.shards,
-            channel_budget=granted,
-            lease_ttl=ha.lease_ttl,
-        )
-        return with_channel_budget(cfg, granted)
+        self.journal, self._leases, self.ha = parts.journal, parts.leases, parts.coordinator
+        ha = self.config.ha
+        if ha is not None:
+            instance_id = parts.instance_id
+            coverage = StandbyCoverageStore(outbox.pool, instance_id)
+            if ha.standby:
+                self.standby = StandbyPublisher(
+                    coverage, self.topics, self._client_stats, self._clock, self.log
+                )
+                self.log.info(
+                    "running as a hot standby: every topic, no shard leases", instance_id=instance_id
+                )
+            self.ha_view = HaView(
+                self.metrics,
+                instance_id=instance_id,
+                coordinator=self.ha,
+                standby=self.standby,
+                coverage=coverage,
+            )
+        return parts.client_config
 
     async def _on_takeover_gap(self, entry: dict[str, Any]) -> None:
         self.journal.remember(entry)

@@ -36,6 +36,7 @@ __all__ = [
     "plan",
     "shard_of",
     "targets",
+    "topics_digest",
 ]
 
 
@@ -48,6 +49,13 @@ def shard_of(topic: str, shards: int) -> int:
         raise ValueError("shards must be >= 1")
     digest = hashlib.blake2b(topic.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
+
+
+def topics_digest(topics: Sequence[str]) -> str:
+    """A short stable digest of a topic list (order and repeats do not matter), to tell whether instances
+    sharing an outbox were configured with the same topics."""
+    text = "\n".join(sorted(set(topics)))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 class ShardMap:

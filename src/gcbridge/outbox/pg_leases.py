@@ -24,6 +24,7 @@ from gcbridge.outbox.pg_standby import STANDBY_FRESH, standby_holes
 
 __all__ = [
     "BudgetExhausted",
+    "ConfigMismatch",
     "Member",
     "ShardLeaseStore",
     "Snapshot",
@@ -40,15 +41,20 @@ _BUDGET_LOCK: Final = 0x6763_6272_6264_6774  # advisory lock serialising budget 
 
 
 _UPSERT_INSTANCE: Final = (
-    "INSERT INTO instances(id, client_id, state, started_at, heartbeat_at, channel_budget, host, pid) "  # noqa: S608 - constants only
-    f"VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5) "
+    "INSERT INTO instances(id, client_id, state, started_at, heartbeat_at, channel_budget, host, pid, "  # noqa: S608 - constants only
+    f"shards, topics_digest) VALUES ($1, $2, 'running', {DB_NOW}, {DB_NOW}, $3, $4, $5, $6, $7) "
     f"ON CONFLICT (id) DO UPDATE SET client_id = $2, state = 'running', started_at = {DB_NOW}, "
-    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5"
+    f"heartbeat_at = {DB_NOW}, channel_budget = $3, host = $4, pid = $5, shards = $6, topics_digest = $7"
 )
 
 
 class BudgetExhausted(RuntimeError):
     """The OAuth client's channels are all granted to live instances; this one cannot join now."""
+
+
+class ConfigMismatch(RuntimeError):
+    """A live instance divides the topics into another number of shards: the two would disagree on which
+    topic is in which shard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,8 @@ class ShardLeaseStore:
 
     def __init__(self, pool: Any, instance_id: str) -> None:
         self.instance_id = instance_id
+        self.other_topic_lists: list[str] = []
+        """Live instances whose topic list differed from this one's at :meth:`join`."""
         self._pool = pool
 
     @classmethod
@@ -137,10 +145,14 @@ class ShardLeaseStore:
         pid: int,
         limit: int = CHANNEL_LIMIT,
         minimum: int = 2,
+        topics_digest: str | None = None,
     ) -> int:
         """Register this instance and grant it a channel budget: at most ``wanted_budget``, and never more
         than ``limit`` minus what live instances on the same OAuth client hold. Creates missing shard rows.
-        Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left."""
+        Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left, and
+        :class:`ConfigMismatch` when a live instance has another number of ``shards``. Live instances whose
+        topic list differs (:func:`gcbridge.core.shard_leases.topics_digest`; a rolling change of the topics)
+        are listed in :attr:`other_topic_lists` afterwards."""
 
         async def op(conn: Any) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
@@ -148,6 +160,19 @@ class ShardLeaseStore:
                 "INSERT INTO shard_leases(shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
                 shards,
             )
+            others = await conn.fetch(
+                f"SELECT id, shards, topics_digest FROM instances WHERE id <> $1 AND state <> 'stopped' "  # noqa: S608 - constants only
+                f"AND heartbeat_at > {DB_NOW} - $2 ORDER BY id",
+                self.instance_id,
+                ttl,
+            )
+            for other in others:
+                if other["shards"] != shards:
+                    raise ConfigMismatch(
+                        f"the running instance {other['id']!r} has [ha] shards = {other['shards']}, this one "
+                        f"{shards}; every instance must divide the topics into the same number of shards"
+                    )
+            self.other_topic_lists = [o["id"] for o in others if o["topics_digest"] != topics_digest]
             used = await conn.fetchval(
                 f"SELECT COALESCE(SUM(channel_budget), 0) FROM instances WHERE client_id = $1 AND id <> $2 "  # noqa: S608 - constants only
                 f"AND state <> 'stopped' AND heartbeat_at > {DB_NOW} - $3",
@@ -168,6 +193,8 @@ class ShardLeaseStore:
                 granted,
                 host,
                 pid,
+                shards,
+                topics_digest,
             )
             return granted
 
@@ -187,8 +214,10 @@ class ShardLeaseStore:
 
     async def renew(self, owned: Mapping[int, int], ttl: float, channels_in_use: int) -> set[int]:
         """Heartbeat, and extend each owned shard's lease (at the epoch held) by ``ttl`` from now; returns
-        the shards renewed. A shard missing from the answer is lost: another instance took it, or its lease
-        expired first (a paused process), and the caller must drop it at once."""
+        the shards renewed. A shard missing from the answer is lost: another instance took it (the epoch
+        moved on), and the caller must drop it at once. A lease that ran out but that nobody took (the
+        database was unreachable for longer than ``ttl``) is renewed: nobody else wrote that shard meanwhile,
+        and the fence refused this instance's writes while it was expired."""
 
         async def op(conn: Any) -> set[int]:
             await conn.execute(
@@ -201,7 +230,7 @@ class ShardLeaseStore:
             rows = await conn.fetch(
                 f"UPDATE shard_leases l SET expires_at = {DB_NOW} + $3, covered_until = {DB_NOW} "  # noqa: S608 - constants only
                 "FROM unnest($1::int[], $2::bigint[]) AS o(shard, epoch) "
-                f"WHERE l.shard = o.shard AND l.epoch = o.epoch AND l.owner = $4 AND l.expires_at > {DB_NOW} "
+                "WHERE l.shard = o.shard AND l.epoch = o.epoch AND l.owner = $4 "
                 "RETURNING l.shard",
                 list(owned),
                 list(owned.values()),
@@ -271,11 +300,11 @@ class ShardLeaseStore:
         topics: Sequence[str],
         live_at: float | None = None,
     ) -> TakeResult | None:
-        """Take ``shard`` if its row is still as ``seen`` (same epoch; offered to this instance, or not held
-        by anyone). Subscribe BEFORE calling this: the lease moves when this instance is already live. The
-        gap since the last covered moment (if the lease was not held) is journalled in the same transaction
-        with ``topics``; it ends at ``live_at`` (database time; default: now). ``None`` if another instance
-        won the race."""
+        """Take ``shard`` if its row is still as ``seen`` (same epoch; offered to this instance, not held by
+        anyone, or held under this instance's id by a previous run of it). Subscribe BEFORE calling this: the
+        lease moves when this instance is already live. The gap since the last covered moment (if the lease
+        was not held) is journalled in the same transaction with ``topics``; it ends at ``live_at`` (database
+        time; default: now). ``None`` if another instance won the race."""
 
         async def op(conn: Any) -> TakeResult | None:
             row = await conn.fetchrow(
@@ -286,10 +315,12 @@ class ShardLeaseStore:
             if row is None or row["epoch"] != seen.epoch:
                 return None
             held = bool(row["held"]) and row["owner"] is not None
-            if held and row["handoff_to"] != self.instance_id:
-                return None  # someone holds it and did not offer it to us
             if held and row["owner"] == self.instance_id:
-                return None
+                # a previous run under the same instance_id held it: nobody covered it since that run's
+                # last renewal, so take it back at once and report that interval
+                held = False
+            elif held and row["handoff_to"] != self.instance_id:
+                return None  # someone holds it and did not offer it to us
             now = float(row["now"])
             end = min(live_at, now) if live_at is not None else now
             epoch = int(row["epoch"]) + 1

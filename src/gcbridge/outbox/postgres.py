@@ -516,15 +516,17 @@ class PostgresOutbox:
 
 
 async def _check_fence(conn: Any, fence: Fence, hold_limit: float) -> None:
-    """Lock ``fence``'s lease rows (a takeover waits for this transaction) and raise :class:`LeaseLost`
-    for those that ``fence.owner`` does not hold at the given epoch, unexpired by the database clock."""
-    # A process paused inside this transaction must not keep the rows locked: the server ends its session.
-    await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {int(hold_limit * 1000)}")
+    """Lock ``fence``'s lease rows (a takeover, which locks the row ``FOR UPDATE``, waits for this
+    transaction) and raise :class:`LeaseLost` for those that ``fence.owner`` does not hold at the given
+    epoch, unexpired by the database clock. One round trip."""
     shards = sorted(fence.epochs)
+    # A process paused inside this transaction must not keep the rows locked: the server ends its session.
     rows = await conn.fetch(
-        "SELECT shard, owner, epoch, expires_at > extract(epoch from clock_timestamp()) AS valid "
-        "FROM shard_leases WHERE shard = ANY($1::int[]) ORDER BY shard FOR SHARE",
+        "SELECT shard, owner, epoch, expires_at > extract(epoch from clock_timestamp()) AS valid, "
+        "set_config('idle_in_transaction_session_timeout', $2, true) "
+        "FROM shard_leases WHERE shard = ANY($1::int[]) ORDER BY shard FOR KEY SHARE",
         shards,
+        str(int(hold_limit * 1000)),
     )
     held = {
         r["shard"]

@@ -27,6 +27,8 @@ CREATE TABLE instances (
     heartbeat_at    double precision NOT NULL,
     channel_budget  integer          NOT NULL,
     channels_in_use integer          NOT NULL DEFAULT 0,
+    shards          integer          NOT NULL,  -- every instance must divide the topics into as many shards
+    topics_digest   text,            -- differs only during a rolling change of the topic list
     host            text,
     pid             integer
 );
