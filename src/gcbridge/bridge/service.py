@@ -187,7 +187,10 @@ class BridgeService:
             problem = outbox_location_problem(cfg.outbox.path, create=True)
             if problem is not None:
                 raise OutboxLocationError(problem)
-        self.outbox = await open_outbox(cfg.outbox)
+        # one instance per outbox without [ha]; with it, a fixed instance_id: a restart takes back its own
+        # in-flight rows at once (a per-start id leaves them to the claim lease)
+        owner = "single" if cfg.ha is None else cfg.ha.instance_id
+        self.outbox = await open_outbox(cfg.outbox, owner=owner)
         client_cfg = await self._open_postgres_parts(self.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
