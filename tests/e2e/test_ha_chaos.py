@@ -120,7 +120,15 @@ async def test_three_instances_one_killed_every_20_to_40_s(
         assert samples.double_claims == [], samples.double_claims[:5]
         assert max(samples.peak_channels.values()) <= CHANNEL_LIMIT, samples.peak_channels
         gaps = await cluster.gaps()
-        missing, twice = books(gsim, await cluster.sequences(), gaps)
+        stored = await cluster.sequences()
+        missing, twice = books(gsim, stored, gaps)
+        f = sorted(samples.failovers)
+        print(  # shown with -s: what this run went through
+            f"\nchaos {SECONDS:g} s, standby={standby}: {kills} kills, {len(f)} shard failovers "
+            f"(median {f[len(f) // 2] if f else 0:.2f} s), {len(stored)} events stored, {len(gaps)} gaps "
+            f"({sum(g['seconds'] for g in gaps):.1f} s), {samples.rounds} samples, peak channels per client "
+            f"{samples.peak_channels}"
+        )
         assert twice == [], f"{len(twice)} events stored twice"
         assert missing == [], f"{len(missing)} events neither stored nor inside a reported gap; gaps {gaps}"
         if standby:
