@@ -131,7 +131,7 @@ async def measure(args: argparse.Namespace, url: str, tmp: Path) -> None:
         f"  owner killed -> shard live on another instance: p50 {statistics.median(f):.2f} s   "
         f"p99 {percentile(f, 0.99):.2f} s   max {max(f):.2f} s"
     )
-    print(f"  baseline, lease_ttl (no takeover can come sooner):      {args.ttl:.2f} s")
+    print(f"  baseline, lease_ttl (a lease runs out 2/3 to 1 x ttl after the last renewal): {args.ttl:.2f} s")
     if restarts:
         print(
             f"  baseline, one instance restarted at once after SIGKILL: "
