@@ -11,7 +11,9 @@ the books at the end: every event written to a bridge socket is stored once or i
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import os
 import signal
 import time
 from collections import Counter, defaultdict
@@ -115,6 +117,14 @@ class HaCluster:
         self.pool: Any = None
         self._pending_failovers: dict[int, float] = {}  # shard -> when its owner was killed
         self._watch_channels()
+        # a test interrupted where no finally runs (a timeout signal) must not leave instances running
+        atexit.register(self._kill_leftovers)
+
+    def _kill_leftovers(self) -> None:
+        for bridge in self.bridges.values():
+            if bridge.proc is not None and bridge.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(bridge.proc.pid, signal.SIGKILL)
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(self.url, min_size=0, max_size=2)
