@@ -286,7 +286,8 @@ async def test_ingest_retries_a_failing_outbox_and_counts_unrouted(tmp_path: Pat
     await asyncio.wait_for(ingest.run(), 30)
     assert sum(len(b) for b in store.batches) == 2
     assert ingest.unrouted == 1
-    assert "outbox write failed; retrying" in logs.getvalue()
+    assert "outbox database unreachable; waiting for it" in logs.getvalue()
+    assert "outbox database reachable again; resuming" in logs.getvalue()
     assert "no mapping rule for topic" in logs.getvalue()
     assert 'gcbridge_events_unrouted_total{family="v2.some.unknown.topic"} 1.0' in metrics.render().decode()
 

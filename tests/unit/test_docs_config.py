@@ -24,7 +24,8 @@ def test_the_full_configuration_for_a_real_deployment_is_valid(
     for name in list(os.environ):
         if name.startswith("GCBRIDGE_"):
             monkeypatch.delenv(name)
-    (block,) = toml_blocks(DOCS / "running-for-real.md")
+    # the first block is the full configuration; later ones are fragments of it (several instances)
+    block = toml_blocks(DOCS / "running-for-real.md")[0]
     # The secrets live in files outside the TOML; stand-ins for them here, everything else as printed.
     for path in SECRET_FILE.findall(block):
         stand_in = tmp_path / Path(path).name

@@ -274,6 +274,36 @@ def _print_status(doc: dict[str, Any]) -> None:
             f"{jobs.get('done', 0)}   partial {jobs.get('partial', 0)}   failed {jobs.get('failed', 0)}"
         )
 
+    ha = doc.get("ha")
+    if isinstance(ha, dict):
+        _out.print(ha_text(ha))
+
+
+def ha_text(ha: dict[str, Any]) -> str:
+    """The ``ha`` part of /status as a few lines (several instances sharing one outbox)."""
+    owned = ", ".join(f"{s}@{e}" for s, e in ha.get("owned", {}).items()) or "none"
+    lines = [f"instance {ha.get('instance_id')} ({ha.get('role')})   owns shard@epoch: {owned}"]
+    for m in ha.get("instances", []):
+        lines.append(
+            f"  instance {m.get('id')}  {m.get('state')}  heartbeat {m.get('heartbeat_age')} s ago  "
+            f"channels {m.get('channels_in_use')}/{m.get('channel_budget')}  shards {m.get('shards')}"
+        )
+    for sh in ha.get("shards", []):
+        lines.append(
+            f"  shard {sh.get('shard')}: owner {sh.get('owner') or '-'}  epoch {sh.get('epoch')}  "
+            f"expires in {sh.get('expires_in')} s"
+        )
+    for p in ha.get("standby_paths", []):
+        state = "live" if p.get("live") else "silent"
+        lines.append(f"  standby {p.get('instance')}: {state}, last frame {p.get('seen')}")
+    for f in ha.get("failovers", [])[:5]:
+        gap = f.get("gap_seconds")
+        lines.append(
+            f"  failover at {f.get('at')}: shard {f.get('shard')} from {f.get('previous_owner')} "
+            f"(epoch {f.get('epoch')}), gap {'none' if gap is None else f'{gap:.1f} s'}"
+        )
+    return "\n".join(lines)
+
 
 # -- outbox ------------------------------------------------------------------------------------------------
 

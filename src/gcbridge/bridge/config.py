@@ -322,6 +322,10 @@ class HaConfig(_Section):
     handoff_timeout: float = Field(default=30.0, gt=0, le=3600)
     handoff_overlap: float = Field(default=2.0, ge=0, le=60)
     channel_budget: int = Field(default=6, ge=2, le=20)
+    # A hot standby: subscribes to every topic on its own OAuth client ([genesys] client_id), takes no shard
+    # lease, writes unfenced (the outbox drops repeats), and its coverage keeps takeovers from reporting gaps
+    # it delivered (bridge/standby.py). Give it a client no other instance uses.
+    standby: bool = False
 
     @field_validator("instance_id")
     @classmethod

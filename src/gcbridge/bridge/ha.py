@@ -29,11 +29,13 @@ from typing import Any, Final
 
 from gcbridge.bridge.config import BridgeConfig, HaConfig
 from gcbridge.bridge.gaps_pg import SINGLE_INSTANCE, PgGapJournal
+from gcbridge.bridge.ha_status import RECENT_FAILOVERS, Failover
 from gcbridge.bridge.ports import EventSource
 from gcbridge.core.shard_leases import ShardMap, plan, topics_digest
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.fencing import Fence, LeaseLost
-from gcbridge.outbox.pg_leases import ShardLeaseStore, Snapshot
+from gcbridge.outbox.pg_leases import ShardLeaseStore, Snapshot, TakeResult
+from gcbridge.outbox.pg_standby import STANDBY_FRESH
 from gcbridge.outbox.postgres import PostgresOutbox
 
 __all__ = [
@@ -76,6 +78,8 @@ class PostgresParts:
     coordinator: HaCoordinator | None
     client_config: BridgeConfig
     """The config to build the notification client from (with ``[ha]``: the granted channel budget)."""
+    instance_id: str = ""
+    """This instance's id with ``[ha]`` (also a hot standby's), else empty."""
 
 
 async def open_postgres_parts(
@@ -99,6 +103,10 @@ async def open_postgres_parts(
     )
     if ha is None or instance_id is None:
         return PostgresParts(journal, None, None, config)
+    if (
+        ha.standby
+    ):  # a redundant path: no membership, no leases, its own client's channels (bridge/standby.py)
+        return PostgresParts(journal, None, None, config, instance_id)
     leases: ShardLeaseStore | None = None
     try:
         leases = await ShardLeaseStore.open(url, instance_id)
@@ -139,7 +147,7 @@ async def open_postgres_parts(
         channel_budget=granted,
         lease_ttl=ha.lease_ttl,
     )
-    return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted))
+    return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted), instance_id)
 
 
 class HaCoordinator:
@@ -173,12 +181,19 @@ class HaCoordinator:
         self.recent_takes: deque[dict[str, Any]] = deque(maxlen=RECENT_TAKES)
         """The last shards this instance took: shard, epoch, previous owner, handoff or not, when (local
         clock), and the gap in seconds (``None`` for none), newest last; for the status page."""
+        self.failovers: deque[Failover] = deque(maxlen=RECENT_FAILOVERS)
+        """Shards taken without a handoff (the owner died or released them), newest last (status page)."""
+        self.failover_count = 0
+        self.round_failures = 0
+        """Lease rounds (renewal, rebalancing) that failed: the database slow or unreachable from here."""
         self._log = log
         self._on_gap = on_gap
         self._channels_in_use = channels_in_use
         self._incoming: dict[int, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one planning round at a time (the loop, leave)
+        # takeover gaps a hot standby may have covered, decided a few seconds after the takeover
+        self._settling: dict[asyncio.Task[None], TakeResult] = {}
 
     @property
     def interval(self) -> float:
@@ -201,6 +216,15 @@ class HaCoordinator:
         ]
 
     async def stop(self) -> None:
+        # undecided takeover gaps are decided now, strictly: better a gap reported that a standby covered
+        # than one lost with this process
+        pending = dict(self._settling)
+        for settling in pending:
+            settling.cancel()
+        for taken in pending.values():
+            with contextlib.suppress(Exception):
+                for entry in await self.leases.settle(taken):
+                    await self._on_gap(entry)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -362,13 +386,53 @@ class HaCoordinator:
                     handoff=seen.handoff_to == self.instance_id,
                     topics=len(self.shard_map.topics(shard)),
                 )
+                if seen.owner is not None and seen.handoff_to != self.instance_id:
+                    self.failover_count += 1
+                    gap = result.gap
+                    self.failovers.append(
+                        Failover(
+                            at=snap.now,
+                            shard=shard,
+                            previous_owner=seen.owner,
+                            epoch=result.epoch,
+                            gap_seconds=None if gap is None else float(gap["end"] - gap["start"]),
+                        )
+                    )
                 if result.gap is not None:
                     await self._on_gap(result.gap)
+                for entry in result.more_gaps:
+                    await self._on_gap(entry)
+                if result.provisional:
+                    # a live hot standby may have covered the rest: decide once it has published past it
+                    task = asyncio.create_task(self._settle(result), name=f"gcbridge-ha-settle-{shard}")
+                    self._settling[task] = result
+                    task.add_done_callback(lambda t: self._settling.pop(t, None))
         finally:
             for shard in shards:
                 event = self._incoming.pop(shard, None)
                 if event is not None:
                     event.set()
+
+    async def _settle(self, taken: TakeResult) -> None:
+        await asyncio.sleep(STANDBY_FRESH)
+        self._settling.pop(asyncio.current_task(), None)  # type: ignore[arg-type]  # decided below, not at stop
+        for attempt in range(5):
+            try:
+                entries = await self.leases.settle(taken)
+                break
+            except Exception as exc:
+                if attempt == 4:
+                    self._log.warning(
+                        "could not decide a takeover gap that a hot standby may have covered",
+                        shard=taken.shard,
+                        error=f"{type(exc).__name__}: {exc}",
+                        what_to_do="check that PostgreSQL is reachable; back-fill the interval if unsure",
+                        intervals=[(e["start"], e["end"]) for e in taken.provisional],
+                    )
+                    return
+                await asyncio.sleep(STANDBY_FRESH)
+        for entry in entries:
+            await self._on_gap(entry)
 
     async def _drop(self, shards: set[int], why: str) -> None:
         """Stop owning ``shards`` at once: no more writes (the fence) and no more subscriptions."""
@@ -401,6 +465,7 @@ class HaCoordinator:
             try:
                 await step()
             except Exception as exc:
+                self.round_failures += 1
                 # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
                 # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
                 self._log.warning(

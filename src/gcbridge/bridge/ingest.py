@@ -23,6 +23,7 @@ from gcbridge.bridge.mapping import Mapping, event_to_outbox_item, wire_fields
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.outbox.base import OutboxItem
+from gcbridge.outbox.store_outage import LoggedStoreOutage
 
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_QUEUE_SIZE: Final = 20_000
@@ -66,6 +67,8 @@ class Ingest:
         max_batch: int = DEFAULT_MAX_BATCH,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         on_gap: Callable[[Gap], Awaitable[object]] | None = None,
+        store_outage: LoggedStoreOutage | None = None,
+        gap_handler: Callable[[Gap], Awaitable[None]] | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -76,7 +79,11 @@ class Ingest:
         self._clock = clock
         self._max_batch = max_batch
         self._on_gap = on_gap
+        # shared with the dispatcher by the service: a restarting database is one log line, not one per caller
+        self._store_outage = store_outage if store_outage is not None else LoggedStoreOutage()
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        # a hot standby's own gaps are not the shards' gaps (bridge/standby.py): they go there instead
+        self._gap_handler = gap_handler if gap_handler is not None else self.record_gap
         self.received = 0
         self.unrouted = 0
         self.batches = 0
@@ -129,7 +136,7 @@ class Ingest:
                 # Events before the gap first, so that the journal and the outbox agree on the order.
                 await self._put(items)
                 items = []
-                await self.record_gap(entry)
+                await self._gap_handler(entry)
             elif isinstance(entry, Event):
                 item = self._to_item(entry)
                 if item is not None:
@@ -175,16 +182,9 @@ class Ingest:
             except Exception as exc:
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 attempt += 1
-                self._log.error(
-                    "outbox write failed; retrying",
-                    attempt=attempt,
-                    rows=len(items),
-                    error=str(exc),
-                    retry_in=delay,
-                    what_to_do="check the disk that holds the outbox (space, permissions); events wait "
-                    "in memory meanwhile, and the stream stops when that queue is full",
-                )
+                self._store_outage.failed("write", exc, self._clock(), rows=len(items), queued=self.queued)
                 await asyncio.sleep(delay)
+        self._store_outage.succeeded(self._clock())
         self.received += len(items)
         self.batches += 1
         self.last_event_at = self._clock()

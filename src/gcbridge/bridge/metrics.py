@@ -143,6 +143,33 @@ class BridgeMetrics:
         for condition in SINK_CONDITIONS:
             self.servicenow_condition.labels(condition=condition)
 
+    def add_ha(self) -> None:
+        """The metrics of several instances (``[ha]``): only an instance with ``[ha]`` exports them."""
+        r = self.registry
+        self.ha_shards_owned = Gauge(
+            "gcbridge_ha_shards_owned", "Shards whose lease this instance holds.", registry=r
+        )
+        self.ha_instances = Gauge(
+            "gcbridge_ha_instances",
+            "Live instances sharing the outbox (heartbeat within the TTL).",
+            registry=r,
+        )
+        self.ha_failovers = Counter(
+            "gcbridge_ha_failovers",
+            "Shards this instance took over from an owner that stopped renewing or released them.",
+            registry=r,
+        )
+        self.ha_lease_renew_failures = Counter(
+            "gcbridge_ha_lease_renew_failures",
+            "Lease rounds (renew and rebalance) that failed: the database slow or unreachable from here.",
+            registry=r,
+        )
+        self.ha_standby_paths_live = Gauge(
+            "gcbridge_ha_standby_paths_live",
+            "Hot standby instances that published their coverage within the last few seconds.",
+            registry=r,
+        )
+
     def family_label(self, topic: str) -> str:
         family = topic_family(topic)
         if family in self._families:

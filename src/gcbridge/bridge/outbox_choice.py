@@ -20,13 +20,16 @@ def describe_outbox(cfg: OutboxConfig) -> str:
     return redact_url(cfg.url.get_secret_value())
 
 
-async def open_outbox(cfg: OutboxConfig) -> OpenOutbox:
-    """Open the configured store. A PostgreSQL failure is one line naming ``[outbox] url`` (no password)."""
+async def open_outbox(cfg: OutboxConfig, *, owner: str | None = None) -> OpenOutbox:
+    """Open the configured store. A PostgreSQL failure is one line naming ``[outbox] url`` (no password).
+
+    ``owner`` (PostgreSQL): the name its delivery claims are leased under. A stable one lets a restarted
+    process take its own in-flight rows back at once instead of after the claim lease (5 minutes)."""
     retention = cfg.retention_days * 86400.0
     if cfg.url is None:
         cfg.path.parent.mkdir(parents=True, exist_ok=True)
         return await SqliteOutbox.open(cfg.path, synchronous=cfg.synchronous, retention=retention)
     try:
-        return await PostgresOutbox.open(cfg.url.get_secret_value(), retention=retention)
+        return await PostgresOutbox.open(cfg.url.get_secret_value(), retention=retention, owner=owner)
     except OutboxConnectError as exc:
         raise OutboxConnectError(f"[outbox] url: {exc}") from None

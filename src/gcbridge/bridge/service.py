@@ -38,6 +38,7 @@ from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, GapLog, downtime_gap, gap_of_entry
 from gcbridge.bridge.gaps_pg import PgGapJournal
 from gcbridge.bridge.ha import FencedWriter, HaCoordinator, open_postgres_parts
+from gcbridge.bridge.ha_view import HaView
 from gcbridge.bridge.history import MinuteHistory, Sample
 from gcbridge.bridge.ingest import BatchWriter, Ingest
 from gcbridge.bridge.lifecycle import Lifecycle
@@ -48,6 +49,7 @@ from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
 from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
+from gcbridge.bridge.standby import StandbyPublisher
 from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import NotificationClient
@@ -55,7 +57,9 @@ from gcbridge.genesys.client_types import LifecycleEvent
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.pg_leases import ShardLeaseStore
+from gcbridge.outbox.pg_standby import StandbyCoverageStore
 from gcbridge.outbox.postgres import PostgresOutbox
+from gcbridge.outbox.store_outage import LoggedStoreOutage
 from gcbridge.secrets import Secret
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 from gcbridge.servicenow.rest import create_session
@@ -107,6 +111,10 @@ class BridgeService:
         self.ha: HaCoordinator | None = None
         """Shard leases across instances (``[ha]``), else ``None``."""
         self._leases: ShardLeaseStore | None = None
+        self.standby: StandbyPublisher | None = None
+        self.ha_view: HaView | None = None
+        """The ``ha`` part of /status and the gcbridge_ha_* metrics (with ``[ha]``)."""
+        """With ``[ha] standby = true``: this instance is a redundant path that owns no shard."""
         self.history = MinuteHistory()
         self.retry_summary = RetrySummary(RETRY_SUMMARY_PERIOD)
         self.topics: list[str] = list(config.genesys.topics)
@@ -130,6 +138,9 @@ class BridgeService:
         self._outbox_stats: OutboxStats | None = None
         self._last_refresh = 0.0
         self._reload_lock = asyncio.Lock()
+        self.store_outage = LoggedStoreOutage()
+        """Failed outbox calls of the ingest and the dispatcher, as one outage (one log line, a readiness
+        reason) while the database restarts."""
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -183,7 +194,10 @@ class BridgeService:
             problem = outbox_location_problem(cfg.outbox.path, create=True)
             if problem is not None:
                 raise OutboxLocationError(problem)
-        self.outbox = await open_outbox(cfg.outbox)
+        # one instance per outbox without [ha]; with it, a fixed instance_id: a restart takes back its own
+        # in-flight rows at once (a per-start id leaves them to the claim lease)
+        owner = "single" if cfg.ha is None else cfg.ha.instance_id
+        self.outbox = await open_outbox(cfg.outbox, owner=owner)
         client_cfg = await self._open_postgres_parts(self.outbox)
         if self.outbox.recovered_on_open:
             self.log.warning(
@@ -215,6 +229,7 @@ class BridgeService:
             idle_poll=d.idle_poll,
             coalesce=d.coalesce,
             clock=self._clock,
+            store_outage=self.store_outage,
         )
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="gcbridge-dispatcher")
         self.backfill = await open_backfill(
@@ -253,6 +268,8 @@ class BridgeService:
             self.log,
             self._clock,
             on_gap=self.backfill.enqueue_gap if cfg.backfill.enabled else None,
+            store_outage=self.store_outage,
+            gap_handler=self.standby.own_gap if self.standby is not None else None,
         )
         await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
@@ -262,12 +279,15 @@ class BridgeService:
         else:
             self._log_rejections(await client.subscribe(list(self.topics)))
         live_at = self._clock()
-        gap = downtime_gap(self.journal.last_run(), live_at, self.topics) if self.ha is None else None
+        alone = self.ha is None and self.standby is None  # else downtime is a matter of shard leases
+        gap = downtime_gap(self.journal.last_run(), live_at, self.topics) if alone else None
         if gap is not None:
             await self.ingest.record_gap(gap)
         await self.journal.mark_alive(live_at)
         await self.backfill.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
+        if self.standby is not None:
+            self._tasks.append(asyncio.create_task(self.standby.run(), name="gcbridge-standby"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
         self.log.info("running", topics=topic_count(self.topics))
@@ -420,6 +440,8 @@ class BridgeService:
             delivery_problems=self._delivery_problems(),
         )
         doc["backfill"] = self.backfill.status_doc() if self.backfill is not None else {"enabled": False}
+        if self.ha_view is not None:
+            doc["ha"] = self.ha_view.document()
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
 
@@ -485,6 +507,10 @@ class BridgeService:
                     await self._probe_servicenow(now)
                 self._summarise_retries(now)
             except Exception as exc:
+                if isinstance(self.journal, PgGapJournal) or self.store_outage.failing:
+                    # the journal lives in the outbox database: its outage is said once, for every caller
+                    self.store_outage.failed("refresh", exc, now)
+                    continue
                 self.log.warning(
                     "state refresh failed",
                     error=str(exc),
@@ -531,6 +557,8 @@ class BridgeService:
             await self.backfill.refresh()
         self.history.record(self._history_sample(now))
         self._update_condition_gauge()
+        if self.ha_view is not None:
+            await self.ha_view.refresh(now)
 
     def _history_sample(self, now: float) -> Sample:
         request_seconds, requests = 0.0, 0
@@ -570,6 +598,8 @@ class BridgeService:
     def _delivery_problems(self) -> list[str]:
         condition = self._condition()
         problems = [condition.summary] if condition is not None else []
+        if self.store_outage.problem is not None:
+            problems.append(self.store_outage.problem)
         rejection = self.sink.wholesale_rejection() if self.sink is not None else None
         if rejection is not None:
             problems.append(rejection)
@@ -661,7 +691,8 @@ class BridgeService:
 
     async def _open_postgres_parts(self, outbox: OpenOutbox) -> BridgeConfig:
         """Beside a PostgreSQL outbox: the gap journal in its database and, with ``[ha]``, this instance's
-        membership (:func:`gcbridge.bridge.ha.open_postgres_parts`). Returns the client's config."""
+        membership (:func:`gcbridge.bridge.ha.open_postgres_parts`); as a hot standby (``[ha] standby``), its
+        coverage publisher instead. Returns the client's config."""
         if self.config.outbox.url is None or not isinstance(outbox, PostgresOutbox):
             return self.config
         parts = await open_postgres_parts(
@@ -672,6 +703,24 @@ class BridgeService:
             channels_in_use=self._channels_in_use,
         )
         self.journal, self._leases, self.ha = parts.journal, parts.leases, parts.coordinator
+        ha = self.config.ha
+        if ha is not None:
+            instance_id = parts.instance_id
+            coverage = StandbyCoverageStore(outbox.pool, instance_id)
+            if ha.standby:
+                self.standby = StandbyPublisher(
+                    coverage, self.topics, self._client_stats, self._clock, self.log
+                )
+                self.log.info(
+                    "running as a hot standby: every topic, no shard leases", instance_id=instance_id
+                )
+            self.ha_view = HaView(
+                self.metrics,
+                instance_id=instance_id,
+                coordinator=self.ha,
+                standby=self.standby,
+                coverage=coverage,
+            )
         return parts.client_config
 
     async def _on_takeover_gap(self, entry: dict[str, Any]) -> None:

@@ -33,12 +33,11 @@ from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
 from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, Transition, probe_policy
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
+from gcbridge.outbox.store_outage import LoggedStoreOutage
 
 __all__ = ["Dispatcher", "DispatcherCounters"]
 
 _log = get_logger("gcbridge.outbox")
-# What to do about a failing store call (the dispatcher keeps running through it).
-_STORE_HINT = "if this persists, check the outbox store (disk space, permissions, locks)"
 
 
 @dataclass(slots=True)
@@ -75,6 +74,9 @@ class Dispatcher:
     * ``clock=time.time``: wall clock, because next-attempt times are stored and must survive restarts.
     * ``health``: the sink's outage state machine (:class:`~gcbridge.outbox.outage.SinkHealth`, probing as
       ``backoff`` grows but at most a minute apart); read ``dispatcher.health.condition`` for what is wrong.
+    * ``store_outage``: where failed store calls are counted and said once per outage
+      (:class:`~gcbridge.outbox.store_outage.LoggedStoreOutage`); share one with the ingest so that a
+      restarting database is one line, not one per caller.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         health: SinkHealth | None = None,
+        store_outage: LoggedStoreOutage | None = None,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be >= 1")
@@ -121,6 +124,7 @@ class Dispatcher:
         self.coalesce = coalesce
         self.counters = DispatcherCounters()
         self.health = health if health is not None else SinkHealth(probe_policy(backoff))
+        self.store_outage = store_outage if store_outage is not None else LoggedStoreOutage()
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()  # jitter, not cryptography
         self._wake = asyncio.Event()
@@ -221,11 +225,10 @@ class Dispatcher:
         try:
             rows = await self.store.claim(asked, self._clock(), coalesce=self.coalesce)
         except Exception as exc:
-            self.counters.store_errors += 1
-            _log.error(
-                "outbox claim failed", error=type(exc).__name__, detail=str(exc)[:200], hint=_STORE_HINT
-            )
-            rows, asked = [], 0  # sleep as if idle; the store may recover (disk space, lock)
+            self._store_failed("claim", exc)
+            rows, asked = [], 0  # sleep as if idle; the store may recover (restart, disk space, lock)
+        else:
+            self.store_outage.succeeded(self._clock())
         if allowed is not None and not rows:
             self.health.probe_unused()
             return 0, 0  # paused and nothing to probe with: sleep until the next probe
@@ -245,8 +248,7 @@ class Dispatcher:
             try:
                 due = await self.store.next_due()
             except Exception as exc:
-                self.counters.store_errors += 1
-                _log.error("outbox next_due failed", error=type(exc).__name__, hint=_STORE_HINT)
+                self._store_failed("next_due", exc)
                 due = None
             if due is not None:
                 budget = min(budget, max(0.0, due - self._clock()))
@@ -277,8 +279,7 @@ class Dispatcher:
                 if deleted < self.expire_batch:
                     break
         except Exception as exc:
-            self.counters.store_errors += 1
-            _log.error("outbox retention cleanup failed", error=type(exc).__name__, hint=_STORE_HINT)
+            self._store_failed("expire_delivered", exc)
 
     async def _deliver(self, row: OutboxRow) -> None:
         outcome = await self._attempt(row)
@@ -289,8 +290,7 @@ class Dispatcher:
                 await self.store.hold(row.id, outcome.reason)
                 self.counters.held += 1
             except Exception as exc:
-                self.counters.store_errors += 1
-                _log.error("outbox store update failed", row_id=row.id, error=type(exc).__name__)
+                self._store_failed("hold", exc, row_id=row.id)
             await self._act_on(transition)
             return
         await self._act_on(transition)
@@ -310,10 +310,7 @@ class Dispatcher:
         try:
             await self._apply(row, action, now)
         except Exception as exc:
-            self.counters.store_errors += 1
-            _log.error(
-                "outbox store update failed", row_id=row.id, error=type(exc).__name__, hint=_STORE_HINT
-            )
+            self._store_failed("update", exc, row_id=row.id)
 
     async def _attempt(self, row: OutboxRow) -> Outcome:
         try:
@@ -351,8 +348,7 @@ class Dispatcher:
         try:
             moved = await self.store.release_held(self._clock())
         except Exception as exc:
-            self.counters.store_errors += 1
-            _log.error("outbox release of held rows failed", error=type(exc).__name__)
+            self._store_failed("release_held", exc)
             return
         if moved:
             _log.info("held-back rows are due now", rows=moved, on=why)
@@ -366,10 +362,15 @@ class Dispatcher:
             await self.store.ack(ids, self._clock())
         except Exception as exc:
             self._acks.extend(ids)  # try again next turn rather than deliver them all a second time
-            self.counters.store_errors += 1
-            _log.error("outbox ack failed", rows=len(ids), error=type(exc).__name__, hint=_STORE_HINT)
+            self._store_failed("ack", exc, rows=len(ids))
             return
+        self.store_outage.succeeded(self._clock())
         self.counters.delivered += len(ids)
+
+    def _store_failed(self, operation: str, exc: Exception, **fields: int) -> None:
+        # one line per outage of the store, whichever call noticed first (see store_outage)
+        self.counters.store_errors += 1
+        self.store_outage.failed(operation, exc, self._clock(), **fields)
 
     async def _apply(self, row: OutboxRow, action: Action, now: float) -> None:
         if isinstance(action, Ack):

@@ -45,7 +45,8 @@ class PgGapStore:
 
     @classmethod
     async def open(cls, url: str, *, recorded_by: str | None = None) -> PgGapStore:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=1, timeout=10.0, command_timeout=30.0)
+        # min_size=0: no background reconnects (and tracebacks) while the server restarts (see PostgresOutbox)
+        pool = await asyncpg.create_pool(url, min_size=0, max_size=1, timeout=10.0, command_timeout=30.0)
         return cls(pool, recorded_by)
 
     async def close(self) -> None:

@@ -18,7 +18,9 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from gcbridge.core.shard_leases import Lease
+from gcbridge.core.standby_cover import Hole
 from gcbridge.outbox.pg_gaps import insert_gap
+from gcbridge.outbox.pg_standby import STANDBY_FRESH, standby_holes
 
 __all__ = [
     "BudgetExhausted",
@@ -86,6 +88,12 @@ class TakeResult:
     shard: int
     epoch: int
     gap: dict[str, Any] | None
+    more_gaps: tuple[dict[str, Any], ...] = ()
+    """Further gap entries when a hot standby covered the middle of the interval but not its ends."""
+    provisional: tuple[dict[str, Any], ...] = ()
+    """Parts of the interval that only a live hot standby may have covered (its coverage lags its frames by
+    a publish): NOT journalled yet. Pass this result to :meth:`ShardLeaseStore.settle` after
+    :data:`~gcbridge.outbox.pg_standby.STANDBY_FRESH` seconds; it journals what the standby did not cover."""
 
 
 def takeover_gap(*, held: bool, covered_until: float | None, live_at: float) -> tuple[float, float] | None:
@@ -111,8 +119,10 @@ class ShardLeaseStore:
 
     @classmethod
     async def open(cls, url: str, instance_id: str, *, pool_size: int = 2) -> ShardLeaseStore:
+        # min_size=0: a floor makes asyncpg reconnect in the background while the server is down, logging a
+        # traceback per try (see PostgresOutbox.open)
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=pool_size, timeout=10.0, command_timeout=30.0
+            url, min_size=0, max_size=pool_size, timeout=10.0, command_timeout=30.0
         )
         return cls(pool, instance_id)
 
@@ -329,21 +339,42 @@ class ShardLeaseStore:
             if interval is None:
                 return TakeResult(shard, epoch, None)
             released = row["change_reason"] == "released"
-            entry = {
-                "start": interval[0],
-                "end": interval[1],
-                "seconds": round(interval[1] - interval[0], 3),
-                "reason": "service_down" if released else "service_crashed",
-                "topics": list(topics),
-                "detail": (
-                    f"shard {shard} had no live owner (previous owner {row['owner']!r} "
-                    f"{'released it' if released else 'stopped renewing'}); taken over by "
-                    f"{self.instance_id!r}; back-fill this interval through the REST APIs"
-                ),
-                "recorded_at": now,
-            }
-            await insert_gap(conn, entry, recorded_by=self.instance_id, shard=shard)
-            return TakeResult(shard, epoch, entry)
+            # what a hot standby delivered meanwhile is not a gap: only what no path covered is journalled
+            definite, provisional = await standby_holes(
+                conn, interval[0], interval[1], topics, fresh=STANDBY_FRESH
+            )
+            detail = (
+                f"shard {shard} had no live owner (previous owner {row['owner']!r} "
+                f"{'released it' if released else 'stopped renewing'}); taken over by "
+                f"{self.instance_id!r}; back-fill this interval through the REST APIs"
+            )
+            gap_reason = "service_down" if released else "service_crashed"
+            entries = [_gap_entry(hole, gap_reason, detail, now) for hole in definite]
+            for entry in entries:
+                await insert_gap(conn, entry, recorded_by=self.instance_id, shard=shard)
+            later = tuple(_gap_entry(hole, gap_reason, detail, now) for hole in provisional)
+            if not entries:
+                return TakeResult(shard, epoch, None, provisional=later)
+            return TakeResult(shard, epoch, entries[0], tuple(entries[1:]), later)
+
+        return await self._tx(op)
+
+    async def settle(self, taken: TakeResult) -> list[dict[str, Any]]:
+        """Journal what of ``taken.provisional`` no standby covered after all (strict, now that it has
+        published past the takeover); returns those entries. Call once, some seconds after :meth:`take`."""
+        if not taken.provisional:
+            return []
+
+        async def op(conn: Any) -> list[dict[str, Any]]:
+            entries = []
+            for pending in taken.provisional:
+                holes, _ = await standby_holes(conn, pending["start"], pending["end"], pending["topics"])
+                now = float(await conn.fetchval(f"SELECT {DB_NOW}"))
+                for hole in holes:
+                    entry = _gap_entry(hole, pending["reason"], pending["detail"], now)
+                    await insert_gap(conn, entry, recorded_by=self.instance_id, shard=taken.shard)
+                    entries.append(entry)
+            return entries
 
         return await self._tx(op)
 
@@ -370,3 +401,15 @@ class ShardLeaseStore:
     async def _tx(self, op: Callable[[Any], Awaitable[T]]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():
             return await op(conn)
+
+
+def _gap_entry(hole: Hole, reason: str, detail: str, now: float) -> dict[str, Any]:
+    return {
+        "start": hole.start,
+        "end": hole.end,
+        "seconds": round(hole.end - hole.start, 3),
+        "reason": reason,
+        "topics": list(hole.topics),
+        "detail": detail,
+        "recorded_at": now,
+    }

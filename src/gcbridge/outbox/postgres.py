@@ -192,8 +192,10 @@ class PostgresOutbox:
         if scheme not in ("postgresql", "postgres"):
             raise OutboxConnectError(f"outbox URL {shown!r} must start with postgresql://")
         try:
+            # min_size=0: with a floor, asyncpg reconnects in the background while the server is down and
+            # logs a traceback per try; without one, the next call reconnects (open() connects at once below)
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=pool_size, timeout=connect_timeout, command_timeout=60.0
+                url, min_size=0, max_size=pool_size, timeout=connect_timeout, command_timeout=60.0
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise OutboxConnectError(
@@ -211,6 +213,20 @@ class PostgresOutbox:
                         owner_name,
                     )
                 )
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.InterfaceError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidPasswordError,
+            asyncpg.InvalidCatalogNameError,
+        ) as exc:
+            # the pool connects lazily: the first acquire is where an unreachable server or a refused login
+            # shows
+            await pool.close()
+            raise OutboxConnectError(
+                f"cannot open the PostgreSQL outbox at {shown}: {_describe(exc, url)}"
+            ) from None
         except asyncpg.PostgresError as exc:
             await pool.close()
             raise OutboxConnectError(
@@ -223,6 +239,11 @@ class PostgresOutbox:
 
     def __repr__(self) -> str:
         return f"PostgresOutbox(url={self.url!r}, owner={self.owner!r})"
+
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool, for the tables that live beside the outbox (hot standby coverage)."""
+        return self._pool
 
     # -- ingest ------------------------------------------------------------------------------------------
 

@@ -83,6 +83,31 @@
       time(x.start), time(x.end), secs(x.seconds), x.reason || "", (x.topics || []).length + " topics",
     ]));
     renderBackfill(s.backfill || {});
+    renderHa(s.ha);
+  }
+
+  // several instances on one outbox ([ha]): who owns which shard until when, standby paths, failovers
+  function renderHa(ha) {
+    $("ha").hidden = !ha;
+    if (!ha) return;
+    const owned = Object.entries(ha.owned || {}).map(([s, e]) => s + "@" + e).join(", ");
+    set("ha-self", "this instance: " + ha.instance_id + " (" + ha.role + ")" + (owned ? ", owns " + owned : ""));
+    const none = (rows, n) => (rows.length ? rows : [[{ text: "none", cls: "muted" }, ...Array(n - 1).fill("")]]);
+    fillRows("ha-shards", none((ha.shards || []).map((x) => [
+      String(x.shard), x.owner || { text: "nobody", cls: "muted" }, num(x.epoch), secs(x.expires_in), x.handoff_to || "",
+    ]), 5));
+    fillRows("ha-instances", none((ha.instances || []).map((m) => [
+      m.id, m.state, secs(m.heartbeat_age) + " ago", num(m.channels_in_use) + " / " + num(m.channel_budget),
+      (m.shards || []).join(", "),
+    ]), 5));
+    fillRows("ha-standby", none((ha.standby_paths || []).map((p) => [
+      p.instance, { text: p.live ? "live" : "silent", cls: p.live ? "state-live" : "state-silent" },
+      time(p.since), time(p.seen),
+    ]), 4));
+    fillRows("ha-failovers", none((ha.failovers || []).map((f) => [
+      time(f.at), String(f.shard), f.previous_owner || "", num(f.epoch),
+      f.gap_seconds == null ? "none" : secs(f.gap_seconds),
+    ]), 5));
   }
 
   // back-fill: jobs waiting or running (the big number), outcomes, and the recent jobs with their reasons
