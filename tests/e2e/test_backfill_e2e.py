@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from .conftest import wait_for
 from .org_runs import OrgRun, org_runs
 from .sn_compare import TABLES, differences, keyed
 
 pytestmark = pytest.mark.slow
 
 SEED = 14
+LIVE = 5.0  # seconds of undisturbed traffic between faults
+KILLED_FOR = 60.0  # seconds the service stays SIGKILLed
 
 
 async def settled(run: OrgRun) -> None:
@@ -40,3 +44,52 @@ async def test_two_clean_runs_of_one_org_leave_the_same_records(tmp_path: Path) 
     assert len(first["u_genesys_queue_stats"]) == 2
     lines = [line for table in TABLES for line in differences(table, first[table], second[table])]
     assert not lines, "\n".join(lines)
+
+
+async def new_gap(run: OrgRun, count: int, what: str) -> dict[str, Any]:
+    """Until the journal holds ``count`` gaps; the last of them."""
+    await wait_for(lambda: len(gaps_of(run)) >= count, limit=60, what=f"{run.name}: the gap of {what}")
+    return gaps_of(run)[-1]
+
+
+def gaps_of(run: OrgRun) -> list[dict[str, Any]]:
+    return [line for line in run.journal() if "reason" in line and "start" in line]
+
+
+async def inflict_faults(run: OrgRun) -> list[dict[str, Any]]:
+    """A socket drop, a stall, and the service SIGKILLed for KILLED_FOR seconds, with live periods between;
+    returns the gaps the service journalled for them."""
+    await asyncio.sleep(LIVE)
+    await run.genesys_control("drop_socket")
+    dropped = await new_gap(run, 1, "the dropped socket")
+    await asyncio.sleep(LIVE)
+    await run.genesys_control("stall_socket")
+    stalled = await new_gap(run, 2, "the stall")
+    await run.genesys_control("resume_socket")
+    await asyncio.sleep(LIVE)
+    bridge = run.bridge
+    assert bridge.proc is not None
+    bridge.proc.kill()
+    await bridge.proc.wait()
+    await asyncio.sleep(KILLED_FOR)
+    await bridge.start()
+    await bridge.wait_ready()
+    killed = await new_gap(run, 3, "the kill")
+    await asyncio.sleep(LIVE)
+    return [dropped, stalled, killed]
+
+
+async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_path: Path) -> None:
+    async with org_runs(tmp_path, ["clean", "faulty"], SEED) as (runs, clock):
+        clean, faulty = runs
+        clock.follow_wall_clock()
+        gaps = await inflict_faults(faulty)
+        await clock.freeze()
+        await asyncio.gather(*(settled(run) for run in runs))
+        expected, actual = await snapshot(clean), await snapshot(faulty)
+    reasons = [g["reason"] for g in gaps]
+    assert reasons[0] == "closed_1006", gaps
+    assert reasons[2] == "service_crashed", gaps
+    assert reasons[1] in ("heartbeat_timeout", "pong_timeout"), gaps  # whichever notices the stall first
+    lines = [line for table in TABLES for line in differences(table, expected[table], actual[table])]
+    assert not lines, f"{len(lines)} differences:\n" + "\n".join(lines)
