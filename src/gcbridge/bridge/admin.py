@@ -20,6 +20,12 @@ wider for scraping):
   ``{"all": true}``: ``{"replayed": n}`` / ``{"purged": n}``. Only ``application/json`` is accepted, which a
   web page cannot send to another origin without a preflight this endpoint never grants.
 
+Back-fill by hand, for ``gcbridge backfill`` while the service runs (this host only, JSON only, as above):
+
+* ``POST /backfill`` with ``{"from": <unix s>, "to": <unix s>, "topics": [...]}`` (``topics`` optional: the
+  service's own): runs one back-fill job now and answers ``{"job": {...}}`` with its outcome when its first
+  attempt ends.
+
 The endpoint reads a :class:`StatusSource` (and a :class:`DeadLetters`); it holds no state of its own and
 never sees a secret.
 """
@@ -79,6 +85,16 @@ class DeadLetters(Protocol):
     async def purge(self, rows: Selection) -> int: ...
 
 
+class BackfillByHand(Protocol):
+    """The running service's back-fill, as ``POST /backfill`` uses it."""
+
+    async def backfill_by_hand(
+        self, start: float, end: float, topics: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """Run one job for ``start``..``end`` (``topics``: the service's own when ``None``); its document."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
@@ -126,8 +142,10 @@ class AdminServer:
         host: str = "127.0.0.1",
         port: int = 9464,
         dead_letters: DeadLetters | None = None,
+        backfill: BackfillByHand | None = None,
     ) -> None:
         self._source = source
+        self._backfill = backfill
         self._metrics = metrics
         self._dead = dead_letters
         self._host = host
@@ -148,6 +166,8 @@ class AdminServer:
             app.router.add_get("/outbox/rows/{id}", self._row)
             app.router.add_post("/outbox/replay", self._replay)
             app.router.add_post("/outbox/purge", self._purge)
+        if self._backfill is not None:
+            app.router.add_post("/backfill", self._backfill_by_hand)
         return app
 
     async def start(self) -> None:
@@ -201,12 +221,21 @@ class AdminServer:
 
     # -- the outbox's dead letters: this host only --------------------------------------------------------
     def _dead_letters_for(self, request: web.Request) -> DeadLetters:
-        # a loopback peer that also named a loopback host: a web page that rebinds its own domain name to
-        # 127.0.0.1 reaches us from this host, but with its domain in Host
-        if not (_is_loopback(request.remote) and _names_this_host(request.url.host)):
-            raise _error(403, "outbox operations are answered only to this host (a loopback address)")
+        _only_this_host(request, "outbox operations")
         assert self._dead is not None  # the routes exist only with it
         return self._dead
+
+    async def _backfill_by_hand(self, request: web.Request) -> web.Response:
+        _only_this_host(request, "back-fill requests")
+        assert self._backfill is not None  # the route exists only with it
+        if request.content_type != "application/json":
+            raise _error(415, 'send a JSON body (Content-Type: application/json): {"from": ..., "to": ...}')
+        try:
+            body = await request.json(loads=_json.loads)
+        except _json.JSONDecodeError:
+            raise _error(400, "the body is not JSON") from None
+        start, end, topics = _backfill_request(body)
+        return _json_response({"job": await self._backfill.backfill_by_hand(start, end, topics)}, 200)
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         dead = self._dead_letters_for(request)
@@ -237,6 +266,31 @@ class AdminServer:
     async def _purge(self, request: web.Request) -> web.Response:
         dead = self._dead_letters_for(request)
         return _json_response({"purged": await dead.purge(await _selection_of(request))}, 200)
+
+
+def _only_this_host(request: web.Request, what: str) -> None:
+    # a loopback peer that also named a loopback host: a web page that rebinds its own domain name to
+    # 127.0.0.1 reaches us from this host, but with its domain in Host
+    if not (_is_loopback(request.remote) and _names_this_host(request.url.host)):
+        raise _error(403, f"{what} are answered only to this host (a loopback address)")
+
+
+def _backfill_request(body: Any) -> tuple[float, float, list[str] | None]:
+    if not isinstance(body, dict):
+        raise _error(400, 'the body must be a JSON object: {"from": <unix seconds>, "to": <unix seconds>}')
+    start, end, topics = body.get("from"), body.get("to"), body.get("topics")
+    for name, value in (("from", start), ("to", end)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _error(400, f"{name} must be a time in UNIX seconds")
+    assert isinstance(start, int | float)
+    assert isinstance(end, int | float)
+    if end <= start:
+        raise _error(400, "to must be after from")
+    if topics is not None and (
+        not isinstance(topics, list) or not topics or not all(isinstance(t, str) and t for t in topics)
+    ):
+        raise _error(400, "topics must be a non-empty list of topic names, or left out")
+    return float(start), float(end), topics
 
 
 def _is_loopback(remote: str | None) -> bool:

@@ -72,6 +72,15 @@ def register(app: typer.Typer) -> None:
         "status",
         help="Show the state of a running service (asks its admin endpoint); exits 1 when it is not ready.",
     )(status)
+    app.command(
+        "backfill",
+        help="Repair an interval by hand: read the state of what the topics cover (conversations, presence, "
+        "routing status, queue observations) from the Genesys Cloud REST APIs and put it into the outbox as "
+        "events, like the jobs the service runs for every gap. A back-filled state never overwrites a newer "
+        "live one. While the service runs (it holds the outbox), the job runs in the service, through its "
+        "admin endpoint on this host; otherwise here, and the service delivers the events when it runs. "
+        "Exits 0 when everything was repaired, 1 when some topics could not be (the reasons are printed).",
+    )(backfill)
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(config_app, name="config")
 
@@ -280,12 +289,14 @@ class _Service:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    async def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
+    async def call(
+        self, method: str, path: str, body: Any = None, *, missing_ok: bool = False, wait: float = 30.0
+    ) -> Any:
         """The JSON answer; None for a 404 when ``missing_ok``; :class:`_ServiceAnswer` for other errors."""
         import aiohttp
 
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as http,
             http.request(method, self.url + path, json=body) as r,
         ):
             text = await r.text()
@@ -476,6 +487,91 @@ def _missed(ids: list[int] | None, done: int) -> None:
             markup=False,
         )
         raise typer.Exit(1)
+
+
+# -- backfill ----------------------------------------------------------------------------------------------
+
+BACKFILL_TIMEOUT = 3600.0
+"""Seconds ``gcbridge backfill`` waits for the running service's job (a large interval under a tight rate
+limit takes minutes)."""
+
+
+def backfill(
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Start of the interval, ISO-8601 (2026-12-04T10:00:00Z; UTC if no zone)."
+        ),
+    ],
+    end: Annotated[str, typer.Option("--to", help="End of the interval, ISO-8601.")],
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic", help="A topic to repair (repeat it); default: every topic of the configuration."
+        ),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_CONFIG),
+) -> None:
+    import aiohttp
+
+    from gcbridge.bridge.backfill_cli import exit_code, outcome_lines, parse_when, run_here
+    from gcbridge.outbox.sqlite import OutboxLockedError
+
+    try:
+        start_at, end_at = parse_when(start, "--from"), parse_when(end, "--to")
+    except ValueError as exc:
+        _err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if end_at <= start_at:
+        _err.print("--to must be after --from", markup=False)
+        raise typer.Exit(EXIT_CONFIG)
+    cfg = _load(config)
+    body = {"from": start_at, "to": end_at, "topics": topic or None}
+
+    async def through_service() -> Any:
+        answer = await _Service(_admin_url(cfg)).call("POST", "/backfill", body, wait=BACKFILL_TIMEOUT)
+        return answer["job"]
+
+    doc: Any = None
+    by_service = False
+    if cfg.outbox.url is not None and cfg.admin.enabled:
+        # PostgreSQL has no file lock to tell that the service runs: ask its admin endpoint first
+        try:
+            doc, by_service = asyncio.run(through_service()), True
+        except _ServiceAnswer as exc:
+            _err.print(str(exc), markup=False)
+            raise typer.Exit(1) from None
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            doc = None
+    if doc is None:
+        try:
+            doc = asyncio.run(run_here(cfg, start_at, end_at, topic))
+        except OutboxLockedError:
+            if not cfg.admin.enabled:
+                _err.print(
+                    "the outbox is in use by a running service whose admin endpoint is off ([admin] enabled "
+                    "= false): stop the service first, or enable its admin endpoint",
+                    markup=False,
+                )
+                raise typer.Exit(1) from None
+            try:
+                doc, by_service = asyncio.run(through_service()), True
+            except _ServiceAnswer as exc:
+                _err.print(str(exc), markup=False)
+                raise typer.Exit(1) from None
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                _err.print(
+                    f"the outbox is in use by a running service, and its admin endpoint at {_admin_url(cfg)} "
+                    f"did not answer ({type(exc).__name__}: {exc}); stop the service first, or check [admin]",
+                    markup=False,
+                )
+                raise typer.Exit(1) from None
+        except Exception as exc:
+            _err.print(f"back-fill could not run: {type(exc).__name__}: {exc}", markup=False)
+            raise typer.Exit(1) from None
+    for line in outcome_lines(doc, by_service=by_service):
+        _out.print(line, markup=False, soft_wrap=True)
+    raise typer.Exit(exit_code(doc))
 
 
 # -- config ------------------------------------------------------------------------------------------------

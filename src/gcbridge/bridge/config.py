@@ -302,6 +302,25 @@ class OutboxConfig(_Section):
         return self.gap_log
 
 
+class BackfillConfig(_Section):
+    """``[backfill]``: repair every gap from the Genesys Cloud REST APIs (see docs/operations.md, Back-fill).
+
+    Each gap becomes a job in the outbox database, run ``delay`` seconds after the gap ended (analytics data
+    lags the live stream), one at a time, with at most ``max_requests_per_minute`` REST requests (the OAuth
+    client's budget, 300/min, is shared with the channel calls). A failing job is retried after
+    ``retry_initial`` seconds, doubling up to ``retry_max``, ``max_attempts`` times in all.
+    """
+
+    enabled: bool = True
+    delay: float = Field(default=120.0, ge=0, le=86400)
+    margin: float = Field(default=120.0, ge=0, le=86400)
+    max_requests_per_minute: int = Field(default=200, ge=1, le=10_000)
+    page_size: int = Field(default=100, ge=1, le=100)
+    max_attempts: int = Field(default=6, ge=1, le=1000)
+    retry_initial: float = Field(default=60.0, gt=0)
+    retry_max: float = Field(default=1800.0, gt=0)
+
+
 class AdminConfig(_Section):
     """``[admin]``: the health, metrics and status endpoint. Loopback only unless you say otherwise."""
 
@@ -346,6 +365,7 @@ class BridgeConfig(BaseSettings):
     genesys: GenesysConfig
     servicenow: ServiceNowSection
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

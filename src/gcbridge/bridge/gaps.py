@@ -6,6 +6,12 @@ a gap is reported, so that ``jq`` or a back-fill script can read it::
     {"start": 1767000000.1, "end": 1767000003.4, "seconds": 3.3, "reason": "socket_dropped",
      "topics": ["v2.routing.queues.<id>.conversations"], "detail": "...", "recorded_at": 1767000003.5}
 
+When a gap's back-fill job ends (see :mod:`gcbridge.bridge.backfill_runner`), a record of its outcome follows
+in the same file, naming the gap it repairs::
+
+    {"backfill": {"job": 7, "state": "done", "events_found": 12, "events_written": 9, ...},
+     "gap": {"start": 1767000000.1, "end": 1767000003.4, "reason": "socket_dropped"}, "recorded_at": ...}
+
 The service's own downtime is a gap as well: a small state file (``<journal>.alive``) holds the last moment
 the service was known to receive; at the next start the interval from then until the subscriptions are live
 again is journalled with reason ``service_down`` (clean stop) or ``service_crashed`` (no clean stop).
@@ -71,6 +77,7 @@ class GapJournal:
         self.count = 0
         self.seconds = 0.0
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.recent_backfills: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._lock = asyncio.Lock()
 
     def load(self) -> None:
@@ -80,9 +87,11 @@ class GapJournal:
         with self.path.open("rb") as fh:
             for line in deque(fh, maxlen=RECENT):
                 try:
-                    self.recent.append(_json.loads(line))
+                    entry = _json.loads(line)
                 except _json.JSONDecodeError:
                     continue  # a torn last line after a crash; the next append starts a fresh line
+                is_backfill = isinstance(entry, dict) and "backfill" in entry
+                (self.recent_backfills if is_backfill else self.recent).append(entry)
 
     async def record(self, gap: Gap, now: float) -> dict[str, Any]:
         entry = gap_record(gap, now)
@@ -91,6 +100,16 @@ class GapJournal:
         self.count += 1
         self.seconds += gap.seconds
         self.recent.append(entry)
+        return entry
+
+    async def record_backfill(
+        self, gap: dict[str, Any], outcome: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        """Append the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
+        entry = {"backfill": outcome, "gap": gap, "recorded_at": now}
+        async with self._lock:
+            await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
+        self.recent_backfills.append(entry)
         return entry
 
     def _append(self, line: bytes) -> None:

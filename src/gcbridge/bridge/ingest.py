@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -65,6 +65,7 @@ class Ingest:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        on_gap: Callable[[Gap], Awaitable[object]] | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -74,6 +75,7 @@ class Ingest:
         self._log = log
         self._clock = clock
         self._max_batch = max_batch
+        self._on_gap = on_gap
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self.received = 0
         self.unrouted = 0
@@ -189,7 +191,7 @@ class Ingest:
         self._metrics.record_received([i.topic for i in items])
 
     async def record_gap(self, gap: Gap) -> None:
-        """Count, log and journal ``gap``."""
+        """Count, log and journal ``gap``, then hand it to ``on_gap`` (back-fill queues a job for it)."""
         entry = await self._journal.record(gap, self._clock())
         self._metrics.gaps.labels(reason=gap.reason).inc()
         self._metrics.gap_seconds.inc(gap.seconds)
@@ -204,9 +206,30 @@ class Ingest:
             seconds=entry["seconds"],
             topics=len(gap.topics),
             detail=gap.detail,
-            what_to_do=f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.path} "
-            "lists every gap with its topics",
+            what_to_do=(
+                "nothing: a back-fill job repairs it from the REST APIs (its outcome follows in the log, "
+                f"{self._journal.path} and /status)"
+                if self._on_gap is not None
+                else f"back-fill this interval from the Genesys Cloud REST APIs; {self._journal.path} "
+                "lists every gap with its topics"
+            ),
         )
+        await self._gap_recorded(gap)
+
+    async def _gap_recorded(self, gap: Gap) -> None:
+        if self._on_gap is None:
+            return
+        try:
+            await self._on_gap(gap)
+        except Exception as exc:
+            self._log.error(
+                "back-fill job could not be queued for a gap",
+                start=gap.start,
+                end=gap.end,
+                error=f"{type(exc).__name__}: {exc}",
+                what_to_do="check the outbox database; run `gcbridge backfill --from ... --to ...` for this "
+                "interval (the gap journal has it)",
+            )
 
 
 def _utc(at: float) -> str:

@@ -30,6 +30,10 @@ import aiohttp
 import gcbridge
 from gcbridge.bridge import logging as bridge_logging
 from gcbridge.bridge.admin import EVENTS_FLOW_STATES, AdminServer
+from gcbridge.bridge.backfill_metrics import BackfillMetrics
+from gcbridge.bridge.backfill_runner import BackfillRunner, Filler
+from gcbridge.bridge.backfill_setup import open_backfill, single_topics
+from gcbridge.bridge.backfill_source import build_backfiller
 from gcbridge.bridge.config import BridgeConfig, ConfigError, load_config
 from gcbridge.bridge.gaps import GapJournal, downtime_gap
 from gcbridge.bridge.history import MinuteHistory, Sample
@@ -83,12 +87,15 @@ class BridgeService:
         clock: Callable[[], float] = time.time,
         client_factory: Callable[[BridgeConfig], EventSource] | None = None,
         install_signals: bool = True,
+        filler_factory: Callable[[BridgeConfig], Filler] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self._clock = clock
         self._client_factory = client_factory or build_client
         self._install_signals = install_signals
+        self._filler_factory = filler_factory or build_backfiller
+        self.backfill: BackfillRunner | None = None
         self.log = bridge_logging.get_logger("gcbridge.service")
         self.metrics = BridgeMetrics()
         self.lifecycle = Lifecycle()
@@ -202,6 +209,17 @@ class BridgeService:
             clock=self._clock,
         )
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="gcbridge-dispatcher")
+        self.backfill = await open_backfill(
+            cfg.backfill,
+            self.outbox,
+            self._filler_factory(cfg),
+            mapping,
+            self.journal,
+            BackfillMetrics(self.metrics.registry),
+            self.log,
+            clock=self._clock,
+            on_written=self.dispatcher.notify,
+        )
         if cfg.admin.enabled:
             self.admin = AdminServer(
                 self,
@@ -209,6 +227,7 @@ class BridgeService:
                 host=cfg.admin.host,
                 port=cfg.admin.port,
                 dead_letters=_DeadLetters(self.outbox, self.dispatcher, self._clock, self.log),
+                backfill=self,
             )
             await self.admin.start()
             self.log.info("admin endpoint listening", url=self.admin_url)
@@ -222,6 +241,7 @@ class BridgeService:
             self.journal,
             self.log,
             self._clock,
+            on_gap=self.backfill.enqueue_gap if cfg.backfill.enabled else None,
         )
         await client.start()  # the first token: a wrong secret or region fails here, clearly
         self._ingest_task = asyncio.create_task(self._run_ingest(), name="gcbridge-ingest")
@@ -231,6 +251,7 @@ class BridgeService:
         if gap is not None:
             await self.ingest.record_gap(gap)
         await self.journal.mark_alive(live_at)
+        await self.backfill.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
         if self.lifecycle.state == "starting":
             self.lifecycle.fire("started")
@@ -374,8 +395,20 @@ class BridgeService:
             servicenow_condition=self._condition_doc(),
             delivery_problems=self._delivery_problems(),
         )
+        doc["backfill"] = self.backfill.status_doc() if self.backfill is not None else {"enabled": False}
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
+
+    async def backfill_by_hand(
+        self, start: float, end: float, topics: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """One back-fill job now (``POST /backfill``, ``gcbridge backfill``); ``topics``: the service's own
+        when ``None``. Returns the job's document once its first attempt ended."""
+        if self.backfill is None:
+            raise RuntimeError("the service is not running")
+        chosen = single_topics(topics if topics is not None else self.topics)
+        job = await self.backfill.run_by_hand(start, end, chosen)
+        return job.document()
 
     # -- internals ---------------------------------------------------------------------------------------
 
@@ -470,6 +503,8 @@ class BridgeService:
             self._outbox_stats = stats
             self.metrics.set_outbox(stats)
         self._update_client_gauges()
+        if self.backfill is not None:
+            await self.backfill.refresh()
         self.history.record(self._history_sample(now))
         self._update_condition_gauge()
 
@@ -601,6 +636,8 @@ class BridgeService:
         await self._close_resources()
 
     async def _close_resources(self) -> None:
+        if self.backfill is not None:
+            await self.backfill.close()  # a job still running is taken up again at the next start
         if self.admin is not None:
             await self.admin.stop()
         if self._router is not None:

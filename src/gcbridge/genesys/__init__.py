@@ -3,12 +3,20 @@
 Most programs need only ``NotificationClient``, ``ClientOptions``, ``Event`` and ``Gap``; every error the
 library raises derives from ``GenesysError``. The building blocks
 underneath (the OAuth ``TokenManager``, the ``NotificationsApi`` REST layer, ``resolve_region``) are exported
-for programs that manage channels themselves.
+for programs that manage channels themselves. ``Backfiller`` repairs a ``Gap`` from the REST API.
 """
 
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.core.topics import InvalidTopicError, TopicCapacityError
 from gcbridge.genesys.auth import AccessToken, TokenManager
+from gcbridge.genesys.backfill import (
+    Backfiller,
+    BackfillError,
+    BackfillOptions,
+    BackfillReport,
+    BackfillRun,
+    Unfillable,
+)
 from gcbridge.genesys.client import (
     ClientClosedError,
     ClientOptions,
@@ -35,6 +43,11 @@ from gcbridge.genesys.rest import ChannelInfo, NotificationsApi, SubscriptionRes
 
 __all__ = [
     "AccessToken",
+    "BackfillError",
+    "BackfillOptions",
+    "BackfillReport",
+    "BackfillRun",
+    "Backfiller",
     "BackoffPolicy",
     "ChannelInfo",
     "ClientClosedError",
@@ -62,5 +75,6 @@ __all__ = [
     "SubscriptionResult",
     "TokenManager",
     "TopicCapacityError",
+    "Unfillable",
     "resolve_region",
 ]

@@ -44,6 +44,8 @@ from gcbridge.genesys.auth import AccessToken, TokenManager
 from gcbridge.genesys.errors import GenesysApiError, GenesysTransportError, GenesysUsageError
 
 __all__ = [
+    "ApiCaller",
+    "ApiResponse",
     "ChannelInfo",
     "ChannelSummary",
     "GenesysApiError",
@@ -114,7 +116,9 @@ class SubscriptionResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Response:
+class ApiResponse:
+    """One HTTP answer: status, raw body, the token that was used, and the headers the caller needs."""
+
     status: int
     body: bytes
     token: AccessToken
@@ -162,17 +166,9 @@ class NotificationsApi:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._session = session
         self._api_base = api_base.rstrip("/")
         self._tokens = tokens
-        self._policy = policy if policy is not None else RestPolicy()
-        self._rng = rng if rng is not None else random.Random()
-        self._sleep = sleep
-        if not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
-            log.warning(
-                "aiohttp session has a cookie jar; create it with cookie_jar=aiohttp.DummyCookieJar()",
-                api_base=self._api_base,
-            )
+        self._caller = ApiCaller(session, api_base, tokens, policy=policy, rng=rng, sleep=sleep)
 
     @property
     def tokens(self) -> TokenManager:
@@ -287,16 +283,95 @@ class NotificationsApi:
         *,
         params: dict[str, str] | None = None,
         body: Any = _NO_BODY,
-    ) -> _Response:
+    ) -> ApiResponse:
+        return await self._caller.call(method, path, params=params, body=body)
+
+    def _malformed(self, response: ApiResponse, method: str, path: str, expected: str) -> GenesysApiError:
+        return GenesysApiError(
+            response.status,
+            "invalid.response",
+            f"expected {expected} in the response body",
+            response.correlation_id,
+            method=method,
+            path=path,
+        )
+
+    @staticmethod
+    def _channel_path(channel_id: str) -> str:
+        if not channel_id:
+            raise GenesysUsageError("channel_id is empty")
+        return f"{CHANNELS_PATH}/{quote(channel_id, safe='')}"
+
+    def _subscriptions_path(self, channel_id: str) -> str:
+        return self._channel_path(channel_id) + "/subscriptions"
+
+
+class ApiCaller:
+    """The request loop of every Genesys Cloud REST call (see the module docstring): bearer token, one retry
+    with a fresh token on a 401, waits and retries on 429/5xx/connection errors, ErrorBody to
+    :class:`GenesysApiError`. :class:`NotificationsApi` and the back-fill's analytics calls share it.
+
+    ``max_rate_limited`` (default ``None``: 429s use up ``policy.max_attempts`` like any failure) gives 429s a
+    budget of their own, so that a long rate-limit storm is waited out. ``before_send``/``after_send`` run
+    around every HTTP attempt (retries included), e.g. to pace requests under a rate cap and count them.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_base: str,
+        tokens: TokenManager,
+        *,
+        policy: RestPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_rate_limited: int | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        after_send: Callable[[], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._api_base = api_base.rstrip("/")
+        self._tokens = tokens
+        self._policy = policy if policy is not None else RestPolicy()
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep
+        self._max_rate_limited = max_rate_limited
+        self._before_send = before_send
+        self._after_send = after_send
+        if not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
+            log.warning(
+                "aiohttp session has a cookie jar; create it with cookie_jar=aiohttp.DummyCookieJar()",
+                api_base=self._api_base,
+            )
+
+    @property
+    def tokens(self) -> TokenManager:
+        return self._tokens
+
+    def __repr__(self) -> str:
+        return f"ApiCaller(api_base={self._api_base!r}, client_id={self._tokens.client_id!r})"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = _NO_BODY,
+    ) -> ApiResponse:
         backoff = Backoff(self._policy.backoff, self._rng)
-        attempt = 0
+        attempt = rate_limited = 0
         renewed_token = False
         while True:
             token = await self._tokens.get(max_wait=self._policy.token_wait)
             attempt += 1
+            if self._before_send is not None:
+                await self._before_send()
             try:
                 response = await self._send(method, path, token, params, body)
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if self._after_send is not None:
+                    self._after_send()
                 problem = f"{type(exc).__name__}: {self._scrub(str(exc), token)}"
                 if attempt >= self._policy.max_attempts:
                     raise GenesysTransportError(
@@ -304,6 +379,8 @@ class NotificationsApi:
                     ) from None
                 await self._wait(backoff.next_delay(), method, path, attempt, problem=problem)
                 continue
+            if self._after_send is not None:
+                self._after_send()
             if 200 <= response.status < 300:
                 return response
             error = self._error(response, method, path, token)
@@ -325,7 +402,12 @@ class NotificationsApi:
                 self._tokens.invalidate(token)
                 continue
             retryable = response.status == 429 or response.status in _RETRY_STATUSES
-            if not retryable or attempt >= self._policy.max_attempts:
+            if response.status == 429 and self._max_rate_limited is not None:
+                rate_limited += 1
+                attempt -= 1  # 429s have a budget of their own
+                if rate_limited > self._max_rate_limited:
+                    raise error
+            elif not retryable or attempt >= self._policy.max_attempts:
                 raise error
             retry_after = parse_retry_after(response.retry_after, now=time.time())
             await self._wait(
@@ -341,7 +423,7 @@ class NotificationsApi:
 
     async def _send(
         self, method: str, path: str, token: AccessToken, params: dict[str, str] | None, body: Any
-    ) -> _Response:
+    ) -> ApiResponse:
         headers = {"Authorization": f"Bearer {token.value.reveal()}", "Accept": "application/json"}
         data: bytes | None = None
         if not isinstance(body, _NoBody):
@@ -357,7 +439,7 @@ class NotificationsApi:
             allow_redirects=False,
         ) as resp:
             payload = await resp.read()
-            return _Response(
+            return ApiResponse(
                 resp.status,
                 payload,
                 token,
@@ -379,7 +461,7 @@ class NotificationsApi:
         )
         await self._sleep(delay)
 
-    def _error(self, response: _Response, method: str, path: str, token: AccessToken) -> GenesysApiError:
+    def _error(self, response: ApiResponse, method: str, path: str, token: AccessToken) -> GenesysApiError:
         payload = response.json()
         code = message = None
         if isinstance(payload, dict):
@@ -390,29 +472,10 @@ class NotificationsApi:
             response.status, code, message, response.correlation_id, method=method, path=path
         )
 
-    def _malformed(self, response: _Response, method: str, path: str, expected: str) -> GenesysApiError:
-        return GenesysApiError(
-            response.status,
-            "invalid.response",
-            f"expected {expected} in the response body",
-            response.correlation_id,
-            method=method,
-            path=path,
-        )
-
     @staticmethod
     def _scrub(text: str, token: AccessToken) -> str:
         value = token.value.reveal()
         return text.replace(value, "**********") if value else text
-
-    @staticmethod
-    def _channel_path(channel_id: str) -> str:
-        if not channel_id:
-            raise GenesysUsageError("channel_id is empty")
-        return f"{CHANNELS_PATH}/{quote(channel_id, safe='')}"
-
-    def _subscriptions_path(self, channel_id: str) -> str:
-        return self._channel_path(channel_id) + "/subscriptions"
 
 
 def _entities(payload: Any) -> list[dict[str, Any]]:

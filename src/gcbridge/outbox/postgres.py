@@ -232,6 +232,36 @@ class PostgresOutbox:
 
         return await self._write(put, durable=True)
 
+    async def put_unless_newer(self, items: Sequence[OutboxItem]) -> int:
+        """Like :meth:`put_many`, but an item is skipped when a row of its ``order_key`` was received after
+        the item's ``received_at`` (a back-filled state read at that moment never overwrites a newer live
+        one). The table is locked against other writers (``SHARE``) for the statement's transaction, so a
+        live put still uncommitted when the check runs cannot slip in beside it: back-fill is rare and its
+        batches short, and readers are not blocked. Returns how many were stored."""
+        if not items:
+            return 0
+        params = [item_params(i, item) for i, item in enumerate(items)]
+        columns = list(zip(*params, strict=True))
+
+        async def put(conn: Any) -> int:
+            await conn.execute("LOCK TABLE outbox IN SHARE MODE")
+            rows = await conn.fetch(
+                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
+                "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) "
+                "WHERE NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_key = i.o AND x.received_at > i.r) "
+                "ORDER BY n ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                *columns,
+            )
+            return len(rows)
+
+        return await self._write(put, durable=True)
+
+    async def transact(self, op: Callable[[Any], Awaitable[T]], *, durable: bool = False) -> T:
+        """Run ``op(connection)`` in one transaction of this store's pool, for tables that live beside the
+        outbox in this database (back-fill jobs)."""
+        return await self._write(op, durable=durable)
+
     # -- delivery ----------------------------------------------------------------------------------------
 
     async def claim(self, limit: int, now: float, *, coalesce: bool = False) -> list[OutboxRow]:

@@ -90,6 +90,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 -- (state, finished_at, rowid): retention scans, the dead-letter list, the oldest undelivered row by id
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, finished_at);
+-- rows of a key by receipt time: put_unless_newer's "was anything of this key received later?"
+CREATE INDEX IF NOT EXISTS outbox_key_received ON outbox(order_key, received_at);
 CREATE TABLE IF NOT EXISTS outbox_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO outbox_meta(name, value) VALUES ('schema_version', '1');
 """
@@ -216,19 +218,43 @@ class SqliteOutbox:
         params = [item_params(i, item) for i, item in enumerate(items)]
         return await self._run(lambda conn: self._put(conn, params), durable=True)
 
-    def _put(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> int:
+    def _put(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]], *, guarded: bool = False) -> int:
         (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
-        conn.executemany(
-            "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(dedup_key) DO NOTHING",
-            params,
-        )
+        if guarded:
+            conn.executemany(
+                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) SELECT ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE order_key = ? AND received_at > ?) "
+                "ON CONFLICT(dedup_key) DO NOTHING",
+                [(*p, p[1], p[4]) for p in params],
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(dedup_key) DO NOTHING",
+                params,
+            )
         new = conn.execute(
             "SELECT id, order_key, topic FROM outbox WHERE id > ? ORDER BY id", (before,)
         ).fetchall()
         for row_id, order_key, topic in new:
             self._schedule.add(row_id, order_key, topic, 0.0)
         return len(new)
+
+    async def put_unless_newer(self, items: Sequence[OutboxItem]) -> int:
+        """Like :meth:`put_many`, but an item is skipped when a row of its ``order_key`` was received after
+        the item's ``received_at`` (for back-filled states, read at that moment: a newer live state of the
+        record is never overwritten by an older one). Checked in the transaction of the insert, on the
+        writer thread, so no live put can slip in between. Returns how many were stored."""
+        if not items:
+            return 0
+        params = [item_params(i, item) for i, item in enumerate(items)]
+        return await self._run(lambda conn: self._put(conn, params, guarded=True), durable=True)
+
+    def transact(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> asyncio.Future[T]:
+        """Run ``op(connection)`` on the writer thread, inside its grouped transaction (rolled back alone if
+        it raises), for tables that live beside the outbox in this file (back-fill jobs). ``op`` must not
+        change the ``outbox`` table: the store's in-memory schedule would not know."""
+        return self._run(op, durable=durable)
 
     # -- delivery ----------------------------------------------------------------------------------------
 

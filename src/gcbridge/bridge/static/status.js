@@ -82,6 +82,26 @@
     fillRows("recent-gaps", (gaps.recent || []).map((x) => [
       time(x.start), time(x.end), secs(x.seconds), x.reason || "", (x.topics || []).length + " topics",
     ]));
+    renderBackfill(s.backfill || {});
+  }
+
+  // back-fill: jobs waiting or running (the big number), outcomes, and the recent jobs with their reasons
+  function renderBackfill(b) {
+    const jobs = b.jobs || {};
+    const open = (jobs.pending || 0) + (jobs.running || 0);
+    set("backfill-open", b.enabled === false && !open ? "off" : num(open) + (b.running ? " (running)" : " waiting"));
+    set("backfill-done", num(jobs.done));
+    set("backfill-partial", num(jobs.partial));
+    set("backfill-failed", num(jobs.failed));
+    fillRows("backfill-jobs", (b.recent || []).map((j) => {
+      const missing = (j.unfillable || []).map((u) => u.count + " topics: " + u.reason);
+      if (j.last_error) missing.push(j.last_error);
+      const bad = j.state === "failed" || j.state === "partial";
+      return [
+        String(j.id), { text: j.state || "", cls: bad ? "error" : "" }, time(j.start), time(j.end), j.reason || "",
+        num(j.attempts), num(j.events_found), num(j.events_written), missing.join("; ") || "–",
+      ];
+    }));
   }
 
   // -- the last hour: small bar charts and the gap timeline, drawn here as SVG (no library, no network) ----

@@ -39,8 +39,10 @@ _METRICS = ["oWaiting", "oInteracting", "oOnQueueUsers", "oOffQueueUsers", "oAct
 
 
 def iso(ts: float) -> str:
-    """``yyyy-MM-ddTHH:mm:ss.SSSZ``, the date format of the Genesys API."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+    """``yyyy-MM-ddTHH:mm:ss.SSSZ``, the date format of the Genesys API, to the nearest millisecond (the
+    epoch milliseconds of detail events round the same way)."""
+    ms = round(ts * 1000)
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 class BodyGenerator:

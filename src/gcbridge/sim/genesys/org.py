@@ -808,6 +808,10 @@ class OrgWorld:
         return changes
 
     def _schedule(self, at: float, kind: str, subject: str, token: int = 0) -> None:
+        # Whole milliseconds, as every time of the real API: a time rendered as ISO-8601 (REST, analytics)
+        # and as epoch milliseconds (detail events) must be the same instant, or a back-filled event
+        # rebuilt from one could not equal the live one rendered from the other.
+        at = round(at * 1000) / 1000
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, kind, subject, token))
 

@@ -1,0 +1,399 @@
+"""Back-fill in the service: every gap becomes a durable job; one job at a time repairs it into the outbox.
+
+::
+
+    gap (client, downtime, failover, by hand) --enqueue_gap--> backfill_jobs (outbox database)
+         --due after gap.end + delay--> filler.fill(gap) --events--> mapping --put_unless_newer--> outbox
+
+The decisions (when a job is due, the backoff after a failure, which state an outcome makes) are pure, in
+:mod:`gcbridge.core.backfill_rules`; this module is the shell that runs them. A job is started (``running``,
+one attempt counted) before its first request; a process that dies meanwhile leaves it ``running``, and
+:meth:`BackfillRunner.start` makes it pending again: the repeated run is harmless, since synthesised events
+de-duplicate by key in the outbox.
+
+Synthesised events take the same path as live ones (the mapping's order key: the conversation, user or queue
+id), but through :meth:`put_unless_newer`: a back-filled state read at ``T`` is not stored when a row of its
+record was received after ``T``, so it never overwrites a newer live state.
+
+Each finished attempt is recorded in the gap journal (a ``backfill`` line naming the gap), counted in the
+metrics, logged in one line (with ``what_to_do`` when partial, retried or failed), and shown on ``/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from gcbridge.bridge.backfill_metrics import BackfillMetrics
+from gcbridge.bridge.gaps import GapJournal
+from gcbridge.bridge.mapping import Mapping, event_to_outbox_item
+from gcbridge.core.backfill_rules import RetryPolicy, first_run_at, settle_error, settle_run
+from gcbridge.genesys.events import Event, Gap
+from gcbridge.outbox.backfill_jobs import (
+    MANUAL,
+    BackfillJob,
+    BackfillJobStore,
+    GuardedPut,
+    JobGap,
+    JobOutcome,
+    Unfilled,
+)
+from gcbridge.outbox.base import OutboxItem
+
+__all__ = ["BackfillRunner", "BackfillSettings", "FillRun", "Filler", "job_gap"]
+
+WRITE_BATCH: Final = 200
+"""Synthesised events per outbox write (one transaction each)."""
+IDLE_WAKE: Final = 5.0
+"""Seconds the idle loop sleeps at most between looks at the job table (a job enqueued elsewhere, a clock
+that jumped)."""
+RECENT_SHOWN: Final = 10
+
+
+class FillRun(Protocol):
+    """One back-fill of one gap: an async iterator of events and unfillable topic families, with a report
+    complete when the iteration ends (``gcbridge.genesys.BackfillRun``)."""
+
+    report: Any
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+
+class Filler(Protocol):
+    """What repairs a gap (``gcbridge.genesys.Backfiller``)."""
+
+    def fill(self, gap: Gap) -> FillRun: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillSettings:
+    enabled: bool = True
+    delay: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def job_gap(gap: Gap) -> JobGap:
+    return JobGap(gap.start, gap.end, tuple(gap.topics), gap.reason, gap.detail)
+
+
+def _gap_of(job: BackfillJob) -> Gap:
+    g = job.gap
+    return Gap(start=g.start, end=g.end, topics=g.topics, reason=g.reason, detail=g.detail)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class BackfillRunner:
+    """Runs the back-fill jobs of one outbox database. ``await start()`` (recovers and starts the loop),
+    :meth:`enqueue_gap` for every gap, ``await stop()`` at the end."""
+
+    def __init__(
+        self,
+        jobs: BackfillJobStore,
+        outbox: GuardedPut,
+        filler: Filler,
+        mapping: Mapping,
+        journal: GapJournal,
+        metrics: BackfillMetrics,
+        log: Any,
+        *,
+        settings: BackfillSettings = BackfillSettings(),
+        clock: Callable[[], float] = time.time,
+        on_written: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.jobs = jobs
+        self._outbox = outbox
+        self._filler = filler
+        self._mapping = mapping
+        self._journal = journal
+        self.metrics = metrics
+        self._log = log
+        self.settings = settings
+        self._clock = clock
+        self._on_written = on_written
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._finished: dict[int, asyncio.Event] = {}
+        self.running_job: int | None = None
+        self._counts: dict[str, int] = {}
+        self._recent: list[dict[str, Any]] = []
+        self.recovered = 0
+
+    # -- entry points --------------------------------------------------------------------------------------
+
+    async def enqueue_gap(self, gap: Gap) -> BackfillJob | None:
+        """A durable job for ``gap`` (once per gap; socket gaps, downtime, failovers and by-hand requests
+        all come through here). ``None`` when back-fill is off or the gap names no topic."""
+        if not self.settings.enabled or not gap.topics:
+            return None
+        now = self._clock()
+        job, new = await self.jobs.enqueue(job_gap(gap), first_run_at(gap.end, self.settings.delay), now)
+        if new:
+            self._log.info(
+                "back-fill job queued",
+                job=job.id,
+                reason=gap.reason,
+                start=gap.start,
+                end=gap.end,
+                topics=len(gap.topics),
+                due_in=round(max(0.0, job.next_at - now), 1),
+            )
+        self._wake.set()
+        return job
+
+    async def run_by_hand(
+        self, start: float, end: float, topics: Sequence[str], *, here: bool = False
+    ) -> BackfillJob:
+        """Queue a job for ``start``..``end`` on ``topics``, due at once; wait for its first attempt to end.
+        In a running service the loop runs it (so the one-at-a-time rule holds); ``here``: run it in this
+        call (``gcbridge backfill`` without a running service, where no loop runs)."""
+        now = self._clock()
+        request = uuid.uuid4().hex[:8]  # each request is a job of its own, even two in one millisecond
+        gap = JobGap(start, end, tuple(topics), MANUAL, f"asked for by hand at {now:.3f} ({request})")
+        job, _ = await self.jobs.enqueue(gap, now, now)
+        if here:
+            await self.attempt(job)
+            final = await self.jobs.get(job.id)
+            assert final is not None
+            return final
+        done = self._finished.setdefault(job.id, asyncio.Event())
+        self._wake.set()
+        await done.wait()
+        self._finished.pop(job.id, None)
+        final = await self.jobs.get(job.id)
+        assert final is not None
+        return final
+
+    async def start(self) -> None:
+        """Take back jobs a dead process left running, then run due jobs until :meth:`stop`."""
+        self.recovered = await self.jobs.recover(self._clock())
+        if self.recovered:
+            self._log.warning(
+                "back-fill jobs left running by the previous run are queued again",
+                jobs=self.recovered,
+                what_to_do="nothing: they run again, and the outbox drops events it already has",
+            )
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="gcbridge-backfill")
+
+    async def stop(self) -> None:
+        """Stop the loop. A job interrupted here stays ``running`` and runs again at the next start."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self) -> None:
+        """:meth:`stop`, then close the filler (its token manager and session)."""
+        await self.stop()
+        with contextlib.suppress(Exception):
+            await self._filler.aclose()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- status --------------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read job counts and the recent jobs for ``/status`` and the gauges (the last figures stay when the
+        database does not answer: the outbox's own status says why)."""
+        with contextlib.suppress(Exception):
+            self._counts = await self.jobs.counts()
+            self._recent = [j.document() for j in await self.jobs.recent(RECENT_SHOWN)]
+            self.metrics.set_jobs(self._counts)
+
+    def status_doc(self) -> dict[str, Any]:
+        return {
+            "enabled": self.settings.enabled,
+            "delay": self.settings.delay,
+            "jobs": dict(self._counts),
+            "running": self.running_job,
+            "recent": list(self._recent),
+        }
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self._clock()
+            try:
+                due = await self.jobs.due(now, limit=1)
+                if due:
+                    await self.attempt(due[0])
+                    continue
+                next_at = await self.jobs.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log.error(
+                    "back-fill job table could not be read",
+                    error=_one_line(exc),
+                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself",
+                )
+                next_at = None
+            wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def attempt(self, job: BackfillJob) -> BackfillJob | None:
+        """One attempt of ``job`` (pending and due): run the filler, write what it found, settle the job.
+        ``None`` when another runner took the job first."""
+        started = await self.jobs.start(job.id, self._clock())
+        if started is None:
+            return None
+        self.running_job = job.id
+        self._log.info(
+            "back-fill job running",
+            job=job.id,
+            reason=job.gap.reason,
+            attempt=started.attempts,
+            topics=len(job.gap.topics),
+        )
+        try:
+            outcome, error = await self._fill(started)
+        finally:
+            self.running_job = None
+        now = self._clock()
+        if error is None:
+            settlement = settle_run(len(outcome.unfillable), len(outcome.errors))
+        else:
+            settlement = settle_error(started.attempts, now, self.settings.retry)
+        await self.jobs.finish(job.id, settlement.state, outcome, now, settlement.next_at)
+        final = await self.jobs.get(job.id)
+        assert final is not None
+        await self._report(final, retried=error is not None and settlement.state == "pending")
+        event = self._finished.get(job.id)
+        if event is not None:
+            event.set()
+        return final
+
+    async def _fill(self, job: BackfillJob) -> tuple[JobOutcome, str | None]:
+        found = written = unrouted = unmapped = 0
+        unfillable: list[Unfilled] = []
+        errors: list[str] = []
+        batch: list[OutboxItem] = []
+        run = self._filler.fill(_gap_of(job))
+
+        async def flush() -> None:
+            nonlocal written
+            if batch:
+                written += await self._outbox.put_unless_newer(batch)
+                batch.clear()
+                self._on_written()
+
+        error: str | None = None
+        try:
+            async for item in run:
+                if isinstance(item, Event):
+                    found += 1
+                    try:
+                        row = event_to_outbox_item(item, self._mapping)
+                    except Exception as exc:
+                        errors.append(f"{item.topic}: mapping failed: {_one_line(exc)}")
+                        unmapped += 1
+                        continue
+                    if row is None:
+                        unrouted += 1
+                        continue
+                    batch.append(row)
+                    if len(batch) >= WRITE_BATCH:
+                        await flush()
+                else:
+                    unfillable.append(Unfilled(tuple(item.topics), str(item.reason)))
+            await flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = _one_line(exc)
+            with contextlib.suppress(Exception):
+                await flush()  # what was found before the failure is as good as after a retry
+        report = getattr(run, "report", None)
+        errors.extend(str(e) for e in (getattr(report, "errors", None) or ()))
+        mapped = found - unrouted - unmapped
+        outcome = JobOutcome(
+            events_found=found,
+            events_written=written,
+            events_skipped=max(0, mapped - written),
+            events_unrouted=unrouted,
+            requests=int(getattr(report, "requests", 0) or 0),
+            conversations=int(getattr(report, "conversations", 0) or 0),
+            unfillable=tuple(unfillable),
+            errors=tuple(errors),
+            last_error=error,
+        )
+        return outcome, error
+
+    async def _report(self, job: BackfillJob, *, retried: bool) -> None:
+        o = job.outcome
+        m = self.metrics
+        m.events.labels(result="found").inc(o.events_found)
+        m.events.labels(result="written").inc(o.events_written)
+        m.events.labels(result="skipped").inc(o.events_skipped)
+        m.events.labels(result="unrouted").inc(o.events_unrouted)
+        m.requests.inc(o.requests)
+        m.unfillable.inc(sum(len(u.topics) for u in o.unfillable))
+        m.attempts.labels(outcome="retry" if retried else job.state).inc()
+        doc = job.document()
+        gap = {"start": job.gap.start, "end": job.gap.end, "reason": job.gap.reason}
+        try:
+            await self._journal.record_backfill(gap, doc, self._clock())
+        except OSError as exc:
+            self._log.warning(
+                "back-fill outcome not written to the gap journal",
+                job=job.id,
+                error=_one_line(exc),
+                what_to_do="check the disk that holds the gap journal; /status still shows the job",
+            )
+        fields: dict[str, Any] = {
+            "job": job.id,
+            "state": job.state,
+            "reason": job.gap.reason,
+            "start": job.gap.start,
+            "end": job.gap.end,
+            "attempts": job.attempts,
+            "events_found": o.events_found,
+            "events_written": o.events_written,
+            "events_skipped": o.events_skipped,
+            "requests": o.requests,
+        }
+        if job.state == "done":
+            self._log.info("back-fill job done", **fields)
+        elif job.state == "partial":
+            self._log.warning(
+                "back-fill job partial: some topics could not be repaired",
+                **fields,
+                unfillable=[{"topics": len(u.topics), "reason": u.reason} for u in o.unfillable],
+                errors=list(o.errors[:5]),
+                what_to_do="grant the missing permissions (`gcbridge check` lists them) and run "
+                "`gcbridge backfill --from ... --to ...` for this interval, or repair these records by hand",
+            )
+        elif retried:
+            self._log.warning(
+                "back-fill attempt failed; retrying later",
+                **fields,
+                error=o.last_error,
+                retry_at=job.next_at,
+                what_to_do="nothing if it passes on a later attempt; if it keeps failing, check that the "
+                "Genesys Cloud REST API answers (`gcbridge check`)",
+            )
+        else:
+            self._log.error(
+                "back-fill job failed",
+                **fields,
+                error=o.last_error,
+                what_to_do="the gap stays unrepaired: fix the cause (`gcbridge check`), then run "
+                "`gcbridge backfill --from ... --to ...` for this interval",
+            )
+        await self.refresh()
