@@ -126,7 +126,7 @@ def topics_of(org: dict[str, Any]) -> list[str]:
 
 def write_config(directory: Path, genesys_url: str, sn_url: str, topics: list[str]) -> Path:
     """The service's configuration: quick stall detection (the simulator's heartbeat is 1 s) and back-fill
-    soon after a gap (the simulated org has no analytics lag)."""
+    soon after a gap (the simulated org has no analytics lag), retried soon."""
     (directory / "sn_password").write_text(SN_PASSWORD + "\n")
     path = directory / "gcbridge.toml"
     listed = ", ".join(f'"{t}"' for t in topics)
@@ -159,6 +159,11 @@ idle_poll = 0.5
 [servicenow.mapping]
 include_defaults = true
 {QUEUE_STATS_RULE}
+[backfill]
+delay = 2.0
+retry_initial = 2.0
+retry_max = 10.0
+
 [admin]
 port = 0
 

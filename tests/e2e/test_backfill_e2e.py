@@ -7,6 +7,8 @@ genesys --org`` and ``gcbridge sim servicenow``), side by side on one org clock 
 from __future__ import annotations
 
 import asyncio
+import calendar
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,21 @@ async def snapshot(run: OrgRun) -> dict[str, dict[str, dict[str, str]]]:
     return {table: keyed(table, await run.records(table)) for table in TABLES}
 
 
+def epoch(servicenow_time: str) -> float:
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) as epoch seconds."""
+    return calendar.timegm(time.strptime(servicenow_time, "%Y-%m-%d %H:%M:%S"))
+
+
+def only_backfilled(payloads: list[dict[str, Any]]) -> set[str]:
+    """Conversations the outbox holds back-filled events of only: the service never heard of them live."""
+    live, backfill = set(), set()
+    for payload in payloads:
+        if payload["topicName"].endswith(".conversations"):
+            is_backfill = "backfill" in payload.get("metadata", {})
+            (backfill if is_backfill else live).add(payload["eventBody"]["id"])
+    return backfill - live
+
+
 async def test_two_clean_runs_of_one_org_leave_the_same_records(tmp_path: Path) -> None:
     async with org_runs(tmp_path, ["first", "second"], SEED) as (runs, clock):
         clock.follow_wall_clock()
@@ -53,7 +70,23 @@ async def new_gap(run: OrgRun, count: int, what: str) -> dict[str, Any]:
 
 
 def gaps_of(run: OrgRun) -> list[dict[str, Any]]:
-    return [line for line in run.journal() if "reason" in line and "start" in line]
+    return [line for line in run.journal() if "backfill" not in line]
+
+
+def backfills_of(run: OrgRun) -> list[dict[str, Any]]:
+    """The journal's back-fill outcomes (each names its gap)."""
+    return [line for line in run.journal() if "backfill" in line]
+
+
+def backfilled(run: OrgRun, gaps: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The final outcome of each gap's back-fill job, once every gap has one (a job that will be retried
+    is not final)."""
+    final = {}
+    for line in backfills_of(run):
+        if line["backfill"]["state"] != "pending":
+            final[(line["gap"]["start"], line["gap"]["end"])] = line["backfill"]
+    outcomes = [final.get((g["start"], g["end"])) for g in gaps]
+    return None if None in outcomes else outcomes  # type: ignore[return-value]
 
 
 async def inflict_faults(run: OrgRun) -> list[dict[str, Any]]:
@@ -85,11 +118,32 @@ async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_p
         clock.follow_wall_clock()
         gaps = await inflict_faults(faulty)
         await clock.freeze()
+        outcomes = await wait_for(lambda: backfilled(faulty, gaps), limit=120, what="every gap back-filled")
         await asyncio.gather(*(settled(run) for run in runs))
         expected, actual = await snapshot(clean), await snapshot(faulty)
+        status = await faulty.bridge.status()
+    assert gaps_of(clean) == [], "the clean run had a gap"
+    assert status is not None
+    assert {state: n for state, n in status["backfill"]["jobs"].items() if n} == {"done": 3}, status[
+        "backfill"
+    ]
     reasons = [g["reason"] for g in gaps]
     assert reasons[0] == "closed_1006", gaps
     assert reasons[2] == "service_crashed", gaps
     assert reasons[1] in ("heartbeat_timeout", "pong_timeout"), gaps  # whichever notices the stall first
+    assert [o["state"] for o in outcomes] == ["done"] * 3, outcomes
     lines = [line for table in TABLES for line in differences(table, expected[table], actual[table])]
     assert not lines, f"{len(lines)} differences:\n" + "\n".join(lines)
+
+    # Among them, conversations that began and ended while the service was dead: nothing live, all back-fill.
+    unseen = only_backfilled(faulty.outbox_payloads())
+    killed = gaps[2]
+    inside = [
+        key
+        for key, record in expected["interaction"].items()
+        if key in unseen
+        and record["state"] == "closed_complete"
+        and killed["start"] <= epoch(record["start_time"])
+        and epoch(record["end_time"]) < killed["end"]
+    ]
+    assert inside, f"no conversation started and ended inside the kill gap {killed}"
