@@ -13,6 +13,7 @@ from gcbridge.bridge.check import check_genesys, check_outbox, check_servicenow
 from gcbridge.bridge.config import BridgeConfig, parse_config
 from gcbridge.bridge.outbox_location import outbox_location_problem
 from gcbridge.sim.genesys.config import SimConfig
+from gcbridge.sim.genesys.org import OrgSettings
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.config import DEFAULT_TABLES, SnSimConfig, default_transform_maps
 from gcbridge.sim.servicenow.sim import ServiceNowSim
@@ -24,7 +25,8 @@ TOPICS = ["v2.users.a1.presence", "v2.routing.queues.q1.conversations"]
 
 @pytest.fixture
 async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
-    gsim = GenesysSim(SimConfig(seed=1))
+    # with an org: its REST endpoints answer back-fill's permission probes
+    gsim = GenesysSim(SimConfig(seed=1, org=OrgSettings(seed=1, users=2, queues=1, time_scale=0)))
     gsim.add_oauth_client("check-client", GENESYS_SECRET)
     # On an instance an Import Set staging table is a table like any other (readable through the Table
     # API); the simulator keeps them apart unless they are declared.
@@ -112,11 +114,30 @@ async def test_check_lists_rejected_topics(sims: tuple[GenesysSim, ServiceNowSim
     gsim, snsim = sims
     gsim.forbid_topic("v2.routing.queues.*.conversations", ["routing:queue:view"])
     verdicts = await check_genesys(config(gsim, snsim, tmp_path))
-    topics = verdicts[-1]
+    (topics,) = [v for v in verdicts if v.name == "genesys topics"]
     assert topics.level == "fail"
     assert "1 of 2 topics rejected" in topics.detail
     assert "v2.routing.queues.q1.conversations" in topics.detail
     assert "routing:queue:view" in topics.detail
+
+
+async def test_check_lists_missing_backfill_permissions_as_a_warning(
+    sims: tuple[GenesysSim, ServiceNowSim], tmp_path: Path
+) -> None:
+    gsim, snsim = sims
+    assert gsim.org is not None
+    verdicts = await check_genesys(config(gsim, snsim, tmp_path))
+    (ok,) = [v for v in verdicts if v.name == "backfill permissions"]
+    assert ok.level == "ok"
+    assert "analytics:queueObservation:view" in ok.detail
+    gsim.org.denied_permissions.update({"conversation:communication:view", "analytics:queueObservation:view"})
+    verdicts = await check_genesys(config(gsim, snsim, tmp_path))
+    (warn,) = [v for v in verdicts if v.name == "backfill permissions"]
+    assert warn.level == "warn"
+    assert "missing conversation:communication:view; analytics:queueObservation:view" in warn.detail
+    assert "queue observations will be partial" in warn.detail
+    assert "analytics:conversationDetail:view" not in warn.detail  # that one is granted
+    assert [v.level for v in verdicts if v.name != "backfill permissions"] == ["ok"] * (len(verdicts) - 1)
 
 
 async def test_check_reports_servicenow_login_failure(

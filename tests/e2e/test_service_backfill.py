@@ -5,6 +5,7 @@ without a running service."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -122,33 +123,44 @@ async def test_a_backfilled_state_does_not_overwrite_a_newer_live_one(
     tmp_path: Path, sn: ServiceNowSim
 ) -> None:
     now = time.time()
-    # back-fill read c-1 as connected 30 s ago; live said disconnected since then: live must win
+    # back-fill reads c-1 as connected at `now`; live says disconnected a moment later: live must win
+    hold = asyncio.Event()
     filler = FakeFiller(
         lambda _g, _n: (
             [
-                conversation_event("c-1", "connected", now - 30, queue=QUEUE),
-                conversation_event("c-2", "disconnected", now - 30, queue=QUEUE),
+                conversation_event("c-1", "connected", now, queue=QUEUE),
+                conversation_event("c-2", "disconnected", now, queue=QUEUE),
             ],
             None,
-        )
+        ),
+        hold=hold,
     )
     client = ScriptedClient()
     service = await started(tmp_path, sn, client, filler)
     try:
-        live = live_event("c-1", "disconnected", now)
+        assert service.admin_url is not None
+        url = f"{service.admin_url}/backfill"
+
+        async def ask() -> dict[str, Any]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(url, json={"from": now - 60, "to": now}) as r,
+            ):
+                assert r.status == 200
+                answer: dict[str, Any] = (await r.json())["job"]
+                return answer
+
+        request = asyncio.create_task(ask())
+        await asyncio.wait_for(filler.started.wait(), 20)
+        live = live_event("c-1", "disconnected", now + 1)
         client.queue.put_nowait(live)
         await wait_for(lambda: len(sn.records("interaction")) == 1, what="the live event in ServiceNow")
-        assert service.admin_url is not None
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{service.admin_url}/backfill", json={"from": now - 60, "to": now - 10}) as r,
-        ):
-            assert r.status == 200
-            job = (await r.json())["job"]
+        hold.set()
+        job = await asyncio.wait_for(request, 20)
         assert (job["state"], job["events_written"], job["events_skipped"]) == ("done", 1, 1)
         assert filler.gaps[0].topics == tuple(TOPICS)  # the service's topics when none are named
         await wait_for(lambda: len(sn.records("interaction")) == 2, what="c-2 in ServiceNow")
-        c2 = conversation_event("c-2", "disconnected", now - 30, queue=QUEUE)
+        c2 = conversation_event("c-2", "disconnected", now, queue=QUEUE)
         check_interactions(sn.records("interaction"), expected_interactions([live, c2]))
     finally:
         await service.stop()

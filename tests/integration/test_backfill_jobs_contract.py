@@ -182,3 +182,27 @@ async def test_a_guarded_put_deduplicates(
     same_state = OutboxItem("live-1", "conv-a", "v2.routing.queues.q1.conversations", b"{}", 1500.0)
     assert await guarded.put_unless_newer([same_state]) == 0
     assert (await store.stats(2000.0)).pending == 1
+
+
+async def test_the_check_covers_the_rows_stored_after_after_id(
+    pair: tuple[OutboxStore, BackfillJobStore],
+) -> None:
+    store, _ = pair
+    guarded: GuardedPut = store  # type: ignore[assignment]
+    assert await guarded.last_id() == 0
+    await store.put_many([live(1, "conv-a", at=2000.0)])
+    floor = await guarded.last_id()
+    assert floor > 0
+    # rows up to after_id were stored before back-fill read anything: they cannot be newer than its reads
+    assert await guarded.put_unless_newer([filled(1, "conv-a", 1900.0)], after_id=floor) == 1
+    await store.put_many([live(2, "conv-b", at=2100.0)])
+    assert await guarded.put_unless_newer([filled(2, "conv-b", 2050.0)], after_id=floor) == 0
+
+
+async def test_within_one_put_a_later_item_of_a_key_wins(pair: tuple[OutboxStore, BackfillJobStore]) -> None:
+    store, _ = pair
+    guarded: GuardedPut = store  # type: ignore[assignment]
+    items = [filled(1, "conv-a", 2000.0), filled(2, "conv-a", 1999.0), filled(3, "conv-a", 2001.0)]
+    assert await guarded.put_unless_newer(items) == 2
+    rows = await store.claim(10, now=3000.0)
+    assert [r.dedup_key for r in rows] == ["fill-1"]

@@ -214,16 +214,21 @@ async def test_a_job_interrupted_by_a_restart_finishes_after_it(rig: Rig) -> Non
 
 
 async def test_a_backfilled_state_does_not_overwrite_a_newer_live_one(rig: Rig) -> None:
-    runner, store = await rig.runner(FakeFiller(events_plan("c-old", "c-new", read_at=1190.0)), delay=0.0)
-    # a live event of c-new received after back-fill read its state; c-old's live event is older
-    live_new = event_to_outbox_item(conversation_event("c-new", "terminated", 1195.0), MAPPING)
+    hold = asyncio.Event()
+    filler = FakeFiller(events_plan("c-old", "c-new", read_at=1190.0), hold=hold)
+    runner, store = await rig.runner(filler, delay=0.0)
+    # c-old's live event is older than back-fill's read; c-new's arrives while the job runs, after the read
     live_old = event_to_outbox_item(conversation_event("c-old", "connected", 1100.0), MAPPING)
-    assert live_new is not None
+    live_new = event_to_outbox_item(conversation_event("c-new", "terminated", 1195.0), MAPPING)
     assert live_old is not None
-    await store.put_many([live_old, live_new])
+    assert live_new is not None
+    await store.put_many([live_old])
     await runner.start()
     job = await runner.enqueue_gap(GAP)
     assert job is not None
+    await asyncio.wait_for(filler.started.wait(), 10)
+    await store.put_many([live_new])
+    hold.set()
     await until(lambda: _is(runner, job, "done"))
     final = await runner.jobs.get(job.id)
     assert final is not None
@@ -265,3 +270,22 @@ def _sample(runner: BackfillRunner, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     raise AssertionError(f"no sample {name} {labels}")
+
+
+async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
+    # the library stamps read_at when the answer arrived; the server read the state a little earlier
+    hold = asyncio.Event()
+    filler = FakeFiller(events_plan("c-1", read_at=1190.0), hold=hold)
+    runner, store = await rig.runner(filler, delay=0.0)
+    await runner.start()
+    job = await runner.enqueue_gap(GAP)
+    assert job is not None
+    await asyncio.wait_for(filler.started.wait(), 10)
+    live = event_to_outbox_item(conversation_event("c-1", "terminated", 1185.0), MAPPING)
+    assert live is not None
+    await store.put_many([live])
+    hold.set()
+    await until(lambda: _is(runner, job, "done"))
+    final = await runner.jobs.get(job.id)
+    assert final is not None
+    assert (final.outcome.events_written, final.outcome.events_skipped) == (0, 1)

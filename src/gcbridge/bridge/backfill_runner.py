@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -53,6 +54,12 @@ IDLE_WAKE: Final = 5.0
 """Seconds the idle loop sleeps at most between looks at the job table (a job enqueued elsewhere, a clock
 that jumped)."""
 RECENT_SHOWN: Final = 10
+READ_SLACK: Final = 10.0
+"""Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
+the answer arrived, but the server read the state earlier: a live event received in between may be newer than
+the answer. Checking against ``read_at - READ_SLACK`` drops the back-filled state instead. Dropping is safe
+while the live stream runs (anything newer than that live event arrives live too; a new gap gets its own
+job)."""
 
 
 class FillRun(Protocol):
@@ -284,12 +291,14 @@ class BackfillRunner:
         unfillable: list[Unfilled] = []
         errors: list[str] = []
         batch: list[OutboxItem] = []
+        # every row received after a state was read is stored after this id: the guarded put scans only those
+        floor = await self._outbox.last_id()
         run = self._filler.fill(_gap_of(job))
 
         async def flush() -> None:
             nonlocal written
             if batch:
-                written += await self._outbox.put_unless_newer(batch)
+                written += await self._outbox.put_unless_newer(batch, after_id=floor)
                 batch.clear()
                 self._on_written()
 
@@ -307,7 +316,7 @@ class BackfillRunner:
                     if row is None:
                         unrouted += 1
                         continue
-                    batch.append(row)
+                    batch.append(dataclasses.replace(row, received_at=row.received_at - READ_SLACK))
                     if len(batch) >= WRITE_BATCH:
                         await flush()
                 else:

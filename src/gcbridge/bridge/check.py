@@ -5,6 +5,8 @@ Genesys steps: an OAuth token, a notification channel, and a subscription of eve
 channel with ``ignoreErrors=true`` (rejected topics are listed with their missing permissions); the check
 removes its subscriptions again. The ServiceNow steps: authentication, then every target of the mapping
 probed the way delivery uses it (see :func:`check_servicenow`). The outbox step: ``[outbox] path`` is usable.
+Back-fill's permissions are probed with one harmless request each; a missing one is a warning (only back-fill
+needs it).
 
 Mind: if Genesys makes topics exclusive to the newest channel of an OAuth client (spec §2.3a), checking
 topics while the service runs with the same OAuth client moves them to the check's channel for a moment;
@@ -22,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 
 from gcbridge import _json
+from gcbridge.bridge import backfill_permissions
 from gcbridge.bridge.config import BridgeConfig
 from gcbridge.bridge.outbox_location import outbox_location_problem
 from gcbridge.bridge.status import topic_count
@@ -68,7 +71,15 @@ async def check_genesys(config: BridgeConfig, *, topics: bool = True) -> list[Ve
             out.append(verdict)
             if channel_id is not None and topics:
                 out.append(await _genesys_topics(http, hosts, token, channel_id, g.topics))
+            out.append(await _backfill_permissions(http, hosts, token))
     return out
+
+
+async def _backfill_permissions(http: aiohttp.ClientSession, hosts: RegionHosts, token: Secret) -> Verdict:
+    """What back-fill needs (see :mod:`gcbridge.bridge.backfill_permissions`); missing ones are a warning."""
+    found = await backfill_permissions.probe(http, hosts.api_base, _bearer(token))
+    level, detail = backfill_permissions.verdict(found)
+    return Verdict("backfill permissions", level, detail)
 
 
 async def _genesys_token(

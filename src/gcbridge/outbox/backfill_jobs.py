@@ -172,8 +172,13 @@ def outcome_from_json(text: str | None) -> JobOutcome:
 class GuardedPut(Protocol):
     """The outbox as back-fill writes to it (both stores implement it)."""
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem]) -> int:
-        """Store items unless a row of their order key was received after their ``received_at``."""
+    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+        """Store items unless a row of their order key (with an id above ``after_id``) was received after
+        their ``received_at``; returns how many were stored."""
+        ...
+
+    async def last_id(self) -> int:
+        """The highest row id stored so far."""
         ...
 
 

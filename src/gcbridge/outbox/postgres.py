@@ -53,6 +53,7 @@ from gcbridge.outbox.rowcodes import (
     STATE_NAMES,
     clip_error,
     item_params,
+    not_older,
 )
 
 __all__ = ["OutboxConnectError", "PostgresOutbox", "redact_url"]
@@ -232,30 +233,46 @@ class PostgresOutbox:
 
         return await self._write(put, durable=True)
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem]) -> int:
-        """Like :meth:`put_many`, but an item is skipped when a row of its ``order_key`` was received after
-        the item's ``received_at`` (a back-filled state read at that moment never overwrites a newer live
-        one). The table is locked against other writers (``SHARE``) for the statement's transaction, so a
-        live put still uncommitted when the check runs cannot slip in beside it: back-fill is rare and its
-        batches short, and readers are not blocked. Returns how many were stored."""
+    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+        """Like :meth:`put_many`, for back-filled states (``received_at``: the moment the state was read): an
+        item is skipped when a row of its ``order_key`` with an id above ``after_id`` was received after the
+        item's ``received_at`` (or an earlier item of ``items`` was), so that an older state never lands
+        behind a newer live one. Returns how many were stored.
+
+        The table is locked against other writers (``SHARE``; readers go on) for this one transaction, so a
+        live put still uncommitted when the check runs cannot slip in beside it; back-fill is rare and its
+        batches short. ``after_id``: :meth:`last_id` taken before the states were read (rows received later
+        have higher ids, so only they are scanned, by primary key: no index on ``order_key`` is needed)."""
         if not items:
             return 0
         params = [item_params(i, item) for i, item in enumerate(items)]
-        columns = list(zip(*params, strict=True))
+        keys = sorted({p[1] for p in params})
 
         async def put(conn: Any) -> int:
             await conn.execute("LOCK TABLE outbox IN SHARE MODE")
+            found = await conn.fetch(
+                "SELECT order_key, MAX(received_at) FROM outbox "
+                "WHERE id > $1 AND order_key = ANY($2::text[]) GROUP BY order_key",
+                after_id,
+                keys,
+            )
+            kept = not_older(params, {r[0]: r[1] for r in found})
+            if not kept:
+                return 0
             rows = await conn.fetch(
                 "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
                 "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) "
-                "WHERE NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_key = i.o AND x.received_at > i.r) "
-                "ORDER BY n ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                *columns,
+                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
+                "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                *zip(*kept, strict=True),
             )
             return len(rows)
 
         return await self._write(put, durable=True)
+
+    async def last_id(self) -> int:
+        """The highest row id stored so far (0 for an empty outbox); see :meth:`put_unless_newer`."""
+        return int(await self._read(lambda conn: conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM outbox")))
 
     async def transact(self, op: Callable[[Any], Awaitable[T]], *, durable: bool = False) -> T:
         """Run ``op(connection)`` in one transaction of this store's pool, for tables that live beside the

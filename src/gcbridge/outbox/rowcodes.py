@@ -7,7 +7,16 @@ from typing import Any
 
 from gcbridge.outbox.base import OutboxItem, RowState
 
-__all__ = ["DEAD", "DELIVERED", "IN_FLIGHT", "PENDING", "STATE_NAMES", "clip_error", "item_params"]
+__all__ = [
+    "DEAD",
+    "DELIVERED",
+    "IN_FLIGHT",
+    "PENDING",
+    "STATE_NAMES",
+    "clip_error",
+    "item_params",
+    "not_older",
+]
 
 PENDING, IN_FLIGHT, DELIVERED, DEAD = 0, 1, 2, 3
 STATE_NAMES: dict[int, RowState] = {
@@ -51,6 +60,20 @@ def _checked_item_params(index: int, item: OutboxItem) -> tuple[Any, ...]:
     if not isinstance(item.received_at, int | float):
         raise TypeError(f"put_many item {index}: received_at must be UNIX seconds, got {item.received_at!r}")
     return (item.dedup_key, item.order_key, item.topic, bytes(item.payload), float(item.received_at))
+
+
+def not_older(params: list[tuple[Any, ...]], newest: dict[str, float]) -> list[tuple[Any, ...]]:
+    """The items (``item_params`` tuples) of a guarded put to insert, in order: an item whose key has a row
+    (``newest``: the latest ``received_at`` per key) or an earlier kept item received after it is left out.
+    ``newest`` is updated with the kept items."""
+    kept = []
+    for p in params:
+        key, at = p[1], p[4]
+        if newest.get(key, at) > at:
+            continue
+        newest[key] = max(at, newest.get(key, at))
+        kept.append(p)
+    return kept
 
 
 def clip_error(text: str) -> str:

@@ -60,6 +60,7 @@ from gcbridge.outbox.rowcodes import (
     STATE_NAMES,
     clip_error,
     item_params,
+    not_older,
 )
 from gcbridge.outbox.schedule import KeySchedule
 
@@ -90,8 +91,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 -- (state, finished_at, rowid): retention scans, the dead-letter list, the oldest undelivered row by id
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, finished_at);
--- rows of a key by receipt time: put_unless_newer's "was anything of this key received later?"
-CREATE INDEX IF NOT EXISTS outbox_key_received ON outbox(order_key, received_at);
 CREATE TABLE IF NOT EXISTS outbox_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO outbox_meta(name, value) VALUES ('schema_version', '1');
 """
@@ -218,21 +217,16 @@ class SqliteOutbox:
         params = [item_params(i, item) for i, item in enumerate(items)]
         return await self._run(lambda conn: self._put(conn, params), durable=True)
 
-    def _put(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]], *, guarded: bool = False) -> int:
+    def _put(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> int:
         (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
-        if guarded:
-            conn.executemany(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) SELECT ?, ?, ?, ?, ? "
-                "WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE order_key = ? AND received_at > ?) "
-                "ON CONFLICT(dedup_key) DO NOTHING",
-                [(*p, p[1], p[4]) for p in params],
-            )
-        else:
-            conn.executemany(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(dedup_key) DO NOTHING",
-                params,
-            )
+        conn.executemany(
+            "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            params,
+        )
+        return self._schedule_new(conn, before)
+
+    def _schedule_new(self, conn: sqlite3.Connection, before: int) -> int:
         new = conn.execute(
             "SELECT id, order_key, topic FROM outbox WHERE id > ? ORDER BY id", (before,)
         ).fetchall()
@@ -240,15 +234,40 @@ class SqliteOutbox:
             self._schedule.add(row_id, order_key, topic, 0.0)
         return len(new)
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem]) -> int:
-        """Like :meth:`put_many`, but an item is skipped when a row of its ``order_key`` was received after
-        the item's ``received_at`` (for back-filled states, read at that moment: a newer live state of the
-        record is never overwritten by an older one). Checked in the transaction of the insert, on the
-        writer thread, so no live put can slip in between. Returns how many were stored."""
+    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+        """Like :meth:`put_many`, for back-filled states (``received_at``: the moment the state was read): an
+        item is skipped when a row of its ``order_key`` with an id above ``after_id`` was received after the
+        item's ``received_at`` (or an earlier item of ``items`` was), so that an older state never lands
+        behind a newer live one. Checked in the insert's transaction on the writer thread: no live put slips
+        in between. Returns how many were stored.
+
+        ``after_id``: :meth:`last_id` taken before the states were read. A row received after a read was
+        stored after it, so it has a higher id: the check scans only the rows stored since (no index on
+        ``order_key`` is needed, which would cost every live insert)."""
         if not items:
             return 0
         params = [item_params(i, item) for i, item in enumerate(items)]
-        return await self._run(lambda conn: self._put(conn, params, guarded=True), durable=True)
+        return await self._run(lambda conn: self._put_guarded(conn, params, after_id), durable=True)
+
+    def _put_guarded(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]], after_id: int) -> int:
+        (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+        newest: dict[str, float] = dict(
+            conn.execute(
+                "SELECT order_key, MAX(received_at) FROM outbox WHERE id > ? GROUP BY order_key", (after_id,)
+            ).fetchall()
+        )
+        conn.executemany(
+            "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            not_older(params, newest),
+        )
+        return self._schedule_new(conn, before)
+
+    async def last_id(self) -> int:
+        """The highest row id stored so far (0 for an empty outbox); see :meth:`put_unless_newer`."""
+        return await self._run(
+            lambda conn: int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])
+        )
 
     def transact(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> asyncio.Future[T]:
         """Run ``op(connection)`` on the writer thread, inside its grouped transaction (rolled back alone if

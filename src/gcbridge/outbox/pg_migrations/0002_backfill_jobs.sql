@@ -20,7 +20,3 @@ CREATE TABLE backfill_jobs (
 );
 
 CREATE INDEX backfill_jobs_due ON backfill_jobs (next_at, id) WHERE state = 'pending';
-
--- Rows of a key by receipt time: a back-filled state is stored only if nothing of its key was received after
--- the moment it was read (put_unless_newer).
-CREATE INDEX outbox_key_received ON outbox (order_key, received_at);

@@ -1,0 +1,139 @@
+"""A back-fill job interrupted by a restart finishes after it: the service as a real process, SIGKILLed while
+its job reads the simulated org (the simulator answers slowly meanwhile), then started again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gcbridge.sim.genesys.config import SimConfig
+from gcbridge.sim.genesys.org import OrgSettings
+from gcbridge.sim.genesys.sim import GenesysSim
+from gcbridge.sim.servicenow.config import SnSimConfig
+from gcbridge.sim.servicenow.sim import ServiceNowSim
+
+from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
+from .test_service_e2e import GENESYS_CLIENT, Bridge
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
+    org = OrgSettings(seed=5, users=4, queues=2, time_scale=0, start=time.time() - 3600)
+    gsim = GenesysSim(SimConfig(seed=5, heartbeat_interval=5.0, org=org))
+    gsim.add_oauth_client(GENESYS_CLIENT, GENESYS_SECRET)
+    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
+    await gsim.start("127.0.0.1", 0)
+    await snsim.start("127.0.0.1", 0)
+    assert gsim.org is not None
+    gsim.org.advance_by(3600)  # an hour of calls, up to about now
+    try:
+        yield gsim, snsim
+    finally:
+        await gsim.stop()
+        await snsim.stop()
+
+
+def write_config(tmp_path: Path, gsim: GenesysSim, snsim: ServiceNowSim, topics: list[str]) -> Path:
+    assert snsim.base_url is not None
+    (tmp_path / "sn_password").write_text(SN_PASSWORD + "\n")
+    listed = ", ".join(f'"{t}"' for t in topics)
+    path = tmp_path / "gcbridge.toml"
+    path.write_text(f"""
+[genesys]
+base_url = "{gsim.base_url}"
+client_id = "{GENESYS_CLIENT}"
+topics = [{listed}]
+
+[servicenow]
+instance_url = "{snsim.base_url}"
+[servicenow.auth]
+kind = "basic"
+username = "{SN_USER}"
+password_file = "sn_password"
+
+[outbox]
+path = "state/outbox.db"
+[outbox.dispatcher]
+backoff_initial = 0.1
+backoff_max = 1.0
+idle_poll = 1.0
+
+[backfill]
+delay = 0.0
+
+[admin]
+port = 0
+""")
+    return path
+
+
+async def backfill_doc(bridge: Bridge) -> dict[str, Any]:
+    doc = await bridge.status()
+    return (doc or {}).get("backfill") or {}
+
+
+async def test_a_job_killed_with_the_service_finishes_after_the_restart(
+    tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim]
+) -> None:
+    gsim, snsim = sims
+    assert gsim.org is not None
+    world = gsim.org.world
+    topics = [f"v2.routing.queues.{q}.conversations" for q in world.queues]
+    topics += [f"v2.users.{u}.presence" for u in world.users]
+    bridge = Bridge(write_config(tmp_path, gsim, snsim, topics), tmp_path / "bridge.log")
+    loop = asyncio.get_running_loop()
+    await bridge.start()
+    await bridge.wait_ready()
+    assert bridge.url is not None
+    gsim.set_rest_delay(0.5)  # every REST answer takes half a second: the job runs for a while
+
+    async def ask() -> None:
+        now = time.time()
+        with contextlib.suppress(aiohttp.ClientError):  # the service dies under the request
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{bridge.url}/backfill", json={"from": now - 1800, "to": now - 60}) as r,
+            ):
+                await r.read()
+
+    request = asyncio.create_task(ask())
+    deadline = loop.time() + 60
+    while (running := (await backfill_doc(bridge)).get("running")) is None:
+        assert loop.time() < deadline, f"the job never ran:\n{bridge.tail()}"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)  # a few requests into the job
+    assert (await backfill_doc(bridge))["jobs"]["running"] == 1
+    assert await bridge.terminate(signal.SIGKILL) == -signal.SIGKILL
+    await request
+
+    gsim.clear_faults()
+    await bridge.start()
+    await bridge.wait_ready()
+    deadline = loop.time() + 90
+    while True:
+        doc = await backfill_doc(bridge)
+        jobs = {j["id"]: j for j in doc.get("recent", [])}
+        if jobs.get(running, {}).get("state") in ("done", "partial", "failed"):
+            break
+        assert loop.time() < deadline, f"the job did not finish after the restart: {doc}\n{bridge.tail()}"
+        await asyncio.sleep(0.2)
+    job = jobs[running]
+    assert job["state"] == "done", job
+    assert job["attempts"] == 2  # the killed attempt, then the one after the restart
+    assert job["events_written"] > 0
+    assert "back-fill jobs left running by the previous run are queued again" in bridge.log.read_text()
+    deadline = loop.time() + 60
+    while not snsim.records("interaction"):
+        assert loop.time() < deadline, "no back-filled conversation reached ServiceNow"
+        await asyncio.sleep(0.2)
+    assert await bridge.terminate() == 0
