@@ -122,6 +122,9 @@ async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_p
         await asyncio.gather(*(settled(run) for run in runs))
         expected, actual = await snapshot(clean), await snapshot(faulty)
         status = await faulty.bridge.status()
+        worlds = [await run.sim("GET", f"{run.genesys.base_url}/_sim/org") for run in runs]
+    # the same world: the same simulated span, the same events published
+    assert worlds[0] == worlds[1], "the two orgs differ"
     assert gaps_of(clean) == [], "the clean run had a gap"
     assert status is not None
     assert {state: n for state, n in status["backfill"]["jobs"].items() if n} == {"done": 3}, status[
@@ -132,6 +135,7 @@ async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_p
     assert reasons[2] == "service_crashed", gaps
     assert reasons[1] in ("heartbeat_timeout", "pong_timeout"), gaps  # whichever notices the stall first
     assert [o["state"] for o in outcomes] == ["done"] * 3, outcomes
+    assert outcomes[2]["events_written"] > 0, outcomes[2]  # the kill hid events that back-fill found
     lines = [line for table in TABLES for line in differences(table, expected[table], actual[table])]
     assert not lines, f"{len(lines)} differences:\n" + "\n".join(lines)
 
@@ -147,3 +151,10 @@ async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_p
         and epoch(record["end_time"]) < killed["end"]
     ]
     assert inside, f"no conversation started and ended inside the kill gap {killed}"
+    written = [o["events_written"] for o in outcomes]
+    found = [o["events_found"] for o in outcomes]
+    print(  # what the run covered (pytest -s)
+        f"{len(expected['interaction'])} conversations, {len(unseen)} known from back-fill only, "
+        f"{len(inside)} within the kill gap; gaps {[(g['reason'], g['seconds']) for g in gaps]}; "
+        f"back-fill events written {written} of found {found}"
+    )
