@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +66,18 @@ key_field = "u_queue_id"
 [servicenow.mapping.rules.fields]
 u_media_type = "{body.group.mediaType}"
 u_observed_at = "{received_at}"
+u_waiting = { value = "{body.data[0].metrics[?metric=='oWaiting'].stats.count}", default = "0" }
+u_alerting = { value = "{body.data[0].metrics[?metric=='oAlerting'].stats.count}", default = "0" }
+u_interacting = { value = "{body.data[0].metrics[?metric=='oInteracting'].stats.count}", default = "0" }
+u_off_queue_users = { value = "{body.data[0].metrics[?metric=='oOffQueueUsers'].stats.count}", default = "0" }
+u_on_queue_idle = { value = "{body.data[0].metrics[?qualifier=='IDLE'].stats.count}", default = "0" }
+[servicenow.mapping.rules.fields.u_on_queue_interacting]
+value = "{body.data[0].metrics[?qualifier=='INTERACTING'].stats.count}"
+default = "0"
+[servicenow.mapping.rules.fields.u_on_queue_not_responding]
+value = "{body.data[0].metrics[?qualifier=='NOT_RESPONDING'].stats.count}"
+default = "0"
 """
-for column, path in {
-    "u_waiting": "metric=='oWaiting'",
-    "u_alerting": "metric=='oAlerting'",
-    "u_interacting": "metric=='oInteracting'",
-    "u_off_queue_users": "metric=='oOffQueueUsers'",
-    "u_on_queue_idle": "qualifier=='IDLE'",
-    "u_on_queue_interacting": "qualifier=='INTERACTING'",
-    "u_on_queue_not_responding": "qualifier=='NOT_RESPONDING'",
-}.items():
-    QUEUE_STATS_RULE += (
-        f'{column} = {{ value = "{{body.data[0].metrics[?{path}].stats.count}}", default = "0" }}\n'
-    )
 
 
 def org_args(seed: int, start: float) -> list[str]:
@@ -183,7 +182,6 @@ class OrgRun:
     servicenow: SimCommand
     bridge: Bridge
     http: aiohttp.ClientSession
-    notes: list[str] = field(default_factory=list)
 
     async def sim(self, method: str, url: str, body: Any = None) -> Any:
         async with self.http.request(method, url, json=body) as resp:
@@ -198,6 +196,32 @@ class OrgRun:
         doc = await self.sim("GET", f"{self.servicenow.base_url}/_sim/records/{table}")
         records: list[dict[str, str]] = doc["result"]
         return records
+
+    async def caught_up(self) -> bool:
+        """Whether this service process received every event the simulator wrote to its channels (exact for
+        a process that kept one channel, as every process here does once the faults are over)."""
+        status = await self.bridge.status()
+        if status is None:
+            return False
+        channels = {c["id"] for c in status["genesys"]["channels"]}
+        ledger = await self.sim("GET", f"{self.genesys.base_url}/_sim/ledger")
+        sent = sum(
+            any(d["sent"] and d["channelId"] in channels for d in record["deliveries"])
+            for record in ledger["records"]
+        )
+        received: int = status["genesys"]["events_received"]
+        return received >= sent
+
+    async def settled(self) -> None:
+        """Until the service has received what was sent to it and delivered everything it stored."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await self.caught_up():
+            assert loop.time() < deadline, (
+                f"{self.name}: events sent were never received:\n{self.bridge.tail()}"
+            )
+            await asyncio.sleep(0.2)
+        await self.bridge.wait_settled()
 
     def journal(self) -> list[dict[str, Any]]:
         path = self.directory / "state" / "gcbridge-gaps.jsonl"
