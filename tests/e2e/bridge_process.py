@@ -13,7 +13,53 @@ import orjson
 
 from tests.commands import gcbridge_argv
 
-from .conftest import GENESYS_SECRET
+from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
+
+
+def write_service_config(
+    directory: Path,
+    genesys_url: str,
+    client_id: str,
+    topics: list[str],
+    sn_url: str,
+    *,
+    admin_port: int = 0,
+    extra: str = "",
+) -> Path:
+    """``directory/gcbridge.toml`` for a service between two simulators (the ServiceNow password in a file
+    beside it, the Genesys secret from the environment :class:`Bridge` sets), debug logs; ``extra`` is TOML
+    appended (more sections). The admin endpoint takes any free port unless ``admin_port`` is given."""
+    (directory / "sn_password").write_text(SN_PASSWORD + "\n")
+    path = directory / "gcbridge.toml"
+    listed = ", ".join(f'"{t}"' for t in topics)
+    path.write_text(f"""
+[genesys]
+base_url = "{genesys_url}"
+client_id = "{client_id}"
+topics = [{listed}]
+
+[servicenow]
+instance_url = "{sn_url}"
+[servicenow.auth]
+kind = "basic"
+username = "{SN_USER}"
+password_file = "sn_password"
+
+[outbox]
+path = "state/outbox.db"
+drain_timeout = 20.0
+[outbox.dispatcher]
+backoff_initial = 0.1
+backoff_max = 1.0
+idle_poll = 1.0
+
+[admin]
+port = {admin_port}
+
+[logging]
+level = "debug"
+{extra}""")
+    return path
 
 
 class Bridge:

@@ -26,7 +26,7 @@ import orjson
 
 from tests.integration.sim_cli import SimCommand, sim_command
 
-from .bridge_process import Bridge
+from .bridge_process import Bridge, write_service_config
 from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
 
 GENESYS_CLIENT = "gcbridge-backfill-e2e"
@@ -123,53 +123,23 @@ def topics_of(org: dict[str, Any]) -> list[str]:
     return topics
 
 
-def write_config(directory: Path, genesys_url: str, sn_url: str, topics: list[str]) -> Path:
-    """The service's configuration: quick stall detection (the simulator's heartbeat is 1 s) and back-fill
-    soon after a gap (the simulated org has no analytics lag), retried soon."""
-    (directory / "sn_password").write_text(SN_PASSWORD + "\n")
-    path = directory / "gcbridge.toml"
-    listed = ", ".join(f'"{t}"' for t in topics)
-    path.write_text(f"""
-[genesys]
-base_url = "{genesys_url}"
-client_id = "{GENESYS_CLIENT}"
-topics = [{listed}]
-
+#: What the back-fill runs add to the common configuration: quick stall detection (the simulator's
+#: heartbeat is 1 s), back-fill soon after a gap (the simulated org has no analytics lag) and retried soon,
+#: and the queue observations rule.
+SERVICE_EXTRA = f"""
 [genesys.client]
 heartbeat_timeout = 4.0
 ping_interval = 2.0
 pong_timeout = 1.5
 
-[servicenow]
-instance_url = "{sn_url}"
-[servicenow.auth]
-kind = "basic"
-username = "{SN_USER}"
-password_file = "sn_password"
-
-[outbox]
-path = "state/outbox.db"
-drain_timeout = 20.0
-[outbox.dispatcher]
-backoff_initial = 0.1
-backoff_max = 1.0
-idle_poll = 0.5
-
-[servicenow.mapping]
-include_defaults = true
-{QUEUE_STATS_RULE}
 [backfill]
 delay = 2.0
 retry_initial = 2.0
 retry_max = 10.0
 
-[admin]
-port = 0
-
-[logging]
-level = "debug"
-""")
-    return path
+[servicenow.mapping]
+include_defaults = true
+{QUEUE_STATS_RULE}"""
 
 
 @dataclass
@@ -254,7 +224,14 @@ async def org_runs(
             )
             async with http.get(f"{genesys.base_url}/_sim/org") as resp:
                 org = await resp.json()
-            config = write_config(directory, genesys.base_url, servicenow.base_url, topics_of(org))
+            config = write_service_config(
+                directory,
+                genesys.base_url,
+                GENESYS_CLIENT,
+                topics_of(org),
+                servicenow.base_url,
+                extra=SERVICE_EXTRA,
+            )
             bridge = Bridge(config, directory / "bridge.log")
             stack.push_async_callback(_stop, bridge)
             runs.append(OrgRun(name, directory, genesys, servicenow, bridge, http))

@@ -31,7 +31,7 @@ from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
-from .bridge_process import Bridge
+from .bridge_process import Bridge, write_service_config
 from .conftest import (
     GENESYS_SECRET,
     SN_PASSWORD,
@@ -64,38 +64,9 @@ def write_config(tmp_path: Path, sims: tuple[GenesysSim, ServiceNowSim], admin_p
     and bound later by the service could be taken meanwhile by another process on a shared machine."""
     gsim, snsim = sims
     assert snsim.base_url is not None
-    genesys_url, sn_url = gsim.base_url, snsim.base_url
-    (tmp_path / "sn_password").write_text(SN_PASSWORD + "\n")
-    path = tmp_path / "gcbridge.toml"
-    topics = ", ".join(f'"{t}"' for t in TOPICS)
-    path.write_text(f"""
-[genesys]
-base_url = "{genesys_url}"
-client_id = "{GENESYS_CLIENT}"
-topics = [{topics}]
-
-[servicenow]
-instance_url = "{sn_url}"
-[servicenow.auth]
-kind = "basic"
-username = "{SN_USER}"
-password_file = "sn_password"
-
-[outbox]
-path = "state/outbox.db"
-drain_timeout = 20.0
-[outbox.dispatcher]
-backoff_initial = 0.1
-backoff_max = 1.0
-idle_poll = 1.0
-
-[admin]
-port = {admin_port}
-
-[logging]
-level = "debug"
-""")
-    return path
+    return write_service_config(
+        tmp_path, gsim.base_url, GENESYS_CLIENT, TOPICS, snsim.base_url, admin_port=admin_port
+    )
 
 
 def balance_books(
