@@ -44,7 +44,7 @@ def gcbridge(
 def test_help_lists_the_commands() -> None:
     result = gcbridge("--help")
     assert result.returncode == 0
-    for command in ("run", "demo", "check", "status", "outbox", "config", "sim"):
+    for command in ("run", "demo", "check", "status", "outbox", "config", "sim", "backfill"):
         assert f" {command} " in result.stdout
 
 
@@ -221,6 +221,7 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
         "readiness": {"ready": False, "reasons": ["ServiceNow is not reachable"]},
         "events": {"received": 7},
         "outbox": {"pending": 3, "oldest_pending_age": 12.0},
+        "backfill": {"jobs": {"pending": 1, "running": 1, "done": 4, "partial": 2, "failed": 0}},
     }
     server = AdminServer(_Source(doc), BridgeMetrics(), host="127.0.0.1", port=0)
     await server.start()
@@ -231,6 +232,7 @@ async def test_status_exits_1_when_the_service_is_not_ready_or_not_there(tmp_pat
         assert "not ready: ServiceNow is not reachable" in out
         assert "events in 7" in out
         assert "outbox pending 3" in out
+        assert "back-fill jobs waiting 2   done 4   partial 2   failed 0" in out
         code, out, _ = await run_gcbridge("status", "--url", server.url, "--json")
         assert code == 0
         assert orjson.loads(out) == doc

@@ -97,6 +97,9 @@ async def test_a_gap_becomes_a_job_whose_events_reach_servicenow(tmp_path: Path,
         check_interactions(sn.records("interaction"), expected_interactions([inside]))
         assert filler.gaps[0].reason == "socket_dropped"
         assert service.admin_url is not None
+        journal_path = service.config.outbox.gap_log_path
+        # the job's line in the journal is the last step of its attempt (after its state is stored)
+        await wait_for(lambda: b'"backfill"' in journal_path.read_bytes(), what="the job's journal line")
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{service.admin_url}/status") as r:
                 doc = await r.json()
@@ -112,7 +115,7 @@ async def test_a_gap_becomes_a_job_whose_events_reach_servicenow(tmp_path: Path,
         assert 'gcbridge_backfill_jobs{state="partial"} 1.0' in metrics
         assert 'gcbridge_backfill_events_total{result="written"} 1.0' in metrics
         assert 'id="backfill-jobs"' in page
-        journal = [_json.loads(line) for line in service.config.outbox.gap_log_path.read_bytes().splitlines()]
+        journal = [_json.loads(line) for line in journal_path.read_bytes().splitlines()]
         assert [("backfill" in e) for e in journal] == [False, True]  # the gap, then its back-fill outcome
     finally:
         await service.stop()

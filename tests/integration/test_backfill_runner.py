@@ -112,7 +112,7 @@ async def test_a_gap_job_runs_after_the_delay_and_records_its_outcome_everywhere
     assert filler.gaps == []  # not due yet: analytics lags the live stream
     rig.clock.now = 1181.0
     runner.wake()
-    await until(lambda: _is(runner, job, "done"))
+    await until(lambda: _settled(rig, runner, job, "done"))
     assert filler.gaps == [GAP]
     done = await runner.jobs.get(job.id)
     assert done is not None
@@ -145,7 +145,7 @@ async def test_unfillable_topics_make_the_job_partial_with_the_reason(rig: Rig) 
     await runner.start()
     job = await runner.enqueue_gap(GAP)
     assert job is not None
-    await until(lambda: _is(runner, job, "partial"))
+    await until(lambda: _settled(rig, runner, job, "partial"))
     final = await runner.jobs.get(job.id)
     assert final is not None
     assert final.outcome.unfillable[0].reason == "missing permission x:y:view"
@@ -160,7 +160,7 @@ async def test_a_failing_job_is_retried_with_backoff_then_failed(rig: Rig) -> No
     await runner.start()
     job = await runner.enqueue_gap(GAP)
     assert job is not None
-    await until(lambda: _attempts(runner, job, 1))
+    await until(lambda: _retried(rig, runner, job, 1))
     first = await runner.jobs.get(job.id)
     assert first is not None
     assert first.state == "pending"
@@ -172,13 +172,13 @@ async def test_a_failing_job_is_retried_with_backoff_then_failed(rig: Rig) -> No
     assert len(filler.gaps) == 1  # not before its backoff
     rig.clock.now += 1.0
     runner.wake()
-    await until(lambda: _attempts(runner, job, 2))
+    await until(lambda: _retried(rig, runner, job, 2))
     second = await runner.jobs.get(job.id)
     assert second is not None
     assert second.next_at == pytest.approx(rig.clock.now + 60.0)  # doubled
     rig.clock.now += 60.0
     runner.wake()
-    await until(lambda: _is(runner, job, "failed"))
+    await until(lambda: _settled(rig, runner, job, "failed"))
     assert len(filler.gaps) == 3
     assert len(rig.log.find("back-fill attempt failed; retrying later")) == 2
     ((level, _, fields),) = rig.log.find("back-fill job failed")
@@ -204,7 +204,7 @@ async def test_a_job_interrupted_by_a_restart_finishes_after_it(rig: Rig) -> Non
     again, store2 = await rig.runner(second, name="restart", delay=0.0)
     await again.start()
     assert again.recovered == 1
-    await until(lambda: _is(again, job, "done"))
+    await until(lambda: _settled(rig, again, job, "done"))
     final = await again.jobs.get(job.id)
     assert final is not None
     assert final.attempts == 2
@@ -229,7 +229,7 @@ async def test_a_backfilled_state_does_not_overwrite_a_newer_live_one(rig: Rig) 
     await asyncio.wait_for(filler.started.wait(), 10)
     await store.put_many([live_new])
     hold.set()
-    await until(lambda: _is(runner, job, "done"))
+    await until(lambda: _settled(rig, runner, job, "done"))
     final = await runner.jobs.get(job.id)
     assert final is not None
     assert (final.outcome.events_written, final.outcome.events_skipped) == (1, 1)
@@ -259,9 +259,34 @@ async def _is(runner: BackfillRunner, job: BackfillJob, state: str) -> bool:
     return await state_of(runner, job) == state
 
 
-async def _attempts(runner: BackfillRunner, job: BackfillJob, n: int) -> bool:
+OUTCOME_LINES = (
+    "back-fill job done",
+    "back-fill job partial: some topics could not be repaired",
+    "back-fill attempt failed; retrying later",
+    "back-fill job failed",
+)
+
+
+def _reports(rig: Rig, job: BackfillJob, state: str) -> int:
+    """Outcome lines logged for ``job`` ending in ``state``: the last step of an attempt, after its state was
+    stored (a test that sees the state must wait for them too)."""
+    return sum(
+        1
+        for _, msg, fields in rig.log.lines
+        if msg in OUTCOME_LINES and fields.get("job") == job.id and fields.get("state") == state
+    )
+
+
+async def _settled(rig: Rig, runner: BackfillRunner, job: BackfillJob, state: str) -> bool:
+    """``job`` reached ``state`` and its outcome was reported (journal, metrics, log)."""
     current = await runner.jobs.get(job.id)
-    return current is not None and current.attempts == n and current.state == "pending"
+    return current is not None and current.state == state and _reports(rig, job, state) >= 1
+
+
+async def _retried(rig: Rig, runner: BackfillRunner, job: BackfillJob, n: int) -> bool:
+    """``job`` failed its ``n``-th attempt and waits for a retry (reported)."""
+    current = await runner.jobs.get(job.id)
+    return current is not None and current.attempts == n and _reports(rig, job, "pending") >= n
 
 
 def _sample(runner: BackfillRunner, name: str, **labels: str) -> float:
@@ -285,7 +310,7 @@ async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
     assert live is not None
     await store.put_many([live])
     hold.set()
-    await until(lambda: _is(runner, job, "done"))
+    await until(lambda: _settled(rig, runner, job, "done"))
     final = await runner.jobs.get(job.id)
     assert final is not None
     assert (final.outcome.events_written, final.outcome.events_skipped) == (0, 1)

@@ -267,6 +267,12 @@ def _print_status(doc: dict[str, Any]) -> None:
         f"gaps {gaps.get('count', 0)} ({gaps.get('seconds', 0)} s)   ServiceNow reachable "
         f"{doc.get('servicenow', {}).get('reachable')}"
     )
+    jobs = (doc.get("backfill") or {}).get("jobs") or {}
+    if jobs:
+        _out.print(
+            f"back-fill jobs waiting {jobs.get('pending', 0) + jobs.get('running', 0)}   done "
+            f"{jobs.get('done', 0)}   partial {jobs.get('partial', 0)}   failed {jobs.get('failed', 0)}"
+        )
 
 
 # -- outbox ------------------------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ def demo_config(
                 # The demo's 503 burst should show retries, not minutes of waiting.
                 "dispatcher": {"backoff_initial": 0.2, "backoff_max": 2.0, "idle_poll": 1.0},
             },
+            # the demo's simulator publishes generated events with no org behind its REST API: no back-fill
+            "backfill": {"enabled": False},
             "admin": {"port": admin_port},
             "logging": {"level": "info"},
         },

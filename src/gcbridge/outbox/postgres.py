@@ -107,6 +107,14 @@ SELECT p.next_attempt_at FROM outbox p WHERE p.state = 0 AND {_IS_HEAD}
 ORDER BY p.next_attempt_at, p.id LIMIT 1
 """  # noqa: S608 - constants only
 
+# Items in their order (ids follow it), repeats by dedup key ignored; the new rows' ids come back.
+_INSERT_ITEMS = (
+    "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
+    "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+    "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
+    "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+)
+
 _RECLAIM_EXPIRED = (
     "UPDATE outbox SET state = 0, lease_owner = NULL, lease_expires_at = NULL, "
     "last_error = 'claim lease expired' WHERE state = 1 AND lease_expires_at <= $1"
@@ -223,10 +231,7 @@ class PostgresOutbox:
 
         async def put(conn: Any) -> int:
             rows = await conn.fetch(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
-                "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
-                "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                _INSERT_ITEMS,
                 *columns,
             )
             return len(rows)
@@ -260,10 +265,7 @@ class PostgresOutbox:
             if not kept:
                 return 0
             rows = await conn.fetch(
-                "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) "
-                "SELECT d, o, t, p, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-                "$5::float8[]) WITH ORDINALITY AS i(d, o, t, p, r, n) ORDER BY n "
-                "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                _INSERT_ITEMS,
                 *zip(*kept, strict=True),
             )
             return len(rows)
