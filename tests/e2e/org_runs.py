@@ -123,14 +123,15 @@ def topics_of(org: dict[str, Any]) -> list[str]:
     return topics
 
 
-#: What the back-fill runs add to the common configuration: quick stall detection (the simulator's
-#: heartbeat is 1 s), back-fill soon after a gap (the simulated org has no analytics lag) and retried soon,
-#: and the queue observations rule.
+#: What the back-fill runs add to the common configuration: stall detection within ~7 s (the simulator's
+#: heartbeat is 1 s; generous enough that a loaded machine does not fake a stall in the clean run),
+#: back-fill soon after a gap (the simulated org has no analytics lag) and retried soon, and the queue
+#: observations rule.
 SERVICE_EXTRA = f"""
 [genesys.client]
-heartbeat_timeout = 4.0
-ping_interval = 2.0
-pong_timeout = 1.5
+heartbeat_timeout = 8.0
+ping_interval = 4.0
+pong_timeout = 3.0
 
 [backfill]
 delay = 2.0
