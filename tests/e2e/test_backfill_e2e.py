@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 SEED = 14
 LIVE = 5.0  # seconds of undisturbed traffic between faults
 KILLED_FOR = 60.0  # seconds the service stays SIGKILLed
+REST_DELAY = 0.15  # seconds each REST answer takes after the restart
 
 
 async def snapshot(run: OrgRun) -> dict[str, dict[str, dict[str, str]]]:
@@ -110,11 +111,15 @@ async def inflict_faults(run: OrgRun) -> list[dict[str, Any]]:
     await asyncio.sleep(KILLED_FOR)
     await bridge.start()
     await bridge.wait_ready()
+    # Slow REST answers: the kill's back-fill job then takes seconds, as a large org's does, while live
+    # events for the same records keep arriving.
+    await run.genesys_control("rest_delay", seconds=REST_DELAY)
     killed = await new_gap(run, 3, "the kill")
     await asyncio.sleep(LIVE)
     return [dropped, stalled, killed]
 
 
+@pytest.mark.timeout(300)  # a minute of it is the kill
 async def test_after_back_fill_a_faulty_run_leaves_what_a_clean_run_leaves(tmp_path: Path) -> None:
     async with org_runs(tmp_path, ["clean", "faulty"], SEED) as (runs, clock):
         clean, faulty = runs
