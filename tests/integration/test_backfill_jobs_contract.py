@@ -141,6 +141,18 @@ async def test_recent_lists_newest_first(pair: tuple[OutboxStore, BackfillJobSto
     assert [j.id for j in await jobs.recent(limit=3)] == ids[::-1][:3]
 
 
+async def test_finished_jobs_are_forgotten_after_a_while(pair: tuple[OutboxStore, BackfillJobStore]) -> None:
+    _, jobs = pair
+    old, _ = await jobs.enqueue(JobGap(1.0, 2.0, ("t",), "a"), 0.0, 0.0)
+    new, _ = await jobs.enqueue(JobGap(3.0, 4.0, ("t",), "b"), 0.0, 0.0)
+    waiting, _ = await jobs.enqueue(JobGap(5.0, 6.0, ("t",), "c"), 0.0, 0.0)
+    for job, at in ((old, 100.0), (new, 200.0)):
+        await jobs.start(job.id, at)
+        await jobs.finish(job.id, "done", JobOutcome(), at)
+    assert await jobs.forget_finished(before=150.0) == 1
+    assert [j.id for j in await jobs.recent(10)] == [waiting.id, new.id]
+
+
 # -- the guarded put ---------------------------------------------------------------------------------------
 
 

@@ -314,3 +314,48 @@ async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
     final = await runner.jobs.get(job.id)
     assert final is not None
     assert (final.outcome.events_written, final.outcome.events_skipped) == (0, 1)
+
+
+async def test_the_journal_keeps_gaps_and_backfill_outcomes_apart_when_loaded(tmp_path: Path) -> None:
+    journal = GapJournal(tmp_path / "gaps.jsonl")
+    await journal.record(GAP, now=1061.0)
+    await journal.record_backfill({"start": 1000.0, "end": 1060.0, "reason": "x"}, {"job": 1}, now=1200.0)
+    again = GapJournal(tmp_path / "gaps.jsonl")
+    again.load()
+    assert [e["reason"] for e in again.recent] == ["socket_dropped"]  # the gap table shows gaps only
+    assert [e["backfill"]["job"] for e in again.recent_backfills] == [1]
+
+
+async def test_ingest_hands_every_gap_to_back_fill_and_survives_it_failing(tmp_path: Path) -> None:
+    from gcbridge.bridge.ingest import Ingest
+    from gcbridge.bridge.metrics import BridgeMetrics
+
+    other = Gap(start=2000.0, end=2001.0, topics=TOPICS, reason="stall")
+
+    async def stream() -> Any:
+        yield GAP
+        yield other
+
+    class Store:
+        async def put_many(self, items: Any) -> int:
+            return len(items)
+
+    handed: list[Gap] = []
+
+    async def on_gap(gap: Gap) -> None:
+        handed.append(gap)
+        if gap is GAP:
+            raise RuntimeError("database is locked")
+
+    log = RecordingLog()
+    journal = GapJournal(tmp_path / "gaps.jsonl")
+    ingest = Ingest(stream(), Store(), MAPPING, BridgeMetrics(), journal, log, lambda: 3000.0, on_gap=on_gap)
+    await ingest.run()
+    assert handed == [GAP, other]  # the second gap still reached back-fill
+    assert journal.count == 2  # both journalled, whatever back-fill did
+    ((level, _, fields),) = log.find("back-fill job could not be queued for a gap")
+    assert level == "error"
+    assert "RuntimeError: database is locked" in fields["error"]
+    assert "gcbridge backfill" in fields["what_to_do"]
+    gap_lines = log.find("gap: events may have been missed")
+    assert all("a back-fill job repairs it" in f["what_to_do"] for _, _, f in gap_lines)

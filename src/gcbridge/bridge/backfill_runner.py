@@ -54,6 +54,9 @@ IDLE_WAKE: Final = 5.0
 """Seconds the idle loop sleeps at most between looks at the job table (a job enqueued elsewhere, a clock
 that jumped)."""
 RECENT_SHOWN: Final = 10
+KEEP_FINISHED: Final = 30 * 86400.0
+"""Seconds a finished job stays in the job table (its outcome is in the gap journal for good)."""
+FORGET_EVERY: Final = 3600.0
 READ_SLACK: Final = 10.0
 """Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
 the answer arrived, but the server read the state earlier: a live event received in between may be newer than
@@ -93,6 +96,13 @@ def job_gap(gap: Gap) -> JobGap:
 def _gap_of(job: BackfillJob) -> Gap:
     g = job.gap
     return Gap(start=g.start, end=g.end, topics=g.topics, reason=g.reason, detail=g.detail)
+
+
+async def _close_run(run: FillRun) -> None:
+    close = getattr(run, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -135,6 +145,7 @@ class BackfillRunner:
         self._counts: dict[str, int] = {}
         self._recent: list[dict[str, Any]] = []
         self.recovered = 0
+        self._forgotten_at = float("-inf")
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -182,7 +193,8 @@ class BackfillRunner:
         return final
 
     async def start(self) -> None:
-        """Take back jobs a dead process left running, then run due jobs until :meth:`stop`."""
+        """Take back jobs a dead process left running, then run due jobs until :meth:`stop` (and forget jobs
+        finished long ago, at start and hourly)."""
         self.recovered = await self.jobs.recover(self._clock())
         if self.recovered:
             self._log.warning(
@@ -236,6 +248,9 @@ class BackfillRunner:
             self._wake.clear()
             now = self._clock()
             try:
+                if now - self._forgotten_at >= FORGET_EVERY:
+                    self._forgotten_at = now
+                    await self.jobs.forget_finished(now - KEEP_FINISHED)
                 due = await self.jobs.due(now, limit=1)
                 if due:
                     await self.attempt(due[0])
@@ -245,9 +260,10 @@ class BackfillRunner:
                 raise
             except Exception as exc:
                 self._log.error(
-                    "back-fill job table could not be read",
+                    "back-fill could not read or update its jobs",
                     error=_one_line(exc),
-                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself",
+                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, "
+                    "and a job left running is taken up again at the next start",
                 )
                 next_at = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
@@ -323,6 +339,7 @@ class BackfillRunner:
                     unfillable.append(Unfilled(tuple(item.topics), str(item.reason)))
             await flush()
         except asyncio.CancelledError:
+            await _close_run(run)  # its open request and generator go with it (the job stays running)
             raise
         except Exception as exc:
             error = _one_line(exc)

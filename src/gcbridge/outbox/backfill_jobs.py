@@ -223,6 +223,10 @@ class BackfillJobStore(Protocol):
         """Jobs by state (every state present, 0 when none)."""
         ...
 
+    async def forget_finished(self, before: float) -> int:
+        """Delete done, partial and failed jobs that finished before ``before``; returns how many."""
+        ...
+
 
 def job_params(gap: JobGap) -> tuple[str, float, float, str, str, str]:
     """``(gap_key, start, end, topics JSON, reason, detail)`` for an insert."""

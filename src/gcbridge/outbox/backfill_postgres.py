@@ -128,6 +128,16 @@ class PostgresBackfillJobs:
 
         return await self._outbox.transact(read)
 
+    async def forget_finished(self, before: float) -> int:
+        async def delete(conn: Any) -> int:
+            status = await conn.execute(
+                "DELETE FROM backfill_jobs WHERE state IN ('done', 'partial', 'failed') AND finished_at < $1",
+                before,
+            )
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._outbox.transact(delete)
+
     async def _select(self, where: str, *params: Any) -> list[BackfillJob]:
         sql = f"SELECT {JOB_COLUMNS} FROM backfill_jobs {where}"  # noqa: S608 - constants only
 

@@ -148,6 +148,15 @@ class SqliteBackfillJobs:
 
         return await self._outbox.transact(read)
 
+    async def forget_finished(self, before: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM backfill_jobs WHERE state IN ('done', 'partial', 'failed') AND finished_at < ?",
+                (before,),
+            ).rowcount
+
+        return await self._outbox.transact(delete)
+
     async def _select(self, where: str, params: tuple[Any, ...]) -> list[BackfillJob]:
         sql = f"SELECT {JOB_COLUMNS} FROM backfill_jobs {where}"  # noqa: S608 - constants only
 
