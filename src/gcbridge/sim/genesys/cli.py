@@ -64,7 +64,7 @@ def run(
     ] = 1.0,
     org_start: Annotated[
         float | None,
-        typer.Option(help="Epoch seconds of the org's start (default: now); fix it for the same world twice."),
+        typer.Option(help="Epoch seconds of the org's start (default: now); fixed, the same world again."),
     ] = None,
     org_setting: Annotated[
         list[str] | None,
@@ -131,7 +131,8 @@ def org_overrides(specs: list[str]) -> dict[str, Any]:
         name, sep, text = spec.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or name not in kinds:
-            raise ValueError(f"--org-setting must be NAME=VALUE with NAME one of {', '.join(kinds)}; got {spec!r}")
+            names = ", ".join(kinds)
+            raise ValueError(f"--org-setting must be NAME=VALUE with NAME one of {names}; got {spec!r}")
         convert = int if kinds[name] == "int" else float
         try:
             out[name] = convert(text)
