@@ -7,6 +7,7 @@ The org's clock is stopped (``time_scale=0``) and moved with ``advance_by``, so 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from gcbridge.sim.genesys import GenesysSim
 from gcbridge.sim.genesys.org import OrgSettings
+from tests.commands import gcbridge_argv
 
 from .conftest import SimClient, SimFactory, next_json
 from .sim_cli import sim_command
@@ -378,6 +380,36 @@ async def test_the_cli_runs_an_org_and_serves_its_state() -> None:
             assert (await resp.json())["changes"] > 0
         async with session.get(command.base_url + "/_sim/org") as resp:
             assert (await resp.json())["conversations"] > 0
+
+
+async def test_the_cli_repeats_an_org_given_its_start_and_settings() -> None:
+    args = ("genesys", "--port", "0", "--org", "--org-time-scale", "0", "--org-start", "1796400000")
+    tuned = (*args, "--org-setting", "mean_talk=5", "--org-setting", "mean-presence=30")
+    states = []
+    async with aiohttp.ClientSession() as session:
+        for argv in (tuned, tuned, args):
+            async with sim_command(*argv) as command:
+                url = command.base_url + "/_sim/org"
+                async with session.post(url + "/advance", json={"seconds": 1800}) as resp:
+                    assert resp.status == 200
+                async with session.get(url) as resp:
+                    states.append(await resp.json())
+    assert states[0]["now"] == 1796400000 + 1800
+    assert states[0] == states[1]  # the same world
+    assert states[0]["published"] != states[2]["published"]  # the settings took effect
+
+
+async def test_the_cli_names_a_wrong_org_setting() -> None:
+    for setting, message in (("seed=3", "NAME one of mean_talk"), ("mean_talk=x", "needs a number")):
+        proc = await asyncio.create_subprocess_exec(
+            *gcbridge_argv("sim", "genesys", "--port", "0", "--org", "--org-setting", setting),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2
+        assert message in " ".join(err.decode().split()), err.decode()
 
 
 async def test_the_cli_refuses_random_traffic_with_an_org() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
+import dataclasses
+from typing import Annotated, Any
 
 import typer
 
@@ -61,6 +62,14 @@ def run(
     org_time_scale: Annotated[
         float, typer.Option(help="Simulated seconds of the org per real second (0: stopped).")
     ] = 1.0,
+    org_start: Annotated[
+        float | None,
+        typer.Option(help="Epoch seconds of the org's start (default: now); fixed, the same world again."),
+    ] = None,
+    org_setting: Annotated[
+        list[str] | None,
+        typer.Option(help="Any other org setting as NAME=VALUE, e.g. mean_talk=20 (repeatable)."),
+    ] = None,
 ) -> None:
     if missing_channel_ws not in ("404", "message"):
         raise typer.BadParameter("--missing-channel-ws must be '404' or 'message'")
@@ -75,6 +84,8 @@ def run(
                 queues=org_queues,
                 calls_per_hour=org_calls_per_hour,
                 time_scale=org_time_scale,
+                start=org_start,
+                **org_overrides(org_setting or []),
             )
             if org
             else None
@@ -106,6 +117,28 @@ def run(
     # Stop signals are handled inside the loop; this covers only the instants before and after it runs.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, host, port, extra, traffic, forbid or []))
+
+
+#: OrgSettings fields that have an option of their own (``--org-seed``, ...), not ``--org-setting``.
+_ORG_OPTIONS = ("seed", "users", "queues", "calls_per_hour", "time_scale", "start")
+
+
+def org_overrides(specs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as :class:`OrgSettings` fields, each value converted to its field's type."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(OrgSettings) if f.name not in _ORG_OPTIONS}
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in kinds:
+            names = ", ".join(kinds)
+            raise ValueError(f"--org-setting must be NAME=VALUE with NAME one of {names}; got {spec!r}")
+        convert = int if kinds[name] == "int" else float
+        try:
+            out[name] = convert(text)
+        except ValueError:
+            raise ValueError(f"--org-setting {name} needs a number, got {text!r}") from None
+    return out
 
 
 async def _serve(
