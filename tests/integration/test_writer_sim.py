@@ -105,7 +105,7 @@ async def test_presence_and_queue_statistics_defaults(
     routing = {"routingStatus": {"status": "IDLE", "startTime": "2024-03-01T10:01:00Z"}}
     stats = {
         "group": {"queueId": "q-9", "mediaType": "voice"},
-        "data": [{"metric": "oWaiting", "stats": {"count": 3}}],
+        "data": [{"interval": "x/x", "metrics": [{"metric": "oWaiting", "stats": {"count": 3}}]}],
     }
     events: list[tuple[str, dict[str, Any]]] = [
         ("v2.users.u-7.presence", presence),

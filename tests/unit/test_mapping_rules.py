@@ -23,7 +23,9 @@ from gcbridge.bridge.mapping import (
     view_from_payload,
 )
 from gcbridge.genesys.events import Event
+from gcbridge.sim.genesys import org_bodies
 from gcbridge.sim.genesys.bodies import BodyGenerator
+from gcbridge.sim.genesys.org import ObservationMetric
 
 
 def rule(**overrides: Any) -> MappingRule:
@@ -409,11 +411,19 @@ def test_default_detail_rule_maps_event_type_to_state(topic: str, state: str) ->
 
 
 def test_default_queue_stats_picks_metrics_by_name() -> None:
+    # the topic's shape: counts in data[0].metrics, agents on queue once per routing status
     body = {
         "group": {"queueId": "q-5", "mediaType": "voice"},
         "data": [
-            {"metric": "oInteracting", "stats": {"count": 2}},
-            {"metric": "oWaiting", "stats": {"count": 7}},
+            {
+                "interval": "2026-12-04T10:00:00.000Z/2026-12-04T10:00:00.000Z",
+                "metrics": [
+                    {"metric": "oInteracting", "stats": {"count": 2}},
+                    {"metric": "oWaiting", "stats": {"count": 7}},
+                    {"metric": "oOnQueueUsers", "qualifier": "IDLE", "stats": {"count": 4}},
+                    {"metric": "oOnQueueUsers", "qualifier": "INTERACTING", "stats": {"count": 3}},
+                ],
+            }
         ],
     }
     record = compile_mapping().map_event(
@@ -422,8 +432,19 @@ def test_default_queue_stats_picks_metrics_by_name() -> None:
     assert isinstance(record, Record)
     assert record.fields["u_waiting"] == "7"
     assert record.fields["u_interacting"] == "2"
-    assert "u_on_queue_users" not in record.fields
+    assert (record.fields["u_on_queue_idle"], record.fields["u_on_queue_interacting"]) == ("4", "3")
+    assert "u_alerting" not in record.fields  # not in this observation
     assert record.fields["u_queue_id"] == "q-5"
+
+
+def test_default_queue_stats_reads_the_simulated_orgs_observation_topic() -> None:
+    metrics = [ObservationMetric("oWaiting", None, 5), ObservationMetric("oOnQueueUsers", "IDLE", 2)]
+    body = org_bodies.topic_observation("q-7", metrics, 1_767_000_000.0)
+    record = compile_mapping().map_event(
+        EventView("v2.analytics.queues.q-7.observations", body, {}, None, "d", 0.0)
+    )
+    assert isinstance(record, Record)
+    assert (record.fields["u_waiting"], record.fields["u_on_queue_idle"]) == ("5", "2")
 
 
 def test_default_presence_rule_fills_every_field_from_a_realistic_presence_body() -> None:

@@ -35,7 +35,8 @@ _DETAIL_FIELDS_ABSENT: dict[str, tuple[str, ...]] = {
     "acw": ("divisionId",),
     "customer": ("queueId", "userId"),
 }
-_METRICS = ["oWaiting", "oInteracting", "oOnQueueUsers", "oOffQueueUsers", "oActiveUsers"]
+_METRICS = ["oWaiting", "oAlerting", "oInteracting", "oActiveUsers"]
+_ON_QUEUE = ["IDLE", "INTERACTING", "NOT_RESPONDING", "COMMUNICATING"]
 
 
 def iso(ts: float) -> str:
@@ -144,12 +145,20 @@ class BodyGenerator:
         return body
 
     def _queue_observation(self, m: re.Match[str]) -> Body:
+        # the topic's shape (QueueObservationNotification), not the observations query's: the counts sit in
+        # data[0].metrics, agents on queue once per routing status (the qualifier)
+        now = iso(time.time())
+        metrics: list[Body] = [
+            {"metric": metric, "stats": {"count": self._rng.randint(0, 40)}}
+            for metric in self._rng.sample(_METRICS, 2)
+        ]
+        metrics += [
+            {"metric": "oOnQueueUsers", "qualifier": status, "stats": {"count": self._rng.randint(0, 20)}}
+            for status in self._rng.sample(_ON_QUEUE, 2)
+        ]
         return {
             "group": {"queueId": m.group(1), "mediaType": self._rng.choice(_MEDIA)},
-            "data": [
-                {"metric": metric, "stats": {"count": self._rng.randint(0, 40)}}
-                for metric in self._rng.sample(_METRICS, 2)
-            ],
+            "data": [{"interval": f"{now}/{now}", "metrics": metrics}],
         }
 
     def _chat_message(self, m: re.Match[str]) -> Body:
