@@ -39,6 +39,7 @@ from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
 from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
 from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
+from gcbridge.bridge.process_stats import process_counts
 from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
@@ -374,6 +375,7 @@ class BridgeService:
             servicenow_condition=self._condition_doc(),
             delivery_problems=self._delivery_problems(),
         )
+        doc["process"] = process_counts()
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
 
