@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -130,6 +131,13 @@ def topic_sets(days: float) -> list[list[str]]:
 # --- processes ----------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the harness dies, so that no simulator or service outlives a
+    killed soak (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -147,6 +155,7 @@ async def start_sim(argv: list[str], log: Path) -> tuple[asyncio.subprocess.Proc
         stdout=asyncio.subprocess.PIPE,
         stderr=out,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_die_with_parent,  # only prctl: no locks or threads in the child
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -189,6 +198,7 @@ class Service:
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 cwd=str(self.config.parent),
+                preexec_fn=_die_with_parent,  # only prctl: no locks or threads in the child
             )
         self.generation += 1
 
@@ -212,17 +222,29 @@ class Service:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
-    async def wait_ready(self, http: aiohttp.ClientSession, within: float = 90.0) -> None:
+    async def kill(self) -> None:
+        """However the run ends, the service does not outlive it."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    async def wait_live(self, http: aiohttp.ClientSession, within: float = 90.0) -> None:
+        """Until every shard has a live socket (ServiceNow may be down on purpose: that is not waited for)."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.returncode is not None:
                 raise RuntimeError(f"gcbridge run exited with {self.proc.returncode}; see {self.log}")
             doc = await self.status(http)
-            if doc and doc.get("readiness", {}).get("ready"):
+            reasons = (doc or {}).get("readiness", {}).get("reasons", ["no answer"])
+            if doc and not [r for r in reasons if r.startswith(("service is", "shards without"))]:
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"gcbridge run not ready after {within} s; see {self.log}")
+        raise RuntimeError(f"gcbridge run not live after {within} s; see {self.log}")
 
 
 def service_config(
@@ -539,6 +561,8 @@ class Soak:
         try:
             return await self._run()
         finally:
+            if getattr(self, "service", None) is not None:
+                await self.service.kill()
             await self.http.close()
             for proc in self.sims:
                 with contextlib.suppress(ProcessLookupError):
@@ -564,7 +588,7 @@ class Soak:
         self.write_config()
         self.service = Service(self.config, self.dir / "gcbridge.log", f"http://127.0.0.1:{self.admin_port}")
         await self.service.start()
-        await self.service.wait_ready(self.http)
+        await self.service.wait_live(self.http)
         await self.gpost("traffic", {"rate_per_s": args.rate})
         self.t0 = time.monotonic()
         end = args.days * DAY
@@ -645,7 +669,7 @@ class Soak:
             code = await self.service.stop(sig)
             self.note(f"{sig.name}: exit code {code}; restarting")
             await self.service.start()
-            await self.service.wait_ready(self.http)
+            await self.service.wait_live(self.http)
             self.note("restarted and ready")
 
     async def resume(self, channel: str | None) -> None:
@@ -654,7 +678,7 @@ class Soak:
 
     async def random_channel(self) -> str | None:
         doc = await self.gget("channels")
-        connected = sorted(c["id"] for c in doc.get("channels", []) if c.get("connected"))
+        connected = sorted(c["id"] for c in doc.get("entities", []) if c.get("connected"))
         return self.rng.choice(connected) if connected else None
 
     async def sample(self) -> None:
