@@ -13,8 +13,8 @@ It samples the service process every simulated hour (RSS, open descriptors, OS t
 event the simulator published to a subscribed channel is in ServiceNow exactly once (one record per event,
 coalesced on its sequence number) or lies inside a gap the service journalled. Exit code 0 when the books
 balance and the pass criteria hold (after day 1: RSS grows < 5 %, descriptors, tasks and threads do not
-grow, delivered rows never outlive the retention); the result is also written as JSON (``--json``) and, with
-``--plot``, as PNGs (matplotlib, a dev dependency, imported only then).
+grow, judged on runs of 2 days or more; delivered rows never outlive the retention); the result is also
+written as JSON (``--json``) and as a PNG (``--plot``; matplotlib, a dev dependency, imported only then).
 
     .venv/bin/python bench/soak.py                       # 7 simulated days at time scale 400: ~27 min
     .venv/bin/python bench/soak.py --days 1 --time-scale 720 --no-plot   # what the slow test runs: ~2.5 min
@@ -470,11 +470,15 @@ def judge(samples: Sequence[Sample], days: float, retention_real: float) -> Verd
 
     rss = pair(lambda s: s.rss_kb)
     growth = 100.0 * (rss[1] / rss[0] - 1.0) if rss[0] else 0.0
-    if growth >= 5.0:
+    # Growth is judged only after a warm-up of a whole day, which has seen every fault once: before that,
+    # the first burst after a ServiceNow outage fills the HTTP pool (up to `concurrency` kept-alive sockets)
+    # and the first samples say nothing about a leak. Shorter runs print the figures without judging them.
+    judged = days >= 2
+    if judged and growth >= 5.0:
         problems.append(f"RSS grew {growth:.1f} % after warm-up ({rss[0]:.0f} -> {rss[1]:.0f} kB)")
     fds, tasks, threads = pair(lambda s: s.fds), pair(lambda s: s.tasks), pair(lambda s: s.threads)
     for name, (before, after), slack in (("fds", fds, 1), ("tasks", tasks, 2), ("threads", threads, 0)):
-        if after > before + slack:
+        if judged and after > before + slack:
             problems.append(f"{name} grew from {before:g} to {after:g} (medians of {n} samples)")
     limit = retention_real + HOUSEKEEPING + 30.0
     ages = [s.oldest_delivered_age for s in samples if s.sim_days >= warm]

@@ -3,8 +3,10 @@ simulators as processes, with every fault of the benchmark's plan (hourly ``sock
 ServiceNow 429s, 5xx and hibernation, a SIGHUP topic change, a SIGTERM restart and a SIGKILL).
 
 ``bench/soak.py`` does the work and judges it; this test runs it and asserts its verdict: the books balance
-(every published event is in ServiceNow once or inside a journalled gap) and the process did not grow. The
-full week and its figures are in bench/README.md.
+(every published event is in ServiceNow once or inside a journalled gap) and delivered rows do not outlive the
+retention. Growth (RSS, descriptors, tasks, threads) is judged only on runs of two days or more, after a whole
+day of warm-up: within one day the first burst after a ServiceNow outage fills the HTTP pool, which a
+one-day run would misread as a leak (seen: fds 18 -> 24, then flat).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_one_compressed_day_balances_the_books_and_does_not_grow(tmp_path: Path) -> None:
+def test_one_compressed_day_balances_the_books_and_keeps_retention(tmp_path: Path) -> None:
     result_file = tmp_path / "soak.json"
     run = subprocess.run(  # noqa: S603 - our interpreter on our own script
         [
@@ -57,7 +59,7 @@ def test_one_compressed_day_balances_the_books_and_does_not_grow(tmp_path: Path)
     assert books["duplicate_records"] == [], detail
     assert books["phantom_records"] == [], detail
     assert books["delivered_once"] + books["in_gap"] == books["owed"], detail
-    # no growth, retention kept
+    # retention kept (growth is judged by the multi-day benchmark only: one day has no settled baseline)
     assert result["verdict"]["problems"] == [], detail
     assert result["passed"], detail
     assert run.returncode == 0, detail
