@@ -380,3 +380,16 @@ def test_rate_limit_commit_lag_lets_a_burst_overshoot_until_the_next_commit() ->
     exact = RateLimiter()
     exact.set_rules([RateLimitRule(2)])
     assert [exact.check("a", "table", None, T0 + i).allowed for i in range(3)] == [True, True, False]
+
+
+def test_a_shortened_rate_limit_window_resets_at_its_own_end() -> None:
+    """The compressed soak's 429 storm: a 15 s window, so Retry-After is seconds, not up to an hour."""
+    limiter = RateLimiter()
+    limiter.set_rules([RateLimitRule(2, window=15.0)])
+    assert limiter.check("u", "import", None, 3600.0).allowed
+    assert limiter.check("u", "import", None, 3601.0).allowed
+    refused = limiter.check("u", "import", None, 3604.0)
+    assert not refused.allowed
+    assert refused.retry_after == 11
+    assert refused.headers["X-RateLimit-Reset"] == "3615"
+    assert limiter.check("u", "import", None, 3615.0).allowed

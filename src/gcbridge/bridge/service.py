@@ -46,6 +46,7 @@ from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.bridge.outbox_choice import OpenOutbox, describe_outbox, open_outbox
 from gcbridge.bridge.outbox_location import OutboxLocationError, outbox_location_problem
 from gcbridge.bridge.ports import DeliverySink, EventSource, SubscribeAnswer
+from gcbridge.bridge.process_stats import process_counts
 from gcbridge.bridge.retry_summary import RetrySummary
 from gcbridge.bridge.router import build_router
 from gcbridge.bridge.sink import MeasuredSink, probe_answered
@@ -442,6 +443,7 @@ class BridgeService:
         doc["backfill"] = self.backfill.status_doc() if self.backfill is not None else {"enabled": False}
         if self.ha_view is not None:
             doc["ha"] = self.ha_view.document()
+        doc["process"] = process_counts()
         self.metrics.ready.set(1 if doc["readiness"]["ready"] else 0)
         return doc
 

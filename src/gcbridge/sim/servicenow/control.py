@@ -11,7 +11,8 @@ Same controls as the Python API, for a simulator run from the CLI::
     POST /_sim/transform_time            {"seconds": 0.2}
     POST /_sim/hibernate                 {"on": true}
     POST /_sim/truncate_lists            {"count": 1}
-    POST /_sim/rate_limit                {"per_hour": 100, "table": null, "api": null, "user": null}
+    POST /_sim/rate_limit                {"per_hour": 100, "table": null, "api": null, "user": null,
+                                          "window_seconds": 3600}
     POST /_sim/fail_transform            {"staging_table": "u_genesys_interaction_import", "count": 1}
     POST /_sim/tables                    {"name": "u_custom", "prefix": null}
     POST /_sim/transform_maps            {"staging_table": ..., "name": ..., "target_table": ...,
@@ -33,7 +34,7 @@ from aiohttp import web
 from gcbridge import _json
 
 from .importsets import ImportSet
-from .ratelimit import RateLimitRule
+from .ratelimit import WINDOW_SECONDS, RateLimitRule
 from .request_log import RequestRecord
 from .state import SimState
 from .transform import AutoMap, TransformMap
@@ -71,6 +72,7 @@ class ControlledSim(Protocol):
         *,
         api: str | None = None,
         user: str | None = None,
+        window: float = ...,
     ) -> RateLimitRule | None: ...
     def fail_transform(self, staging_table: str, count: int = 1, message: str | None = None) -> None: ...
     def add_table(self, name: str, prefix: str | None = None) -> None: ...
@@ -227,6 +229,7 @@ def _rate_limit(sim: ControlledSim, body: dict[str, Any], _request: web.Request)
         _arg(body, "table", str, None),
         api=_arg(body, "api", str, None),
         user=_arg(body, "user", str, None),
+        window=_number(body, "window_seconds", WINDOW_SECONDS, low=1),
     )
     return {"rule": dataclasses.asdict(rule) if rule else None}
 

@@ -24,6 +24,9 @@ class RateLimitRule:
     table: str | None = None
     user: str | None = None
     sys_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # An instance counts per clock hour; a compressed soak shortens the window so that a 429 storm's
+    # X-RateLimit-Reset lies seconds away, not up to an hour.
+    window: float = WINDOW_SECONDS
 
     def applies(self, user: str, api: str, table: str | None) -> bool:
         return (
@@ -66,8 +69,8 @@ class RateLimiter:
         rule = self._rule_for(user, api, table)
         if rule is None:
             return RateDecision(True, {})
-        window = math.floor(now / WINDOW_SECONDS) * WINDOW_SECONDS
-        reset = window + WINDOW_SECONDS
+        window = math.floor(now / rule.window) * rule.window
+        reset = window + rule.window
         headers = {
             "X-RateLimit-Limit": str(rule.limit_per_hour),
             "X-RateLimit-Reset": str(int(reset)),

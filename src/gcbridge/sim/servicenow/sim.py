@@ -31,7 +31,7 @@ from .config import SnSimConfig
 from .control import control_routes
 from .faults import Injection
 from .importsets import ImportSet
-from .ratelimit import RateLimitRule
+from .ratelimit import WINDOW_SECONDS, RateLimitRule
 from .request_log import RequestRecord
 from .routes import ALLOWED_METHODS, Resource, resolve
 from .state import AclDenial, KeyedLocks, SimState
@@ -193,12 +193,14 @@ class ServiceNowSim:
         *,
         api: str | None = None,
         user: str | None = None,
+        window: float = WINDOW_SECONDS,
     ) -> RateLimitRule | None:
-        """Replace the rate-limit rules with one rule (``None``: no rules, no headers). Counts restart."""
+        """Replace the rate-limit rules with one rule (``None``: no rules, no headers). Counts restart.
+        ``window``: the counting window in seconds (an instance counts per clock hour; a soak shortens it)."""
         if per_hour is None:
             self.state.limiter.set_rules([])
             return None
-        rule = RateLimitRule(per_hour, api=api, table=table, user=user)
+        rule = RateLimitRule(per_hour, api=api, table=table, user=user, window=window)
         self.state.limiter.set_rules([rule])
         return rule
 
