@@ -211,6 +211,29 @@ async def test_the_check_covers_the_rows_stored_after_after_id(
     assert await guarded.put_unless_newer([filled(2, "conv-b", 2050.0)], after_id=floor) == 0
 
 
+async def test_only_rows_of_the_same_state_block_a_backfilled_one(
+    pair: tuple[OutboxStore, BackfillJobStore],
+) -> None:
+    # one record per user: a live routing status newer than the back-filled presence does not block it
+    # (different fields), a newer live presence does
+    store, _ = pair
+    guarded: GuardedPut = store  # type: ignore[assignment]
+
+    def user_item(key: str, topic: str, at: float) -> OutboxItem:
+        return OutboxItem(key, "user-1", f"v2.users.user-1.{topic}", b"{}", at)
+
+    def state_of(topic: str) -> str:
+        return topic.rsplit(".", 1)[-1]
+
+    floor = await guarded.last_id()
+    await store.put_many([user_item("live-routing", "routingStatus", 2000.0)])
+    presence = [user_item("fill-presence", "presence", 1900.0)]
+    assert await guarded.put_unless_newer(presence, after_id=floor) == 0  # default: one state per key
+    assert await guarded.put_unless_newer(presence, after_id=floor, state_of=state_of) == 1
+    routing = [user_item("fill-routing", "routingStatus", 1900.0)]
+    assert await guarded.put_unless_newer(routing, after_id=floor, state_of=state_of) == 0
+
+
 async def test_within_one_put_a_later_item_of_a_key_wins(pair: tuple[OutboxStore, BackfillJobStore]) -> None:
     store, _ = pair
     guarded: GuardedPut = store  # type: ignore[assignment]

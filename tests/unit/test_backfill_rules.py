@@ -116,3 +116,18 @@ def test_permission_probes_read_403_as_missing_and_their_own_answers_as_granted(
         "missing analytics:queueObservation:view: back-fill of queue observations will be"
     )
     assert verdict([(details, "granted", "HTTP 200")])[0] == "ok"
+
+
+def test_record_state_joins_a_conversations_topics_and_separates_presence_from_routing_status() -> None:
+    from gcbridge.bridge.backfill_runner import record_state
+
+    conversation = {
+        record_state("v2.routing.queues.q-1.conversations"),
+        record_state("v2.users.u-1.conversations"),
+        record_state("v2.detail.events.conversation.c-1.acd.end"),
+    }
+    assert len(conversation) == 1
+    user = {record_state("v2.users.u-1.presence"), record_state("v2.users.u-1.routingStatus")}
+    assert len(user) == 2
+    assert not user & conversation
+    assert record_state("v2.users.u-1.presence") == record_state("v2.users.u-2.presence")

@@ -110,6 +110,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def record_state(topic: str) -> str:
+    """Which state of a ServiceNow record ``topic`` carries, for the guarded put. Every topic of a
+    conversation (queue, user, detail events) carries the conversation, so a newer live one blocks an older
+    back-filled one whatever its topic; a user's presence and routing status are different fields of one
+    record (one order key), so a live routing status must not block a back-filled presence."""
+    if ".conversations" in topic or topic.startswith("v2.detail.events."):
+        return "conversation"
+    return topic.rsplit(".", 1)[-1]
+
+
 class BackfillRunner:
     """Runs the back-fill jobs of one outbox database. ``await start()`` (recovers and starts the loop),
     :meth:`enqueue_gap` for every gap, ``await stop()`` at the end."""
@@ -314,7 +324,7 @@ class BackfillRunner:
         async def flush() -> None:
             nonlocal written
             if batch:
-                written += await self._outbox.put_unless_newer(batch, after_id=floor)
+                written += await self._outbox.put_unless_newer(batch, after_id=floor, state_of=record_state)
                 batch.clear()
                 self._on_written()
 

@@ -16,7 +16,7 @@ back-filled is :class:`Unfilled` (topics and a reason).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -172,9 +172,12 @@ def outcome_from_json(text: str | None) -> JobOutcome:
 class GuardedPut(Protocol):
     """The outbox as back-fill writes to it (both stores implement it)."""
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
-        """Store items unless a row of their order key (with an id above ``after_id``) was received after
-        their ``received_at``; returns how many were stored."""
+    async def put_unless_newer(
+        self, items: Sequence[OutboxItem], *, after_id: int = 0, state_of: Callable[[str], str] = ...
+    ) -> int:
+        """Store items unless a row of their order key and state (``state_of(topic)``; by default one state
+        per key), with an id above ``after_id``, was received after their ``received_at``; returns how many
+        were stored."""
         ...
 
     async def last_id(self) -> int:

@@ -54,7 +54,9 @@ from gcbridge.outbox.rowcodes import (
     STATE_NAMES,
     clip_error,
     item_params,
+    newest_by_state,
     not_older,
+    same_state,
 )
 
 __all__ = ["OutboxConnectError", "PostgresOutbox", "redact_url"]
@@ -273,7 +275,9 @@ class PostgresOutbox:
 
         return await self._write(put, durable=True)
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+    async def put_unless_newer(
+        self, items: Sequence[OutboxItem], *, after_id: int = 0, state_of: Callable[[str], str] = same_state
+    ) -> int:
         """Like :meth:`put_many`, for back-filled states (``received_at``: the moment the state was read): an
         item is skipped when a row of its ``order_key`` with an id above ``after_id`` was received after the
         item's ``received_at`` (or an earlier item of ``items`` was), so that an older state never lands
@@ -282,7 +286,8 @@ class PostgresOutbox:
         The table is locked against other writers (``SHARE``; readers go on) for this one transaction, so a
         live put still uncommitted when the check runs cannot slip in beside it; back-fill is rare and its
         batches short. ``after_id``: :meth:`last_id` taken before the states were read (rows received later
-        have higher ids, so only they are scanned, by primary key: no index on ``order_key`` is needed)."""
+        have higher ids, so only they are scanned, by primary key: no index on ``order_key`` is needed).
+        ``state_of``: as in :meth:`gcbridge.outbox.sqlite.SqliteOutbox.put_unless_newer`."""
         if not items:
             return 0
         params = [item_params(i, item) for i, item in enumerate(items)]
@@ -291,12 +296,13 @@ class PostgresOutbox:
         async def put(conn: Any) -> int:
             await conn.execute("LOCK TABLE outbox IN SHARE MODE")
             found = await conn.fetch(
-                "SELECT order_key, MAX(received_at) FROM outbox "
-                "WHERE id > $1 AND order_key = ANY($2::text[]) GROUP BY order_key",
+                "SELECT order_key, topic, MAX(received_at) FROM outbox "
+                "WHERE id > $1 AND order_key = ANY($2::text[]) GROUP BY order_key, topic",
                 after_id,
                 keys,
             )
-            kept = not_older(params, {r[0]: r[1] for r in found})
+            newest = newest_by_state(((r[0], r[1], r[2]) for r in found), state_of)
+            kept = not_older(params, newest, state_of)
             if not kept:
                 return 0
             rows = await conn.fetch(

@@ -3,6 +3,7 @@ passes before it is written (so one bad item fails its caller with a clear error
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gcbridge.outbox.base import OutboxItem, RowState
@@ -62,18 +63,38 @@ def _checked_item_params(index: int, item: OutboxItem) -> tuple[Any, ...]:
     return (item.dedup_key, item.order_key, item.topic, bytes(item.payload), float(item.received_at))
 
 
-def not_older(params: list[tuple[Any, ...]], newest: dict[str, float]) -> list[tuple[Any, ...]]:
-    """The items (``item_params`` tuples) of a guarded put to insert, in order: an item whose key has a row
-    (``newest``: the latest ``received_at`` per key) or an earlier kept item received after it is left out.
-    ``newest`` is updated with the kept items."""
+def same_state(topic: str) -> str:
+    """The default scope of the guarded put: every row of an order key carries the same state."""
+    return ""
+
+
+def not_older(
+    params: list[tuple[Any, ...]],
+    newest: dict[tuple[str, str], float],
+    state_of: Callable[[str], str] = same_state,
+) -> list[tuple[Any, ...]]:
+    """The items (``item_params`` tuples) of a guarded put to insert, in order: an item whose (key, state) has
+    a row (``newest``: the latest ``received_at`` per order key and ``state_of(topic)``) or an earlier kept
+    item received after it is left out. ``newest`` is updated with the kept items."""
     kept = []
     for p in params:
-        key, at = p[1], p[4]
-        if newest.get(key, at) > at:
+        scope, at = (p[1], state_of(p[2])), p[4]
+        if newest.get(scope, at) > at:
             continue
-        newest[key] = max(at, newest.get(key, at))
+        newest[scope] = max(at, newest.get(scope, at))
         kept.append(p)
     return kept
+
+
+def newest_by_state(
+    rows: Iterable[tuple[str, str, float]], state_of: Callable[[str], str]
+) -> dict[tuple[str, str], float]:
+    """``(order_key, topic, max received_at)`` rows -> the latest ``received_at`` per (order key, state)."""
+    newest: dict[tuple[str, str], float] = {}
+    for key, topic, at in rows:
+        scope = (key, state_of(topic))
+        newest[scope] = max(at, newest.get(scope, at))
+    return newest
 
 
 def clip_error(text: str) -> str:

@@ -60,7 +60,9 @@ from gcbridge.outbox.rowcodes import (
     STATE_NAMES,
     clip_error,
     item_params,
+    newest_by_state,
     not_older,
+    same_state,
 )
 from gcbridge.outbox.schedule import KeySchedule
 
@@ -234,7 +236,9 @@ class SqliteOutbox:
             self._schedule.add(row_id, order_key, topic, 0.0)
         return len(new)
 
-    async def put_unless_newer(self, items: Sequence[OutboxItem], *, after_id: int = 0) -> int:
+    async def put_unless_newer(
+        self, items: Sequence[OutboxItem], *, after_id: int = 0, state_of: Callable[[str], str] = same_state
+    ) -> int:
         """Like :meth:`put_many`, for back-filled states (``received_at``: the moment the state was read): an
         item is skipped when a row of its ``order_key`` with an id above ``after_id`` was received after the
         item's ``received_at`` (or an earlier item of ``items`` was), so that an older state never lands
@@ -243,23 +247,31 @@ class SqliteOutbox:
 
         ``after_id``: :meth:`last_id` taken before the states were read. A row received after a read was
         stored after it, so it has a higher id: the check scans only the rows stored since (no index on
-        ``order_key`` is needed, which would cost every live insert)."""
+        ``order_key`` is needed, which would cost every live insert).
+
+        ``state_of(topic)``: rows of one order key block each other only when they carry the same state
+        (by default all of them do); topics that write different fields of one record are different states."""
         if not items:
             return 0
         params = [item_params(i, item) for i, item in enumerate(items)]
-        return await self._run(lambda conn: self._put_guarded(conn, params, after_id), durable=True)
+        return await self._run(lambda conn: self._put_guarded(conn, params, after_id, state_of), durable=True)
 
-    def _put_guarded(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]], after_id: int) -> int:
+    def _put_guarded(
+        self,
+        conn: sqlite3.Connection,
+        params: list[tuple[Any, ...]],
+        after_id: int,
+        state_of: Callable[[str], str],
+    ) -> int:
         (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
-        newest: dict[str, float] = dict(
-            conn.execute(
-                "SELECT order_key, MAX(received_at) FROM outbox WHERE id > ? GROUP BY order_key", (after_id,)
-            ).fetchall()
-        )
+        found = conn.execute(
+            "SELECT order_key, topic, MAX(received_at) FROM outbox WHERE id > ? GROUP BY order_key, topic",
+            (after_id,),
+        ).fetchall()
         conn.executemany(
             "INSERT INTO outbox(dedup_key, order_key, topic, payload, received_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(dedup_key) DO NOTHING",
-            not_older(params, newest),
+            not_older(params, newest_by_state(found, state_of), state_of),
         )
         return self._schedule_new(conn, before)
 
