@@ -354,9 +354,12 @@ def file_bytes(path: Path) -> int:
 
 
 def read_gaps(path: Path) -> list[dict[str, Any]]:
+    """The gaps of the journal; its other lines (a back-fill job's outcome: ``{"backfill": ...}``) are not
+    gaps."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if "backfill" not in e]
 
 
 # --- the books ----------------------------------------------------------------------------------------
