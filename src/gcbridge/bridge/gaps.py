@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -109,16 +109,36 @@ class GapLog(Protocol):
     async def mark_alive(self, now: float, *, clean: bool = False) -> None: ...
 
 
-class GapJournal:
+def backfill_record(gap: dict[str, Any], outcome: dict[str, Any], now: float) -> dict[str, Any]:
+    """The journal entry of a back-fill job's outcome for the gap ``gap`` (``start``, ``end``, ``reason``)."""
+    return {"backfill": outcome, "gap": gap, "recorded_at": now}
+
+
+class JournalMemory:
+    """What every gap journal keeps in memory: this run's totals and the most recent entries."""
+
+    def __init__(
+        self, recent: Iterable[dict[str, Any]] = (), recent_backfills: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.recent: deque[dict[str, Any]] = deque(recent, maxlen=RECENT)
+        self.recent_backfills: deque[dict[str, Any]] = deque(recent_backfills, maxlen=RECENT)
+
+    def remember(self, entry: dict[str, Any]) -> None:
+        """Count a gap entry that is stored (by this journal, or with a takeover's lease)."""
+        self.count += 1
+        self.seconds += float(entry["seconds"])
+        self.recent.append(entry)
+
+
+class GapJournal(JournalMemory):
     """Append-only gap log plus the ``alive`` mark. Keeps totals and the most recent gaps in memory."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.alive_path = path.with_name(path.name + ".alive")
-        self.count = 0
-        self.seconds = 0.0
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
-        self.recent_backfills: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._lock = asyncio.Lock()
 
     def load(self) -> None:
@@ -145,16 +165,11 @@ class GapJournal:
         self.remember(entry)
         return entry
 
-    def remember(self, entry: dict[str, Any]) -> None:
-        self.count += 1
-        self.seconds += float(entry["seconds"])
-        self.recent.append(entry)
-
     async def record_backfill(
         self, gap: dict[str, Any], outcome: dict[str, Any], now: float
     ) -> dict[str, Any]:
         """Append the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
-        entry = {"backfill": outcome, "gap": gap, "recorded_at": now}
+        entry = backfill_record(gap, outcome, now)
         async with self._lock:
             await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
         self.recent_backfills.append(entry)

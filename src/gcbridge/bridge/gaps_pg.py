@@ -8,11 +8,10 @@ afterwards :meth:`load` and :meth:`last_run` answer from memory, as the file jou
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from gcbridge.bridge.gaps import RECENT, LastRun, gap_record
+from gcbridge.bridge.gaps import RECENT, JournalMemory, LastRun, backfill_record, gap_record
 from gcbridge.genesys.events import Gap
 from gcbridge.outbox.pg_gaps import PgGapStore
 
@@ -22,7 +21,7 @@ SINGLE_INSTANCE = "single"
 """The ``service_alive`` row of a service without ``[ha]`` (one instance on the database)."""
 
 
-class PgGapJournal:
+class PgGapJournal(JournalMemory):
     """Gaps in PostgreSQL; satisfies :class:`gcbridge.bridge.gaps.GapLog`."""
 
     def __init__(
@@ -34,10 +33,7 @@ class PgGapJournal:
         recent_backfills: Iterable[dict[str, Any]] = (),
         last_run: LastRun | None = None,
     ) -> None:
-        self.count = 0
-        self.seconds = 0.0
-        self.recent: deque[dict[str, Any]] = deque(recent, maxlen=RECENT)
-        self.recent_backfills: deque[dict[str, Any]] = deque(recent_backfills, maxlen=RECENT)
+        super().__init__(recent, recent_backfills)
         self._store = store
         self._alive_name = alive_name
         self._last_run = last_run
@@ -72,16 +68,11 @@ class PgGapJournal:
         self.remember(entry)
         return entry
 
-    def remember(self, entry: dict[str, Any]) -> None:
-        self.count += 1
-        self.seconds += float(entry["seconds"])
-        self.recent.append(entry)
-
     async def record_backfill(
         self, gap: dict[str, Any], outcome: dict[str, Any], now: float
     ) -> dict[str, Any]:
         """Store the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
-        entry = {"backfill": outcome, "gap": gap, "recorded_at": now}
+        entry = backfill_record(gap, outcome, now)
         await self._store.append_backfill(entry)
         self.recent_backfills.append(entry)
         return entry
