@@ -514,3 +514,61 @@ async def test_from_credentials_creates_and_closes_its_own_session_and_tokens(
     assert report.requests == 1  # 8 users: one bulk request
     with pytest.raises(GenesysUsageError, match="exactly one of region"):
         Backfiller.from_credentials(client_id="a", client_secret="b")
+
+
+class SlowOrgSim(GenesysSim):
+    """A simulator whose every ``/api/`` request takes ``seconds`` of org time: noted as it arrives, then the
+    org moves on before the answer is made (the server reads the state *after* the request was sent)."""
+
+    def __init__(self, config: SimConfig, seconds: float) -> None:
+        super().__init__(config)
+        self.arrivals: list[float] = []
+        self.seconds = seconds
+
+    def make_app(self) -> web.Application:
+        app = super().make_app()
+
+        @web.middleware
+        async def slow(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.path.startswith("/api/") and self.org is not None:
+                self.arrivals.append(self.org.world.now)
+                self.org.advance_by(self.seconds)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app.middlewares.insert(0, slow)
+        return app
+
+
+async def test_read_at_is_when_the_request_was_sent_not_when_the_answer_came() -> None:
+    """A live event received while a request is in flight may be newer than the answer; the service's guard
+    can only see that if ``read_at`` is no later than the moment the request left."""
+    config = SimConfig(
+        org=OrgSettings(seed=7, users=8, time_scale=0, start=START), api_rate_limit_per_min=None
+    )
+    sim = SlowOrgSim(config, seconds=10.0)
+    await sim.start("127.0.0.1", 0)
+    try:
+        assert sim.org is not None
+        sim.org.advance_by(3600)
+        gap = Gap(START + 1800, sim.org.world.now, tuple(all_topics(sim)), "socket_dropped")
+        vt = VirtualTime()  # pacing in virtual time: the rate cap costs no real waiting
+        async with (
+            new_session() as session,
+            backfiller(
+                sim, session, BackfillOptions(margin=0.0), sleep=vt.sleep, monotonic=vt.monotonic
+            ) as bf,
+        ):
+            events, unfillable, report = await collect(bf, gap)
+    finally:
+        await sim.stop()
+    assert unfillable == []
+    assert len(events) > 20
+    sent = set(sim.arrivals)
+    for event in events:
+        assert event.metadata["backfill"]["read_at"] == event.received_at
+        assert event.received_at in sent, (event.topic, event.received_at)
+    routing = sorted(e.received_at for e in events if e.topic.endswith(".routingStatus"))
+    assert len(routing) == 8  # one request a user, each stamped when it was sent
+    assert len(set(routing)) == 8
+    assert report.read_at == min(sim.arrivals)

@@ -297,8 +297,16 @@ def _sample(runner: BackfillRunner, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
-async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
-    # the library stamps read_at when the answer arrived; the server read the state a little earlier
+@pytest.mark.parametrize(
+    ("live_at", "written_skipped"),
+    [(1185.0, (1, 0)), (1189.5, (0, 1))],
+    ids=["received-before-the-request-loses", "within-the-clock-slack-wins"],
+)
+async def test_a_live_event_received_before_the_request_was_sent_is_older_than_the_answer(
+    rig: Rig, live_at: float, written_skipped: tuple[int, int]
+) -> None:
+    # the library stamps read_at when it sent the request: the server read the state then or later, so a live
+    # row received earlier is older (the back-filled state is written), unless within READ_SLACK of it
     hold = asyncio.Event()
     filler = FakeFiller(events_plan("c-1", read_at=1190.0), hold=hold)
     runner, store = await rig.runner(filler, delay=0.0)
@@ -306,14 +314,14 @@ async def test_a_live_event_just_before_the_read_also_wins(rig: Rig) -> None:
     job = await runner.enqueue_gap(GAP)
     assert job is not None
     await asyncio.wait_for(filler.started.wait(), 10)
-    live = event_to_outbox_item(conversation_event("c-1", "terminated", 1185.0), MAPPING)
+    live = event_to_outbox_item(conversation_event("c-1", "terminated", live_at), MAPPING)
     assert live is not None
     await store.put_many([live])
     hold.set()
     await until(lambda: _settled(rig, runner, job, "done"))
     final = await runner.jobs.get(job.id)
     assert final is not None
-    assert (final.outcome.events_written, final.outcome.events_skipped) == (0, 1)
+    assert (final.outcome.events_written, final.outcome.events_skipped) == written_skipped
 
 
 async def test_the_journal_keeps_gaps_and_backfill_outcomes_apart_when_loaded(tmp_path: Path) -> None:

@@ -57,12 +57,12 @@ RECENT_SHOWN: Final = 10
 KEEP_FINISHED: Final = 30 * 86400.0
 """Seconds a finished job stays in the job table (its outcome is in the gap journal for good)."""
 FORGET_EVERY: Final = 3600.0
-READ_SLACK: Final = 10.0
+READ_SLACK: Final = 1.0
 """Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
-the answer arrived, but the server read the state earlier: a live event received in between may be newer than
-the answer. Checking against ``read_at - READ_SLACK`` drops the back-filled state instead. Dropping is safe
-while the live stream runs (anything newer than that live event arrives live too; a new gap gets its own
-job)."""
+it sent the request (the server read the state then or later), and a live row received after that may be
+newer than the answer, so the guarded put drops the back-filled state instead; dropping is safe while the
+live stream runs (anything newer arrives live too; a new gap gets its own job). The second covers a
+wall-clock step between the two stamps."""
 
 
 class FillRun(Protocol):

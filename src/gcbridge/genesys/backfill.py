@@ -136,9 +136,10 @@ class Unfillable:
 
 @dataclass
 class BackfillReport:
-    """Filled in while a run iterates; complete when the iterator ends. ``read_at`` is the moment of the
-    first REST answer (every event reflects a state read at or after it); ``errors`` lists problems that did
-    not stop the run (e.g. a conversation the details query found but the conversation API did not)."""
+    """Filled in while a run iterates; complete when the iterator ends. ``read_at`` is the moment the first
+    REST request for states was sent (every event reflects a state read at or after it); ``errors`` lists
+    problems that did not stop the run (e.g. a conversation the details query found but the conversation API
+    did not)."""
 
     events: int = 0
     requests: int = 0
@@ -355,7 +356,9 @@ class _Run:
         )
         return item
 
-    def _read(self) -> float:
+    def _asking(self) -> float:
+        """The moment a request for states is sent: the earliest the server can have read them, so a live
+        event received after it may be newer than the answer (the service's guarded put compares with it)."""
         now = self.clock()
         if self.report.read_at is None:
             self.report.read_at = now
@@ -369,6 +372,7 @@ class _Run:
     async def _conversations(self, todo: BackfillPlan) -> AsyncGenerator[Event | Unfillable, None]:
         start, end = self.window
         found: dict[str, dict[str, Any]] = {}
+        read_at = self._asking()
         try:
             for dimension, ids in (
                 ("queueId", todo.queue_conversations),
@@ -382,7 +386,6 @@ class _Run:
         except _Forbidden as exc:
             yield self._unfillable(_conversation_topics(todo), exc.reason)
             return
-        read_at = self._read()
         conversation_topics = (*todo.queue_conversations.values(), *todo.user_conversations.values())
         try:
             async for event in self._current_states(todo, found):
@@ -431,6 +434,7 @@ class _Run:
         for cid, conv in sorted(found.items(), key=lambda item: _start_key(item[1])):
             if not _concerns(conv, wanted_queues, wanted_users):
                 continue
+            read_at = self._asking()
             try:
                 rest = await self._guarded(self.api.conversation(cid), CONVERSATION_PERMISSION)
             except GenesysApiError as exc:
@@ -438,7 +442,6 @@ class _Run:
                     raise
                 self.report.errors.append(f"conversation {cid}: found by analytics, not by the API (404)")
                 continue
-            read_at = self._read()
             self.report.conversations += 1
             body = topic_conversation(rest)
             participants = [p for p in rest.get("participants") or [] if isinstance(p, dict)]
@@ -455,8 +458,8 @@ class _Run:
     # -- users -----------------------------------------------------------------------------------------------
     async def _presence(self, todo: BackfillPlan) -> AsyncGenerator[Event | Unfillable, None]:
         for group in chunks(list(todo.presence), MAX_BULK_PRESENCE):
+            read_at = self._asking()
             answers = await self._guarded(self.api.presences(group), PRESENCE_PERMISSION)
-            read_at = self._read()
             by_user = {str(a.get("userId") or a.get("id")): a for a in answers}
             for uid in group:
                 answer = by_user.get(uid)
@@ -469,16 +472,16 @@ class _Run:
 
     async def _routing_status(self, todo: BackfillPlan) -> AsyncGenerator[Event | Unfillable, None]:
         for uid, topic in todo.routing_status.items():
+            read_at = self._asking()
             answer = await self._guarded(self.api.routing_status(uid), ROUTING_PERMISSION)
-            read_at = self._read()
             yield self._event(topic, topic_routing_status(answer, uid), "GET " + ROUTING_STATUS_PATH, read_at)
 
     # -- queues ----------------------------------------------------------------------------------------------
     async def _observations(self, todo: BackfillPlan) -> AsyncGenerator[Event | Unfillable, None]:
         for group in chunks(list(todo.observations), MAX_OBSERVATION_QUEUES):
             query = observations_query(group, self.options.observation_metrics)
+            read_at = self._asking()
             results = await self._guarded(self.api.observations(query), OBSERVATION_PERMISSION)
-            read_at = self._read()
             by_queue: dict[str, dict[str, Any]] = {}
             for result in results:
                 group_of = result.get("group")
