@@ -391,7 +391,9 @@ async def _announced(
             line = (await asyncio.wait_for(stdout.readline(), max(0.0, deadline - loop.time()))).decode()
         except TimeoutError:
             raise ProcessError(f"the simulator named no URL within {within:g} s: {seen!r}") from None
-        if not line:
+        if not line:  # its output closed: it is ending
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
             raise ProcessError(
                 f"the simulator ended before naming its URL (exit {proc.returncode}): {seen!r}"
             )
