@@ -85,4 +85,6 @@ async def test_a_simulators_later_output_can_go_to_a_file(tmp_path: Path) -> Non
         assert command.base_url.startswith("http://127.0.0.1:")
         assert "listening on" in command.first_line
     assert command.returncode == 0, command.stderr
-    assert "Press Ctrl-C to stop." in out.read_text()  # the banner's last line, printed after the URL
+    printed = out.read_text()
+    assert printed.startswith(command.first_line)
+    assert "Press Ctrl-C to stop." in printed  # the banner's last line, printed after the URL

@@ -312,7 +312,7 @@ class SimulatorProcess:
     base_url: str
     stderr: str = ""
     returncode: int | None = None
-    _copier: asyncio.Task[None] | None = field(default=None, repr=False)
+    _copier: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def readline(self, within: float = 10.0) -> str:
         """The next line the simulator prints (not when its output goes to a file)."""
@@ -356,6 +356,7 @@ async def simulator_process(
             command = await _announced(proc, proc.stdout, ready_within)
             if stdout_to is not None:
                 out = files.enter_context(stdout_to.open("ab"))
+                out.write(command.first_line.encode())
                 command._copier = asyncio.create_task(_copy(proc.stdout, out))
             yield command
         finally:
