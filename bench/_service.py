@@ -1,5 +1,6 @@
 """What ``bench_latency.py`` and ``bench_cost.py`` share: ``gcbridge run`` as a real process against the
-simulators, its configuration, and what ``/proc`` says about a process.
+simulators (started, watched and stopped by ``gcbridge.sim.processes``), its configuration, and what
+``/proc`` says about a process.
 
 The ServiceNow simulator runs in a child process (``bench_delivery.simulator``, so it does not share an event
 loop with anything measured); the Genesys simulator runs in the benchmark's own process, where its ledger
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gcbridge.sim.genesys import GenesysSim, SimConfig
+from gcbridge.sim.processes import ServiceProcess
 
 GENESYS_CLIENT = "gcbridge-bench"
 GENESYS_SECRET = "bench-genesys-secret"
@@ -122,111 +122,32 @@ level = "info"
     return path
 
 
-class BridgeProcess:
-    """One ``python -m gcbridge run`` child; its logs go to ``log``; ``url`` is the admin endpoint it
-    announces in its log."""
+def bridge_process(config: Path) -> ServiceProcess:
+    """``gcbridge run`` on ``config``, its logs in ``gcbridge.log`` beside it. ``BENCH_PROFILE=FILE`` runs the
+    service under cProfile (its event loop thread), stats to ``FILE.<pid>.<n>``."""
+    profile = os.environ.get("BENCH_PROFILE")
+    profiler = ["-m", "cProfile", "-o", f"{profile}.{os.getpid()}.{next(_profiles)}"] if profile else []
+    return ServiceProcess(
+        config,
+        config.with_name("gcbridge.log"),
+        env={"GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET},
+        python_options=profiler,
+    )
 
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.log = config.with_name("gcbridge.log")
-        self.proc: asyncio.subprocess.Process | None = None
-        self._url: str | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def url(self) -> str | None:
-        if self._url is None and self.log.exists():
-            with self.log.open("rb") as log:
-                for line in log:
-                    if b'"admin endpoint listening"' in line:
-                        self._url = orjson.loads(line)["url"]
-                        break
-        return self._url
-
-    async def start(self) -> None:
-        env = {**os.environ, "GCBRIDGE_GENESYS__CLIENT_SECRET": GENESYS_SECRET}
-        # BENCH_PROFILE=FILE: run the service under cProfile (its event loop thread), stats to FILE.<pid>
-        profile = os.environ.get("BENCH_PROFILE")
-        profiler = ["-m", "cProfile", "-o", f"{profile}.{os.getpid()}.{id(self)}"] if profile else []
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *profiler,
-                "-m",
-                "gcbridge",
-                "run",
-                "--config",
-                str(self.config),
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=str(self.config.parent),
-            )
-
-    async def status(self) -> dict[str, Any] | None:
-        if self.url is None:
-            return None
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-                http.get(f"{self.url}/status") as response,
-            ):
-                doc: dict[str, Any] = await response.json()
-                return doc
-        except (aiohttp.ClientError, TimeoutError):
-            return None
-
-    async def wait_ready(self, limit: float = 90.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"gcbridge run exited with {self.proc.returncode}:\n{self.tail()}")
-            doc = await self.status()
-            if doc is not None and doc.get("readiness", {}).get("ready"):
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"gcbridge run not ready after {limit:.0f} s:\n{self.tail()}")
-
-    async def wait_drained(self, limit: float = 120.0) -> bool:
-        """Until the outbox holds nothing pending or in flight; False if ``limit`` passed first."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            outbox = ((await self.status()) or {}).get("outbox", {})
-            if outbox.get("pending", 1) == 0 and outbox.get("in_flight", 1) == 0:
-                return True
-            await asyncio.sleep(0.25)
-        return False
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 60)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        return (
-            "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-        )
+_profiles = itertools.count()
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(config: Path) -> AsyncIterator[BridgeProcess]:
-    bridge = BridgeProcess(config)
+async def running_bridge(config: Path) -> AsyncIterator[ServiceProcess]:
+    """:func:`bridge_process` started and ready; stopped (SIGTERM, SIGKILL after 60 s) however it ends."""
+    bridge = bridge_process(config)
     await bridge.start()
     try:
         await bridge.wait_ready()
         yield bridge
     finally:
-        await bridge.stop()
+        await bridge.stop(within=60.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import re
-import sys
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +39,7 @@ from gcbridge.bridge.router import ServiceNowSection, build_router
 from gcbridge.genesys.events import Event
 from gcbridge.outbox import Dispatcher, OutboxItem, SqliteOutbox
 from gcbridge.servicenow import BasicAuthConfig, create_session
+from gcbridge.sim.processes import simulator_process
 
 TOPIC = "v2.routing.queues.q-1.conversations"
 STATES = ("alerting", "connected", "connected", "connected", "disconnected")
@@ -61,11 +60,8 @@ class Result:
 
 @contextlib.asynccontextmanager
 async def simulator(latency: float) -> AsyncIterator[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "gcbridge",
-        "sim",
+    """``gcbridge sim servicenow`` in a child process; its base URL once it listens."""
+    async with simulator_process(
         "servicenow",
         "--port",
         "0",  # the simulator picks a free port and prints it: no window for another process to take it
@@ -77,26 +73,13 @@ async def simulator(latency: float) -> AsyncIterator[str]:
         "64",
         "--queue",
         "1024",
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        stdout=asyncio.subprocess.PIPE,
+        stop_with=signal.SIGTERM,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "200"},  # the banner line must not wrap
-    )
-    assert process.stdout is not None
-    try:
-        # Its first line names the URL it serves once it listens: the readiness signal.
-        first = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
-        if match is None:
-            raise RuntimeError(f"simulator did not start (exit {process.returncode}): {first!r}")
+        ready_within=120.0,
+        stop_within=10.0,
+    ) as command:
         # localhost, not 127.0.0.1: the cookie-jar trap only shows with a host name (see the writer's docs)
-        url = f"http://localhost:{match.group(1)}"
-        yield url
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=10)
+        yield command.base_url.replace("127.0.0.1", "localhost")
 
 
 def burst(prefix: str, conversations: int, updates: int) -> list[OutboxItem]:

@@ -11,10 +11,7 @@ the books at the end: every event written to a bridge socket is stored once or i
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import os
-import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -27,47 +24,16 @@ import orjson
 
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.sim import ServiceNowSim
-from tests.e2e.conftest import SN_PASSWORD, SN_USER
-from tests.e2e.test_service_e2e import Bridge
+from tests.e2e.bridge_process import GENESYS_CLIENT, Bridge, write_service_config
 
-OWNER_CLIENT = "gcbridge-e2e"
+OWNER_CLIENT = GENESYS_CLIENT
 STANDBY_CLIENT = "gcbridge-standby"
 GAP_SLACK = 0.05
 
 
-def config_text(
-    *,
-    name: str,
-    gsim: GenesysSim,
-    snsim: ServiceNowSim,
-    url: str,
-    topics: list[str],
-    shards: int,
-    ttl: float,
-    standby: bool = False,
-) -> str:
-    listed = ", ".join(f'"{t}"' for t in topics)
+def ha_toml(*, name: str, shards: int, ttl: float, standby: bool = False) -> str:
+    """The ``[ha]`` section of instance ``name``."""
     return f"""
-[genesys]
-base_url = "{gsim.base_url}"
-client_id = "{STANDBY_CLIENT if standby else OWNER_CLIENT}"
-topics = [{listed}]
-
-[servicenow]
-instance_url = "{snsim.base_url}"
-[servicenow.auth]
-kind = "basic"
-username = "{SN_USER}"
-password_file = "sn_password"
-
-[outbox]
-url = "{url}"
-drain_timeout = 20.0
-[outbox.dispatcher]
-backoff_initial = 0.1
-backoff_max = 1.0
-idle_poll = 1.0
-
 [ha]
 instance_id = "{name}"
 shards = {shards}
@@ -76,12 +42,6 @@ handoff_timeout = 10.0
 handoff_overlap = 0.5
 channel_budget = 6
 standby = {"true" if standby else "false"}
-
-[admin]
-port = 0
-
-[logging]
-level = "info"
 """
 
 
@@ -117,23 +77,14 @@ class HaCluster:
         self.pool: Any = None
         self._pending_failovers: dict[int, float] = {}  # shard -> when its owner was killed
         self._watch_channels()
-        # a test interrupted where no finally runs (a timeout signal) must not leave instances running
-        atexit.register(self._kill_leftovers)
-
-    def _kill_leftovers(self) -> None:
-        for bridge in self.bridges.values():
-            if bridge.proc is not None and bridge.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(bridge.proc.pid, signal.SIGKILL)
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(self.url, min_size=0, max_size=2)
 
     async def close(self) -> None:
         for bridge in self.bridges.values():
-            if bridge.proc is not None and bridge.proc.returncode is None:
-                bridge.proc.kill()
-                await bridge.proc.wait()
+            if bridge.proc is not None:
+                await bridge.kill()
         if self.pool is not None:
             await self.pool.close()
 
@@ -153,19 +104,16 @@ class HaCluster:
     def add(self, name: str, *, standby: bool = False) -> Bridge:
         folder = self.tmp / name
         folder.mkdir(exist_ok=True)
-        (folder / "sn_password").write_text(SN_PASSWORD + "\n")
-        config = folder / "gcbridge.toml"
-        config.write_text(
-            config_text(
-                name=name,
-                gsim=self.gsim,
-                snsim=self.snsim,
-                url=self.url,
-                topics=self.topics,
-                shards=self.shards,
-                ttl=self.ttl,
-                standby=standby,
-            )
+        assert self.snsim.base_url is not None
+        config = write_service_config(
+            folder,
+            self.gsim.base_url,
+            STANDBY_CLIENT if standby else OWNER_CLIENT,
+            self.topics,
+            self.snsim.base_url,
+            outbox_url=self.url,
+            log_level="info",
+            extra=ha_toml(name=name, shards=self.shards, ttl=self.ttl, standby=standby),
         )
         bridge = self.bridges[name] = Bridge(config, self.tmp / f"{name}.log")
         return bridge
@@ -191,9 +139,7 @@ class HaCluster:
     async def kill(self, name: str) -> None:
         bridge = self.bridges[name]
         owned = [s for s, (o, _) in (await self.owners()).items() if o == name]
-        assert bridge.proc is not None
-        bridge.proc.send_signal(signal.SIGKILL)
-        await bridge.proc.wait()
+        await bridge.kill()
         killed_at = time.time()
         for shard in owned:
             self._pending_failovers[shard] = killed_at
@@ -208,7 +154,7 @@ class HaCluster:
                 self.samples.failovers.append(now - killed_at)
                 del self._pending_failovers[shard]
         claims: dict[tuple[int, int], list[str]] = defaultdict(list)
-        docs = await asyncio.gather(*(b.status() for b in self.bridges.values() if self._alive(b)))
+        docs = await asyncio.gather(*(b.status() for b in self.bridges.values() if b.running))
         for doc in docs:
             ha = (doc or {}).get("ha") or {}
             for shard, epoch in (ha.get("owned") or {}).items():
@@ -218,11 +164,7 @@ class HaCluster:
                 self.samples.double_claims.append(f"shard {shard} epoch {epoch} claimed by {names}")
 
     def live_names(self) -> set[str]:
-        return {n for n, b in self.bridges.items() if self._alive(b)}
-
-    @staticmethod
-    def _alive(bridge: Bridge) -> bool:
-        return bridge.proc is not None and bridge.proc.returncode is None
+        return {n for n, b in self.bridges.items() if b.running}
 
     async def sampler(self, stop: asyncio.Event, every: float = 0.25) -> None:
         while not stop.is_set():

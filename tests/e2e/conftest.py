@@ -19,6 +19,7 @@ from gcbridge.bridge.mapping import compile_mapping, event_view
 from gcbridge.bridge.service import BridgeService
 from gcbridge.genesys.events import Event, Gap
 from gcbridge.sim.genesys.bodies import BodyGenerator
+from gcbridge.sim.processes import kill_children
 from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 from tests.logging_state import restored_logging
@@ -36,6 +37,13 @@ def _restore_logging() -> Iterator[None]:
     """These tests configure the process-wide logging; leave it as other tests expect it."""
     with restored_logging():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way leaves no ``gcbridge`` process running into the next one."""
+    yield
+    kill_children()
 
 
 async def wait_for(

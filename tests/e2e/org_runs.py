@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tests.integration.sim_cli import SimCommand, sim_command
+from gcbridge.sim.processes import SimulatorProcess, simulator_process
 
 from .bridge_process import Bridge, write_service_config
 from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
@@ -149,8 +149,8 @@ class OrgRun:
 
     name: str
     directory: Path
-    genesys: SimCommand
-    servicenow: SimCommand
+    genesys: SimulatorProcess
+    servicenow: SimulatorProcess
     bridge: Bridge
     http: aiohttp.ClientSession
 
@@ -219,9 +219,9 @@ async def org_runs(
         for name in names:
             directory = tmp_path / name
             directory.mkdir()
-            genesys = await stack.enter_async_context(sim_command(*org_args(seed, start)))
+            genesys = await stack.enter_async_context(simulator_process(*org_args(seed, start)))
             servicenow = await stack.enter_async_context(
-                sim_command("servicenow", "--port", "0", "--user", f"{SN_USER}:{SN_PASSWORD}")
+                simulator_process("servicenow", "--port", "0", "--user", f"{SN_USER}:{SN_PASSWORD}")
             )
             async with http.get(f"{genesys.base_url}/_sim/org") as resp:
                 org = await resp.json()

@@ -18,7 +18,7 @@ from gcbridge.bridge.admin import AdminServer
 from gcbridge.bridge.metrics import BridgeMetrics
 from gcbridge.outbox.base import OutboxItem
 from gcbridge.outbox.sqlite import SqliteOutbox
-from tests.commands import gcbridge_argv
+from gcbridge.sim.processes import gcbridge_argv
 from tests.ports import refused_port
 
 from .conftest import run_gcbridge

@@ -22,14 +22,12 @@ from pathlib import Path
 import pytest
 
 from gcbridge.outbox.postgres import PostgresOutbox
-from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
-from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 from tests.ha_cluster import OWNER_CLIENT, STANDBY_CLIENT, HaCluster, books, servicenow_duplicates
 from tests.integration.pg_fixtures import create_schema, drop_schema, pg_database
 
-from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER
+from .bridge_process import started_sims
 
 __all__ = ["pg_database"]  # a fixture: imported so that pytest finds it
 
@@ -56,18 +54,8 @@ async def url(pg_database: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
-    gsim = GenesysSim(SimConfig(seed=21, heartbeat_interval=5.0))
-    gsim.add_oauth_client(OWNER_CLIENT, GENESYS_SECRET)
-    gsim.add_oauth_client(STANDBY_CLIENT, GENESYS_SECRET)
-    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
-    await gsim.start("127.0.0.1", 0)
-    await snsim.start("127.0.0.1", 0)
-    try:
-        yield gsim, snsim
-    finally:
-        await gsim.stop_traffic()
-        await gsim.stop()
-        await snsim.stop()
+    async with started_sims(21, clients=(OWNER_CLIENT, STANDBY_CLIENT)) as both:
+        yield both
 
 
 async def run_chaos(cluster: HaCluster, gsim: GenesysSim, seconds: float, rng: random.Random) -> int:

@@ -20,10 +20,11 @@ import pytest
 from gcbridge.outbox.postgres import PostgresOutbox
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.sim import ServiceNowSim
+from tests.ha_cluster import books
 from tests.integration.pg_fixtures import create_schema, drop_schema, pg_database
 
-from .conftest import SN_PASSWORD, SN_USER
-from .test_service_e2e import GENESYS_CLIENT, Bridge, sims
+from .bridge_process import GENESYS_CLIENT, Bridge, write_service_config
+from .test_service_e2e import sims
 
 __all__ = ["pg_database", "sims"]  # fixtures: imported so that pytest finds them
 
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.slow
 QUEUES = [f"5e1f{i:04d}-0000-4000-8000-00000000{i:04d}" for i in range(1, 9)]
 TOPICS = [f"v2.routing.queues.{q}.conversations" for q in QUEUES]
 TTL = 2.0
-GAP_SLACK = 0.05
 
 
 @pytest.fixture
@@ -48,44 +48,18 @@ def write_config(
     gsim, snsim = sims
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "sn_password").write_text(SN_PASSWORD + "\n")
-    topics = ", ".join(f'"{t}"' for t in TOPICS)
-    path = folder / "gcbridge.toml"
-    path.write_text(f"""
-[genesys]
-base_url = "{gsim.base_url}"
-client_id = "{GENESYS_CLIENT}"
-topics = [{topics}]
-
-[servicenow]
-instance_url = "{snsim.base_url}"
-[servicenow.auth]
-kind = "basic"
-username = "{SN_USER}"
-password_file = "sn_password"
-
-[outbox]
-url = "{url}"
-drain_timeout = 20.0
-[outbox.dispatcher]
-backoff_initial = 0.1
-backoff_max = 1.0
-idle_poll = 1.0
-
+    assert snsim.base_url is not None
+    ha = f"""
 [ha]
 instance_id = "{name}"
 shards = {shards}
 lease_ttl = {TTL}
 handoff_timeout = 10.0
 handoff_overlap = 0.5
-
-[admin]
-port = 0
-
-[logging]
-level = "debug"
-""")
-    return path
+"""
+    return write_service_config(
+        folder, gsim.base_url, GENESYS_CLIENT, TOPICS, snsim.base_url, outbox_url=url, extra=ha
+    )
 
 
 async def wait_until(check: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
@@ -144,26 +118,7 @@ async def start(
 
 async def stop_all(*bridges: Bridge) -> None:
     for b in bridges:
-        if b.proc is not None and b.proc.returncode is None:
-            b.proc.send_signal(signal.SIGCONT)
-            b.proc.kill()
-            await b.proc.wait()
-
-
-def books(gsim: GenesysSim, stored: list[int], gaps: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """(events that reached a socket and are neither stored nor inside a reported gap, stored twice)."""
-    seen: set[int] = set()
-    twice = [s for s in stored if s in seen or seen.add(s)]  # type: ignore[func-returns-value]
-
-    def in_gap(topic: str, at: float) -> bool:
-        return any(
-            g["start_at"] - GAP_SLACK <= at <= g["end_at"] + GAP_SLACK and topic in g["topics"] for g in gaps
-        )
-
-    missing = [
-        r.seq for r in gsim.ledger if r.sent_to and r.seq not in seen and not in_gap(r.topic, r.published_at)
-    ]
-    return missing, twice
+        await b.kill()  # a SIGSTOPped one too
 
 
 async def test_a_sigstopped_owner_writes_nothing_after_it_resumes(
@@ -212,7 +167,6 @@ async def test_a_joining_and_a_leaving_instance_move_shards_make_before_break_wi
         b = await start(tmp_path, "b", sims, url, shards=4)
         await wait_until(lambda: _split(db, {"a": 2, "b": 2}), "the shards are shared 2 and 2")
         await wait_until(lambda: db.written_by("b"), "b writes events")
-        assert b.proc is not None
         assert await b.terminate() == 0, b.tail()  # SIGTERM: hands its shards back to a first
         assert await db.owned_by("a") == {0, 1, 2, 3}
         written = await db.written_by("a")
@@ -242,9 +196,7 @@ async def test_a_sigkilled_owner_is_replaced_after_its_ttl_and_the_taker_reports
         gsim.start_traffic(100.0, TOPICS)
         await wait_until(lambda: db.written_by("a"), "a writes events")
         (a_shard,) = await db.owned_by("a")
-        assert a.proc is not None
-        a.proc.kill()
-        await a.proc.wait()
+        await a.kill()
         await wait_until(lambda: _all_owned_by(db, {"b"}, 2), "b takes a's shard after the TTL")
         written = await db.written_by("b")
         await wait_until(lambda: _more(db, "b", written), "b writes on")

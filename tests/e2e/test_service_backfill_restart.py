@@ -15,14 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.org import OrgSettings
 from gcbridge.sim.genesys.sim import GenesysSim
-from gcbridge.sim.servicenow.config import SnSimConfig
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
-from .conftest import GENESYS_SECRET, SN_PASSWORD, SN_USER, run_gcbridge
-from .test_service_e2e import GENESYS_CLIENT, Bridge
+from .bridge_process import GENESYS_CLIENT, Bridge, started_sims, write_service_config
+from .conftest import GENESYS_SECRET, run_gcbridge
 
 pytestmark = pytest.mark.slow
 
@@ -30,52 +28,23 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
     org = OrgSettings(seed=5, users=4, queues=2, time_scale=0, start=time.time() - 3600)
-    gsim = GenesysSim(SimConfig(seed=5, heartbeat_interval=5.0, org=org))
-    gsim.add_oauth_client(GENESYS_CLIENT, GENESYS_SECRET)
-    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
-    await gsim.start("127.0.0.1", 0)
-    await snsim.start("127.0.0.1", 0)
-    assert gsim.org is not None
-    gsim.org.advance_by(3600)  # an hour of calls, up to about now
-    try:
+    async with started_sims(5, org=org) as (gsim, snsim):
+        assert gsim.org is not None
+        gsim.org.advance_by(3600)  # an hour of calls, up to about now
         yield gsim, snsim
-    finally:
-        await gsim.stop()
-        await snsim.stop()
 
 
 def write_config(tmp_path: Path, gsim: GenesysSim, snsim: ServiceNowSim, topics: list[str]) -> Path:
     assert snsim.base_url is not None
-    (tmp_path / "sn_password").write_text(SN_PASSWORD + "\n")
-    listed = ", ".join(f'"{t}"' for t in topics)
-    path = tmp_path / "gcbridge.toml"
-    path.write_text(f"""
-[genesys]
-base_url = "{gsim.base_url}"
-client_id = "{GENESYS_CLIENT}"
-topics = [{listed}]
-
-[servicenow]
-instance_url = "{snsim.base_url}"
-[servicenow.auth]
-kind = "basic"
-username = "{SN_USER}"
-password_file = "sn_password"
-
-[outbox]
-path = "state/outbox.db"
-[outbox.dispatcher]
-backoff_initial = 0.1
-backoff_max = 1.0
-idle_poll = 1.0
-
-[backfill]
-delay = 0.0
-
-[admin]
-port = 0
-""")
-    return path
+    return write_service_config(
+        tmp_path,
+        gsim.base_url,
+        GENESYS_CLIENT,
+        topics,
+        snsim.base_url,
+        log_level="info",
+        extra="[backfill]\ndelay = 0.0\n",
+    )
 
 
 async def backfill_doc(bridge: Bridge) -> dict[str, Any]:

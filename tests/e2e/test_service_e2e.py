@@ -27,15 +27,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gcbridge.genesys.events import Event
-from gcbridge.sim.genesys.config import SimConfig
 from gcbridge.sim.genesys.sim import GenesysSim
 from gcbridge.sim.servicenow.sim import ServiceNowSim
 
-from .bridge_process import Bridge, write_service_config
+from .bridge_process import GENESYS_CLIENT, Bridge, started_sims, write_service_config
 from .conftest import (
     GENESYS_SECRET,
     SN_PASSWORD,
-    SN_USER,
     check_interactions,
     expected_interactions,
     run_gcbridge,
@@ -44,7 +42,6 @@ from .conftest import (
 
 pytestmark = pytest.mark.slow
 
-GENESYS_CLIENT = "gcbridge-e2e"
 QUEUES = [f"5e1f{i:04d}-0000-4000-8000-00000000{i:04d}" for i in range(1, 4)]
 USERS = [f"a9e7{i:04d}-0000-4000-8000-00000000{i:04d}" for i in range(1, 4)]
 TOPICS = [f"v2.routing.queues.{q}.conversations" for q in QUEUES] + [f"v2.users.{u}.presence" for u in USERS]
@@ -134,19 +131,8 @@ def balance_books(
 
 @pytest.fixture
 async def sims() -> AsyncIterator[tuple[GenesysSim, ServiceNowSim]]:
-    from gcbridge.sim.servicenow.config import SnSimConfig
-
-    gsim = GenesysSim(SimConfig(seed=11, heartbeat_interval=5.0))
-    gsim.add_oauth_client(GENESYS_CLIENT, GENESYS_SECRET)
-    snsim = ServiceNowSim(SnSimConfig(users={SN_USER: SN_PASSWORD}))
-    await gsim.start("127.0.0.1", 0)
-    await snsim.start("127.0.0.1", 0)
-    try:
-        yield gsim, snsim
-    finally:
-        await gsim.stop_traffic()
-        await gsim.stop()
-        await snsim.stop()
+    async with started_sims(11) as both:
+        yield both
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -313,9 +299,7 @@ async def test_sigkill_mid_stream_then_restart_delivers_what_was_stored(
     snsim.set_delay(0.2)  # deliveries lag behind, so the kill leaves rows pending and in flight
     gsim.start_traffic(RATE, TOPICS)
     await asyncio.sleep(3)
-    assert bridge.proc is not None
-    bridge.proc.kill()  # no drain, no clean mark
-    await bridge.proc.wait()
+    await bridge.kill()  # no drain, no clean mark
     snsim.set_delay(0.0)
 
     await bridge.start()

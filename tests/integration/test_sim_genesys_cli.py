@@ -9,11 +9,11 @@ import sys
 import aiohttp
 import pytest
 
-from .sim_cli import sim_command
+from gcbridge.sim.processes import simulator_process
 
 
 async def test_cli_serves_and_stops_on_ctrl_c() -> None:
-    async with sim_command(
+    async with simulator_process(
         "genesys",
         "--port",
         "0",
@@ -64,7 +64,7 @@ async def test_cli_rejects_bad_options() -> None:
 @pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 async def test_cli_stops_on_a_signal_even_when_started_with_sigint_ignored(stop_with: signal.Signals) -> None:
     async with (
-        sim_command("genesys", "--port", "0", stop_with=stop_with, ignore_sigint=True) as command,
+        simulator_process("genesys", "--port", "0", stop_with=stop_with, ignore_sigint=True) as command,
         aiohttp.ClientSession() as session,
         session.get(command.base_url + "/_sim/state") as resp,
     ):

@@ -17,10 +17,9 @@ import pytest
 
 from gcbridge.sim.genesys import GenesysSim
 from gcbridge.sim.genesys.org import OrgSettings
-from tests.commands import gcbridge_argv
+from gcbridge.sim.processes import gcbridge_argv, simulator_process
 
 from .conftest import SimClient, SimFactory, next_json
-from .sim_cli import sim_command
 
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 DAY_INTERVAL = "2027-01-15T00:00:00.000Z/2027-01-16T00:00:00.000Z"
@@ -356,7 +355,7 @@ async def test_the_org_world_is_off_by_default(genesys_sim: GenesysSim, sim_clie
 
 async def test_the_cli_runs_an_org_and_serves_its_state() -> None:
     async with (
-        sim_command(
+        simulator_process(
             "genesys",
             "--port",
             "0",
@@ -388,7 +387,7 @@ async def test_the_cli_repeats_an_org_given_its_start_and_settings() -> None:
     states = []
     async with aiohttp.ClientSession() as session:
         for argv in (tuned, tuned, args):
-            async with sim_command(*argv) as command:
+            async with simulator_process(*argv) as command:
                 url = command.base_url + "/_sim/org"
                 async with session.post(url + "/advance", json={"seconds": 1800}) as resp:
                     assert resp.status == 200

@@ -8,11 +8,11 @@ import signal
 import aiohttp
 import pytest
 
-from .sim_cli import sim_command
+from gcbridge.sim.processes import simulator_process
 
 
 async def test_the_command_serves_its_users_and_stops_on_ctrl_c() -> None:
-    async with sim_command(
+    async with simulator_process(
         "servicenow", "--port", "0", "--user", "bob:bob-pass", "--inject", "503:1"
     ) as command:
         assert "listening on " + command.base_url in command.first_line
@@ -39,7 +39,9 @@ async def test_the_command_serves_its_users_and_stops_on_ctrl_c() -> None:
 async def test_the_command_stops_on_a_signal_even_when_started_with_sigint_ignored(
     stop_with: signal.Signals,
 ) -> None:
-    async with sim_command("servicenow", "--port", "0", stop_with=stop_with, ignore_sigint=True) as command:
+    async with simulator_process(
+        "servicenow", "--port", "0", stop_with=stop_with, ignore_sigint=True
+    ) as command:
         admin = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
         async with (
             aiohttp.ClientSession() as http,

@@ -442,7 +442,7 @@ class OrgWorld:
             # Every agent serves one or two queues; together they cover all of them.
             member = {queue_ids[i % len(queue_ids)], self._rng.choice(queue_ids)}
             presence = "ON_QUEUE" if self._rng.random() < 0.7 else self._rng.choice(["AVAILABLE", "OFFLINE"])
-            routing = "IDLE" if presence == "ON_QUEUE" else "OFF_QUEUE"
+            routing = _routing_when_free(presence)
             user = User(
                 uid,
                 f"Agent {i + 1:03d}",
@@ -559,14 +559,9 @@ class OrgWorld:
         self._maybe_end(call, touched)
 
     def _on_answer(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
-        self._apply(call, "answer")
-        agent.leg = step_leg(agent.leg, "answer")
+        if (planned := self._planned(cid, plan, "answer")) is None:
+            return
+        call, agent = planned
         agent.close_segment(self.now)
         agent.connected = self.now
         agent.open_segment("interact", self.now, call.queue_id)
@@ -584,15 +579,10 @@ class OrgWorld:
             self._schedule(self.now + talk, "hang_up", cid, call.plan)
 
     def _on_no_answer(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
+        if (planned := self._planned(cid, plan, "no_answer")) is None:
+            return
+        _, agent = planned
         assert agent.user_id is not None
-        self._apply(call, "no_answer")
-        agent.leg = step_leg(agent.leg, "no_answer")
         agent.leave(self.now, "noAnswerTransfer")
         touched.call(cid, ("user.end", agent.id))
         worker = self._agents[agent.user_id]
@@ -602,14 +592,9 @@ class OrgWorld:
         self._schedule(self.now + self.settings.not_responding, "recover", agent.user_id)
 
     def _on_hold(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
-        self._apply(call, "hold")
-        agent.leg = step_leg(agent.leg, "hold")
+        if (planned := self._planned(cid, plan, "hold")) is None:
+            return
+        call, agent = planned
         agent.hold_start = self.now
         agent.close_segment(self.now)
         agent.open_segment("hold", self.now, call.queue_id)
@@ -620,14 +605,9 @@ class OrgWorld:
         self._schedule(self.now + self._exp(self.settings.mean_hold), then, cid, call.plan)
 
     def _on_resume(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
-        self._apply(call, "resume")
-        agent.leg = step_leg(agent.leg, "resume")
+        if (planned := self._planned(cid, plan, "resume")) is None:
+            return
+        call, agent = planned
         agent.hold_start = None
         agent.close_segment(self.now)
         agent.open_segment("interact", self.now, call.queue_id)
@@ -636,28 +616,18 @@ class OrgWorld:
         self._schedule(self.now + self._exp(self.settings.mean_talk / 2), "hang_up", cid, call.plan)
 
     def _on_transfer(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
-        self._apply(call, "transfer")
+        if (planned := self._planned(cid, plan, "transfer")) is None:
+            return
+        call, agent = planned
         call.transfers += 1
-        agent.leg = step_leg(agent.leg, "transfer")
         self._start_acw(call, agent, "transfer", touched)
         target = self._rng.choice([q for q in self.queues if q != call.queue_id])
         self._enter_queue(call, target, touched)
 
     def _on_hang_up(self, cid: str, plan: int, touched: _Touched) -> None:
-        call = self._calls.get(cid)
-        if call is None or call.plan != plan:
-            return  # superseded: the conversation moved on before this was due
-        agent = call.agent()
-        assert agent is not None
-        assert agent.leg is not None
-        self._apply(call, "hang_up")
-        agent.leg = step_leg(agent.leg, "hang_up")
+        if (planned := self._planned(cid, plan, "hang_up")) is None:
+            return
+        call, agent = planned
         customer = call.customer()
         customer.leave(self.now, "endpoint")
         touched.call(cid, ("customer.end", customer.id))
@@ -687,14 +657,28 @@ class OrgWorld:
         presence = self._rng.choice(PRESENCE_NEXT[worker.user.presence])
         worker.user = replace(worker.user, presence=presence, presence_since=self.now)
         touched.presence.add(user_id)
-        self._set_routing(worker, "IDLE" if presence == "ON_QUEUE" else "OFF_QUEUE", touched)
+        self._set_routing(worker, _routing_when_free(presence), touched)
 
     def _on_recover(self, user_id: str, _token: int, touched: _Touched) -> None:
         worker = self._agents[user_id]
         if worker.user.routing == "NOT_RESPONDING" and worker.busy_with is None:
-            self._set_routing(worker, "IDLE" if worker.user.presence == "ON_QUEUE" else "OFF_QUEUE", touched)
+            self._set_routing(worker, _routing_when_free(worker.user.presence), touched)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _planned(self, cid: str, plan: int, event: str) -> tuple[_Call, _Party] | None:
+        """The conversation and the agent with the customer for a planned ``event``, the conversation's phase
+        and the agent's leg moved on by it; None when the plan was superseded (the conversation moved on
+        before this was due)."""
+        call = self._calls.get(cid)
+        if call is None or call.plan != plan:
+            return None
+        agent = call.agent()
+        assert agent is not None
+        assert agent.leg is not None
+        self._apply(call, event)
+        agent.leg = step_leg(agent.leg, event)
+        return call, agent
+
     def _apply(self, call: _Call, event: str) -> None:
         before = call.phase
         call.phase = step(before, event)
@@ -771,7 +755,7 @@ class OrgWorld:
         assert agent.user_id is not None
         worker = self._agents[agent.user_id]
         worker.busy_with = None
-        self._set_routing(worker, "IDLE" if worker.user.presence == "ON_QUEUE" else "OFF_QUEUE", touched)
+        self._set_routing(worker, _routing_when_free(worker.user.presence), touched)
 
     def _maybe_end(self, call: _Call, touched: _Touched) -> None:
         if call.phase is not Phase.WRAPUP or any(p.leg is Leg.WRAPUP for p in call.parties):
@@ -824,6 +808,11 @@ class OrgWorld:
 
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+
+def _routing_when_free(presence: str) -> str:
+    """An agent's routing status outside a conversation: idle when on queue, off queue otherwise."""
+    return "IDLE" if presence == "ON_QUEUE" else "OFF_QUEUE"
 
 
 class _Touched:
