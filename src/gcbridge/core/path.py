@@ -540,7 +540,7 @@ class PathMachine:
         # The server announced this close (socket_closing) and its grace ran out before a replacement served:
         # a real gap, named for what happened rather than for the close code.
         pending = self.pending
-        where = pending.phase.value if pending is not None else "not started"
+        where = pending.phase.value if pending is not None else "none in progress"
         cause = (
             f"the server closed the socket ({ev.reason}) {ev.now - conn.closing_at:.3f}s after "
             f"socket_closing, before its replacement was live (replacement: {where})"
