@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 
@@ -37,6 +38,65 @@ async def test_socket_closing_rotates_without_a_gap(genesys_sim_factory: SimFact
     assert stats.rotations_by_reason.get("socket_closing") == 5
     assert stats.reconnects_by_reason == {}
     assert sim.sockets_kicked == 0  # never a second socket on its own channel
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+async def test_socket_closing_sent_to_a_half_built_replacement_costs_no_gap(
+    genesys_sim_factory: SimFactory, exclusive: bool
+) -> None:
+    # Maintenance is announced to every socket, the replacement of a rotation in progress included (the soak's
+    # socket_closing goes to all sockets; a token or expiry rotation may be half-built then). The client used
+    # to ignore the notice there, so the replacement went live and was closed at the grace's end: a gap.
+    sim = await genesys_sim_factory(heartbeat_interval=0.5, exclusive_topics=exclusive)
+    async with client_for(sim) as client:
+        got = await receiving(sim, client, TOPICS)
+        sim.start_traffic(200, TOPICS)
+        first = client.stats().paths[0].channel_id
+        sim.set_rest_delay(1.0)  # the replacement's create and PUT each take a second
+        await sim.socket_closing(first, grace=30.0)
+        await wait_until(lambda: len(sim.connected_channel_ids) == 2, what="the replacement's socket")
+        second = next(c for c in sim.connected_channel_ids if c != first)
+        await sim.socket_closing(second, grace=2.0)  # its PUT is still in flight
+        sim.set_rest_delay(0.0)
+        await wait_until(
+            lambda: second not in sim.connected_channel_ids, what="the replacement's socket closed"
+        )
+        await wait_until(lambda: client.stats().paths[0].state == "live", what="live again")
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[1])
+        stats = client.stats()
+    assert got.gaps == []
+    assert stats.paths[0].channel_id not in (first, second)
+    assert stats.rotations_by_reason.get("socket_closing") == 2
+    assert stats.reconnects_by_reason == {}
+    audit(sim, got, set(TOPICS))
+
+
+async def test_a_stalled_socket_misses_socket_closing_and_its_gap_is_reported_from_the_stall(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    # What the soak's closed_1001 gaps around socket_closing were: a socket the harness had stalled hears no
+    # socket_closing (nothing is sent while stalled), so it is not rotated, and the close at the grace's end
+    # comes before the watchdog finds the silence. Events were lost in the stall: a real gap, from the stall.
+    sim = await genesys_sim_factory(heartbeat_interval=0.5)
+    slow_watchdog = dataclasses.replace(FAST, heartbeat_timeout=20.0, ping_interval=10.0, pong_timeout=10.0)
+    async with client_for(sim, slow_watchdog) as client:
+        got = await receiving(sim, client, TOPICS)
+        sim.start_traffic(200, TOPICS)
+        await asyncio.sleep(0.2)
+        channel = client.stats().paths[0].channel_id
+        stalled_at = time.time()
+        sim.stall_socket(channel)
+        await sim.socket_closing(channel, grace=0.2)
+        await wait_until(lambda: bool(got.gaps), what="the gap")
+        await sim.stop_traffic()
+        await publish_until_received(sim, got, TOPICS[1])
+        stats = client.stats()
+    assert [g.reason for g in got.gaps] == ["closed_1001"]
+    assert got.gaps[0].start <= stalled_at
+    assert stats.rotations_by_reason == {}
+    _, in_gap = audit(sim, got, set(TOPICS))  # every event lost in the stall lies inside the gap
+    assert in_gap
 
 
 async def test_forty_eight_simulated_hours_deliver_everything_exactly_once(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gcbridge.core.path import (
+    SOCKET_CLOSING_GRACE_EXCEEDED,
     ChannelChecked,
     CheckChannel,
     CloseSocket,
     CreateChannel,
     IllegalTransition,
     Notice,
+    Notify,
     OpenSocket,
     PathMachine,
     PathState,
@@ -18,6 +20,7 @@ from gcbridge.core.path import (
     SocketClosed,
     SystemNotice,
 )
+from gcbridge.core.supervisor import Routed
 
 from ._path_world import World
 
@@ -142,3 +145,74 @@ def test_close_socket_action_names_the_old_connection_only() -> None:
     w.advance(1.5)
     closes = [o.action for o in w.ops if isinstance(o.action, CloseSocket)]
     assert [c.conn for c in closes] == [old]
+
+
+def _complete_until(w: World, kind: type) -> None:
+    """Complete operations in order until the next one is of ``kind`` (it is left pending)."""
+    while w.ops and not isinstance(w.ops[0].action, kind):
+        w.complete(0, True)
+    assert w.ops, f"no {kind.__name__} came"
+
+
+def test_socket_closing_on_the_replacement_rotates_again_once_it_serves() -> None:
+    # Genesys announces maintenance to every socket, a rotation's half-built replacement included. It used to
+    # be ignored there: the replacement went live and the server closed it at the grace's end (a gap).
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.feed(SystemNotice(w.now, old, Notice.SOCKET_CLOSING))
+    _complete_until(w, PutSubscriptions)  # the replacement's socket is open, its PUT in flight
+    replacement = path(w).pending
+    assert replacement is not None
+    w.feed(SystemNotice(w.now, replacement.id, Notice.SOCKET_CLOSING))
+    w.complete(0, True)  # the PUT lands: the first rotation is done
+    assert path(w).current is replacement
+    w.advance(0.0)
+    assert path(w).pending is not None, "the announced replacement is replaced at once"
+    w.settle()
+    w.advance(1.5)  # both announced sockets drained and closed by us
+    w.settle()
+    # the server's close at the grace's end finds nothing of ours open
+    assert old not in w.sockets
+    assert replacement.id not in w.sockets
+    assert path(w).counters.rotations == {"socket_closing": 2}
+    assert w.gaps == []
+
+
+def test_socket_closing_while_subscribing_rotates_as_soon_as_live() -> None:
+    w = live_world()
+    first = next(iter(w.sockets))
+    w.sockets.pop(first)
+    w.feed(SocketClosed(w.now, first, "closed_1006", w.now))  # an unplanned drop: a gap of its own
+    w.advance(1.0)
+    _complete_until(w, PutSubscriptions)  # reconnected on the same channel, subscribing
+    again = path(w).current
+    assert again is not None
+    assert path(w).state is PathState.SUBSCRIBING
+    w.feed(SystemNotice(w.now, again.id, Notice.SOCKET_CLOSING))
+    w.complete(0, True)
+    assert path(w).state is PathState.LIVE
+    w.advance(0.0)
+    assert path(w).state is PathState.ROTATING
+    w.settle()
+    assert path(w).counters.rotations == {"socket_closing": 1}
+    assert [g.reason for g in w.gaps] == ["closed_1006"]  # the drop's only
+
+
+def test_a_grace_too_short_for_the_rotation_is_named_in_the_gap_and_the_log() -> None:
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.now = 10.0
+    w.feed(SystemNotice(w.now, old, Notice.SOCKET_CLOSING))
+    w.complete(0, True)  # channel created; the replacement's socket is still opening
+    w.now = 13.0
+    w.sockets.pop(old)
+    outs = w.core.handle(SocketClosed(w.now, old, "closed_1001", last_frame_at=12.9))
+    w.take(outs)
+    notices = [o.action for o in outs if isinstance(o, Routed) and isinstance(o.action, Notify)]
+    down = [n for n in notices if n.kind == "reconnecting"]
+    assert [n.reason for n in down] == [SOCKET_CLOSING_GRACE_EXCEEDED]
+    assert "(closed_1001) 3.000s after socket_closing" in down[0].detail
+    assert "replacement: opening" in down[0].detail
+    w.settle()
+    assert [g.reason for g in w.gaps] == [SOCKET_CLOSING_GRACE_EXCEEDED]
+    assert w.gaps[0].start == pytest.approx(12.9 - 0.5)

@@ -225,3 +225,18 @@ def test_closing_a_healthy_shard_reports_nothing() -> None:
     for i in (0, 1):
         t.evidence(i)
     assert t.cov.close() == []
+
+
+def test_a_gap_after_a_rotation_is_named_for_the_successor_that_failed() -> None:
+    # A rotation capped the old connection at 10 (its successor went live then; the old one delivered up to
+    # it). The successor never delivered and dropped: the gap that follows is its drop's, not the rotation's
+    # (the soak journalled such a gap as "rotated", which tells an operator a planned rotation lost events).
+    cov = ShardCoverage(MARGIN)
+    cov.up("old", 0.0)
+    cov.seen("old", 9.0)
+    cov.up("new", 10.0)
+    cov.cap("old", 10.0)
+    cov.seen("old", 10.5)  # the old socket answered the probe: covered until the cap
+    cov.down("new", 10.0, "closed_1006")
+    gaps = cov.up("third", 11.0)
+    assert gaps == [Uncovered(10.0, 11.0, "closed_1006")]

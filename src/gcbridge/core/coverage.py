@@ -57,6 +57,9 @@ class _Span:
 
 
 _NO_END = float("-inf")
+#: How the coverage of a connection replaced by a rotation ends: never the cause of a gap by itself (its
+#: successor went live where it ends), so a gap after it is named for the successor's failure when known.
+ROTATED = "rotated"
 
 
 class ShardCoverage:
@@ -188,7 +191,7 @@ class ShardCoverage:
             if live.cap is not None and live.seen >= live.cap:
                 # a replaced path proven up to its replacement: nothing it does from now on matters
                 del self._live[path]
-                self._spans.append(_Span(live.since, max(live.cap, live.since), "rotated"))
+                self._spans.append(_Span(live.since, max(live.cap, live.since), ROTATED))
         if self._settled is None:
             return []
         cursor = self._settled
@@ -215,6 +218,10 @@ class ShardCoverage:
             elif span.end == cursor and not span.mark and span.ended > gap_from:
                 gap_from = span.ended
                 ended_by = span.reason or ended_by
+            elif span.end == cursor and not span.mark and ended_by == ROTATED and span.reason:
+                # the successor that took over where a rotated connection was capped ended there too (it
+                # never delivered): what follows is its failure, not the rotation's
+                ended_by = span.reason
         if cursor > horizon:
             cursor = gap_from = horizon  # beyond the horizon nothing is decided yet
         self._settled, self._gap_from, self._ended_by = cursor, gap_from, ended_by

@@ -62,6 +62,10 @@ from gcbridge.core.path_messages import (
     TopicsSet,
 )
 
+#: The reason of a failure (and its gap) when the server closed a socket it had announced with
+#: ``socket_closing`` before the path's replacement was live: the grace was too short for the rotation.
+SOCKET_CLOSING_GRACE_EXCEEDED: Final = "socket_closing_grace_exceeded"
+
 
 class IllegalTransition(RuntimeError):
     """An event the transition table does not allow in the current state (a bug, not a server fault)."""
@@ -204,9 +208,16 @@ class PathMachine:
         self.retry_at = at
 
     def _fail_current(
-        self, now: float, reason: str, last_frame_at: float | None, retry_after: float | None
+        self,
+        now: float,
+        reason: str,
+        last_frame_at: float | None,
+        retry_after: float | None,
+        cause: str = "",
     ) -> None:
-        """The current connection failed (before or after going live): report it and schedule a retry."""
+        """The current connection failed (before or after going live): report it and schedule a retry.
+        ``cause`` (if any) leads the notice's detail: what the operator is to read about the failure."""
+        lead_in = f"{cause}; " if cause else ""
         conn = self.current
         assert conn is not None
         was_live = conn.phase is Phase.LIVE
@@ -226,7 +237,12 @@ class PathMachine:
             self.state = PathState.SUBSCRIBING if self.current.socket_open else PathState.CONNECTING
             self.channel_gone = False
             self._emit(
-                Notify("reconnecting", reason, conn.channel.id if conn.channel else "", "via replacement")
+                Notify(
+                    "reconnecting",
+                    reason,
+                    conn.channel.id if conn.channel else "",
+                    f"{lead_in}via replacement",
+                )
             )
             return
         if self.pending is not None:
@@ -243,7 +259,7 @@ class PathMachine:
             self.current = None
         delay = self.backoff.next_delay(retry_after)
         self._backoff_until(now + delay)
-        self._emit(Notify("reconnecting", reason, keep.id if keep else "", f"retry in {delay:.3f}s"))
+        self._emit(Notify("reconnecting", reason, keep.id if keep else "", f"{lead_in}retry in {delay:.3f}s"))
 
     def _attempt(self, now: float) -> None:
         """Leave BACKOFF: reuse the old channel if it may still be alive and far from its deadline."""
@@ -279,6 +295,11 @@ class PathMachine:
         if ch.token_generation < self.token_generation:
             self.rotate_at = min(self.rotate_at, now + self.t.token_rotation_delay)
             self.rotate_reason = "token_refresh"
+        if conn.closing_at is not None:
+            # socket_closing came before this socket served (it was a rotation's replacement, or still
+            # subscribing): the server closes it when the grace ends, so replace it now, not at that close
+            self.rotate_at = now
+            self.rotate_reason = "socket_closing"
         self.down_since = None
         self._emit(PathUp(now, ch.id, conn.id))  # coverage needs every connection that serves
         self._emit(Notify("connected", channel_id=ch.id))
@@ -337,12 +358,13 @@ class PathMachine:
         reason = self.rotate_reason
         self.counters.rotations[reason] = self.counters.rotations.get(reason, 0) + 1
         self._go_live(new, now)
+        took = f" {now - old.closing_at:.3f}s after socket_closing" if old.closing_at is not None else ""
         self._emit(
             Notify(
                 "rotated",
                 reason,
                 new.channel.id if new.channel else "",
-                f"from {old.channel.id if old.channel else ''}",
+                f"from {old.channel.id if old.channel else ''}{took}",
             )
         )
 
@@ -512,7 +534,18 @@ class PathMachine:
         assert isinstance(ev, SocketClosed)
         conn.socket_open = False
         self.channel_gone = ev.channel_gone
-        self._fail_current(ev.now, ev.reason, ev.last_frame_at, None)
+        if conn.closing_at is None:
+            self._fail_current(ev.now, ev.reason, ev.last_frame_at, None)
+            return
+        # The server announced this close (socket_closing) and its grace ran out before a replacement served:
+        # a real gap, named for what happened rather than for the close code.
+        pending = self.pending
+        where = pending.phase.value if pending is not None else "none in progress"
+        cause = (
+            f"the server closed the socket ({ev.reason}) {ev.now - conn.closing_at:.3f}s after "
+            f"socket_closing, before its replacement was live (replacement: {where})"
+        )
+        self._fail_current(ev.now, SOCKET_CLOSING_GRACE_EXCEEDED, ev.last_frame_at, None, cause)
 
     def _on_closed_pending(self, conn: Conn, ev: PathEvent) -> None:
         assert isinstance(ev, SocketClosed)
@@ -529,6 +562,13 @@ class PathMachine:
         self.failed.remove(conn)
         self._drop_slot(conn)
 
+    def _on_notice_pending(self, conn: Conn, ev: PathEvent) -> None:
+        assert isinstance(ev, SystemNotice)
+        if ev.notice is Notice.SOCKET_CLOSING and conn.closing_at is None:
+            # the replacement itself will be closed: it still finishes this rotation (the old socket closes
+            # too), then is replaced at once (_go_live); ignoring it lost the path at the grace's end
+            conn.closing_at = ev.now
+
     def _on_notice_current(self, conn: Conn, ev: PathEvent) -> None:
         assert isinstance(ev, SystemNotice)
         now = ev.now
@@ -539,6 +579,8 @@ class PathMachine:
             if conn.socket_open:
                 self._emit(CloseSocket(conn.id, "token_revoked"))
             return
+        if ev.notice is Notice.SOCKET_CLOSING and conn.closing_at is None:
+            conn.closing_at = now  # a socket not serving yet is replaced as soon as it serves (_go_live)
         if conn.phase is not Phase.LIVE:
             return  # not serving yet: the failure (if any) arrives as a close
         if self.pending is not None:
@@ -632,7 +674,7 @@ _CONN_TABLE: Final[dict[tuple[Role, type], Handler]] = {
     (_R.PENDING, Subscribed): PathMachine._on_subscribed,
     (_R.PENDING, SubscribeFailed): PathMachine._on_subscribe_failed,
     (_R.PENDING, SocketClosed): PathMachine._on_closed_pending,
-    (_R.PENDING, SystemNotice): PathMachine._ignore,
+    (_R.PENDING, SystemNotice): PathMachine._on_notice_pending,
     (_R.DRAINING, ChannelCreated): PathMachine._ignore,
     (_R.DRAINING, ChannelCreateFailed): PathMachine._ignore,
     (_R.DRAINING, ChannelChecked): PathMachine._ignore,
@@ -666,6 +708,7 @@ _CONN_TABLE: Final[dict[tuple[Role, type], Handler]] = {
 }
 
 __all__ = [
+    "SOCKET_CLOSING_GRACE_EXCEEDED",
     "ChannelCheckFailed",
     "ChannelChecked",
     "ChannelCreateFailed",

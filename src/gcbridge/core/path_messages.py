@@ -91,6 +91,9 @@ class Conn:
     put_retry_at: float | None = None
     close_at: float | None = None
     lost_at: float | None = None  # a no_longer_subscribed arrived while a rotation was in progress
+    # when the server announced ``socket_closing`` on this socket: it closes it after a grace, whatever
+    # this connection's role was then (current, not yet live, or a rotation's replacement)
+    closing_at: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------------
