@@ -297,7 +297,12 @@ class _Path:
                 value = memo[self.head_key]
             except KeyError:
                 value = memo[self.head_key] = _walk(self._root(event, memo), self.head)
-            value = _walk(value, self.tail)
+            for step in self.tail:  # _walk inlined: this is the per-field hot path
+                if value is MISSING:
+                    return MISSING
+                value = step.apply(value)
+        if not self.functions:
+            return value
         for name in self.functions:
             if value is MISSING or value is None or isinstance(value, Unconvertible):
                 return value
@@ -311,6 +316,12 @@ class Expression:
 
     source: str
     parts: tuple[str | _Path, ...]
+    # the path when the expression is one path and nothing else (most are): decided once, not per event
+    single: _Path | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        only = self.parts[0] if len(self.parts) == 1 else None
+        object.__setattr__(self, "single", only if isinstance(only, _Path) else None)
 
     @property
     def roots(self) -> frozenset[str]:
@@ -319,8 +330,8 @@ class Expression:
     def evaluate(self, event: EventView, memo: Memo | None = None) -> str | _Missing | Unconvertible:
         """Evaluate for ``event``. ``memo``: a dict that lives for one event (and only one), shared by all
         the expressions evaluated for it, so that their common sub-paths are walked once."""
-        if len(self.parts) == 1 and isinstance(self.parts[0], _Path):
-            value = self.parts[0].evaluate(event, memo)
+        if self.single is not None:
+            value = self.single.evaluate(event, memo)
             return value if isinstance(value, Unconvertible) else render(value)
         out: list[str] = []
         for part in self.parts:
