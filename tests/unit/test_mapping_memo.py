@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from gcbridge.bridge.expressions import EventView, Expression, Memo, compile_expression, first_present
 from gcbridge.bridge.mapping import compile_mapping, payload_of, view_from_payload
 from gcbridge.genesys.events import Event
+from gcbridge.sim.genesys import org_bodies
 from gcbridge.sim.genesys.bodies import AVAILABLE_TOPICS, BodyGenerator
+from gcbridge.sim.genesys.org import OrgSettings, OrgWorld
 
 from .test_mapping_properties import conversationish, topics
 
@@ -56,6 +58,23 @@ def test_a_shared_memo_changes_nothing_on_the_simulators_bodies() -> None:
             view = view_from_payload(payload_of(event))
             _same_with_memo(view, ALL_EXPRESSIONS)
             _same_with_memo(view, ALL_EXPRESSIONS[::-1])
+
+
+def test_a_shared_memo_changes_nothing_on_the_simulated_orgs_bodies() -> None:
+    start = 1_800_000_000.0
+    world = OrgWorld(OrgSettings(seed=3, calls_per_hour=240), start)
+    seen: set[str] = set()
+    count = 0
+    for change in world.advance(start + 1800):
+        for topic, body in org_bodies.notifications(world, change):
+            view = _view(topic, body, received_at=start + count)
+            _same_with_memo(view, ALL_EXPRESSIONS)
+            _same_with_memo(view, ALL_EXPRESSIONS[::-1])
+            rule = MAPPING.rule_for(topic)
+            seen.add(rule.name if rule is not None else "")
+            count += 1
+    assert count > 100
+    assert {"conversations", "conversation_details", "presence"} <= seen
 
 
 def test_paths_that_differ_only_after_or_inside_the_filter_do_not_share_a_value() -> None:
