@@ -239,7 +239,7 @@ class _Filter:
 _Step = _Key | _Index | _Filter
 
 
-#: A per-event memo (see :class:`Memo`): what shared sub-paths gave for one event.
+#: A per-event memo (see :meth:`Expression.evaluate`): what the shared sub-paths gave for one event.
 Memo = dict[Any, Any]
 
 #: Roots that are computed, not just read: worth remembering for the rest of the event.
