@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gcbridge import _json
@@ -48,6 +48,7 @@ __all__ = [
     "EventView",
     "Expression",
     "ExpressionError",
+    "Memo",
     "Unconvertible",
     "compile_expression",
     "first_present",
@@ -108,6 +109,9 @@ class EventView:
             return sn_datetime(self.received_at)
         return MISSING
 
+
+#: Roots that are two names for one thing.
+_ROOT_ALIAS: Final = {"topicName": "topic", "eventBody": "body"}
 
 ROOTS: Final = frozenset(
     {
@@ -235,19 +239,70 @@ class _Filter:
 _Step = _Key | _Index | _Filter
 
 
+#: A per-event memo (see :meth:`Expression.evaluate`): what the shared sub-paths gave for one event.
+Memo = dict[Any, Any]
+
+#: Roots that are computed, not just read: worth remembering for the rest of the event.
+_COMPUTED_ROOTS: Final = frozenset({"topic_parts", "received_at"})
+
+
+def _walk(value: Any, steps: tuple[_Step, ...]) -> Any:
+    for step in steps:
+        if value is MISSING:
+            return MISSING
+        value = step.apply(value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Path:
     source: str
     root: str
     steps: tuple[_Step, ...]
     functions: tuple[str, ...]
+    # The steps up to and including the last filter: the part of the walk that many paths of one rule share
+    # (``body.participants[?purpose=='customer']`` is the head of about twenty of the built-in conversation
+    # fields), remembered per event under ``head_key``; ``tail`` is the rest of the walk.
+    head: tuple[_Step, ...] = field(init=False, repr=False, compare=False)
+    tail: tuple[_Step, ...] = field(init=False, repr=False, compare=False)
+    head_key: str | None = field(init=False, repr=False, compare=False)
 
-    def evaluate(self, event: EventView) -> Any:
-        value = event.root(self.root)
-        for step in self.steps:
-            if value is MISSING:
-                return MISSING
-            value = step.apply(value)
+    def __post_init__(self) -> None:
+        last_filter = max((i for i, s in enumerate(self.steps) if isinstance(s, _Filter)), default=-1)
+        head, tail = self.steps[: last_filter + 1], self.steps[last_filter + 1 :]
+        object.__setattr__(self, "head", head)
+        object.__setattr__(self, "tail", tail)
+        # A string (its hash is cached; a tuple of dataclasses would hash and compare field by field on every
+        # lookup): the root, its aliases (body/eventBody) as one, and the steps' reprs, which are equal only
+        # for steps that are equal, so equal keys mean equal walks.
+        key = repr((_ROOT_ALIAS.get(self.root, self.root), head)) if head else None
+        object.__setattr__(self, "head_key", key)
+
+    def _root(self, event: EventView, memo: Memo | None) -> Any:
+        if memo is None or self.root not in _COMPUTED_ROOTS:
+            return event.root(self.root)
+        try:
+            return memo[self.root]
+        except KeyError:
+            value = memo[self.root] = event.root(self.root)
+            return value
+
+    def evaluate(self, event: EventView, memo: Memo | None = None) -> Any:
+        """The path's value; with ``memo`` (one dict per event, see :meth:`Expression.evaluate`) the walk to
+        the last filter is done once per event for all paths that share it."""
+        if memo is None or self.head_key is None:
+            value = _walk(self._root(event, memo), self.steps)
+        else:
+            try:
+                value = memo[self.head_key]
+            except KeyError:
+                value = memo[self.head_key] = _walk(self._root(event, memo), self.head)
+            for step in self.tail:  # _walk inlined: this is the per-field hot path
+                if value is MISSING:
+                    return MISSING
+                value = step.apply(value)
+        if not self.functions:
+            return value
         for name in self.functions:
             if value is MISSING or value is None or isinstance(value, Unconvertible):
                 return value
@@ -261,21 +316,29 @@ class Expression:
 
     source: str
     parts: tuple[str | _Path, ...]
+    # the path when the expression is one path and nothing else (most are): decided once, not per event
+    single: _Path | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        only = self.parts[0] if len(self.parts) == 1 else None
+        object.__setattr__(self, "single", only if isinstance(only, _Path) else None)
 
     @property
     def roots(self) -> frozenset[str]:
         return frozenset(p.root for p in self.parts if isinstance(p, _Path))
 
-    def evaluate(self, event: EventView) -> str | _Missing | Unconvertible:
-        if len(self.parts) == 1 and isinstance(self.parts[0], _Path):
-            value = self.parts[0].evaluate(event)
+    def evaluate(self, event: EventView, memo: Memo | None = None) -> str | _Missing | Unconvertible:
+        """Evaluate for ``event``. ``memo``: a dict that lives for one event (and only one), shared by all
+        the expressions evaluated for it, so that their common sub-paths are walked once."""
+        if self.single is not None:
+            value = self.single.evaluate(event, memo)
             return value if isinstance(value, Unconvertible) else render(value)
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = part.evaluate(event)
+            value = part.evaluate(event, memo)
             if isinstance(value, Unconvertible):
                 return value
             text = render(value)
@@ -467,12 +530,13 @@ def compile_expression(source: str) -> Expression:
 
 
 def first_present(
-    expressions: Sequence[Expression], event: EventView
+    expressions: Sequence[Expression], event: EventView, memo: Memo | None = None
 ) -> tuple[str | _Missing, list[Unconvertible]]:
-    """The first alternative with a value, and the conversion problems met on the way."""
+    """The first alternative with a value, and the conversion problems met on the way (``memo``: see
+    :meth:`Expression.evaluate`)."""
     problems: list[Unconvertible] = []
     for expression in expressions:
-        value = expression.evaluate(event)
+        value = expression.evaluate(event, memo)
         if isinstance(value, Unconvertible):
             problems.append(value)
         elif value is not MISSING:

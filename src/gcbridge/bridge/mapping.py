@@ -37,6 +37,7 @@ from gcbridge.bridge.expressions import (
     EventView,
     Expression,
     ExpressionError,
+    Memo,
     Unconvertible,
     compile_expression,
     first_present,
@@ -174,7 +175,10 @@ class Mapping:
         rule = self.rule_for(view.topic)
         if rule is None:
             return Unmappable(f"no mapping rule matches topic {view.topic!r}")
-        key = rule.key.evaluate(view)
+        # One memo for this event: the rule's fields share sub-paths (the customer participant, found by a
+        # filter, is the head of most conversation fields), each walked once per event instead of per field.
+        memo: Memo = {}
+        key = rule.key.evaluate(view, memo)
         if isinstance(key, Unconvertible):
             return Unmappable(f"rule {rule.name!r}: key {rule.key.source!r} cannot be computed: {key.reason}")
         if not isinstance(key, str) or not key:
@@ -183,8 +187,9 @@ class Mapping:
         fields: dict[str, str] = {}
         notes: list[str] = []
         for spec in rule.fields:
-            value, problems = first_present(spec.alternatives, view)
-            notes.extend(f"{spec.name}: {p.reason}" for p in problems)
+            value, problems = first_present(spec.alternatives, view, memo)
+            if problems:
+                notes.extend(f"{spec.name}: {p.reason}" for p in problems)
             if value is not MISSING and spec.map is not None:
                 value = spec.map.get(str(value), MISSING)
             if value is MISSING:

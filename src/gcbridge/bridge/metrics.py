@@ -17,6 +17,7 @@ from gcbridge.outbox.base import OutboxStats
 from gcbridge.servicenow.conditions import KINDS as SINK_CONDITIONS
 
 MAX_FAMILIES: Final = 200
+_TOPIC_CACHE_LIMIT: Final = 10_000
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -57,6 +58,8 @@ class BridgeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._families: set[str] = set()
+        self._label_of_topic: dict[str, str] = {}
+        self._received_by_label: dict[str, Counter] = {}  # family label -> its events_received child
         self.events_received = Counter(
             "gcbridge_events_received",
             "Events made durable in the outbox, by topic family.",
@@ -171,6 +174,17 @@ class BridgeMetrics:
         )
 
     def family_label(self, topic: str) -> str:
+        # Per event on the ingest path: the regexes of topic_family once per topic, not once per event. A
+        # topic's label never changes (families are only ever added), so the cache cannot go stale.
+        label = self._label_of_topic.get(topic)
+        if label is None:
+            label = self._new_family_label(topic)
+            if len(self._label_of_topic) >= _TOPIC_CACHE_LIMIT:
+                self._label_of_topic.clear()  # per-conversation topics are unbounded: start over
+            self._label_of_topic[topic] = label
+        return label
+
+    def _new_family_label(self, topic: str) -> str:
         family = topic_family(topic)
         if family in self._families:
             return family
@@ -185,7 +199,10 @@ class BridgeMetrics:
             label = self.family_label(topic)
             counts[label] = counts.get(label, 0) + 1
         for label, n in counts.items():
-            self.events_received.labels(family=label).inc(n)
+            counter = self._received_by_label.get(label)
+            if counter is None:  # labels() takes a lock and builds a key on every call: once per label
+                counter = self._received_by_label[label] = self.events_received.labels(family=label)
+            counter.inc(n)
 
     def record_lifecycle(self, kind: str, reason: str) -> None:
         """Count one :class:`gcbridge.genesys.LifecycleEvent` (kinds without a counter are only logged)."""
