@@ -312,11 +312,12 @@ class SimulatorProcess:
     base_url: str
     stderr: str = ""
     returncode: int | None = None
-    _copier: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    # the task copying its later output to a file (``stdout_to``), when it goes there
+    output_copy: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def readline(self, within: float = 10.0) -> str:
         """The next line the simulator prints (not when its output goes to a file)."""
-        assert self._copier is None, "its output goes to a file"
+        assert self.output_copy is None, "its output goes to a file"
         assert self.proc.stdout is not None
         return (await asyncio.wait_for(self.proc.stdout.readline(), within)).decode()
 
@@ -357,7 +358,7 @@ async def simulator_process(
             if stdout_to is not None:
                 out = files.enter_context(stdout_to.open("ab"))
                 out.write(command.first_line.encode())
-                command._copier = asyncio.create_task(_copy(proc.stdout, out))
+                command.output_copy = asyncio.create_task(_copy(proc.stdout, out))
             yield command
         finally:
             if proc.returncode is None:
@@ -371,8 +372,8 @@ async def simulator_process(
                     f"the simulator did not stop within {stop_within:g} s of {stop_with.name}"
                 ) from None
             finally:
-                if command is not None and command._copier is not None:
-                    command._copier.cancel()
+                if command is not None and command.output_copy is not None:
+                    command.output_copy.cancel()
             _children.discard(proc)
     if command is not None:
         command.stderr = captured.decode(errors="replace")
@@ -407,7 +408,7 @@ async def _announced(
 async def _ended(proc: asyncio.subprocess.Process, command: SimulatorProcess | None) -> bytes:
     """Its captured stderr once it has ended; its output is read meanwhile, so a full pipe cannot keep it
     from ending."""
-    copier = command._copier if command is not None else None
+    copier = command.output_copy if command is not None else None
     if copier is None:
         _, err = await proc.communicate()
         return err or b""
