@@ -215,9 +215,8 @@ class BackfillRunner:
     async def start(self) -> None:
         """Take back jobs a dead process left running (this owner's, and any whose lease lapsed), then run
         due jobs until :meth:`stop` (and forget jobs finished long ago, at start and hourly)."""
-        now = self._clock()
-        self.recovered = await self.jobs.recover(now)
-        self._recovered_at = now
+        self.recovered = await self.jobs.recover(self._clock())
+        self._recovered_at = asyncio.get_running_loop().time()
         if self.recovered:
             self._log.warning(
                 "back-fill jobs left running by the previous run are queued again",
@@ -267,6 +266,7 @@ class BackfillRunner:
     # -- the loop ------------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             now = self._clock()
@@ -274,8 +274,9 @@ class BackfillRunner:
                 if now - self._forgotten_at >= FORGET_EVERY:
                     self._forgotten_at = now
                     await self.jobs.forget_finished(now - KEEP_FINISHED)
-                if now - self._recovered_at >= self.jobs.lease / 2:
-                    self._recovered_at = now
+                # leases lapse in real time (the database clock), whatever the injected clock says
+                if loop.time() - self._recovered_at >= self.jobs.lease / 2:
+                    self._recovered_at = loop.time()
                     await self._recover_lapsed(now)
                 claimed = await self.jobs.claim(now)
                 if claimed is not None:
@@ -293,6 +294,8 @@ class BackfillRunner:
                 )
                 next_at = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
+            # wake for the next look at lapsed leases too (a short [ha] lease_ttl)
+            wait = min(wait, max(0.0, self._recovered_at + self.jobs.lease / 2 - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
