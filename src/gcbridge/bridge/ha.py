@@ -146,6 +146,7 @@ async def open_postgres_parts(
         shards=ha.shards,
         channel_budget=granted,
         lease_ttl=ha.lease_ttl,
+        forgotten_instances=leases.forgotten,
     )
     return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted), instance_id)
 
