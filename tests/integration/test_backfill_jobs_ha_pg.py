@@ -241,3 +241,40 @@ async def test_a_run_whose_lease_was_taken_over_meanwhile_stops(outboxes: Any, t
     assert a.log.find("back-fill run stopped: another instance runs this job now")
     assert await job_state(b, job.id) == ("done", 2, "b")  # a's stale run changed nothing
     await a.runner.stop()
+
+
+class ClaimsFail(PostgresBackfillJobs):
+    """Every claim fails while ``away`` is set, as while PostgreSQL restarts."""
+
+    away = True
+    failures = 0
+
+    async def claim(self, now: float) -> Any:
+        if self.away:
+            self.failures += 1
+            raise ConnectionRefusedError("connection refused (PostgreSQL is restarting)")
+        return await super().claim(now)
+
+
+async def test_a_database_outage_is_one_line_in_the_back_fill_log(outboxes: Any, tmp_path: Path) -> None:
+    a = await instance(outboxes, tmp_path, "a", lease=0.3, jobs_type=ClaimsFail)
+    jobs = a.runner.jobs
+    assert isinstance(jobs, ClaimsFail)
+    await a.runner.start()
+    try:
+        await until(lambda: _at_least(jobs, 5))  # many passes of the loop fail
+        problems = [line for line in a.log.lines if line[0] in ("warning", "error")]
+        assert [p[1] for p in problems] == ["back-fill could not read or update its jobs"]
+        assert "what_to_do" in problems[0][2]
+        jobs.away = False
+        await until(lambda: _logged(a, "back-fill reads and updates its jobs again"))
+    finally:
+        await a.runner.stop()
+
+
+async def _at_least(jobs: ClaimsFail, n: int) -> bool:
+    return jobs.failures >= n
+
+
+async def _logged(inst: Instance, message: str) -> bool:
+    return bool(inst.log.find(message))

@@ -166,6 +166,7 @@ class BackfillRunner:
         self.recovered = 0
         self._forgotten_at = float("-inf")
         self._recovered_at = float("-inf")
+        self._failing_since: float | None = None
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -286,13 +287,25 @@ class BackfillRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._log.error(
-                    "back-fill could not read or update its jobs",
-                    error=_one_line(exc),
-                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, "
-                    "and a job left running is taken up again at the next start",
-                )
+                # one line per outage (a database restart fails every pass until it is back)
+                if self._failing_since is None:
+                    self._failing_since = loop.time()
+                    self._log.error(
+                        "back-fill could not read or update its jobs",
+                        error=_one_line(exc),
+                        what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by "
+                        "itself, and a job left running is taken up again",
+                    )
+                else:
+                    self._log.debug("back-fill could not read or update its jobs", error=_one_line(exc))
                 next_at = None
+            else:
+                if self._failing_since is not None:
+                    self._log.info(
+                        "back-fill reads and updates its jobs again",
+                        after=round(loop.time() - self._failing_since, 1),
+                    )
+                    self._failing_since = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
             # wake for the next look at lapsed leases too (a short [ha] lease_ttl)
             wait = min(wait, max(0.0, self._recovered_at + self.jobs.lease / 2 - loop.time()))
