@@ -476,7 +476,7 @@ class HaCoordinator:
                 error = f"{type(exc).__name__}: {exc}"
                 if not self._failing:
                     self._log.warning(
-                        f"shard lease {what} failed; retrying every {self.interval:g} s",
+                        f"shard lease {what} failed; retrying every {self.interval:.1f} s",
                         error=error,
                         what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile "
                         "(gcbridge_ha_lease_renew_failures_total counts the failed rounds)",
