@@ -351,8 +351,9 @@ class BackfillRunner:
         try:
             outcome, error = await fill
         except asyncio.CancelledError:
-            if not lost.is_set():
-                raise
+            current = asyncio.current_task()
+            if not lost.is_set() or (current is not None and current.cancelling()):
+                raise  # stopped from outside (the service stops): the job stays running, for a recovery
             return await self._given_up(job.id, "its lease was taken over while it ran")
         finally:
             self.running_job = None
