@@ -153,6 +153,31 @@ async def test_finished_jobs_are_forgotten_after_a_while(pair: tuple[OutboxStore
     assert [j.id for j in await jobs.recent(10)] == [waiting.id, new.id]
 
 
+async def test_claim_starts_the_earliest_due_job_once(pair: tuple[OutboxStore, BackfillJobStore]) -> None:
+    _, jobs = pair
+    late, _ = await jobs.enqueue(GAP, run_at=1300.0, now=1061.0)
+    early, _ = await jobs.enqueue(JobGap(900.0, 950.0, GAP.topics, "stall"), run_at=1200.0, now=1061.0)
+    assert await jobs.claim(now=1199.0) is None  # nothing due yet
+    first = await jobs.claim(now=1300.0)
+    assert first is not None
+    assert (first.id, first.state, first.attempts, first.started_at) == (early.id, "running", 1, 1300.0)
+    second = await jobs.claim(now=1300.0)
+    assert second is not None
+    assert second.id == late.id
+    assert await jobs.claim(now=1300.0) is None  # both running: nothing is handed out twice
+    assert await jobs.start(early.id, now=1301.0) is None
+
+
+async def test_a_running_job_is_renewed_until_it_finishes(pair: tuple[OutboxStore, BackfillJobStore]) -> None:
+    _, jobs = pair
+    job, _ = await jobs.enqueue(GAP, run_at=1100.0, now=1061.0)
+    assert not await jobs.renew(job.id)  # pending: nobody holds it
+    assert await jobs.claim(now=1100.0) is not None
+    assert await jobs.renew(job.id)
+    assert await jobs.finish(job.id, "done", JobOutcome(), now=1110.0)
+    assert not await jobs.renew(job.id)
+
+
 # -- the guarded put ---------------------------------------------------------------------------------------
 
 

@@ -274,3 +274,27 @@ async def test_an_instance_with_another_number_of_shards_cannot_join(url: str) -
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_join_forgets_instances_gone_longer_than_the_horizon(url: str) -> None:
+    a = await instance(url, "a")
+    conn = await asyncpg.connect(url)
+    try:
+        # two instances that stopped (or died) long ago, heard from 8 and 2 days ago by the database clock
+        for name, days in (("gone-8d", 8), ("gone-2d", 2)):
+            await conn.execute(
+                "INSERT INTO instances(id, client_id, started_at, heartbeat_at, channel_budget, shards) "
+                "VALUES ($1, 'client-a', 0, extract(epoch from clock_timestamp()) - $2, 6, 4)",
+                name,
+                days * 86400.0,
+            )
+        b = await instance(url, "b")
+        ids = {r["id"] for r in await conn.fetch("SELECT id FROM instances")}
+    finally:
+        await conn.close()
+    try:
+        assert ids == {"a", "b", "gone-2d"}  # the 7-day horizon: live ones and recent history stay
+        assert b.leases.forgotten == 1
+        assert a.leases.forgotten == 0
+    finally:
+        await close(a, b)

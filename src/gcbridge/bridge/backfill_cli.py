@@ -48,6 +48,7 @@ async def run_here(
     """Run one job in this process on the configured outbox (raises ``OutboxLockedError`` when a running
     service holds a SQLite outbox). The events stay in the outbox: the service delivers them when it runs."""
     from gcbridge.bridge.backfill_source import build_backfiller
+    from gcbridge.bridge.ha import default_instance_id
     from gcbridge.bridge.mapping import compile_mapping
 
     outbox = await open_outbox(config.outbox)
@@ -65,6 +66,8 @@ async def run_here(
             journal,
             BackfillMetrics(_registry()),
             log,
+            # an owner of its own: a service sharing the database never takes this run for one of its own
+            owner=f"gcbridge backfill {default_instance_id()}",
         )
         try:
             chosen = single_topics(topics if topics else config.genesys.topics)

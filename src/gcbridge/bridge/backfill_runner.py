@@ -11,6 +11,12 @@ one attempt counted) before its first request; a process that dies meanwhile lea
 :meth:`BackfillRunner.start` makes it pending again: the repeated run is harmless, since synthesised events
 de-duplicate by key in the outbox.
 
+Several instances on one PostgreSQL outbox each run such a loop over the shared table. A job is claimed
+atomically (one runner gets it) and held under a lease that the runner renews while it runs; a running job
+is taken back only when its lease lapsed (its owner died; every loop looks, every half lease) or by its own
+owner at start. A run whose lease was taken over meanwhile stops at its next renewal and leaves the job to
+the instance that took it.
+
 Synthesised events take the same path as live ones (the mapping's order key: the conversation, user or queue
 id), but through :meth:`put_unless_newer`: a back-filled state read at ``T`` is not stored when a row of its
 record was received after ``T``, so it never overwrites a newer live state.
@@ -57,6 +63,9 @@ RECENT_SHOWN: Final = 10
 KEEP_FINISHED: Final = 30 * 86400.0
 """Seconds a finished job stays in the job table (its outcome is in the gap journal for good)."""
 FORGET_EVERY: Final = 3600.0
+RENEW_FRACTION: Final = 1 / 3
+"""A running job's lease is renewed every third of it: two renewals may fail (a slow database) before it
+lapses."""
 READ_SLACK: Final = 1.0
 """Seconds a back-filled state counts as read *before* its ``read_at``. The library stamps ``read_at`` when
 it sent the request (the server read the state then or later), and a live row received after that may be
@@ -156,6 +165,8 @@ class BackfillRunner:
         self._recent: list[dict[str, Any]] = []
         self.recovered = 0
         self._forgotten_at = float("-inf")
+        self._recovered_at = float("-inf")
+        self._failing_since: float | None = None
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -203,13 +214,15 @@ class BackfillRunner:
         return final
 
     async def start(self) -> None:
-        """Take back jobs a dead process left running, then run due jobs until :meth:`stop` (and forget jobs
-        finished long ago, at start and hourly)."""
+        """Take back jobs a dead process left running (this owner's, and any whose lease lapsed), then run
+        due jobs until :meth:`stop` (and forget jobs finished long ago, at start and hourly)."""
         self.recovered = await self.jobs.recover(self._clock())
+        self._recovered_at = asyncio.get_running_loop().time()
         if self.recovered:
             self._log.warning(
                 "back-fill jobs left running by the previous run are queued again",
                 jobs=self.recovered,
+                owner=self.jobs.owner,
                 what_to_do="nothing: they run again, and the outbox drops events it already has",
             )
         await self.refresh()
@@ -254,6 +267,7 @@ class BackfillRunner:
     # -- the loop ------------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             now = self._clock()
@@ -261,24 +275,55 @@ class BackfillRunner:
                 if now - self._forgotten_at >= FORGET_EVERY:
                     self._forgotten_at = now
                     await self.jobs.forget_finished(now - KEEP_FINISHED)
-                due = await self.jobs.due(now, limit=1)
-                if due:
-                    await self.attempt(due[0])
+                # leases lapse in real time (the database clock), whatever the injected clock says
+                if loop.time() - self._recovered_at >= self.jobs.lease / 2:
+                    self._recovered_at = loop.time()
+                    await self._recover_lapsed(now)
+                claimed = await self.jobs.claim(now)
+                if claimed is not None:
+                    await self._run(claimed)
                     continue
                 next_at = await self.jobs.next_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._log.error(
-                    "back-fill could not read or update its jobs",
-                    error=_one_line(exc),
-                    what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by itself, "
-                    "and a job left running is taken up again at the next start",
-                )
+                # one line per outage (a database restart fails every pass until it is back)
+                if self._failing_since is None:
+                    self._failing_since = loop.time()
+                    self._log.error(
+                        "back-fill could not read or update its jobs",
+                        error=_one_line(exc),
+                        what_to_do="check the outbox database (disk, PostgreSQL); back-fill resumes by "
+                        "itself, and a job left running is taken up again",
+                    )
+                else:
+                    self._log.debug("back-fill could not read or update its jobs", error=_one_line(exc))
                 next_at = None
+            else:
+                if self._failing_since is not None:
+                    self._log.info(
+                        "back-fill reads and updates its jobs again",
+                        after=round(loop.time() - self._failing_since, 1),
+                    )
+                    self._failing_since = None
             wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.0, next_at - now))
+            # wake for the next look at lapsed leases too (a short [ha] lease_ttl)
+            wait = min(wait, max(0.0, self._recovered_at + self.jobs.lease / 2 - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _recover_lapsed(self, now: float) -> None:
+        """Between jobs: take back running jobs whose owner stopped renewing them (it died, or lost the
+        database for longer than the lease)."""
+        taken = await self.jobs.recover(now)
+        if taken:
+            self._log.warning(
+                "back-fill jobs whose runner stopped renewing them are queued again",
+                jobs=taken,
+                what_to_do="nothing: an instance died or lost the database while running them; they run "
+                "again here or on another instance, and the outbox drops events it already has",
+            )
+            await self.refresh()
 
     async def attempt(self, job: BackfillJob) -> BackfillJob | None:
         """One attempt of ``job`` (pending and due): run the filler, write what it found, settle the job.
@@ -286,6 +331,12 @@ class BackfillRunner:
         started = await self.jobs.start(job.id, self._clock())
         if started is None:
             return None
+        return await self._run(started)
+
+    async def _run(self, started: BackfillJob) -> BackfillJob | None:
+        """Run a job this runner started, renewing its lease meanwhile, and settle it; ``None`` when its
+        lease was taken over meanwhile (the job is then another runner's)."""
+        job = started
         self.running_job = job.id
         self._log.info(
             "back-fill job running",
@@ -294,23 +345,68 @@ class BackfillRunner:
             attempt=started.attempts,
             topics=len(job.gap.topics),
         )
+        lost = asyncio.Event()
+        fill = asyncio.create_task(self._fill(started), name=f"gcbridge-backfill-{job.id}")
+        keeper = asyncio.create_task(self._keep_lease(job.id, fill, lost), name="gcbridge-backfill-lease")
         try:
-            outcome, error = await self._fill(started)
+            outcome, error = await fill
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not lost.is_set() or (current is not None and current.cancelling()):
+                raise  # stopped from outside (the service stops): the job stays running, for a recovery
+            return await self._given_up(job.id, "its lease was taken over while it ran")
         finally:
             self.running_job = None
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         now = self._clock()
         if error is None:
             settlement = settle_run(len(outcome.unfillable), len(outcome.errors))
         else:
             settlement = settle_error(started.attempts, now, self.settings.retry)
-        await self.jobs.finish(job.id, settlement.state, outcome, now, settlement.next_at)
+        if not await self.jobs.finish(job.id, settlement.state, outcome, now, settlement.next_at):
+            return await self._given_up(job.id, "its lease was taken over before it finished")
         final = await self.jobs.get(job.id)
         assert final is not None
         await self._report(final, retried=error is not None and settlement.state == "pending")
-        event = self._finished.get(job.id)
+        self._signal_finished(job.id)
+        return final
+
+    async def _keep_lease(self, job_id: int, fill: asyncio.Task[Any], lost: asyncio.Event) -> None:
+        """Renew the running job's lease; when a renewal finds it another runner's, stop the run. A renewal
+        that fails (the database is away) is tried again: the run goes on meanwhile."""
+        every = self.jobs.lease * RENEW_FRACTION
+        while True:
+            await asyncio.sleep(every)
+            try:
+                held = await self.jobs.renew(job_id)
+            except Exception:  # noqa: S112 - the run goes on; if the lease lapses, a renewal says so later
+                continue
+            if not held:
+                lost.set()
+                fill.cancel()
+                return
+
+    async def _given_up(self, job_id: int, why: str) -> BackfillJob | None:
+        """A run that is no longer this runner's: another one took the job back after its lease lapsed and
+        runs it, counts it and reports its outcome; this run's events stay (the outbox de-duplicates)."""
+        self._log.warning(
+            "back-fill run stopped: another instance runs this job now",
+            job=job_id,
+            why=why,
+            owner=self.jobs.owner,
+            what_to_do="nothing, if this instance lost the database for a while: the job runs once more "
+            "elsewhere; if it recurs without a database outage, raise [ha] lease_ttl",
+        )
+        self._signal_finished(job_id)
+        await self.refresh()
+        return None
+
+    def _signal_finished(self, job_id: int) -> None:
+        event = self._finished.get(job_id)
         if event is not None:
             event.set()
-        return final
 
     async def _fill(self, job: BackfillJob) -> tuple[JobOutcome, str | None]:
         found = written = unrouted = unmapped = 0

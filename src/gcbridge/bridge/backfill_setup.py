@@ -16,7 +16,7 @@ from gcbridge.bridge.outbox_choice import OpenOutbox
 from gcbridge.core.backfill_rules import RetryPolicy
 from gcbridge.core.topics import expand_topic
 from gcbridge.outbox.backfill_jobs import BackfillJobStore
-from gcbridge.outbox.backfill_postgres import PostgresBackfillJobs
+from gcbridge.outbox.backfill_postgres import DEFAULT_LEASE, PostgresBackfillJobs
 from gcbridge.outbox.backfill_sqlite import SqliteBackfillJobs
 from gcbridge.outbox.sqlite import SqliteOutbox
 
@@ -35,11 +35,14 @@ def backfill_settings(cfg: BackfillConfig) -> BackfillSettings:
     )
 
 
-async def open_jobs(outbox: OpenOutbox) -> BackfillJobStore:
-    """The job table in ``outbox``'s database."""
+async def open_jobs(
+    outbox: OpenOutbox, *, owner: str = "single", lease: float = DEFAULT_LEASE
+) -> BackfillJobStore:
+    """The job table in ``outbox``'s database, run as ``owner`` (each instance sharing a PostgreSQL outbox
+    needs its own: its instance id) holding a running job for ``lease`` seconds between renewals."""
     if isinstance(outbox, SqliteOutbox):
-        return await SqliteBackfillJobs.open(outbox)
-    return await PostgresBackfillJobs.open(outbox)
+        return await SqliteBackfillJobs.open(outbox, owner=owner)
+    return await PostgresBackfillJobs.open(outbox, owner=owner, lease=lease)
 
 
 def single_topics(topics: Sequence[str]) -> tuple[str, ...]:
@@ -58,10 +61,12 @@ async def open_backfill(
     *,
     clock: Callable[[], float] = time.time,
     on_written: Callable[[], None] = lambda: None,
+    owner: str = "single",
+    lease: float = DEFAULT_LEASE,
 ) -> BackfillRunner:
-    """A runner for ``outbox``'s jobs (not started: call ``start()``)."""
+    """A runner for ``outbox``'s jobs (not started: call ``start()``) as ``owner``; see :func:`open_jobs`."""
     return BackfillRunner(
-        await open_jobs(outbox),
+        await open_jobs(outbox, owner=owner, lease=lease),
         outbox,
         filler,
         mapping,

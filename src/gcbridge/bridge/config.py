@@ -311,9 +311,11 @@ class HaConfig(_Section):
     :mod:`gcbridge.bridge.ha`). Needs ``[outbox] url``; without this section the service runs alone.
 
     ``instance_id`` defaults to ``<host name>-<process id>`` (a new id per start: a restarted instance joins
-    as a new member and the old id ages out of the instance list after ``lease_ttl``). Every instance must
-    have the same ``shards`` and topics. ``handoff_overlap``: seconds a taker stays live beside the old owner
-    before it takes the lease, so that events the old owner received just before are still written by it.
+    as a new member and the old id ages out of the instance list after ``lease_ttl``; its row is deleted
+    after 7 days). Every instance must have the same ``shards`` and topics. ``lease_ttl`` also leases the
+    back-fill job an instance runs: a dead instance's job is taken over after it. ``handoff_overlap``:
+    seconds a taker stays live beside the old owner before it takes the lease, so that events the old owner
+    received just before are still written by it.
     """
 
     instance_id: str | None = None

@@ -146,6 +146,7 @@ async def open_postgres_parts(
         shards=ha.shards,
         channel_budget=granted,
         lease_ttl=ha.lease_ttl,
+        forgotten_instances=leases.forgotten,
     )
     return PostgresParts(journal, leases, coordinator, with_channel_budget(config, granted), instance_id)
 
@@ -194,6 +195,8 @@ class HaCoordinator:
         self._lock = asyncio.Lock()  # one planning round at a time (the loop, leave)
         # takeover gaps a hot standby may have covered, decided a few seconds after the takeover
         self._settling: dict[asyncio.Task[None], TakeResult] = {}
+        self._failing: dict[str, float] = {}
+        """Lease steps failing now (renewal, rebalancing), since when (loop time): one line per trouble."""
 
     @property
     def interval(self) -> float:
@@ -460,6 +463,7 @@ class HaCoordinator:
             )
 
     async def _every_interval(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval)
             try:
@@ -467,11 +471,26 @@ class HaCoordinator:
             except Exception as exc:
                 self.round_failures += 1
                 # The database may be restarting: keep the subscriptions; the fence keeps writes safe and
-                # ingest retries them; a lease that expires meanwhile is renewed if nobody took it.
-                self._log.warning(
-                    f"shard lease {what} failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile",
+                # ingest retries them; a lease that expires meanwhile is renewed if nobody took it. One line
+                # for the whole trouble, whichever step notices it first (the metric counts every failure).
+                error = f"{type(exc).__name__}: {exc}"
+                if not self._failing:
+                    self._log.warning(
+                        f"shard lease {what} failed; retrying every {self.interval:.1f} s",
+                        error=error,
+                        what_to_do="check that PostgreSQL is reachable; events wait in memory meanwhile "
+                        "(gcbridge_ha_lease_renew_failures_total counts the failed rounds)",
+                    )
+                else:
+                    self._log.debug(f"shard lease {what} failed again", error=error)
+                self._failing.setdefault(what, loop.time())
+                continue
+            since = self._failing.pop(what, None)
+            if since is not None and not self._failing:
+                self._log.info(
+                    "shard leases renewed and rebalanced again",
+                    after=round(loop.time() - since, 1),
+                    shards=sorted(self.owned),
                 )
 
 

@@ -55,6 +55,7 @@ from gcbridge.bridge.status import build_status, channel_rows, topic_count
 from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.genesys import NotificationClient
 from gcbridge.genesys.client_types import LifecycleEvent
+from gcbridge.outbox.backfill_postgres import DEFAULT_LEASE
 from gcbridge.outbox.base import OutboxItem, OutboxStats, OutboxStore, RowInfo, Selection, SinkCondition
 from gcbridge.outbox.dispatcher import Dispatcher
 from gcbridge.outbox.pg_leases import ShardLeaseStore
@@ -112,6 +113,8 @@ class BridgeService:
         self.ha: HaCoordinator | None = None
         """Shard leases across instances (``[ha]``), else ``None``."""
         self._leases: ShardLeaseStore | None = None
+        self._instance_id = ""
+        """This instance's id with ``[ha]`` on PostgreSQL (also a hot standby's), else empty."""
         self.standby: StandbyPublisher | None = None
         self.ha_view: HaView | None = None
         """The ``ha`` part of /status and the gcbridge_ha_* metrics (with ``[ha]``)."""
@@ -243,6 +246,9 @@ class BridgeService:
             self.log,
             clock=self._clock,
             on_written=self.dispatcher.notify,
+            # several instances share the job table: each runs jobs under its own id, leased like its shards
+            owner=self._instance_id or "single",
+            lease=cfg.ha.lease_ttl if cfg.ha is not None else DEFAULT_LEASE,
         )
         if cfg.admin.enabled:
             self.admin = AdminServer(
@@ -705,6 +711,7 @@ class BridgeService:
             channels_in_use=self._channels_in_use,
         )
         self.journal, self._leases, self.ha = parts.journal, parts.leases, parts.coordinator
+        self._instance_id = parts.instance_id
         ha = self.config.ha
         if ha is not None:
             instance_id = parts.instance_id

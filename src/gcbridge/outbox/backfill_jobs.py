@@ -5,6 +5,12 @@ the attempts so far, when it is due next, and the outcome of its last attempt. T
 with the outbox: a job ``running`` when the process died is ``pending`` again after
 :meth:`BackfillJobStore.recover`.
 
+A store belongs to one runner, its *owner*. Where several instances share the table (PostgreSQL), a running
+job is held by its owner under a lease that the runner renews while the job runs (``renew``), and
+``recover`` takes back only the jobs whose owner is this one or whose lease lapsed: a job another live
+instance runs is never run twice. SQLite has one process per file, so its
+store has no owners and leases to keep: every running job there is this process's.
+
 Two implementations share this contract (``tests/integration/test_backfill_jobs_contract.py``):
 :class:`~gcbridge.outbox.backfill_sqlite.SqliteBackfillJobs` (on the SQLite outbox's writer thread, in its
 file) and :class:`~gcbridge.outbox.backfill_postgres.PostgresBackfillJobs` (migration ``0002``).
@@ -88,6 +94,8 @@ class BackfillJob:
     updated_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    owner: str | None = None
+    """The instance running it (several instances on PostgreSQL), else ``None``."""
 
     def document(self) -> dict[str, Any]:
         """A JSON-safe view for ``/status``, the CLI and the journal (topics capped for people)."""
@@ -105,6 +113,7 @@ class BackfillJob:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "owner": self.owner,
             "events_found": o.events_found,
             "events_written": o.events_written,
             "events_skipped": o.events_skipped,
@@ -186,7 +195,13 @@ class GuardedPut(Protocol):
 
 
 class BackfillJobStore(Protocol):
-    """Durable back-fill jobs. Times are UNIX seconds passed in by the caller."""
+    """Durable back-fill jobs. Times are UNIX seconds passed in by the caller (a lease's end is the
+    database's own clock where several instances share the table)."""
+
+    owner: str
+    """The runner this store acts for: it starts, renews, finishes and recovers jobs as this owner."""
+    lease: float
+    """Seconds a running job stays this owner's without a renewal."""
 
     async def enqueue(self, gap: JobGap, run_at: float, now: float) -> tuple[BackfillJob, bool]:
         """A pending job for ``gap``, due at ``run_at``; ``(job, True)`` when new, ``(existing, False)`` when
@@ -202,18 +217,31 @@ class BackfillJobStore(Protocol):
         ...
 
     async def start(self, job_id: int, now: float) -> BackfillJob | None:
-        """Pending -> running, one more attempt counted; ``None`` if the job was not pending."""
+        """Pending -> running (this owner's, under a fresh lease), one more attempt counted; ``None`` if the
+        job was not pending."""
+        ...
+
+    async def claim(self, now: float) -> BackfillJob | None:
+        """The earliest due pending job, started as :meth:`start` does in the same transaction, so that two
+        runners never take one job; ``None`` when no job is due (or the due ones are being taken)."""
+        ...
+
+    async def renew(self, job_id: int) -> bool:
+        """Extend this owner's lease of a running job; ``False`` when the job is no longer running under this
+        owner (its lease lapsed and another runner took it back): the caller stops running it."""
         ...
 
     async def finish(
         self, job_id: int, state: JobState, outcome: JobOutcome, now: float, next_at: float | None = None
     ) -> bool:
         """Running -> ``state`` with ``outcome`` (``pending`` again needs ``next_at``); ``False`` if the job
-        was not running."""
+        was not running under this owner."""
         ...
 
     async def recover(self, now: float) -> int:
-        """Jobs left running by a process that died: pending again, due at ``now``; returns how many."""
+        """Running jobs nobody runs any more: pending again, due at ``now``; returns how many. Those are this
+        owner's (call it when this owner runs no job: at start, or between jobs) and those whose owner's
+        lease lapsed. With one process per database (SQLite): every running job."""
         ...
 
     async def get(self, job_id: int) -> BackfillJob | None: ...
@@ -250,7 +278,7 @@ JOB_COLUMNS = (
 
 
 def job_from_row(row: Sequence[Any]) -> BackfillJob:
-    """A job from a row of :data:`JOB_COLUMNS`."""
+    """A job from a row of :data:`JOB_COLUMNS` (and, where the table has one, its ``owner`` after them)."""
     (job_id, start, end, topics, reason, detail, state, attempts, next_at, outcome) = row[:10]
     created, updated, started, finished = row[10:14]
     return BackfillJob(
@@ -264,6 +292,7 @@ def job_from_row(row: Sequence[Any]) -> BackfillJob:
         updated_at=float(updated),
         started_at=None if started is None else float(started),
         finished_at=None if finished is None else float(finished),
+        owner=None if len(row) < 15 or row[14] is None else str(row[14]),
     )
 
 

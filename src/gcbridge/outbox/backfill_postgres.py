@@ -1,14 +1,19 @@
 """Back-fill jobs in the PostgreSQL outbox's database (table ``backfill_jobs``, migration ``0002``).
 
 Statements run on the outbox store's pool, each operation in one transaction. ``start`` moves a job to
-``running`` only if it is still pending (a conditional ``UPDATE``), so two processes never run one job.
-``recover`` takes back every running job: correct while one service instance uses the database; the HA mode
-will replace it with leases.
+``running`` only if it is still pending (a conditional ``UPDATE``) and ``claim`` picks the earliest due job
+with ``FOR UPDATE SKIP LOCKED``, so two processes never run one job.
+
+Several instances share the table (``[ha]``, migration ``0006``): a running job carries its ``owner`` and a
+``lease_until`` by the DATABASE clock (machines whose clocks drift still agree), which the owner renews while
+the job runs. ``recover`` takes back the owner's own running jobs (a restart under a fixed instance id) and
+those whose lease lapsed (an owner that died, or lost the database for longer than the lease), never a job
+that a live instance runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from gcbridge.core.backfill_rules import JOB_STATES, JobState
 from gcbridge.outbox.backfill_jobs import (
@@ -22,21 +27,43 @@ from gcbridge.outbox.backfill_jobs import (
     job_params,
     outcome_to_json,
 )
+from gcbridge.outbox.pg_leases import DB_NOW
 from gcbridge.outbox.postgres import PostgresOutbox
 
-__all__ = ["PostgresBackfillJobs"]
+__all__ = ["DEFAULT_LEASE", "PostgresBackfillJobs"]
+
+DEFAULT_LEASE: Final = 60.0
+"""Seconds a running job stays its owner's without a renewal, unless the service sets it (``[ha]
+lease_ttl``): how long a dead owner's job waits before another instance takes it back."""
+_COLUMNS: Final = f"{JOB_COLUMNS}, owner"
+_START: Final = (
+    "state = 'running', attempts = attempts + 1, started_at = $2, updated_at = $2, owner = $3, "
+    f"lease_until = {DB_NOW} + $4"
+)
 
 
 class PostgresBackfillJobs:
     """:class:`~gcbridge.outbox.backfill_jobs.BackfillJobStore` in the PostgreSQL outbox's database."""
 
-    def __init__(self, outbox: PostgresOutbox) -> None:
+    def __init__(
+        self, outbox: PostgresOutbox, *, owner: str = "single", lease: float = DEFAULT_LEASE
+    ) -> None:
+        if lease <= 0:
+            raise ValueError("a back-fill job lease must be positive")
         self._outbox = outbox
+        self.owner = owner
+        self.lease = lease
 
     @classmethod
-    async def open(cls, outbox: PostgresOutbox) -> PostgresBackfillJobs:
-        """The jobs of ``outbox``'s database (its migrations, applied when it opened, made the table)."""
-        return cls(outbox)
+    async def open(
+        cls, outbox: PostgresOutbox, *, owner: str = "single", lease: float = DEFAULT_LEASE
+    ) -> PostgresBackfillJobs:
+        """The jobs of ``outbox``'s database (its migrations, applied when it opened, made the table), run
+        as ``owner`` (the instance id with ``[ha]``; every instance needs its own)."""
+        return cls(outbox, owner=owner, lease=lease)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackfillJobs(owner={self.owner!r}, lease={self.lease:g})"
 
     async def enqueue(self, gap: JobGap, run_at: float, now: float) -> tuple[BackfillJob, bool]:
         params = job_params(gap)
@@ -51,7 +78,7 @@ class PostgresBackfillJobs:
                 now,
             )
             row = await conn.fetchrow(
-                f"SELECT {JOB_COLUMNS} FROM backfill_jobs WHERE gap_key = $1",  # noqa: S608 - constants only
+                f"SELECT {_COLUMNS} FROM backfill_jobs WHERE gap_key = $1",  # noqa: S608 - constants only
                 params[0],
             )
             return job_from_row(row), inserted is not None
@@ -73,14 +100,45 @@ class PostgresBackfillJobs:
     async def start(self, job_id: int, now: float) -> BackfillJob | None:
         async def update(conn: Any) -> BackfillJob | None:
             row = await conn.fetchrow(
-                "UPDATE backfill_jobs SET state = 'running', attempts = attempts + 1, started_at = $2, "  # noqa: S608 - constants only
-                f"updated_at = $2 WHERE id = $1 AND state = 'pending' RETURNING {JOB_COLUMNS}",
+                f"UPDATE backfill_jobs SET {_START} WHERE id = $1 AND state = 'pending' RETURNING {_COLUMNS}",  # noqa: S608 - constants only
                 job_id,
                 now,
+                self.owner,
+                self.lease,
             )
             return None if row is None else job_from_row(row)
 
         return await self._outbox.transact(update, durable=True)
+
+    async def claim(self, now: float) -> BackfillJob | None:
+        async def update(conn: Any) -> BackfillJob | None:
+            # SKIP LOCKED: a job another instance is claiming this instant is passed over, not waited for
+            row = await conn.fetchrow(
+                f"UPDATE backfill_jobs SET {_START} WHERE id = ("  # noqa: S608 - constants only
+                "SELECT id FROM backfill_jobs WHERE state = 'pending' AND next_at <= $1 "
+                "ORDER BY next_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                f") RETURNING {_COLUMNS}",
+                now,
+                now,
+                self.owner,
+                self.lease,
+            )
+            return None if row is None else job_from_row(row)
+
+        return await self._outbox.transact(update, durable=True)
+
+    async def renew(self, job_id: int) -> bool:
+        async def update(conn: Any) -> bool:
+            status = await conn.execute(
+                f"UPDATE backfill_jobs SET lease_until = {DB_NOW} + $3 "  # noqa: S608 - constants only
+                "WHERE id = $1 AND state = 'running' AND owner = $2",
+                job_id,
+                self.owner,
+                self.lease,
+            )
+            return bool(status.endswith(" 1"))
+
+        return await self._outbox.transact(update)
 
     async def finish(
         self, job_id: int, state: JobState, outcome: JobOutcome, now: float, next_at: float | None = None
@@ -91,13 +149,15 @@ class PostgresBackfillJobs:
         async def update(conn: Any) -> bool:
             status = await conn.execute(
                 "UPDATE backfill_jobs SET state = $2, outcome = $3, updated_at = $4, finished_at = $5, "
-                "next_at = COALESCE($6, next_at) WHERE id = $1 AND state = 'running'",
+                "next_at = COALESCE($6, next_at), lease_until = NULL "
+                "WHERE id = $1 AND state = 'running' AND owner = $7",
                 job_id,
                 state,
                 outcome_to_json(outcome),
                 now,
                 finished,
                 next_at,
+                self.owner,
             )
             return bool(status.endswith(" 1"))
 
@@ -106,9 +166,11 @@ class PostgresBackfillJobs:
     async def recover(self, now: float) -> int:
         async def update(conn: Any) -> int:
             status = await conn.execute(
-                "UPDATE backfill_jobs SET state = 'pending', next_at = $1, updated_at = $1 "
-                "WHERE state = 'running'",
+                "UPDATE backfill_jobs SET state = 'pending', next_at = $1, updated_at = $1, "  # noqa: S608 - constants only
+                "lease_until = NULL WHERE state = 'running' "
+                f"AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until < {DB_NOW})",
                 now,
+                self.owner,
             )
             return int(status.rsplit(" ", 1)[-1])
 
@@ -139,7 +201,7 @@ class PostgresBackfillJobs:
         return await self._outbox.transact(delete)
 
     async def _select(self, where: str, *params: Any) -> list[BackfillJob]:
-        sql = f"SELECT {JOB_COLUMNS} FROM backfill_jobs {where}"  # noqa: S608 - constants only
+        sql = f"SELECT {_COLUMNS} FROM backfill_jobs {where}"  # noqa: S608 - constants only
 
         async def read(conn: Any) -> list[BackfillJob]:
             return [job_from_row(r) for r in await conn.fetch(sql, *params)]

@@ -3,6 +3,9 @@
 SQLite allows one writer; the outbox already owns it (one thread, grouped commits). The jobs therefore run
 their statements through :meth:`SqliteOutbox.transact`, in the same transactions as the outbox's own
 operations, never through a second connection (which would wait on the lock and slow ingest down).
+
+One process owns the file, so its running jobs are its own: the owner and lease of the Protocol are kept for
+the runner's sake (renewals always succeed) and ``recover`` takes back every running job.
 """
 
 from __future__ import annotations
@@ -51,11 +54,15 @@ _SCHEMA = (
 class SqliteBackfillJobs:
     """:class:`~gcbridge.outbox.backfill_jobs.BackfillJobStore` in the SQLite outbox's file."""
 
-    def __init__(self, outbox: SqliteOutbox) -> None:
+    lease = 60.0
+    """Renewals cost a transaction on the writer thread each; with one process nothing depends on them."""
+
+    def __init__(self, outbox: SqliteOutbox, *, owner: str = "single") -> None:
         self._outbox = outbox
+        self.owner = owner
 
     @classmethod
-    async def open(cls, outbox: SqliteOutbox) -> SqliteBackfillJobs:
+    async def open(cls, outbox: SqliteOutbox, *, owner: str = "single") -> SqliteBackfillJobs:
         """The jobs of ``outbox``'s file (the table is created if needed)."""
 
         def create(conn: sqlite3.Connection) -> None:
@@ -63,7 +70,7 @@ class SqliteBackfillJobs:
                 conn.execute(statement)
 
         await outbox.transact(create, durable=True)
-        return cls(outbox)
+        return cls(outbox, owner=owner)
 
     async def enqueue(self, gap: JobGap, run_at: float, now: float) -> tuple[BackfillJob, bool]:
         params = job_params(gap)
@@ -106,6 +113,32 @@ class SqliteBackfillJobs:
             return _one(conn, job_id) if changed else None
 
         return await self._outbox.transact(update, durable=True)
+
+    async def claim(self, now: float) -> BackfillJob | None:
+        def update(conn: sqlite3.Connection) -> BackfillJob | None:
+            # one writer thread: the select and the update are one transaction nobody else interleaves
+            row = conn.execute(
+                "SELECT id FROM backfill_jobs WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id "
+                "LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE backfill_jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (now, now, row[0]),
+            )
+            return _one(conn, int(row[0]))
+
+        return await self._outbox.transact(update, durable=True)
+
+    async def renew(self, job_id: int) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            sql = "SELECT 1 FROM backfill_jobs WHERE id = ? AND state = 'running'"
+            return conn.execute(sql, (job_id,)).fetchone() is not None
+
+        return await self._outbox.transact(read)
 
     async def finish(
         self, job_id: int, state: JobState, outcome: JobOutcome, now: float, next_at: float | None = None

@@ -38,6 +38,10 @@ DB_NOW: Final = "extract(epoch from clock_timestamp())"
 CHANNEL_LIMIT: Final = 20
 """Channels Genesys allows one OAuth client (a 21st evicts the oldest unconnected one)."""
 _BUDGET_LOCK: Final = 0x6763_6272_6264_6774  # advisory lock serialising budget grants ("gcbrbdgt")
+INSTANCES_KEPT: Final = 7 * 86400.0
+"""Seconds an instance's row stays in ``instances`` after its last heartbeat. Only live rows count (budget,
+planning, status: a heartbeat within the lease TTL), so older rows are history; with ``instance_id``
+defaulting to ``<host>-<pid>`` every start adds one, and each join forgets those gone longer than this."""
 
 
 _UPSERT_INSTANCE: Final = (
@@ -115,6 +119,8 @@ class ShardLeaseStore:
         self.instance_id = instance_id
         self.other_topic_lists: list[str] = []
         """Live instances whose topic list differed from this one's at :meth:`join`."""
+        self.forgotten = 0
+        """Rows of instances gone for longer than ``forget_after`` that :meth:`join` deleted."""
         self._pool = pool
 
     @classmethod
@@ -146,13 +152,15 @@ class ShardLeaseStore:
         limit: int = CHANNEL_LIMIT,
         minimum: int = 2,
         topics_digest: str | None = None,
+        forget_after: float = INSTANCES_KEPT,
     ) -> int:
         """Register this instance and grant it a channel budget: at most ``wanted_budget``, and never more
         than ``limit`` minus what live instances on the same OAuth client hold. Creates missing shard rows.
         Raises :class:`BudgetExhausted` when fewer than ``minimum`` channels are left, and
         :class:`ConfigMismatch` when a live instance has another number of ``shards``. Live instances whose
         topic list differs (:func:`gcbridge.core.shard_leases.topics_digest`; a rolling change of the topics)
-        are listed in :attr:`other_topic_lists` afterwards."""
+        are listed in :attr:`other_topic_lists` afterwards. Rows of instances not heard from for
+        ``forget_after`` seconds are deleted (their number is in :attr:`forgotten` afterwards)."""
 
         async def op(conn: Any) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
@@ -160,6 +168,13 @@ class ShardLeaseStore:
                 "INSERT INTO shard_leases(shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
                 shards,
             )
+            # instances gone long ago are history nobody reads (each start under a new id adds a row)
+            status = await conn.execute(
+                f"DELETE FROM instances WHERE id <> $1 AND heartbeat_at < {DB_NOW} - $2",  # noqa: S608 - constants only
+                self.instance_id,
+                max(forget_after, ttl),
+            )
+            self.forgotten = int(status.rsplit(" ", 1)[-1])
             others = await conn.fetch(
                 f"SELECT id, shards, topics_digest FROM instances WHERE id <> $1 AND state <> 'stopped' "  # noqa: S608 - constants only
                 f"AND heartbeat_at > {DB_NOW} - $2 ORDER BY id",
