@@ -199,16 +199,22 @@ def _view(
     return Group(*lines)
 
 
-async def _settle(service: BridgeService, limit: float) -> None:
+async def _settle(service: BridgeService, gsim: GenesysSim, limit: float) -> None:
+    """Wait (at most ``limit`` seconds) until the bridge has caught up with everything published: nothing
+    left unsent on the simulator's sockets, in the client's buffer, the ingest queue or the outbox. Stopping
+    earlier would close sockets with events in them, lost to a graceful stop and counted so."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + limit
     while loop.time() < give_up:
         doc = await service.status()
         o = doc.get("outbox", {})
+        stats = service.client.stats() if service.client is not None else None
         if (
             o.get("pending", 0) == 0
             and o.get("in_flight", 0) == 0
             and (service.ingest is None or service.ingest.queued == 0)
+            and (not isinstance(stats, ClientStats) or stats.buffered == 0)
+            and gsim.unsent_bytes() == 0
         ):
             return
         await asyncio.sleep(0.25)
@@ -269,7 +275,7 @@ async def _run(options: DemoOptions, console: Console, workdir: Path) -> DemoSum
         started = loop.time()
         await _watch(options, console, service, gsim, plan, summary, started, stop)
         await gsim.stop_traffic()
-        await signals.unless_hurried(_settle(service, SETTLE_TIMEOUT))
+        await signals.unless_hurried(_settle(service, gsim, SETTLE_TIMEOUT))
         client_stats = service.client.stats() if service.client is not None else None
         await service.stop()
         _fill_summary(summary, service, gsim, snsim)
@@ -376,7 +382,7 @@ def _print_summary(console: Console, s: DemoSummary, workdir: Path | None, log_p
     table.add_row("rejected (dead letters)", f"{s.rejected} ({s.dead} dead)")
     table.add_row("left in the outbox", str(s.pending))
     table.add_row("gaps reported", f"{s.gaps} ({s.gap_seconds:.1f} s)")
-    table.add_row("events identical to a stored one (same topic and body: stored once)", str(s.identical))
+    table.add_row("events identical to a stored one (one row)", str(s.identical))
     table.add_row("events missed inside reported gaps", str(s.missed_in_gaps))
     table.add_row("events lost outside any gap", str(s.lost))
     table.add_row("channel rotations / reconnects", f"{s.rotations} / {s.reconnects}")
