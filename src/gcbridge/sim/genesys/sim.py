@@ -203,6 +203,11 @@ class GenesysSim:
     def connected_channel_ids(self) -> list[str]:
         return [cid for cid, c in self._connections.items() if c.is_open]
 
+    def unsent_bytes(self) -> int:
+        """Bytes written to the sockets that their transports still hold (a slow client has not taken them
+        yet); the ledger counts them as sent already."""
+        return sum(c.buffered() for c in self._connections.values())
+
     def deliveries_to(self, channel_id: str) -> list[PublishedRecord]:
         """Published records that were written to ``channel_id``'s socket."""
         return [r for r in self.ledger if channel_id in r.sent_to]
