@@ -774,6 +774,8 @@ class Soak:
             "records": len(records),
             "books": {**asdict(books), "unexplained": books.unexplained[:20], "balanced": books.balanced},
             "unexplained_count": len(books.unexplained),
+            # what the simulator knows of each (its topic, publish time, channels): to place it among the gaps
+            "unexplained_events": [e for e in ledger if int(e["seq"]) in set(books.unexplained[:20])],
             "gaps": {"count": len(gaps), "by_reason": gap_reasons},
             "verdict": asdict(verdict),
             "passed": books.balanced and not verdict.problems,
