@@ -185,9 +185,11 @@ async def _copy(stream: asyncio.StreamReader, out: Any) -> None:
 class Service:
     """``gcbridge run`` as a child process; its JSON logs go to ``log``."""
 
-    def __init__(self, config: Path, log: Path, admin_url: str, tracemalloc_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, admin_url: str, tracemalloc_dir: Path | None = None, frames: int = 10
+    ) -> None:
         self.config, self.log, self.admin_url = config, log, admin_url
-        self.tracemalloc_dir = tracemalloc_dir
+        self.tracemalloc_dir, self.frames = tracemalloc_dir, frames
         self.proc: asyncio.subprocess.Process | None = None
         self.generation = 0
 
@@ -212,7 +214,14 @@ class Service:
         if self.tracemalloc_dir is None:
             return ["-m", "gcbridge"]
         wrapper = Path(__file__).resolve().parent / "tracemalloc_service.py"
-        return [str(wrapper), "--dir", str(self.tracemalloc_dir.resolve()), "--"]
+        return [
+            str(wrapper),
+            "--dir",
+            str(self.tracemalloc_dir.resolve()),
+            "--frames",
+            str(self.frames),
+            "--",
+        ]
 
     def snapshot(self) -> None:
         """Ask the tracemalloc wrapper for a snapshot (nothing without ``--tracemalloc``)."""
@@ -612,7 +621,7 @@ class Soak:
         self.write_config()
         traced = Path(args.tracemalloc) if args.tracemalloc else None
         self.service = Service(
-            self.config, self.dir / "gcbridge.log", f"http://127.0.0.1:{self.admin_port}", traced
+            self.config, self.dir / "gcbridge.log", f"http://127.0.0.1:{self.admin_port}", traced, args.frames
         )
         await self.service.start()
         await self.service.wait_live(self.http)
@@ -884,6 +893,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(compare with bench/tracemalloc_diff.py DIR); RSS then includes tracemalloc's own memory",
     )
     p.add_argument("--snapshot-days", type=float, default=0.5, help="simulated days between snapshots")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=10,
+        help="with --tracemalloc: frames per traceback; 0 records only RSS, SQLite's and malloc's memory "
+        "(no tracemalloc, no cost to the service)",
+    )
     p.add_argument("--dir", help="working directory (default: a new temporary one, kept)")
     p.add_argument("--json", help="write the result here")
     p.add_argument("--plot", default="bench/soak.png", help="PNG to write (matplotlib)")

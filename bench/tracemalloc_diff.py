@@ -16,26 +16,37 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
-def pick(folder: Path) -> tuple[Path, Path]:
+def index(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines() if line.strip()]
+
+
+def pick(folder: Path) -> tuple[Path, Path] | None:
     """The longest-lived process's second snapshot (the first may predate warm-up) and its last."""
-    index = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines() if line.strip()]
-    per_pid = Counter(e["pid"] for e in index)
-    pid = per_pid.most_common(1)[0][0]
-    mine = [e for e in index if e["pid"] == pid]
+    snaps = [e for e in index(folder) if "file" in e]
+    if not snaps:
+        return None
+    pid = Counter(e["pid"] for e in snaps).most_common(1)[0][0]
+    mine = [e for e in snaps if e["pid"] == pid]
     first = mine[1] if len(mine) > 2 else mine[0]
     return folder / first["file"], folder / mine[-1]["file"]
 
 
 def show_index(folder: Path) -> None:
-    print("snapshot             RSS MB  traced MB  RSS - traced MB  tracemalloc's own MB")
-    for line in (folder / "index.jsonl").read_text().splitlines():
-        e = json.loads(line)
+    """One line per dump, MB: RSS, what tracemalloc traced (and its own memory), SQLite's memory, malloc's
+    bytes in use and free inside its heap (fragmentation)."""
+    print("pid      n   RSS    traced  tracemalloc  SQLite  malloc used  malloc free")
+
+    def mb(e: dict[str, Any], key: str) -> str:
+        return f"{e[key] / 1024:6.1f}" if key in e else "     -"
+
+    for e in index(folder):
         print(
-            f"{e['file']:20s} {e['rss_kb'] / 1024:6.1f}  {e['traced_kb'] / 1024:9.1f}  "
-            f"{(e['rss_kb'] - e['traced_kb'] - e['overhead_kb']) / 1024:15.1f}  "
-            f"{e['overhead_kb'] / 1024:8.1f}"
+            f"{e['pid']:<8d} {e['n']:2d} {mb(e, 'rss_kb')} {mb(e, 'traced_kb')}  "
+            f"{mb(e, 'overhead_kb')}       {mb(e, 'sqlite_kb')}  {mb(e, 'malloc_used_kb')}       "
+            f"{mb(e, 'malloc_free_kb')}"
         )
 
 
@@ -49,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.paths) == 1:
         folder = Path(args.paths[0])
         show_index(folder)
-        old, new = pick(folder)
+        picked = pick(folder)
+        if picked is None:
+            return 0  # recorded without tracemalloc: the index is all there is
+        old, new = picked
     else:
         old, new = Path(args.paths[0]), Path(args.paths[1])
     before = tracemalloc.Snapshot.load(str(old))

@@ -15,6 +15,8 @@ only for the snapshot itself (taken under the GIL), not for writing it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -25,6 +27,32 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (*_MALLINFO2, "keepcost")]
+
+
+def native_memory() -> dict[str, int]:
+    """What tracemalloc cannot see, in kB: SQLite's own allocations (its page cache: up to ``cache_size``,
+    2 MB by default, per connection) and glibc's heap: bytes in use and bytes free inside it (fragmentation,
+    memory freed but not returned). Empty where the libraries do not offer it."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError, AttributeError):
+        import _sqlite3
+
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+        used.restype = ctypes.c_int64
+        out["sqlite_kb"] = int(used()) // 1024
+    with contextlib.suppress(OSError, AttributeError):
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        out["malloc_used_kb"] = (info.uordblks + info.hblkhd) // 1024
+        out["malloc_free_kb"] = info.fordblks // 1024
+    return out
 
 
 def rss_kb() -> int:
@@ -53,6 +81,15 @@ class Dumper:
             self.dump()
 
     def dump(self) -> None:
+        self.count += 1
+        line: dict[str, object] = {"pid": os.getpid(), "n": self.count, "time": round(time.time(), 3)}
+        line |= {"rss_kb": rss_kb(), **native_memory()}
+        if tracemalloc.is_tracing():
+            line |= self.snapshot()
+        with (self.out / "index.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def snapshot(self) -> dict[str, object]:
         snapshot = tracemalloc.take_snapshot().filter_traces(
             (
                 tracemalloc.Filter(False, tracemalloc.__file__),
@@ -61,21 +98,14 @@ class Dumper:
             )
         )
         current, peak = tracemalloc.get_traced_memory()
-        self.count += 1
         path = self.out / f"{os.getpid()}-{self.count:04d}.snap"
         snapshot.dump(str(path))
-        line = {
+        return {
             "file": path.name,
-            "pid": os.getpid(),
-            "n": self.count,
-            "time": round(time.time(), 3),
-            "rss_kb": rss_kb(),
             "traced_kb": current // 1024,
             "traced_peak_kb": peak // 1024,
             "overhead_kb": tracemalloc.get_tracemalloc_memory() // 1024,
         }
-        with (self.out / "index.jsonl").open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -90,11 +120,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--every", type=float, default=0.0, help="real seconds between snapshots (0: SIGUSR2 only)"
     )
-    p.add_argument("--frames", type=int, default=10, help="frames kept per allocation traceback")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=10,
+        help="frames kept per allocation traceback; 0: no tracemalloc, only the index lines (RSS, SQLite, "
+        "malloc), at no cost to the service",
+    )
     args = p.parse_args(raw[:cut])
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(args.frames)
+    if args.frames > 0:
+        tracemalloc.start(args.frames)
     dumper = Dumper(out, args.every)
     signal.signal(signal.SIGUSR2, dumper.on_signal)
     threading.Thread(target=dumper.loop, name="tracemalloc-dumper", daemon=True).start()
