@@ -47,6 +47,7 @@ import aiohttp
 DAY = 86400.0
 HOUR = 3600.0
 HOUSEKEEPING = 60.0  # the dispatcher deletes expired delivered rows this often (real seconds)
+STORM_END = 0.47  # fraction of each day when the day's ServiceNow 5xx storm (from 0.40) is cleared
 STAGING = "u_soak_event_import"
 TARGET = "u_soak_event"
 
@@ -86,6 +87,10 @@ def plan(days: float, seed: int) -> list[Step]:
         steps.append(Step(at(0.40), "sn_5xx", {"status": 503, "count": 20}))
         steps.append(Step(at(0.42), "sn_5xx", {"status": 502, "count": 10}))
         steps.append(Step(at(0.45), "sn_5xx", {"status": 500, "count": 5}))
+        # A 5xx storm ends with time, not after a number of answers: once the bridge pauses for the outage
+        # it sends one probe at a time, at most its backoff_max apart, so 35 counted answers would take 35
+        # probes (~90 real seconds: 18 simulated hours at x720) and read as a day-long outage.
+        steps.append(Step(at(STORM_END), "sn_5xx_off"))
         steps.append(Step(at(0.55), "sn_hibernate"))
         steps.append(Step(at(0.55) + 2 * HOUR, "sn_hibernate_off"))
         steps.append(Step(at(0.5), "sighup"))
@@ -180,8 +185,11 @@ async def _copy(stream: asyncio.StreamReader, out: Any) -> None:
 class Service:
     """``gcbridge run`` as a child process; its JSON logs go to ``log``."""
 
-    def __init__(self, config: Path, log: Path, admin_url: str) -> None:
+    def __init__(
+        self, config: Path, log: Path, admin_url: str, tracemalloc_dir: Path | None = None, frames: int = 10
+    ) -> None:
         self.config, self.log, self.admin_url = config, log, admin_url
+        self.tracemalloc_dir, self.frames = tracemalloc_dir, frames
         self.proc: asyncio.subprocess.Process | None = None
         self.generation = 0
 
@@ -189,8 +197,7 @@ class Service:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "gcbridge",
+                *self.launcher(),
                 "run",
                 "--config",
                 str(self.config),
@@ -201,6 +208,25 @@ class Service:
                 preexec_fn=_die_with_parent,  # only prctl: no locks or threads in the child
             )
         self.generation += 1
+
+    def launcher(self) -> list[str]:
+        """``-m gcbridge``, or the tracemalloc wrapper (dev only) that dumps a snapshot on SIGUSR2."""
+        if self.tracemalloc_dir is None:
+            return ["-m", "gcbridge"]
+        wrapper = Path(__file__).resolve().parent / "tracemalloc_service.py"
+        return [
+            str(wrapper),
+            "--dir",
+            str(self.tracemalloc_dir.resolve()),
+            "--frames",
+            str(self.frames),
+            "--",
+        ]
+
+    def snapshot(self) -> None:
+        """Ask the tracemalloc wrapper for a snapshot (nothing without ``--tracemalloc``)."""
+        if self.tracemalloc_dir is not None and self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGUSR2)
 
     @property
     def pid(self) -> int:
@@ -593,14 +619,17 @@ class Soak:
         self.admin_port = free_port()
         self.config = self.dir / "gcbridge.toml"
         self.write_config()
-        self.service = Service(self.config, self.dir / "gcbridge.log", f"http://127.0.0.1:{self.admin_port}")
+        traced = Path(args.tracemalloc) if args.tracemalloc else None
+        self.service = Service(
+            self.config, self.dir / "gcbridge.log", f"http://127.0.0.1:{self.admin_port}", traced, args.frames
+        )
         await self.service.start()
         await self.service.wait_live(self.http)
         await self.gpost("traffic", {"rate_per_s": args.rate})
         self.t0 = time.monotonic()
         end = args.days * DAY
         steps = plan(args.days, args.seed)
-        next_sample = 0.0
+        next_sample = next_snapshot = 0.0
         sample_every = args.sample_hours * HOUR
         restarting = False
         while True:
@@ -616,6 +645,10 @@ class Soak:
             if now >= next_sample and not restarting:
                 await self.sample()
                 next_sample += sample_every
+                if args.tracemalloc and now >= next_snapshot:
+                    self.service.snapshot()
+                    self.note(f"tracemalloc snapshot of pid {self.service.pid}")
+                    next_snapshot += args.snapshot_days * DAY
                 if self.args.progress:
                     s = self.samples[-1]
                     print(
@@ -659,6 +692,9 @@ class Soak:
         elif kind == "sn_5xx":
             await self.snpost("inject", step.params)
             self.note(f"ServiceNow {step.params['status']} x {step.params['count']}")
+        elif kind == "sn_5xx_off":
+            await self.snpost("reset", {})  # clears what is left of the injections (no other fault is on)
+            self.note("ServiceNow 5xx storm over")
         elif kind == "sn_hibernate":
             await self.snpost("hibernate", {"on": True})
             self.note("ServiceNow hibernating")
@@ -747,6 +783,8 @@ class Soak:
             "records": len(records),
             "books": {**asdict(books), "unexplained": books.unexplained[:20], "balanced": books.balanced},
             "unexplained_count": len(books.unexplained),
+            # what the simulator knows of each (its topic, publish time, channels): to place it among the gaps
+            "unexplained_events": [e for e in ledger if int(e["seq"]) in set(books.unexplained[:20])],
             "gaps": {"count": len(gaps), "by_reason": gap_reasons},
             "verdict": asdict(verdict),
             "passed": books.balanced and not verdict.problems,
@@ -848,6 +886,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--closing-grace-real", type=float, default=3.0, help="socket_closing grace, real s")
     p.add_argument("--stall-real", type=float, default=10.0, help="how long a stalled socket stays silent")
     p.add_argument("--seed", type=int, default=16)
+    p.add_argument(
+        "--tracemalloc",
+        metavar="DIR",
+        help="run the service under tracemalloc (bench/tracemalloc_service.py) and dump snapshots into DIR "
+        "(compare with bench/tracemalloc_diff.py DIR); RSS then includes tracemalloc's own memory",
+    )
+    p.add_argument("--snapshot-days", type=float, default=0.5, help="simulated days between snapshots")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=10,
+        help="with --tracemalloc: frames per traceback; 0 records only RSS, SQLite's and malloc's memory "
+        "(no tracemalloc, no cost to the service)",
+    )
     p.add_argument("--dir", help="working directory (default: a new temporary one, kept)")
     p.add_argument("--json", help="write the result here")
     p.add_argument("--plot", default="bench/soak.png", help="PNG to write (matplotlib)")

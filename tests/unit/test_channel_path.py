@@ -216,3 +216,28 @@ def test_a_grace_too_short_for_the_rotation_is_named_in_the_gap_and_the_log() ->
     w.settle()
     assert [g.reason for g in w.gaps] == [SOCKET_CLOSING_GRACE_EXCEEDED]
     assert w.gaps[0].start == pytest.approx(12.9 - 0.5)
+
+
+def test_a_long_lived_path_forgets_the_connections_it_closed() -> None:
+    """Each reconnect or rotation gives the shard's path a new connection id; the supervisor kept the owner
+    entry of every one it ever made (one per reconnect, for the life of the process)."""
+    w = live_world()
+    closed: list[int] = []
+    for i in range(30):
+        w.advance(0.1)
+        if i % 2:
+            conn = next(iter(w.sockets))
+            w.feed(SystemNotice(w.now, conn, Notice.SOCKET_CLOSING))  # a planned rotation
+        else:
+            conn = sorted(w.sockets)[0]
+            w.drop(0)  # an abrupt drop: reconnect with backoff
+        closed.append(conn)
+        for _ in range(40):
+            w.advance(1.0)
+            w.settle()
+        assert path(w).state is PathState.LIVE
+    gone = [c for c in closed if c not in w.sockets]
+    assert len(gone) >= 25
+    assert [c for c in gone if w.core.owner_of(c) is not None] == []
+    live = [c for c in w.sockets if w.core.owner_of(c) is not None]
+    assert live == list(w.sockets)

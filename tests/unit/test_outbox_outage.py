@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gcbridge.core.backoff import BackoffPolicy
 from gcbridge.outbox.base import Delivered, Outcome, Reject, Retry, SinkCondition
-from gcbridge.outbox.outage import Paused, Resumed, SinkHealth
+from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, probe_policy
 from gcbridge.servicenow import conditions
 
 CREDENTIALS = Retry("HTTP 401", condition=conditions.bad_credentials(401))
@@ -62,6 +64,28 @@ def test_paused_sink_is_probed_one_row_at_a_time_with_growing_gaps() -> None:
         gaps.append(health.next_probe_at - now)
     assert gaps[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
     assert max(gaps) == 60.0
+
+
+def test_probes_follow_the_rows_backoff_and_cap_at_a_minute() -> None:
+    """A compressed configuration (the soak's ``backoff_max = 3``) probes 3 s apart, not 60: the probe cap is
+    min(``backoff_max``, 60). The soak's long outages came from counted 5xx answers consumed one probe at a
+    time (``bench/README.md``), not from this cap."""
+
+    def gaps(rows: BackoffPolicy, probes: int) -> list[float]:
+        health = SinkHealth(probe_policy(rows))
+        health.observe(CREDENTIALS, 0.0)
+        out = [health.next_probe_at]
+        for _ in range(probes):
+            now = health.next_probe_at
+            assert health.may_claim(now) == 1
+            health.observe(FIVE_HUNDRED, now)
+            out.append(health.next_probe_at - now)
+        return out
+
+    soak = gaps(BackoffPolicy(initial=0.1, factor=2.0, cap=3.0), 8)
+    assert soak[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6])
+    assert max(soak) == pytest.approx(3.0)
+    assert max(gaps(BackoffPolicy(initial=1.0, factor=2.0, cap=300.0), 12)) == 60.0
 
 
 def test_rows_in_flight_when_the_outage_began_do_not_push_the_first_probe_out() -> None:

@@ -187,6 +187,8 @@ class ClientCore:
             out = self._run(key, event)
         if isinstance(event, SocketClosed):
             out += self._socket_gone(key[0], event)
+        if all(c.id != conn for _, c in machine.conns()):
+            self._forget_conns(machine)  # the event ended the connection (closed, failed, never opened)
         if isinstance(event, Subscribed) and event.rejected:
             out += self._reject(event.now, event.rejected)
         return out
@@ -394,6 +396,16 @@ class ClientCore:
             self.retired.remove(machine)
         for conn, (_, owner) in list(self._owner.items()):
             if owner is machine:
+                del self._owner[conn]
+
+    def _forget_conns(self, machine: PathMachine) -> None:
+        """Drop the owner entries of ``machine``'s connections that it no longer holds (closed, or never
+        opened). A shard's path lives as long as its topics, and each reconnect or rotation gives it a new
+        connection id: without this, a bridge running for months kept one entry per connection it ever
+        made. A retired path's entries go when it does (:meth:`_retire`)."""
+        held = {c.id for _, c in machine.conns()}
+        for conn, (_, owner) in list(self._owner.items()):
+            if owner is machine and conn not in held:
                 del self._owner[conn]
 
     def _run_retired(self, machine: PathMachine, event: PathEvent) -> list[Output]:

@@ -66,7 +66,9 @@ class KeySchedule:
         self._in_flight = 0
         # (due, head id, key) for keys whose head may become claimable; stale entries are skipped lazily
         self._heap: list[tuple[float, int, str]] = []
-        self._leases: list[tuple[float, int]] = []  # (lease end, row id) of claims, stale entries skipped
+        # (lease end, row id) of claims; entries of rows finished or retried since are skipped when they come
+        # up, and dropped in bulk by _compact_leases before they outnumber the keys (see there)
+        self._leases: list[tuple[float, int]] = []
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -89,6 +91,11 @@ class KeySchedule:
 
     def is_pending(self, row_id: int) -> bool:
         return row_id in self._rows and not self.is_in_flight(row_id)
+
+    @property
+    def lease_entries(self) -> int:
+        """Entries in the lease heap, stale ones included (what it costs in memory)."""
+        return len(self._leases)
 
     def next_due(self) -> float | None:
         """The earliest due time of a key's head, ``None`` when nothing waits to be claimed.
@@ -182,6 +189,7 @@ class KeySchedule:
         key.in_flight = None
         self._in_flight -= 1
         self._release(key_name, key)
+        self._compact_leases()
         return True
 
     def retry(self, row_id: int, due: float) -> bool:
@@ -195,6 +203,7 @@ class KeySchedule:
         self._in_flight -= 1
         bisect.insort(key.pending, row_id)
         self._release(row.order_key, key)
+        self._compact_leases()
         return True
 
     def due_by(self, now: float) -> list[int]:
@@ -229,6 +238,21 @@ class KeySchedule:
         if key is None or key.in_flight is not None or not key.pending or key.pending[0] != head:
             return False
         return self._rows[head].due == due
+
+    def _compact_leases(self) -> None:
+        """Keep only the live claims' leases once stale entries outnumber the keys.
+
+        A finished row's entry would otherwise stay until its lease time passes: one entry for every row
+        claimed within ``lease_ttl`` (300 s), ~17 MB at 500 rows/s. A rebuild costs one pass over the keys
+        and happens after at least as many finishes as there are keys, so it is O(1) amortised, and the heap
+        never holds more than about twice the keys (each key has at most one claim).
+        """
+        if len(self._leases) <= 2 * len(self._keys) + 64:
+            return
+        self._leases = [
+            (k.lease_expires, k.in_flight) for k in self._keys.values() if k.in_flight is not None
+        ]
+        heapq.heapify(self._leases)
 
     def _release(self, key_name: str, key: _Key) -> None:
         """Re-arm the key's head after a change, or forget the key when it holds nothing."""
