@@ -8,7 +8,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from .client_harness import FAST, audit, client_for, collect, publish_until_received
+import pytest
+
+from .client_harness import (
+    FAST,
+    audit,
+    client_for,
+    collect,
+    other_tasks,
+    publish_until_received,
+    wait_until,
+)
 from .conftest import SimFactory
 
 TOPIC = "v2.users.0000dddd-0000-4000-8000-000000000001.presence"
@@ -82,3 +92,28 @@ async def test_a_socket_that_does_not_answer_the_closing_ping_ends_in_a_gap(
     _, in_gap = audit(sim, got, {TOPIC})
     assert len(in_gap) == 10
     assert [g.reason for g in got.gaps] == ["unproven_at_close"]
+
+
+async def test_a_close_cancelled_while_draining_still_closes_and_reports_the_gap(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    sim = await genesys_sim_factory()
+    before = other_tasks(sim)
+    client = client_for(sim, QUIET)  # the drain would wait 5 s for the stalled socket's pong
+    await client.start()
+    await client.subscribe([TOPIC])
+    got = collect(client)
+    await publish_until_received(sim, got, TOPIC)
+    sim.stall_socket()
+    await asyncio.sleep(0.05)
+    for _ in range(10):
+        sim.publish(TOPIC)
+    # aclose runs to the drain's first wait at once: the cancellation always lands while it drains
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.aclose()
+    assert got.task is not None
+    await asyncio.wait_for(got.task, 10)  # the stream ends all the same (the bound only guards a hang)
+    _, in_gap = audit(sim, got, {TOPIC})
+    assert len(in_gap) == 10
+    await wait_until(lambda: not other_tasks(sim) - before - {got.task}, within=10, what="no task left")

@@ -333,8 +333,14 @@ class NotificationClient:
         if self._closed:
             return
         self._closed = True
+        cancelled: asyncio.CancelledError | None = None
         if self._started:
-            drained_at = await self._drain()
+            drained_at = self._now()
+            try:
+                await self._drain(drained_at)
+            except asyncio.CancelledError as exc:
+                # close all the same (no socket or task may outlive aclose), then let the cancellation go on
+                cancelled = exc
             for sock in list(self._sockets.values()):  # the last word on what each socket delivered
                 self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             self._dispatch(self.core.shutdown(self._now(), drained_at))
@@ -357,6 +363,8 @@ class NotificationClient:
             await self._session.close()
         self._put_nowait(_END)
         self._changed.set()
+        if cancelled is not None:
+            raise cancelled
 
     # == topics =========================================================================================
     async def subscribe(self, topics: Iterable[str]) -> SubscribeResult:
@@ -727,35 +735,35 @@ class NotificationClient:
         with contextlib.suppress(Exception):
             await sock.ws.send_str(PING_MESSAGE)
 
-    async def _drain(self) -> float:
-        """Ping every open socket now and read until each answers or ``pong_timeout`` passes; returns when
-        the pings were sent. A pong read proves that everything the server sent before it saw the ping was
-        read (frames arrive in order): the socket covered its shard until then. The readers are no longer
-        held back by the buffer's bound, so a consumer that stopped consuming does not stall the close."""
-        drained_at = self._now()
+    async def _drain(self, drained_at: float) -> None:
+        """Ping every open socket (now, ``drained_at``) and read until each answers or ``pong_timeout``
+        passes. A pong read proves that everything the server sent before it saw the ping was read (frames
+        arrive in order): the socket covered its shard until ``drained_at``. The readers are no longer held
+        back by the buffer's bound, so a consumer that stopped consuming does not stall the close."""
         socks = [s for s in self._sockets.values() if not s.ws.closed]
         if not socks:
-            return drained_at
+            return
         self._queue.unbound()
-        await asyncio.gather(*(self._send_ping(s, drain=True) for s in socks))
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self.options.pong_timeout
-        while True:
-            # a socket whose reader ended (closed, dropped) has nothing more to read
-            waiting = [s for s in socks if not s.drained and s.conn in self._sockets]
-            left = give_up_at - loop.time()
-            if not waiting or left <= 0:
-                break
-            self._drain_progress.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._drain_progress.wait()
-        for sock in socks:
-            if sock.drained:
-                self._dispatch(self.core.evidence(sock.conn, drained_at))
-            else:
-                log.debug("socket did not answer the closing ping in time", channel_id=sock.channel_id)
-        return drained_at
+        try:
+            await asyncio.gather(*(self._send_ping(s, drain=True) for s in socks))
+            loop = asyncio.get_running_loop()
+            give_up_at = loop.time() + self.options.pong_timeout
+            while True:
+                # a socket whose reader ended (closed, dropped) has nothing more to read
+                waiting = [s for s in socks if not s.drained and s.conn in self._sockets]
+                left = give_up_at - loop.time()
+                if not waiting or left <= 0:
+                    break
+                self._drain_progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._drain_progress.wait()
+        finally:  # cancelled too: what answered is proven, the rest ends in a gap
+            for sock in socks:
+                if sock.drained:
+                    self._dispatch(self.core.evidence(sock.conn, drained_at))
+                else:
+                    log.debug("socket did not answer the closing ping in time", channel_id=sock.channel_id)
 
     async def _watch(self, sock: _Socket) -> None:
         loop = asyncio.get_running_loop()
