@@ -299,3 +299,37 @@ async def test_an_event_the_mapping_cannot_encode_is_still_stored_and_delivered(
         await wait_for(lambda: sink.delivered + sink.rejected >= 1, what="the odd event handled")
         assert (sink.delivered, sink.rejected) == (1, 0), sink.last_error
         assert len(sn.records("u_genesys_presence")) == 1
+
+
+class DrainingClient(ScriptedClient):
+    """Closes like NotificationClient: a socket that did not answer the closing ping is reported as a gap
+    up to when the close began (``drained_at``), on the stream, before its end."""
+
+    drained_at: float = 0.0
+
+    async def aclose(self) -> None:
+        self.drained_at = time.time()
+        self.queue.put_nowait(
+            Gap(
+                start=self.drained_at - 2.0,
+                end=self.drained_at,
+                topics=(TOPICS[0],),
+                reason="unproven_at_close",
+            )
+        )
+        await super().aclose()
+
+
+async def test_a_stop_journals_the_gap_of_the_close_and_marks_alive_before_it(
+    tmp_path: Path, sn: ServiceNowSim
+) -> None:
+    # Together they leave nothing out: the close's gap runs to when the close began, and the next start's
+    # service_down gap from the alive mark, which is no later than that.
+    client = DrainingClient()
+    async with running_service(tmp_path, sn, client) as service:
+        pass
+    assert service.journal.recent[-1]["reason"] == "unproven_at_close"
+    last = service.journal.last_run()
+    assert last is not None
+    assert last.clean
+    assert last.alive_at <= client.drained_at

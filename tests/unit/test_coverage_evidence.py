@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gcbridge.core.coverage import ShardCoverage, Uncovered
+from gcbridge.core.coverage import UNPROVEN_AT_CLOSE, ShardCoverage, Uncovered
 
 MARGIN = 0.5
 
@@ -240,3 +240,41 @@ def test_a_gap_after_a_rotation_is_named_for_the_successor_that_failed() -> None
     cov.down("new", 10.0, "closed_1006")
     gaps = cov.up("third", 11.0)
     assert gaps == [Uncovered(10.0, 11.0, "closed_1006")]
+
+
+def test_a_drained_close_reports_what_no_path_proved_up_to_the_drain() -> None:
+    # The client pinged every socket at 8 and read until each answered: path 0 answered (proven to 8), path
+    # 1 did not (last proven at 5). One proof is enough for the shard: no gap.
+    cov = ShardCoverage(MARGIN)
+    cov.up(0, 0.0)
+    cov.up(1, 0.0)
+    cov.seen(0, 8.0)
+    cov.seen(1, 5.0)
+    assert cov.close(drained_at=8.0) == []
+
+
+def test_a_drained_close_without_an_answer_is_a_gap_from_the_last_proof() -> None:
+    # Neither answered: what the sockets held after 6 may have been lost with them.
+    cov = ShardCoverage(MARGIN)
+    cov.up(0, 0.0)
+    cov.up(1, 0.0)
+    cov.seen(0, 6.0)
+    cov.seen(1, 5.0)
+    assert cov.close(drained_at=8.0) == [Uncovered(6.0, 8.0, UNPROVEN_AT_CLOSE)]
+
+
+def test_a_drained_close_while_the_shard_is_down_reports_the_outage_until_the_drain() -> None:
+    # The only path dropped at 4 (last frame then) and was not back when the client closed at 8: without
+    # the drain this ongoing outage was never reported.
+    cov = ShardCoverage(MARGIN)
+    cov.up(0, 0.0)
+    cov.seen(0, 3.0)
+    assert cov.down(0, 4.0, "dropped") == []
+    assert cov.close(drained_at=8.0) == [Uncovered(3.5, 8.0, "dropped")]
+
+
+def test_a_close_without_a_drain_still_leaves_the_stretch_after_the_last_proof_alone() -> None:
+    cov = ShardCoverage(MARGIN)
+    cov.up(0, 0.0)
+    cov.seen(0, 6.0)
+    assert cov.close() == []

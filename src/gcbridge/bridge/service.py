@@ -493,7 +493,9 @@ class BridgeService:
         client = self.client
         if client is None:
             return
-        # Events on the wire when the sockets close are lost; the downtime gap starts a margin earlier.
+        # The client drains its sockets first (reads each until it answers a ping) and reports a socket that
+        # did not answer as a gap up to when its close began; the next start's downtime gap runs from this
+        # mark, so it is taken before the close begins (and a margin earlier, for events in flight).
         await self.journal.mark_alive(self._clock() - SHUTDOWN_GAP_MARGIN, clean=True)
         try:
             await client.aclose()

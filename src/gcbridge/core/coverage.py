@@ -60,6 +60,9 @@ _NO_END = float("-inf")
 #: How the coverage of a connection replaced by a rotation ends: never the cause of a gap by itself (its
 #: successor went live where it ends), so a gap after it is named for the successor's failure when known.
 ROTATED = "rotated"
+#: How a gap at a drained close is named when the coverage before it ended only because the client closed: a
+#: socket did not prove in time (answer the last ping) that it had delivered everything sent before the close.
+UNPROVEN_AT_CLOSE = "unproven_at_close"
 
 
 class ShardCoverage:
@@ -154,16 +157,26 @@ class ShardCoverage:
         self._ended_by = ""
         return gaps
 
-    def close(self) -> list[Uncovered]:
+    def close(self, drained_at: float | None = None) -> list[Uncovered]:
         """The client is closing: decide what the evidence decides and report it. Each live path counts as
         covering up to its last good moment (give it fresh evidence first); a stretch before some path's
-        proven coverage that no path covered is a gap (a silent stall not found in time). The stretch after
-        the last proof is not: nothing is known to be missing there, and nothing more will be read."""
+        proven coverage that no path covered is a gap (a silent stall not found in time).
+
+        Without ``drained_at`` the stretch after the last proof is not a gap: nothing is known to be missing
+        there. With it (the client asked every socket for proof at ``drained_at`` and read what answered
+        before closing), the coverage was wanted until then: what no path proved up to ``drained_at`` is a
+        gap (a socket that did not answer in time may have held unread events), named for how the coverage
+        before it ended, or :data:`UNPROVEN_AT_CLOSE`."""
         for live in self._live.values():
             end = live.seen if live.cap is None else min(live.seen, live.cap)
             self._spans.append(_Span(live.since, max(live.since, end), "closed"))
         self._live.clear()
         gaps = self._settle()
+        if drained_at is not None and self._settled is not None:
+            start = self._gap_from if self._gap_from > _NO_END else self._settled
+            if start < drained_at:
+                reason = self._ended_by if self._ended_by not in ("", "closed") else UNPROVEN_AT_CLOSE
+                gaps.append(Uncovered(start, drained_at, reason))
         self._spans.clear()
         self._settled, self._gap_from = None, _NO_END
         self._ended_by = ""

@@ -220,14 +220,16 @@ class ClientCore:
             out += self._run(key, TokenRefreshed(now, generation, delay))
         return out
 
-    def shutdown(self, now: float) -> list[Output]:
+    def shutdown(self, now: float, drained_at: float | None = None) -> list[Output]:
         """Close every path. Gaps that the last evidence decides are reported first (feed fresh
         :meth:`evidence` for every open socket before): a sibling's outage that a silent socket seemed to
-        cover is not lost because the client closed before the silence was found."""
+        cover is not lost because the client closed before the silence was found. ``drained_at``: the shell
+        pinged every open socket then and read until each answered or its time ran out (a drain); what no
+        path proved up to it is reported as a gap too (see :meth:`ShardCoverage.close`)."""
         self.closed = True
         out: list[Output] = []
         for number, shard in self.shards.items():
-            out += self._gaps(number, shard, shard.coverage.close())
+            out += self._gaps(number, shard, shard.coverage.close(drained_at))
         for key in list(self.paths):
             out += self._run(key, Shutdown(now))
         return out

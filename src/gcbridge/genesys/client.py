@@ -102,12 +102,13 @@ class _Buffer:
     """The items waiting for the consumer, in arrival order. Readers wait for room when it holds ``limit``
     items (back-pressure: never a drop); gaps and the end marker are put regardless."""
 
-    __slots__ = ("_getters", "_putters", "ended", "items", "limit")
+    __slots__ = ("_getters", "_putters", "bounded", "ended", "items", "limit")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[Any] = deque()
         self.limit = limit
         self.ended = False  # the end marker is in (or was taken from) ``items``
+        self.bounded = True  # False while the client drains its sockets before closing (see ``unbound``)
         self._getters: list[asyncio.Future[None]] = []
         self._putters: list[asyncio.Future[None]] = []
 
@@ -120,10 +121,17 @@ class _Buffer:
             _wake_all(self._getters)
 
     def full(self) -> bool:
-        return len(self.items) >= self.limit
+        return self.bounded and len(self.items) >= self.limit
+
+    def unbound(self) -> None:
+        """Stop holding readers back (for good): a closing client reads what its sockets still hold even
+        when nobody consumes, so that the close does not wait for the consumer; the excess is what the
+        server sent before it answered the last ping, read within ``pong_timeout``."""
+        self.bounded = False
+        _wake_all(self._putters)
 
     async def wait_for_space(self) -> None:
-        while len(self.items) >= self.limit:
+        while self.full():
             putter = asyncio.get_running_loop().create_future()
             self._putters.append(putter)
             await putter
@@ -174,6 +182,15 @@ class _Socket:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # set to make the watcher check at once (a probe was asked for: its pong deadline is sooner)
     recheck: asyncio.Event = field(default_factory=asyncio.Event)
+    # pings sent and pongs read: the server answers each ping in order, after what it sent before it
+    pings: int = 0
+    pongs: int = 0
+    # the pongs that prove the socket drained (the answer to the closing client's ping); 0: no drain asked
+    drained_at_pongs: int = 0
+
+    @property
+    def drained(self) -> bool:
+        return 0 < self.drained_at_pongs <= self.pongs
 
 
 @dataclass
@@ -253,6 +270,7 @@ class NotificationClient:
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
+        self._drain_progress = asyncio.Event()  # a socket answered the closing ping or stopped (see _drain)
         self._listeners: list[Callable[[LifecycleEvent], None]] = []
         self._handlers: list[tuple[str, Callable[[Event], Any]]] = []
         self._unhook: list[Callable[[], None]] = []
@@ -306,14 +324,26 @@ class NotificationClient:
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="gcbridge-ticker")
 
     async def aclose(self) -> None:
-        """Close every socket and stop every task; the iterator ends. Idempotent."""
+        """Close every socket and stop every task; the iterator ends after what was read. Idempotent.
+
+        First every open socket is drained: pinged, and read until it answers (within ``pong_timeout``),
+        so that the events the server sent before the close began reach the stream. What a socket that
+        did not answer may have held is reported as a :class:`Gap` (from its last proven moment to when
+        the close began), before the end of the stream."""
         if self._closed:
             return
         self._closed = True
+        cancelled: asyncio.CancelledError | None = None
         if self._started:
+            drained_at = self._now()
+            try:
+                await self._drain(drained_at)
+            except asyncio.CancelledError as exc:
+                # close all the same (no socket or task may outlive aclose), then let the cancellation go on
+                cancelled = exc
             for sock in list(self._sockets.values()):  # the last word on what each socket delivered
                 self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
-            self._dispatch(self.core.shutdown(self._now()))
+            self._dispatch(self.core.shutdown(self._now(), drained_at))
         for sock in list(self._sockets.values()):
             await self._close_ws(sock)
         tasks = [t for t in self._tasks if not t.done()]
@@ -333,6 +363,8 @@ class NotificationClient:
             await self._session.close()
         self._put_nowait(_END)
         self._changed.set()
+        if cancelled is not None:
+            raise cancelled
 
     # == topics =========================================================================================
     async def subscribe(self, topics: Iterable[str]) -> SubscribeResult:
@@ -694,9 +726,44 @@ class NotificationClient:
         with contextlib.suppress(Exception):
             await sock.ws.close()
 
-    async def _send_ping(self, sock: _Socket) -> None:
+    async def _send_ping(self, sock: _Socket, *, drain: bool = False) -> None:
+        # counted just before the frame is written (in the order of the wire), even if the send fails:
+        # then no pong comes, as for a lost one
+        sock.pings += 1
+        if drain:
+            sock.drained_at_pongs = sock.pings
         with contextlib.suppress(Exception):
             await sock.ws.send_str(PING_MESSAGE)
+
+    async def _drain(self, drained_at: float) -> None:
+        """Ping every open socket (now, ``drained_at``) and read until each answers or ``pong_timeout``
+        passes. A pong read proves that everything the server sent before it saw the ping was read (frames
+        arrive in order): the socket covered its shard until ``drained_at``. The readers are no longer held
+        back by the buffer's bound, so a consumer that stopped consuming does not stall the close."""
+        socks = [s for s in self._sockets.values() if not s.ws.closed]
+        if not socks:
+            return
+        self._queue.unbound()
+        try:
+            await asyncio.gather(*(self._send_ping(s, drain=True) for s in socks))
+            loop = asyncio.get_running_loop()
+            give_up_at = loop.time() + self.options.pong_timeout
+            while True:
+                # a socket whose reader ended (closed, dropped) has nothing more to read
+                waiting = [s for s in socks if not s.drained and s.conn in self._sockets]
+                left = give_up_at - loop.time()
+                if not waiting or left <= 0:
+                    break
+                self._drain_progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._drain_progress.wait()
+        finally:  # cancelled too: what answered is proven, the rest ends in a gap
+            for sock in socks:
+                if sock.drained:
+                    self._dispatch(self.core.evidence(sock.conn, drained_at))
+                else:
+                    log.debug("socket did not answer the closing ping in time", channel_id=sock.channel_id)
 
     async def _watch(self, sock: _Socket) -> None:
         loop = asyncio.get_running_loop()
@@ -706,8 +773,7 @@ class NotificationClient:
                 # the evidence that decides the shard's gaps: this socket delivered until its last good moment
                 self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))
             if decision.verdict is Verdict.SEND_PING:
-                with contextlib.suppress(Exception):
-                    await sock.ws.send_str(PING_MESSAGE)
+                await self._send_ping(sock)
             elif decision.verdict is not Verdict.OK:
                 sock.close_reason = decision.verdict.value
                 log.debug("socket silent: closing it", channel_id=sock.channel_id, reason=sock.close_reason)
@@ -773,6 +839,7 @@ class NotificationClient:
             if open_by_shard[shard] == 1:  # an overlap ended: the core says how long copies may still come
                 canonical[0] = self.core.compare_copies_until(1, loop.time(), opened=False)
             self._sockets.pop(sock.conn, None)
+            self._drain_progress.set()
             for t in sock.tasks:
                 if t is not asyncio.current_task():
                     t.cancel()
@@ -812,6 +879,9 @@ class NotificationClient:
         """Handle a frame that is not an event (rare); True when it says the channel is gone."""
         kind = classify(data)
         if kind is Frame.PONG:
+            sock.pongs += 1
+            if sock.drained:
+                self._drain_progress.set()
             sock.health.pong(sock.health.last_frame)
             self._dispatch(self.core.evidence(sock.conn, sock.health.last_good))  # answers a probe
         elif kind is Frame.SYSTEM:

@@ -31,6 +31,8 @@ class ClientOptions:
     Health: a socket is declared dead after ``heartbeat_timeout`` (65) s without any frame (Genesys sends a
     heartbeat about every 30 s), or when a ``{"message":"ping"}`` sent after ``ping_interval`` (20) s of
     silence gets no pong within ``pong_timeout`` (10) s; so a stall is detected within 30 s by default.
+    ``pong_timeout`` also bounds how long :meth:`NotificationClient.aclose` reads a socket until it answers
+    its closing ping (a healthy socket answers within a round trip).
 
     Rotation: a channel is replaced (make-before-break) ``rotation_lead`` (3600) s before it would expire or
     its token would, but never earlier than ``rotation_lead_fraction`` (0.1) of its lifetime before (short
