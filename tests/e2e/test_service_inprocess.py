@@ -5,6 +5,7 @@ secret leaks into logs, /status, /metrics or the status page."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 import uuid
@@ -333,3 +334,41 @@ async def test_a_stop_journals_the_gap_of_the_close_and_marks_alive_before_it(
     assert last is not None
     assert last.clean
     assert last.alive_at <= client.drained_at
+
+
+async def test_a_periodic_alive_mark_in_flight_when_the_stop_begins_does_not_replace_the_stops_mark(
+    tmp_path: Path, sn: ServiceNowSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refresh loop writes the alive mark every second on a worker thread, which cancelling the loop
+    # does not stop; one still being written when the stop writes its clean mark must not land after it
+    # (the next start would report a crash, and a later start of the downtime gap).
+    client = ScriptedClient()
+    writes: list[asyncio.Task[None]] = []
+    async with running_service(tmp_path, sn, client) as service:
+        journal = service.journal
+        write = journal.mark_alive
+        periodic_in_flight = asyncio.Event()
+        clean_written = asyncio.Event()
+
+        async def periodic_write(now: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                # lands after the stop's mark if the stop does not wait for it (bounded: one that waits
+                # cannot write its own first)
+                await asyncio.wait_for(clean_written.wait(), 0.5)
+            await write(now)
+
+        async def mark_alive(now: float, *, clean: bool = False) -> None:
+            if clean:
+                await write(now, clean=True)
+                clean_written.set()
+                return
+            writes.append(asyncio.create_task(periodic_write(now)))
+            periodic_in_flight.set()
+            await asyncio.shield(writes[-1])  # like a thread: cancelling the caller does not stop it
+
+        monkeypatch.setattr(journal, "mark_alive", mark_alive)
+        await asyncio.wait_for(periodic_in_flight.wait(), 10)
+    await asyncio.gather(*writes)
+    last = service.journal.last_run()
+    assert last is not None
+    assert last.clean

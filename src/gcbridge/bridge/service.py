@@ -134,6 +134,10 @@ class BridgeService:
         self._router: DeliverySink | None = None
         self._last_probe = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
+        # one alive mark at a time, and none after the stop's: a periodic mark still being written when the
+        # stop begins would otherwise land last and turn a clean stop into a crash with a later start
+        self._alive_lock = asyncio.Lock()
+        self._stopped_mark = False
         self._ingest_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
@@ -290,7 +294,8 @@ class BridgeService:
         gap = downtime_gap(self.journal.last_run(), live_at, self.topics) if alone else None
         if gap is not None:
             await self.ingest.record_gap(gap)
-        await self.journal.mark_alive(live_at)
+        self._stopped_mark = False
+        await self._mark_alive(live_at)
         await self.backfill.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="gcbridge-refresh"))
         if self.standby is not None:
@@ -496,7 +501,7 @@ class BridgeService:
         # The client drains its sockets first (reads each until it answers a ping) and reports a socket that
         # did not answer as a gap up to when its close began; the next start's downtime gap runs from this
         # mark, so it is taken before the close begins (and a margin earlier, for events in flight).
-        await self.journal.mark_alive(self._clock() - SHUTDOWN_GAP_MARGIN, clean=True)
+        await self._mark_alive(self._clock() - SHUTDOWN_GAP_MARGIN, clean=True)
         try:
             await client.aclose()
         except Exception as exc:
@@ -506,6 +511,15 @@ class BridgeService:
                 what_to_do="nothing: the service stops all the same",
             )
 
+    async def _mark_alive(self, at: float, *, clean: bool = False) -> None:
+        """The journal's alive mark, written one at a time; once the stop's (clean) mark is written, later
+        periodic marks are dropped."""
+        async with self._alive_lock:
+            if self._stopped_mark:
+                return
+            await self.journal.mark_alive(at, clean=clean)
+            self._stopped_mark = clean
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
@@ -513,7 +527,7 @@ class BridgeService:
             try:
                 await self._refresh(now)
                 if self.lifecycle.state == "running":
-                    await self.journal.mark_alive(now)
+                    await self._mark_alive(now)
                     await self._probe_servicenow(now)
                 self._summarise_retries(now)
             except Exception as exc:
