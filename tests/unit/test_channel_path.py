@@ -215,7 +215,28 @@ def test_a_grace_too_short_for_the_rotation_is_named_in_the_gap_and_the_log() ->
     assert "replacement: opening" in down[0].detail
     w.settle()
     assert [g.reason for g in w.gaps] == [SOCKET_CLOSING_GRACE_EXCEEDED]
-    assert w.gaps[0].start == pytest.approx(12.9 - 0.5)
+    assert w.gaps[0].start == pytest.approx(10.0 - 0.5)  # from the notice (see the next test)
+
+
+def test_a_grace_exceeded_gap_starts_before_the_server_stopped_sending_even_when_reads_lag() -> None:
+    """The soak's 17 unexplained events: a loaded bridge read each frame ~1 s after the server sent it (more
+    than gap_margin). The server announced the close at 10 with a grace of 3 s, so it sent nothing after 13;
+    the replacement was not live by then, and the last frame (sent before 13) was read at 14.2. A gap from
+    that read, less gap_margin (13.7), left the events published from 13 to 13.7 neither delivered nor in a
+    gap. What the bridge knows for sure is that the server kept sending until at least the notice."""
+    w = live_world()
+    old = next(iter(w.sockets))
+    w.now = 10.0
+    w.feed(SystemNotice(w.now, old, Notice.SOCKET_CLOSING))
+    w.complete(0, True)  # channel created; the replacement's socket is still opening
+    stopped_sending = 13.0  # the server's grace ends: nothing more is written to the old socket
+    w.now = 14.3  # the close is read 1.3 s after it was sent; the last frame before it at 14.2
+    w.sockets.pop(old)
+    w.take(w.core.handle(SocketClosed(w.now, old, "closed_1001", last_frame_at=14.2)))
+    w.settle()
+    assert [g.reason for g in w.gaps] == [SOCKET_CLOSING_GRACE_EXCEEDED]
+    assert w.gaps[0].start <= stopped_sending
+    assert w.gaps[0].end >= w.now  # until the replacement served (the fake world takes no time)
 
 
 def test_a_long_lived_path_forgets_the_connections_it_closed() -> None:
