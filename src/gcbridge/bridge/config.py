@@ -250,6 +250,9 @@ class DispatcherConfig(_Section):
 
     # as servicenow.concurrency: rows in flight = rows/s x response time (bench/README.md, latency)
     concurrency: int = Field(default=32, ge=1, le=256)
+    # 0: fixed at concurrency; more: an adaptive window from concurrency up to this, halving back on a
+    # failed attempt (Dispatcher's max_concurrency; bench/README.md, "Where the p99 goes")
+    max_concurrency: int = Field(default=0, ge=0, le=256)
     batch: int = Field(default=64, ge=1, le=10_000)
     max_attempts: int = Field(default=100, ge=0)
     backoff_initial: float = Field(default=1.0, gt=0)
