@@ -58,7 +58,7 @@ def main() -> None:
         if parts[0] == "R":
             rows.append([float(v) for v in parts[2:]])
         elif parts[0] == "C":
-            free, asked, got, window = (int(v) for v in parts[3:7])
+            free, asked, got, window = (int(v) for v in [*parts[3:6], parts[6] if len(parts) > 6 else "0"])
             claims.append((float(parts[1]), float(parts[2]), free, asked, got, window))
     start = min(r[0] for r in rows) + args.skip
     rows = [r for r in rows if r[0] >= start]
