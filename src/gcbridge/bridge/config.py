@@ -261,6 +261,13 @@ class DispatcherConfig(_Section):
     idle_poll: float = Field(default=5.0, gt=0, le=300)
     coalesce: bool = False
 
+    @model_validator(mode="after")
+    def _window(self) -> DispatcherConfig:
+        if 0 < self.max_concurrency < self.concurrency:
+            # it is the ceiling of a window that starts at concurrency: below it, it would silently do nothing
+            raise ValueError("max_concurrency: 0 (off) or at least concurrency")
+        return self
+
 
 class OutboxConfig(_Section):
     """``[outbox]``: the durable outbox between Genesys and ServiceNow.

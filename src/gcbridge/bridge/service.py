@@ -226,7 +226,7 @@ class BridgeService:
             self.outbox,
             self.sink,
             concurrency=d.concurrency,
-            max_concurrency=max(d.max_concurrency, d.concurrency) if d.max_concurrency else None,
+            max_concurrency=d.max_concurrency or None,  # 0: fixed at concurrency
             batch=d.batch,
             backoff=BackoffPolicy(initial=d.backoff_initial, cap=d.backoff_max),
             max_attempts=d.max_attempts or None,
