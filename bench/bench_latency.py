@@ -75,6 +75,10 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         for n in (8, 16, 64)
     },
     "sync-normal": {"outbox": {"synchronous": "NORMAL"}},
+    # the adaptive window: from the default 32 up to 64 (the simulator's pool), or past it to 96 (its 429s)
+    "adaptive64": {"dispatcher": {"max_concurrency": 64}},
+    "adaptive96": {"dispatcher": {"max_concurrency": 96}},
+    "adaptive64-coalesce": {"dispatcher": {"max_concurrency": 64, "coalesce": True}},
 }
 
 

@@ -445,3 +445,94 @@ async def test_coalescing_dispatcher_writes_the_final_state_with_fewer_writes(st
     assert final == {"conv-0": 38, "conv-1": 39}  # the newest update of each conversation
     assert len(writes) == 4  # the first row of each key, then one write for the 19 queued behind it
     assert (await store.stats(0.0)).delivered == 40
+
+
+class WindowFillingSink:
+    """Holds every delivery until the dispatcher has filled its window (or has nothing more to claim), so the
+    most deliveries seen at once is the window the dispatcher allowed; answers ``answer`` to each."""
+
+    def __init__(self, store: SqliteOutbox) -> None:
+        self.store = store
+        self.dispatcher: Dispatcher | None = None
+        self.answer: Outcome = Delivered()
+        self.in_flight = 0
+        self.max_parallel = 0
+
+    async def deliver(self, row: OutboxRow) -> Outcome:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        self.in_flight += 1
+        self.max_parallel = max(self.max_parallel, self.in_flight)
+        await asyncio.sleep(0)  # the other rows of this claim start their deliveries too
+
+        async def window_full() -> bool:
+            return dispatcher.in_flight >= dispatcher.window.limit or await self.store.next_due() is None
+
+        await eventually(window_full)
+        self.in_flight -= 1
+        return self.answer
+
+
+async def deliver_all(dispatcher: Dispatcher, store: SqliteOutbox, items: list[OutboxItem]) -> None:
+    await dispatcher.ingest(items)
+
+    async def idle() -> bool:
+        stats = await store.stats(0.0)
+        return stats.pending == 0 and stats.in_flight == 0
+
+    await eventually(idle)
+
+
+async def test_the_window_grows_to_max_concurrency_while_rows_wait_and_no_further(
+    store: SqliteOutbox,
+) -> None:
+    sink = WindowFillingSink(store)
+    dispatcher = Dispatcher(
+        store, sink, concurrency=2, max_concurrency=6, idle_poll=0.01, clock=ManualClock()
+    )
+    sink.dispatcher = dispatcher
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await deliver_all(dispatcher, store, [item(n, f"conv-{n}") for n in range(80)])
+    finally:
+        assert await dispatcher.drain(timeout=10)
+        await task
+    assert dispatcher.window.limit == 6
+    assert sink.max_parallel == 6  # grown from 2 while the backlog waited, never past the ceiling
+    assert dispatcher.counters.delivered == 80
+
+
+async def test_without_max_concurrency_the_window_stays_fixed(store: SqliteOutbox) -> None:
+    sink = WindowFillingSink(store)
+    dispatcher = Dispatcher(store, sink, concurrency=2, idle_poll=0.01, clock=ManualClock())
+    sink.dispatcher = dispatcher
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await deliver_all(dispatcher, store, [item(n, f"conv-{n}") for n in range(40)])
+    finally:
+        assert await dispatcher.drain(timeout=10)
+        await task
+    assert (dispatcher.window.limit, sink.max_parallel) == (2, 2)
+
+
+async def test_a_wave_of_failures_from_one_window_halves_it_once(store: SqliteOutbox) -> None:
+    sink = WindowFillingSink(store)
+    clock = ManualClock()
+    dispatcher = Dispatcher(store, sink, concurrency=2, max_concurrency=6, idle_poll=0.01, clock=clock)
+    sink.dispatcher = dispatcher
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await deliver_all(dispatcher, store, [item(n, f"conv-{n}") for n in range(80)])
+        assert dispatcher.window.limit == 6
+        sink.answer = Retry("HTTP 429: rate limited")  # every request of the next full window fails
+        await dispatcher.ingest([item(n, f"busy-{n}") for n in range(100, 106)])
+
+        async def all_retried() -> bool:
+            return dispatcher.counters.retried == 6
+
+        await eventually(all_retried)
+    finally:
+        await dispatcher.drain(timeout=10)
+        await task
+    assert sink.max_parallel == 6
+    assert (dispatcher.window.limit, dispatcher.window.epoch) == (3, 1)  # one halving, not six

@@ -43,3 +43,12 @@ def test_a_bad_url_is_named_without_echoing_it(url: str) -> None:
     (problem,) = problems_of(data)
     assert problem.startswith("outbox.url: must look like postgresql://")
     assert "pa55word" not in problem
+
+
+def test_the_adaptive_window_is_off_by_default_and_its_ceiling_is_checked() -> None:
+    assert parse_config(minimal()).outbox.dispatcher.max_concurrency == 0
+    data = minimal()
+    data["outbox"] = {"dispatcher": {"concurrency": 32, "max_concurrency": 64}}
+    assert parse_config(data).outbox.dispatcher.max_concurrency == 64
+    data["outbox"] = {"dispatcher": {"concurrency": 32, "max_concurrency": 16}}
+    assert any("max_concurrency" in p for p in problems_of(data))

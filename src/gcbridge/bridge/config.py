@@ -250,6 +250,9 @@ class DispatcherConfig(_Section):
 
     # as servicenow.concurrency: rows in flight = rows/s x response time (bench/README.md, latency)
     concurrency: int = Field(default=32, ge=1, le=256)
+    # 0: fixed at concurrency; more: an adaptive window from concurrency up to this, halving back on a
+    # failed attempt (Dispatcher's max_concurrency; bench/README.md, "Where the p99 goes")
+    max_concurrency: int = Field(default=0, ge=0, le=256)
     batch: int = Field(default=64, ge=1, le=10_000)
     max_attempts: int = Field(default=100, ge=0)
     backoff_initial: float = Field(default=1.0, gt=0)
@@ -257,6 +260,13 @@ class DispatcherConfig(_Section):
     deliver_timeout: float = Field(default=60.0, gt=0)
     idle_poll: float = Field(default=5.0, gt=0, le=300)
     coalesce: bool = False
+
+    @model_validator(mode="after")
+    def _window(self) -> DispatcherConfig:
+        if 0 < self.max_concurrency < self.concurrency:
+            # it is the ceiling of a window that starts at concurrency: below it, it would silently do nothing
+            raise ValueError("max_concurrency: 0 (off) or at least concurrency")
+        return self
 
 
 class OutboxConfig(_Section):

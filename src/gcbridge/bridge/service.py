@@ -214,7 +214,11 @@ class BridgeService:
                 what_to_do="nothing: they are delivered again, and ServiceNow coalesces a repeated write",
             )
         mapping = cfg.servicenow.mapping.compiled
+        d = cfg.outbox.dispatcher
         sn = cfg.servicenow
+        if d.max_concurrency > sn.concurrency:
+            # the dispatcher's adaptive window bounds the requests; the writer's fixed bound must not cap it
+            sn = sn.model_copy(update={"concurrency": d.max_concurrency})
         self._session = create_session(
             connect_timeout=sn.timeouts.connect,
             total_timeout=sn.timeouts.total,
@@ -225,11 +229,11 @@ class BridgeService:
             sn, self._session, mapping=mapping, on_request=self.metrics.record_servicenow_request
         )
         self.sink = MeasuredSink(self._router, self.metrics, clock=self._clock)
-        d = cfg.outbox.dispatcher
         self.dispatcher = Dispatcher(
             self.outbox,
             self.sink,
             concurrency=d.concurrency,
+            max_concurrency=d.max_concurrency or None,  # 0: fixed at concurrency
             batch=d.batch,
             backoff=BackoffPolicy(initial=d.backoff_initial, cap=d.backoff_max),
             max_attempts=d.max_attempts or None,

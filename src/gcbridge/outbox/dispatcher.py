@@ -29,8 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gcbridge._logs import get_logger
+from gcbridge.core.aimd import AimdWindow
 from gcbridge.core.backoff import BackoffPolicy
-from gcbridge.outbox.base import OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
+from gcbridge.outbox.base import Delivered, OutboxItem, OutboxRow, OutboxStore, Outcome, Retry, Sink
 from gcbridge.outbox.outage import Paused, Resumed, SinkHealth, Transition, probe_policy
 from gcbridge.outbox.retry import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Ack, Action, Bury, Reschedule, decide
 from gcbridge.outbox.store_outage import LoggedStoreOutage
@@ -60,6 +61,10 @@ class Dispatcher:
     Defaults (all seconds unless noted):
 
     * ``concurrency=8``: rows delivered at the same time (each from a different order key).
+    * ``max_concurrency=None``: with a number, ``concurrency`` is where an adaptive window starts and its
+      floor: it grows by one slot per window's worth of deliveries that finished while rows waited for a
+      slot, up to ``max_concurrency``, and halves back towards ``concurrency`` on a failed attempt (a 429,
+      a 5xx, a timeout; see :class:`~gcbridge.core.aimd.AimdWindow`). ``None``: fixed at ``concurrency``.
     * ``batch=64``: most rows claimed per store call.
     * ``backoff``: :data:`~gcbridge.outbox.retry.DEFAULT_BACKOFF` (1 s doubling to a 5 min ceiling, full
       jitter; a sink's ``Retry.after`` is a floor). ``max_attempts=100`` then dead-letter; ``None`` retries
@@ -85,6 +90,7 @@ class Dispatcher:
         sink: Sink,
         *,
         concurrency: int = 8,
+        max_concurrency: int | None = None,
         batch: int = 64,
         backoff: BackoffPolicy = DEFAULT_BACKOFF,
         max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
@@ -101,6 +107,8 @@ class Dispatcher:
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be >= 1")
+        if max_concurrency is not None and max_concurrency < concurrency:
+            raise ValueError("max_concurrency must be >= concurrency")
         if deliver_timeout <= 0 or idle_poll <= 0:
             raise ValueError("deliver_timeout and idle_poll must be > 0")
         lease_ttl = getattr(store, "lease_ttl", None)
@@ -113,6 +121,9 @@ class Dispatcher:
         self.store = store
         self.sink = sink
         self.concurrency = concurrency
+        # the fixed limit is a window whose floor and ceiling are the same
+        self.window = AimdWindow(concurrency, concurrency if max_concurrency is None else max_concurrency)
+        self._waiting = False  # the last claim filled the window: due rows may be waiting for a slot
         self.batch = batch
         self.backoff = backoff
         self.max_attempts = max_attempts
@@ -213,9 +224,9 @@ class Dispatcher:
     # -- loop internals ----------------------------------------------------------------------------------
 
     async def _claim_and_start(self) -> tuple[int, int]:
-        free = self.concurrency - len(self._tasks) - len(self._acks)
+        free = self.window.limit - len(self._tasks) - len(self._acks)
         if free <= 0:
-            return 0, 0
+            return 0, 0  # the last claim filled the window: self._waiting stays as it set it
         asked = min(self.batch, free)
         allowed = self.health.may_claim(self._clock())
         if allowed is not None:
@@ -232,6 +243,9 @@ class Dispatcher:
         if allowed is not None and not rows:
             self.health.probe_unused()
             return 0, 0  # paused and nothing to probe with: sleep until the next probe
+        # the window, not the batch size or a lack of due rows, limited this claim: rows may be waiting for a
+        # slot (the store is not asked whether they are: that would cost a round trip per claim)
+        self._waiting = len(rows) == asked == free
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"outbox-deliver-{row.id}")
             self._tasks[task] = row
@@ -282,8 +296,10 @@ class Dispatcher:
             self._store_failed("expire_delivered", exc)
 
     async def _deliver(self, row: OutboxRow) -> None:
+        epoch = self.window.epoch
         outcome = await self._attempt(row)
         now = self._clock()
+        self._adapt(outcome, epoch)
         transition = self.health.observe(outcome, now)
         if isinstance(outcome, Retry) and self.health.holds(outcome):
             try:
@@ -323,6 +339,13 @@ class Dispatcher:
             # the class name only: an exception message may quote a request, a header or the payload
             self.counters.sink_errors += 1
             return Retry(type(exc).__name__)
+
+    def _adapt(self, outcome: Outcome, started_epoch: int) -> None:
+        if isinstance(outcome, Delivered):
+            if self._waiting and not self.health.paused:
+                self.window.grow()
+        elif isinstance(outcome, Retry):
+            self.window.shrink(started_epoch)
 
     async def _act_on(self, transition: Transition | None) -> None:
         if isinstance(transition, Paused):
