@@ -38,3 +38,33 @@ def test_every_5xx_storm_ends_within_two_simulated_hours(soak: ModuleType) -> No
         assert len(day) == 3
         assert end.at - min(s.at for s in day) <= 2 * soak.HOUR
         assert end.at < hibernate.at
+
+
+def _samples(soak: ModuleType, tasks: list[int]) -> list[object]:
+    return [
+        soak.Sample(
+            sim_days=1.0 + i * 0.05,
+            generation=1,
+            rss_kb=70_000,
+            fds=25,
+            threads=3,
+            tasks=t,
+            outbox_bytes=0,
+            rows={},
+            oldest_delivered_age=0.0,
+            gaps=0,
+            published=0,
+        )
+        for i, t in enumerate(tasks)
+    ]
+
+
+def test_tasks_in_flight_at_a_sample_are_not_growth_but_a_rising_floor_is(soak: ModuleType) -> None:
+    """The 7-day run of 2026-12-04 21:20 failed on medians (25 -> 29) while the count swung 21-30 all week
+    with the same floor: transient tasks (deliveries, requests) above a constant floor. A leak raises the
+    floor."""
+    swinging = [22, 28, 25, 30, 23, 27] * 8 + [29, 22, 30, 28, 29, 30] * 8
+    assert soak.judge(_samples(soak, swinging), days=7.0, retention_real=100.0).problems == []
+    leaking = [22, 28, 25, 30, 23, 27] * 8 + [26, 31, 29, 33, 27, 30] * 8
+    problems = soak.judge(_samples(soak, leaking), days=7.0, retention_real=100.0).problems
+    assert problems == ["tasks grew from 22 to 26 (the least of 12 samples)"]
