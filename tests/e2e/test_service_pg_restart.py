@@ -49,6 +49,17 @@ async def outbox_rows(url: str) -> list[tuple[bytes, int]]:
         await conn.close()
 
 
+async def traffic_under_way(bridge: Bridge, gsim: GenesysSim, snsim: ServiceNowSim) -> None:
+    """The bridge ready, traffic flowing, and the first deliveries in ServiceNow."""
+    await bridge.wait_ready()
+    gsim.start_traffic(RATE, TOPICS)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while len(snsim.records("interaction")) < 5:  # deliveries are under way
+        assert loop.time() < deadline, bridge.tail()
+        await asyncio.sleep(0.2)
+
+
 async def readiness_while(bridge: Bridge, done: asyncio.Event) -> list[list[str]]:
     """Every readiness reason list seen until ``done``; the process must stay up throughout."""
     seen: list[list[str]] = []
@@ -76,13 +87,7 @@ async def test_postgresql_restart_mid_run_loses_and_duplicates_nothing(
     bridge = Bridge(config, tmp_path / "bridge.log")
     await bridge.start()
     try:
-        await bridge.wait_ready()
-        gsim.start_traffic(RATE, TOPICS)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while len(snsim.records("interaction")) < 5:  # deliveries are under way
-            assert loop.time() < deadline, bridge.tail()
-            await asyncio.sleep(0.2)
+        await traffic_under_way(bridge, gsim, snsim)
 
         done = asyncio.Event()
         watcher = asyncio.create_task(readiness_while(bridge, done))

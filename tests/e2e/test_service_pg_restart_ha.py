@@ -24,8 +24,8 @@ from gcbridge.sim.servicenow.sim import ServiceNowSim
 from tests.integration.pg_fixtures import throwaway_cluster
 from tests.pg_cluster import ThrowawayCluster
 
-from .test_service_e2e import RATE, TOPICS, Bridge, balance_books, sims, write_config
-from .test_service_pg_restart import outbox_rows, use_postgres
+from .test_service_e2e import Bridge, balance_books, sims, write_config
+from .test_service_pg_restart import outbox_rows, traffic_under_way, use_postgres
 
 __all__ = ["sims", "throwaway_cluster"]  # fixtures: imported so that pytest finds them
 
@@ -57,13 +57,7 @@ async def test_a_postgresql_restart_longer_than_the_leases_under_ha_loses_and_du
     bridge = Bridge(config, tmp_path / "bridge.log")
     await bridge.start()
     try:
-        await bridge.wait_ready()
-        gsim.start_traffic(RATE, TOPICS)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while len(snsim.records("interaction")) < 5:  # deliveries are under way
-            assert loop.time() < deadline, bridge.tail()
-            await asyncio.sleep(0.2)
+        await traffic_under_way(bridge, gsim, snsim)
         await asyncio.to_thread(cluster.stop, "fast")
         await asyncio.sleep(DOWN_FOR)  # events keep arriving meanwhile: they must wait, not be lost
         assert bridge.proc is not None

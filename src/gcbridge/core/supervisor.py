@@ -396,9 +396,7 @@ class ClientCore:
             return
         if machine in self.retired:
             self.retired.remove(machine)
-        for conn, (_, owner) in list(self._owner.items()):
-            if owner is machine:
-                del self._owner[conn]
+        self._forget_conns(machine)  # it holds none: every entry of its goes
 
     def _forget_conns(self, machine: PathMachine) -> None:
         """Drop the owner entries of ``machine``'s connections that it no longer holds (closed, or never
