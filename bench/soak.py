@@ -345,6 +345,7 @@ class Sample:
     oldest_delivered_age: float  # real seconds; 0 when none
     gaps: int
     published: int
+    thread_names: list[str] = field(default_factory=list)  # the Python threads, from /status
 
 
 def proc_stats(pid: int) -> tuple[int, int, int]:
@@ -483,6 +484,13 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
+def new_threads(head: Sequence[Sample], tail: Sequence[Sample]) -> list[str]:
+    """The thread names in every sample of ``tail`` that no sample of ``head`` had (each name once)."""
+    seen = {name for s in head for name in s.thread_names}
+    always = set.intersection(*(set(s.thread_names) for s in tail)) if tail else set()
+    return sorted(always - seen)
+
+
 def judge(samples: Sequence[Sample], days: float, retention_real: float) -> Verdict:
     """The pass criteria over the first process's life after warm-up (restarts come late in the plan)."""
     warm = warmup_days(days)
@@ -515,6 +523,9 @@ def judge(samples: Sequence[Sample], days: float, retention_real: float) -> Verd
     for name, (before, after), slack in (("fds", fds, 1), ("tasks", tasks, 2), ("threads", threads, 0)):
         if judged and after > before + slack:
             problems.append(f"{name} grew from {before:g} to {after:g} (the least of {n} samples)")
+    if judged and threads[1] > threads[0]:
+        came = ", ".join(new_threads(head, tail)) or "none with a Python name"
+        problems.append(f"threads that came: {came}")
     limit = retention_real + HOUSEKEEPING + 30.0
     ages = [s.oldest_delivered_age for s in samples if s.sim_days >= warm]
     worst = max(ages, default=0.0)
@@ -744,6 +755,7 @@ class Soak:
                 fds=fds,
                 threads=threads,
                 tasks=int(doc.get("process", {}).get("asyncio_tasks", 0)),
+                thread_names=list(doc.get("process", {}).get("thread_names", [])),
                 outbox_bytes=file_bytes(self.dir / "outbox.db"),
                 rows=rows,
                 oldest_delivered_age=round(oldest, 1),

@@ -68,3 +68,19 @@ def test_tasks_in_flight_at_a_sample_are_not_growth_but_a_rising_floor_is(soak: 
     leaking = [22, 28, 25, 30, 23, 27] * 8 + [26, 31, 29, 33, 27, 30] * 8
     problems = soak.judge(_samples(soak, leaking), days=7.0, retention_real=100.0).problems
     assert problems == ["tasks grew from 22 to 26 (the least of 12 samples)"]
+
+
+def test_a_thread_that_came_to_stay_is_growth_and_is_named(soak: ModuleType) -> None:
+    """The second 7-day run of 2026-12-04 went from 3 to 4 threads at day 3.5 and said no more: the verdict
+    names the thread that came (from the status page's ``process.thread_names``)."""
+    base = ["MainThread", "gcbridge-gap-journal_0", "gcbridge-outbox-writer"]
+    samples = _samples(soak, [22] * 96)
+    for i, sample in enumerate(samples):
+        grown = i >= 48
+        sample.threads = 4 if grown else 3
+        sample.thread_names = sorted([*base, "asyncio_1"] if grown else base)
+    problems = soak.judge(samples, days=7.0, retention_real=100.0).problems
+    assert problems == ["threads grew from 3 to 4 (the least of 12 samples)", "threads that came: asyncio_1"]
+    for sample in samples:  # the same threads all week: nothing to say
+        sample.threads, sample.thread_names = 3, base
+    assert soak.judge(samples, days=7.0, retention_real=100.0).problems == []

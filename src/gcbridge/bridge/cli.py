@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -22,6 +23,7 @@ from gcbridge import _json
 
 if TYPE_CHECKING:
     from gcbridge.bridge.config import BridgeConfig
+    from gcbridge.bridge.service import BridgeService
 
 T = TypeVar("T")
 
@@ -110,7 +112,20 @@ def run(config: ConfigOption = Path(DEFAULT_CONFIG)) -> None:
         raise typer.Exit(EXIT_CONFIG)
     bridge_logging.configure(level=cfg.logging.level, fmt=cfg.logging.format)
     service = BridgeService(cfg, config_path=config)
-    raise typer.Exit(asyncio.run(service.run()))
+    raise typer.Exit(asyncio.run(run_service(service)))
+
+
+AUX_THREADS = 4
+"""The loop's default executor under ``gcbridge run``: DNS lookups, opening and closing the outbox."""
+
+
+async def run_service(service: BridgeService) -> int:
+    """Run ``service`` to its exit code on the running loop, whose default executor it bounds first."""
+    # asyncio's own default pool would grow to min(32, cpus + 4) unnamed threads and keep them: a bounded
+    # pool of named ones keeps the process's thread count flat and says on the status page whose they are
+    executor = ThreadPoolExecutor(max_workers=AUX_THREADS, thread_name_prefix="gcbridge-aux")
+    asyncio.get_running_loop().set_default_executor(executor)
+    return await service.run()
 
 
 # -- demo --------------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -108,6 +109,9 @@ class GapLog(Protocol):
 
     async def mark_alive(self, now: float, *, clean: bool = False) -> None: ...
 
+    async def close(self) -> None:
+        """Release what the journal holds (a thread, a connection); a later call opens it again."""
+
 
 def backfill_record(gap: dict[str, Any], outcome: dict[str, Any], now: float) -> dict[str, Any]:
     """The journal entry of a back-fill job's outcome for the gap ``gap`` (``start``, ``end``, ``reason``)."""
@@ -133,13 +137,29 @@ class JournalMemory:
 
 
 class GapJournal(JournalMemory):
-    """Append-only gap log plus the ``alive`` mark. Keeps totals and the most recent gaps in memory."""
+    """Append-only gap log plus the ``alive`` mark. Keeps totals and the most recent gaps in memory.
+
+    The file writes (each fsynced) run on one thread of the journal's own, named ``gcbridge-gap-journal``:
+    they happen in the order they were asked for, the event loop never waits on the disk, and the process
+    keeps one thread for them however they overlap (the loop's default executor would start a second worker
+    whenever two writes met, and keep it)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
         self.alive_path = path.with_name(path.name + ".alive")
         self._lock = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _on_thread(self, write: Callable[[bytes], None], data: bytes) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbridge-gap-journal")
+        await asyncio.get_running_loop().run_in_executor(self._executor, write, data)
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)  # every write was awaited: the thread is idle and ends at once
 
     def load(self) -> None:
         """Read the existing journal's recent entries (totals count this run only)."""
@@ -161,7 +181,7 @@ class GapJournal(JournalMemory):
     async def record(self, gap: Gap, now: float) -> dict[str, Any]:
         entry = gap_record(gap, now)
         async with self._lock:
-            await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
+            await self._on_thread(self._append, _json.dumps(entry) + b"\n")
         self.remember(entry)
         return entry
 
@@ -171,7 +191,7 @@ class GapJournal(JournalMemory):
         """Append the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
         entry = backfill_record(gap, outcome, now)
         async with self._lock:
-            await asyncio.to_thread(self._append, _json.dumps(entry) + b"\n")
+            await self._on_thread(self._append, _json.dumps(entry) + b"\n")
         self.recent_backfills.append(entry)
         return entry
 
@@ -190,7 +210,7 @@ class GapJournal(JournalMemory):
             return None
 
     async def mark_alive(self, now: float, *, clean: bool = False) -> None:
-        await asyncio.to_thread(self._write_alive, _json.dumps({"alive_at": now, "clean": clean}))
+        await self._on_thread(self._write_alive, _json.dumps({"alive_at": now, "clean": clean}))
 
     def _write_alive(self, data: bytes) -> None:
         self.alive_path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 
-def process_counts() -> dict[str, int]:
-    """``asyncio_tasks`` (of the running loop) and Python ``threads``; call from inside the event loop."""
-    return {"asyncio_tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
+def process_counts() -> dict[str, Any]:
+    """``asyncio_tasks`` (of the running loop), Python ``threads`` and their ``thread_names`` (sorted); call
+    from inside the event loop. Every thread ``gcbridge run`` starts is named ``gcbridge-...``, so a name
+    says which part a thread belongs to: ``gcbridge-outbox-writer`` (SQLite), ``gcbridge-gap-journal_0``,
+    ``gcbridge-aux_N`` (the loop's default executor: DNS lookups, opening and closing the outbox; at most
+    four)."""
+    names = sorted(t.name for t in threading.enumerate())
+    return {"asyncio_tasks": len(asyncio.all_tasks()), "threads": len(names), "thread_names": names}

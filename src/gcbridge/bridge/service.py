@@ -772,9 +772,8 @@ class BridgeService:
         if self._leases is not None:
             with contextlib.suppress(Exception):
                 await self._leases.close()
-        if isinstance(self.journal, PgGapJournal):
-            with contextlib.suppress(Exception):
-                await self.journal.close()
+        with contextlib.suppress(Exception):
+            await self.journal.close()
         if self.admin is not None:
             await self.admin.stop()
         if self._router is not None:
