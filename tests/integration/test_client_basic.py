@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 
@@ -97,11 +98,38 @@ async def test_unplanned_loss_is_reported_as_a_gap_covering_exactly_the_lost_eve
         first_lost = min(published[s] for s in lost)
         delivered_before = [published[s] for s in received if published[s] < first_lost]
         assert delivered_before, "traffic was received before the fault"
-        assert gap.start >= max(delivered_before) - FAST.gap_margin
+        # (and as much earlier as the loop ran late then: a few ms here, at most what it says it was)
+        assert gap.start >= max(delivered_before) - FAST.gap_margin - stats.loop_lag
     if fault == "stall":
         assert in_gap, "a stall loses the events sent while silent; they must be inside the gap"
         assert set(stats.reconnects_by_reason) & {"pong_timeout", "heartbeat_timeout"}
     assert sum(stats.reconnects_by_reason.values()) >= 1
+
+
+QUIET = dataclasses.replace(FAST, heartbeat_timeout=60.0, ping_interval=30.0)
+
+
+async def test_a_drop_after_the_loop_ran_late_starts_its_gap_that_much_earlier(
+    genesys_sim_factory: SimFactory,
+) -> None:
+    """A starved event loop (a busy host) reads every frame late; a socket that fails takes with it what
+    was sent after the last frame read was *sent*, which is earlier than it was read by the loop's lateness.
+    The loop's lateness is measured, shown in stats, and taken off the gap's start with gap_margin."""
+    sim = await genesys_sim_factory(heartbeat_interval=30.0)  # no heartbeats, and no pings, meanwhile
+    async with client_for(sim, QUIET) as client:
+        got = await receiving(sim, client, TOPICS[:1])
+        await asyncio.sleep(0.3)
+        last_read = client.stats().paths[0].last_frame_at
+        assert last_read is not None
+        time.sleep(1.5)  # the loop is starved: every timer and every read runs 1.5 s late
+        await asyncio.sleep(0.3)
+        lag = client.stats().loop_lag
+        assert lag >= 1.0
+        await sim.drop_socket()
+        await wait_until(lambda: bool(got.gaps), what="a gap")
+    gap = got.gaps[0]
+    assert gap.reason == "closed_1006"
+    assert gap.start <= last_read - FAST.gap_margin - 1.0  # not at the read less gap_margin only
 
 
 async def test_channel_gone_during_outage_is_replaced(genesys_sim_factory: SimFactory) -> None:

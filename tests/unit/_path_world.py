@@ -77,6 +77,7 @@ class World:
     notices: list[tuple[int, Notice]] = field(default_factory=list)
     n_channels: int = 0
     token_requests: int = 0
+    read_lag: float = 0.0  # how late the shell's loop runs: every SocketClosed carries it
 
     def __post_init__(self) -> None:
         rng = random.Random(1)
@@ -183,7 +184,7 @@ class World:
             if self.opening.pop(a.conn, None) is not None:
                 return
             if self.sockets.pop(a.conn, None) is not None:
-                self.feed(SocketClosed(now, a.conn, "closed_by_client", now))
+                self.feed(SocketClosed(now, a.conn, "closed_by_client", now, read_lag=self.read_lag))
 
     def deliver_notice(self, index: int) -> None:
         if not self.notices:
@@ -200,7 +201,7 @@ class World:
         sock = self.sockets.pop(conn)
         if gone:
             self.channels[sock.channel].alive = False
-        self.feed(SocketClosed(self.now, conn, "abrupt", self.now, channel_gone=gone))
+        self.feed(SocketClosed(self.now, conn, "abrupt", self.now, channel_gone=gone, read_lag=self.read_lag))
 
     def notify(self, index: int, notice: Notice) -> None:
         if self.sockets:
@@ -218,7 +219,11 @@ class World:
                 for conn, sock in list(self.sockets.items()):
                     if sock.channel == ch.id:
                         del self.sockets[conn]
-                        self.feed(SocketClosed(self.now, conn, "expired", self.now, channel_gone=True))
+                        self.feed(
+                            SocketClosed(
+                                self.now, conn, "expired", self.now, channel_gone=True, read_lag=self.read_lag
+                            )
+                        )
         for conn in sorted(self.sockets):  # every open socket here delivers: the shell's health evidence
             self.take(self.core.evidence(conn, self.now))
         wake = self.core.next_wakeup()

@@ -185,6 +185,7 @@ def test_status_document_from_client_stats() -> None:
         "shards": 2,
         "reconnects_by_reason": {"dropped": 2},
         "duplicates_dropped": 4,
+        "loop_lag": 0.01234,
     }
     rows = channel_rows(stats)
     assert [r["state"] for r in rows] == ["live", "reconnecting"]
@@ -213,6 +214,7 @@ def test_status_document_from_client_stats() -> None:
     assert doc["history"] == {"minute_seconds": 60.0, "minutes": [{"start": 0.0, "events_in": 6}]}
     assert doc["readiness"] == {"ready": False, "reasons": ["shards without a live socket: [1]"]}
     assert doc["genesys"]["reconnects"] == {"dropped": 2}
+    assert doc["genesys"]["loop_lag"] == 0.012
     assert doc["outbox"]["pending"] == 1
     assert [g["reason"] for g in doc["gaps"]["recent"]] == ["b", "a"]  # newest first
     orjson.dumps(doc)  # JSON-safe

@@ -90,6 +90,41 @@ def test_drop_reuses_live_channel_and_reports_gap_from_last_frame() -> None:
     assert w.n_channels == 1  # the channel still existed: reused
 
 
+def test_a_drop_after_late_reads_starts_its_gap_as_much_earlier_as_the_loop_ran_late() -> None:
+    """A starved event loop read the last frame at 4.0, 1.5 s after the server sent it (at 2.5); what came
+    behind it, unread when the socket dropped, was sent from 2.5 on. A gap from the read less gap_margin
+    (3.5) left the events sent from 2.5 to 3.5 neither delivered nor in a gap."""
+    w = live_world()
+    conn = next(iter(w.sockets))
+    w.sockets.pop(conn)
+    w.now = 5.0
+    w.feed(SocketClosed(5.0, conn, "closed_1006", last_frame_at=4.0, read_lag=1.5))
+    w.advance(1.0)
+    w.settle()
+    assert [g.reason for g in w.gaps] == ["closed_1006"]
+    sent_after_the_last_read = 2.5
+    assert w.gaps[0].start == pytest.approx(sent_after_the_last_read - 0.5)  # and gap_margin before it
+
+
+@pytest.mark.parametrize("read_lag", [0.0, 2.0])
+def test_planned_rotations_stay_gap_free_however_late_the_loop_reads(read_lag: float) -> None:
+    """Lateness moves only a failure's gap: a rotation's old socket is closed after its successor serves
+    and after it proved it delivered up to then, so reading late loses nothing there."""
+    w = live_world(read_lag=read_lag)
+    for _ in range(4):  # socket_closing rotations
+        w.feed(SystemNotice(w.now, next(iter(w.sockets)), Notice.SOCKET_CLOSING))
+        for _ in range(5):
+            w.settle()
+            w.advance(1.0)
+    for _ in range(300):  # two days of the fake world's 80 s channels and 60 s tokens: expiry rotations
+        w.settle()
+        w.advance(1.0)
+    rotations = path(w).counters.rotations
+    assert rotations["socket_closing"] == 4
+    assert sum(rotations.values()) > 4
+    assert w.gaps == []
+
+
 def test_accept_and_close_server_gets_growing_delays() -> None:
     w = live_world()
     delays = []

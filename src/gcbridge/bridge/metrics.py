@@ -77,6 +77,13 @@ class BridgeMetrics:
             "Events the client dropped as copies of one already received (rotation overlap, second path).",
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "gcbridge_event_loop_lag_seconds",
+            "The event loop's worst lateness over the last minute: how long received frames may wait "
+            "unread (a failed socket's gap starts that much earlier). A few ms is normal; seconds mean a "
+            "starved host.",
+            registry=r,
+        )
         self.gaps = Counter(
             "gcbridge_gaps", "Periods in which events may have been missed.", ["reason"], registry=r
         )

@@ -665,6 +665,7 @@ class BridgeService:
         self.metrics.shards_total.set(len({r["shard"] for r in rows}))
         self.metrics.shards_live.set(len({r["shard"] for r in rows if r["state"] in EVENTS_FLOW_STATES}))
         self.metrics.duplicates_dropped.set(getattr(stats, "duplicates_dropped", 0) or 0)
+        self.metrics.loop_lag.set(getattr(stats, "loop_lag", 0.0) or 0.0)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         # Counted here, not logged: the client writes one line per change of a path itself (through the

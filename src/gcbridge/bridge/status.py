@@ -119,6 +119,7 @@ def build_status(
             "channels": channels,
             "events_received": _get(client_stats, "events_received", 0),
             "duplicates_dropped": _get(client_stats, "duplicates_dropped", 0),
+            "loop_lag": round(float(_get(client_stats, "loop_lag", 0.0) or 0.0), 3),
             "reconnects": _counts(_get(client_stats, "reconnects_by_reason", {})),
             "rotations": _counts(_get(client_stats, "rotations_by_reason", {})),
             "token_refreshes": _get(client_stats, "token_refreshes", 0),

@@ -535,7 +535,7 @@ class PathMachine:
         conn.socket_open = False
         self.channel_gone = ev.channel_gone
         if conn.closing_at is None:
-            self._fail_current(ev.now, ev.reason, ev.last_frame_at, None)
+            self._fail_current(ev.now, ev.reason, ev.read_through, None)
             return
         # The server announced this close (socket_closing) and its grace ran out before a replacement served:
         # a real gap, named for what happened rather than for the close code.
@@ -549,8 +549,9 @@ class PathMachine:
         # frame we read may have been read well after it was sent (a loaded bridge read a second late in the
         # soak, more than gap_margin), so a gap from it began after events were already withheld and lost
         # them unreported. The notice was sent a whole grace before the close: from there, at worst the gap
-        # also claims what was delivered (the back-fill finds those rows already in the outbox).
-        last = conn.closing_at if ev.last_frame_at is None else min(conn.closing_at, ev.last_frame_at)
+        # also claims what was delivered (the back-fill finds those rows already in the outbox). The notice
+        # itself was read as late as the loop ran then.
+        last = min(conn.closing_at, ev.last_frame_at) - ev.read_lag
         self._fail_current(ev.now, SOCKET_CLOSING_GRACE_EXCEEDED, last, None, cause)
 
     def _on_closed_pending(self, conn: Conn, ev: PathEvent) -> None:

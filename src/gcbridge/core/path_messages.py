@@ -170,11 +170,22 @@ class SubscribeFailed:
 
 @dataclass(frozen=True, slots=True)
 class SocketClosed:
+    """A socket ended. ``last_frame_at``: its last good moment (the last frame read, or the start of a
+    backlog). ``read_lag``: how late the event loop ran around then (the shell's measurement): a frame read
+    at ``last_frame_at`` may have been sent that much earlier, so what an abrupt end lost (the frames still
+    unread behind it) was sent from :attr:`read_through` on."""
+
     now: float
     conn: int
     reason: str
     last_frame_at: float
     channel_gone: bool = False
+    read_lag: float = 0.0
+
+    @property
+    def read_through(self) -> float:
+        """Up to when, in the server's sending time, everything on the socket is known to have been read."""
+        return self.last_frame_at - self.read_lag
 
 
 class Notice(enum.Enum):

@@ -201,7 +201,9 @@ class ClientCore:
             return []
         # a socket we closed after draining it was read to its end: nothing of it was in flight
         abrupt = event.reason != "rotated"
-        ended = shard.coverage.down(event.conn, event.last_frame_at, event.reason, abrupt=abrupt)
+        # what an abrupt end lost was sent from where the reads had got to, which a late loop puts earlier
+        since = event.read_through if abrupt else event.last_frame_at
+        ended = shard.coverage.down(event.conn, since, event.reason, abrupt=abrupt)
         return self._gaps(shard_no, shard, ended)
 
     def tick(self, now: float) -> list[Output]:

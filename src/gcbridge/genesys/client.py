@@ -26,6 +26,7 @@ from gcbridge.core.backoff import Backoff
 from gcbridge.core.dedup import CopyMatcher, DedupWindow
 from gcbridge.core.health import HealthMonitor, Verdict
 from gcbridge.core.lifecycle_log import LifecycleLog
+from gcbridge.core.loop_lag import LagWindow
 from gcbridge.core.path import (
     ChannelChecked,
     ChannelCheckFailed,
@@ -96,6 +97,8 @@ _NOTICES = {
 _END = object()
 _UNKNOWN_TOPICS_SAID_MAX = 1_000  # bounds the memory of topics already said
 _DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+_LAG_PROBE_INTERVAL = 0.25  # how often the loop's lateness is measured (a few wake-ups a second: no cost)
+_LAG_KEEP = 600.0  # seconds of measurements kept: a stalled socket is found well within this
 
 
 class _Buffer:
@@ -268,6 +271,8 @@ class NotificationClient:
         }
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        # how late the loop has run: a failed socket's gap starts that much before its last frame read
+        self._lag = LagWindow(keep=max(_LAG_KEEP, 2 * o.heartbeat_timeout))
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._drain_progress = asyncio.Event()  # a socket answered the closing ping or stopped (see _drain)
@@ -322,6 +327,7 @@ class NotificationClient:
             await self.aclose()
             raise
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="gcbridge-ticker")
+        self._spawn(self._measure_lag())
 
     async def aclose(self) -> None:
         """Close every socket and stop every task; the iterator ends after what was read. Idempotent.
@@ -502,6 +508,7 @@ class NotificationClient:
             unknown_topic_events=intake.unknown_topic,
             channels_held=core.channels_held,
             buffered=len(self._queue),
+            loop_lag=self._lag.worst_since(now_loop - 60.0),
         )
 
     # == internals: the core loop =======================================================================
@@ -616,6 +623,15 @@ class NotificationClient:
                 except Exception:  # a core bug must not stop every timer of the client
                     log.exception("notification core failed on a timer tick (a bug: please report it)")
                     await asyncio.sleep(1.0)
+
+    async def _measure_lag(self) -> None:
+        # a timer fires as late as the loop runs: that is how long a frame may have waited unread meanwhile
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            due = loop.time() + _LAG_PROBE_INTERVAL
+            await asyncio.sleep(_LAG_PROBE_INTERVAL)
+            now = loop.time()
+            self._lag.observe(now, now - due)
 
     def _on_token(self, credential: int, token: AccessToken) -> None:
         self._n.token_refreshes += 1
@@ -853,6 +869,8 @@ class NotificationClient:
                         sock.close_reason or reason,
                         health.last_good,
                         sock.channel_gone,
+                        # a measurement after the last read tells how late that read was too
+                        read_lag=self._lag.worst_since(health.last_good - _LAG_PROBE_INTERVAL),
                     )
                 )
 

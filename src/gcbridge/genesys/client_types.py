@@ -42,8 +42,10 @@ class ClientOptions:
 
     Reconnection: ``backoff`` (0.25 s doubling to 60 s, full jitter) between attempts; its count resets only
     after a connection stayed live ``healthy_period`` (10) s (a server that accepts and drops at once never
-    resets it, so it cannot cause a tight loop). ``gap_margin`` (0.5) s is taken off a gap's
-    start so that the back-fill interval also covers events in flight when the socket died.
+    resets it, so it cannot cause a tight loop). A gap after a failure starts at the failed socket's last
+    frame read, less ``gap_margin`` (0.5) s for events in flight when it died, less how late the event loop
+    was running then (``ClientStats.loop_lag``: a starved loop leaves frames unread in the socket for as
+    long), so that the back-fill interval covers everything the socket took with it.
 
     Limits: ``max_topics_per_channel`` (1000); ``channel_budget`` (15, of Genesys's 20 per OAuth client)
     channels held at once, ``rotation_headroom`` (3) of them kept free for rotation, so at most 12 shards
@@ -177,7 +179,9 @@ class ClientStats:
 
     ``events_received``, ``duplicates_dropped``, ``unknown_topic_events`` and ``malformed_frames`` are
     counted as the socket readers take the frames; ``buffered`` is what has arrived and waits for the
-    consumer (events and gaps).
+    consumer (events and gaps). ``loop_lag``: the event loop's worst lateness over the last minute, in
+    seconds (a few milliseconds when it keeps up); frames wait unread that long, and a failed socket's gap
+    starts that much earlier (see ``ClientOptions.gap_margin``).
     """
 
     paths: tuple[PathStats, ...]
@@ -195,6 +199,7 @@ class ClientStats:
     unknown_topic_events: int
     channels_held: int
     buffered: int = 0
+    loop_lag: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
