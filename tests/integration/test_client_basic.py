@@ -121,7 +121,7 @@ async def test_a_drop_after_the_loop_ran_late_starts_its_gap_that_much_earlier(
         await asyncio.sleep(0.3)
         last_read = client.stats().paths[0].last_frame_at
         assert last_read is not None
-        time.sleep(1.5)  # the loop is starved: every timer and every read runs 1.5 s late
+        time.sleep(1.5)  # noqa: ASYNC251 (on purpose: the loop is starved, every timer and read runs 1.5 s late)
         await asyncio.sleep(0.3)
         lag = client.stats().loop_lag
         assert lag >= 1.0
