@@ -106,6 +106,18 @@ def test_a_drop_after_late_reads_starts_its_gap_as_much_earlier_as_the_loop_ran_
     assert w.gaps[0].start == pytest.approx(sent_after_the_last_read - 0.5)  # and gap_margin before it
 
 
+def test_a_no_longer_subscribed_read_late_starts_its_gap_from_when_it_may_have_been_sent() -> None:
+    """Another client took the topics: events stop reaching this channel from the moment the server sent
+    the notice, which a loop running 1.5 s late read 1.5 s after."""
+    w = live_world()
+    conn = next(iter(w.sockets))
+    w.now = 10.0
+    w.feed(SystemNotice(w.now, conn, Notice.NO_LONGER_SUBSCRIBED, read_lag=1.5))
+    w.settle()
+    assert [g.reason for g in w.gaps] == ["no_longer_subscribed"]
+    assert w.gaps[0].start == pytest.approx(10.0 - 1.5 - 0.5)  # sent from 8.5, less gap_margin
+
+
 @pytest.mark.parametrize("read_lag", [0.0, 2.0])
 def test_planned_rotations_stay_gap_free_however_late_the_loop_reads(read_lag: float) -> None:
     """Lateness moves only a failure's gap: a rotation's old socket is closed after its successor serves

@@ -592,15 +592,16 @@ class PathMachine:
             return  # not serving yet: the failure (if any) arrives as a close
         if self.pending is not None:
             if ev.notice is Notice.NO_LONGER_SUBSCRIBED:
-                conn.lost_at = now  # expected: our replacement took the topics (exclusive semantics)
+                # expected: our replacement took the topics (exclusive semantics), when the notice was sent
+                conn.lost_at = ev.sent_from
             return
         if ev.notice is Notice.SOCKET_CLOSING:
             self._start_rotation(now, "socket_closing")
             return
         # no_longer_subscribed with no rotation of ours in progress: someone else took the topics, so events
-        # stop reaching us from now until our replacement is live; that is a gap
+        # stop reaching us from when the notice was sent until our replacement is live; that is a gap
         if self.down_since is None:
-            self.down_since = now - self.t.gap_margin
+            self.down_since = ev.sent_from - self.t.gap_margin
             self.down_reason = "no_longer_subscribed"
             self._emit(PathDown(self.down_since, "no_longer_subscribed", conn.id))
         self.nls_times = [t for t in self.nls_times if t > now - self.t.nls_window] + [now]

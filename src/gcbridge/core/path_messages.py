@@ -196,9 +196,18 @@ class Notice(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SystemNotice:
+    """A system message read at ``now``. ``read_lag``: how late the event loop has lately been running (the
+    shell's measurement), so the notice may have been sent that much earlier (:attr:`sent_from`)."""
+
     now: float
     conn: int
     notice: Notice
+    read_lag: float = 0.0
+
+    @property
+    def sent_from(self) -> float:
+        """The earliest the notice may have been sent: where a loss it announces may begin."""
+        return self.now - self.read_lag
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,7 @@ _UNKNOWN_TOPICS_SAID_MAX = 1_000  # bounds the memory of topics already said
 _DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 _LAG_PROBE_INTERVAL = 0.25  # how often the loop's lateness is measured (a few wake-ups a second: no cost)
 _LAG_KEEP = 600.0  # seconds of measurements kept: a stalled socket is found well within this
+_LAG_NOTICE_LOOKBACK = 10.0  # a system notice read now may have waited as long as the loop was late lately
 
 
 class _Buffer:
@@ -932,7 +933,9 @@ class NotificationClient:
         if notice is None:
             log.info("system message", topic=topic, channel_id=sock.channel_id)
             return
-        self._feed(SystemNotice(now, sock.conn, notice))
+        # the lateness measured after this read is not known yet: the recent worst stands in for it
+        lag = self._lag.worst_since(now - _LAG_NOTICE_LOOKBACK)
+        self._feed(SystemNotice(now, sock.conn, notice, read_lag=lag))
 
     def _malformed(self, channel_id: str, shard: int, reason: str) -> None:
         self._n.malformed += 1
