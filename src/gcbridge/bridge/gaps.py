@@ -110,7 +110,8 @@ class GapLog(Protocol):
     async def mark_alive(self, now: float, *, clean: bool = False) -> None: ...
 
     async def close(self) -> None:
-        """Release what the journal holds (a thread, a connection); a later call opens it again."""
+        """Release what the journal holds (its writer thread, its database connection): the service calls
+        it last, once nothing more is journalled."""
 
 
 def backfill_record(gap: dict[str, Any], outcome: dict[str, Any], now: float) -> dict[str, Any]:
