@@ -149,10 +149,10 @@ class GapJournal(JournalMemory):
         super().__init__()
         self.path = path
         self.alive_path = path.with_name(path.name + ".alive")
-        self._lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
     async def _on_thread(self, write: Callable[[bytes], None], data: bytes) -> None:
+        # one worker: the writes are taken in the order they were submitted, no lock needed to order them
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbridge-gap-journal")
         await asyncio.get_running_loop().run_in_executor(self._executor, write, data)
@@ -181,8 +181,7 @@ class GapJournal(JournalMemory):
 
     async def record(self, gap: Gap, now: float) -> dict[str, Any]:
         entry = gap_record(gap, now)
-        async with self._lock:
-            await self._on_thread(self._append, _json.dumps(entry) + b"\n")
+        await self._on_thread(self._append, _json.dumps(entry) + b"\n")
         self.remember(entry)
         return entry
 
@@ -191,8 +190,7 @@ class GapJournal(JournalMemory):
     ) -> dict[str, Any]:
         """Append the outcome of a back-fill job for the gap ``gap`` (``start``, ``end``, ``reason``)."""
         entry = backfill_record(gap, outcome, now)
-        async with self._lock:
-            await self._on_thread(self._append, _json.dumps(entry) + b"\n")
+        await self._on_thread(self._append, _json.dumps(entry) + b"\n")
         self.recent_backfills.append(entry)
         return entry
 
